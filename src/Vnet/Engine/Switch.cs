@@ -1,0 +1,260 @@
+using System.Runtime.CompilerServices;
+using Vnet.Forwarding;
+using Vnet.Frames;
+
+namespace Vnet.Engine;
+
+/// <summary>
+/// The forwarding core of a daemon.
+/// <code>
+/// Flow of one frame (Forward):
+///  1. A port's reader (TAP, pcap, link receiver) fills a pooled Frame and calls Forward on its own thread.
+///  2. Source and destination MAC are read from the first 12 bytes; malformed frames are dropped.
+///  3. The current ForwardingTable version (immutable, swapped atomically) is looked up: the strongest
+///     matching rules win, ties all apply. No match: the miss handler may learn the source (a new VM)
+///     and the lookup runs once more; otherwise the frame is dropped and counted.
+///  4. Each winning rule counts a hit; its action adds a port, or for flood the flooding tree's ports.
+///     The arrival port is never a target (split horizon); duplicates are removed.
+///  5. The frame is handed to each target port with one reference each (Port.Transmit never blocks).
+/// </code>
+/// Nothing here allocates, locks or logs per frame.
+/// </summary>
+public sealed class Switch
+{
+    private const int MaxTargets = 256;
+
+    private readonly Lock _portsLock = new();
+    private readonly long[] _drops = new long[Enum.GetValues<DropReason>().Length];
+    private Port?[] _ports = [];
+    private int[] _treePorts = [];
+    private int[] _interfacePorts = [];
+    private ForwardingTable _table = ForwardingTable.Empty;
+    private long _forwarded;
+
+    /// <summary>
+    /// Called when no rule matches; returns true when it changed the table (for example it learned a
+    /// new VM's MAC) so that the lookup should run once more. Runs on the data-path thread.
+    /// </summary>
+    public Func<Frame, MacAddress, MacAddress, bool>? MissHandler { get; set; }
+
+    /// <summary>Observes every forwarded frame (source, destination, bytes): the traffic matrix hooks in here.</summary>
+    public ITrafficObserver? Observer { get; set; }
+
+    public ForwardingTable Table => Volatile.Read(ref _table);
+
+    public long ForwardedFrames => Volatile.Read(ref _forwarded);
+
+    public long Dropped(DropReason reason) => Volatile.Read(ref _drops[(int)reason]);
+
+    public IReadOnlyList<Port> Ports
+    {
+        get
+        {
+            var ports = Volatile.Read(ref _ports);
+            var list = new List<Port>(ports.Length);
+            foreach (var p in ports)
+            {
+                if (p is not null)
+                    list.Add(p);
+            }
+            return list;
+        }
+    }
+
+    /// <summary>Publishes a new table version; readers switch to it on their next frame.</summary>
+    public void Publish(ForwardingTable table) => Volatile.Write(ref _table, table);
+
+    public int ResolvePort(PortRef name)
+    {
+        foreach (var p in Volatile.Read(ref _ports))
+        {
+            if (p is not null && p.Name == name)
+                return p.Id;
+        }
+        return -1;
+    }
+
+    public Port? FindPort(PortRef name)
+    {
+        var id = ResolvePort(name);
+        return id < 0 ? null : Volatile.Read(ref _ports)[id];
+    }
+
+    /// <summary>Adds a port and gives it the lowest free id. The caller republishes the table.</summary>
+    public void AddPort(Port port)
+    {
+        lock (_portsLock)
+        {
+            if (ResolvePort(port.Name) >= 0)
+                throw new InvalidOperationException($"port {port.Name} already exists");
+            var ports = _ports;
+            var id = Array.IndexOf(ports, null);
+            if (id < 0)
+            {
+                id = ports.Length;
+                if (id >= MaxTargets)
+                    throw new InvalidOperationException($"a daemon has at most {MaxTargets} ports");
+                Array.Resize(ref ports, ports.Length + 1);
+            }
+            else
+            {
+                ports = (Port?[])ports.Clone();
+            }
+            port.Id = id;
+            ports[id] = port;
+            PublishPorts(ports);
+        }
+    }
+
+    public void RemovePort(Port port)
+    {
+        lock (_portsLock)
+        {
+            var ports = (Port?[])_ports.Clone();
+            if (port.Id < 0 || port.Id >= ports.Length || !ReferenceEquals(ports[port.Id], port))
+                return;
+            ports[port.Id] = null;
+            PublishPorts(ports);
+        }
+    }
+
+    /// <summary>Recomputes the flooding tree after a port changed its tree membership.</summary>
+    public void RefreshFloodTree()
+    {
+        lock (_portsLock)
+            PublishPorts(_ports);
+    }
+
+    private void PublishPorts(Port?[] ports)
+    {
+        var tree = new List<int>();
+        var interfaces = new List<int>();
+        foreach (var p in ports)
+        {
+            if (p is null)
+                continue;
+            if (p.InFloodTree)
+                tree.Add(p.Id);
+            if (p.Name.Kind == PortKind.Interface)
+                interfaces.Add(p.Id);
+        }
+        Volatile.Write(ref _treePorts, [.. tree]);
+        Volatile.Write(ref _interfacePorts, [.. interfaces]);
+        Volatile.Write(ref _ports, ports);
+    }
+
+    /// <summary>Forwards one frame, taking over the caller's reference to it.</summary>
+    public void Forward(Frame frame)
+    {
+        if (frame.Length < 14)
+        {
+            Drop(frame, DropReason.Malformed);
+            return;
+        }
+        var head = frame.Buffer.AsSpan(frame.Offset, 12);
+        var dst = MacAddress.Read(head);
+        var src = MacAddress.Read(head.Slice(6));
+        if (src.IsGroup)
+        {
+            Drop(frame, DropReason.Malformed);
+            return;
+        }
+
+        var ingress = frame.IngressPort;
+        var result = Volatile.Read(ref _table).Lookup(src, dst, ingress);
+        if (result.IsEmpty)
+        {
+            var miss = MissHandler;
+            if (miss is null || !miss(frame, src, dst))
+            {
+                Drop(frame, DropReason.NoMatch);
+                return;
+            }
+            result = Volatile.Read(ref _table).Lookup(src, dst, ingress);
+            if (result.IsEmpty)
+            {
+                Drop(frame, DropReason.NoMatch);
+                return;
+            }
+        }
+
+        Observer?.Record(src, dst, frame.Length);
+
+        Span<int> targets = stackalloc int[MaxTargets];
+        var count = 0;
+        var ingressInTree = true;
+        var ports = Volatile.Read(ref _ports);
+        if (ingress >= 0 && ingress < ports.Length && ports[ingress] is { } arrival)
+            ingressInTree = arrival.InFloodTree;
+
+        var n = result.Count;
+        for (var i = 0; i < n; i++)
+        {
+            var rule = result[i];
+            rule.Stats.Hit(frame.Length);
+            if (rule.IsFlood)
+            {
+                // Off-tree arrivals (direct links) are flooded to local interfaces only: the frame
+                // already travelled the tree on its way to the sender of that link.
+                var flood = ingressInTree ? Volatile.Read(ref _treePorts) : Volatile.Read(ref _interfacePorts);
+                foreach (var id in flood)
+                    count = AddTarget(targets, count, id, ingress);
+            }
+            else if (rule.ActionPort >= 0)
+            {
+                count = AddTarget(targets, count, rule.ActionPort, ingress);
+            }
+        }
+
+        if (count == 0)
+        {
+            Drop(frame, DropReason.NoRoute);
+            return;
+        }
+
+        Interlocked.Increment(ref _forwarded);
+        for (var i = 0; i < count; i++)
+        {
+            var port = targets[i] < ports.Length ? ports[targets[i]] : null;
+            if (port is null)
+            {
+                if (i == count - 1)
+                    frame.Release();
+                continue;
+            }
+            if (i < count - 1)
+                frame.AddReference();
+            port.Transmit(frame);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int AddTarget(Span<int> targets, int count, int id, int ingress)
+    {
+        if (id == ingress)
+            return count;
+        for (var i = 0; i < count; i++)
+        {
+            if (targets[i] == id)
+                return count;
+        }
+        targets[count] = id;
+        return count + 1;
+    }
+
+    /// <summary>Counts and releases a frame that goes nowhere.</summary>
+    public void Drop(Frame frame, DropReason reason)
+    {
+        Interlocked.Increment(ref _drops[(int)reason]);
+        frame.Release();
+    }
+
+    /// <summary>Counts a frame that could not even be read into a buffer.</summary>
+    public void CountDrop(DropReason reason) => Interlocked.Increment(ref _drops[(int)reason]);
+}
+
+/// <summary>Sees every forwarded frame; must not block or allocate.</summary>
+public interface ITrafficObserver
+{
+    void Record(MacAddress source, MacAddress destination, int bytes);
+}

@@ -1,0 +1,43 @@
+using Vnet.Frames;
+
+namespace Vnet.Interfaces;
+
+public enum ReadStatus
+{
+    /// <summary>A frame was read.</summary>
+    Frame,
+
+    /// <summary>Something arrived that is not a usable frame; it was discarded (count it).</summary>
+    Bad,
+
+    /// <summary>The interface was closed or disappeared; stop reading.</summary>
+    Closed,
+}
+
+/// <summary>
+/// A local interface back end: a TAP device or a NIC opened through libpcap. One thread reads it;
+/// any thread may write to it.
+/// </summary>
+public interface ILocalInterface : IDisposable
+{
+    /// <summary>Device name, as the kernel knows it.</summary>
+    string Name { get; }
+
+    /// <summary>
+    /// Whether frames in both directions may carry offload metadata (TSO super-frames, partial
+    /// checksums). When false, writers must hand over complete, MTU-sized frames.
+    /// </summary>
+    bool AcceptsOffloads { get; }
+
+    /// <summary>Largest plain frame (MTU plus Ethernet header) the device takes.</summary>
+    int MaxFrameSize { get; }
+
+    /// <summary>Blocks until a frame arrives (filling <paramref name="frame"/>) or the interface closes.</summary>
+    ReadStatus Read(Frame frame);
+
+    /// <summary>Sends a frame out of the device; false when the device refused it.</summary>
+    bool Write(Frame frame);
+
+    /// <summary>Unblocks <see cref="Read"/> for good.</summary>
+    void Close();
+}
