@@ -26,4 +26,12 @@ public static class Offloads
     /// </summary>
     public static bool Segment(Frame frame, FramePool pool, List<Frame> output, bool completeChecksums) =>
         throw new NotImplementedException();
+
+    /// <summary>
+    /// Marks a plain frame longer than one MTU (a NIC's GRO merged it before libpcap saw it) as a TCP
+    /// super-frame: sets GSO metadata with <c>GsoSize</c> = MTU minus the IP and TCP headers and a
+    /// partial checksum, so it travels on like a TAP's super-frame. False when it is not TCP over IP.
+    /// </summary>
+    public static bool MarkAsSuperFrame(Frame frame, int mtu) =>
+        throw new NotImplementedException();
 }
