@@ -18,6 +18,9 @@ public struct VirtioNetHeader : IEquatable<VirtioNetHeader>
     public const byte GsoTcpV4 = 1;
     public const byte GsoUdp = 3;
     public const byte GsoTcpV6 = 4;
+
+    /// <summary>UDP segmentation (USO): <c>GsoSize</c> payload bytes per datagram, each with its own header.</summary>
+    public const byte GsoUdpL4 = 5;
     public const byte GsoEcn = 0x80;
 
     public byte Flags;
