@@ -94,6 +94,9 @@ public sealed class ForwardingTable
         var all = new List<CompiledRule>();
         foreach (var rule in rules)
         {
+            // An invalid shape (a 'none' source, say) would match where no rule should.
+            if (rule.Validate() is { } problem)
+                throw new ArgumentException($"rule {rule.Id}: {problem}", nameof(rules));
             var ingress = rule.Ingress is { } i ? resolvePort(i) : -1;
             if (rule.Ingress is not null && ingress < 0)
             {
