@@ -19,15 +19,25 @@ internal static class Sh
         return r.Stdout;
     }
 
-    public static Result TryRun(string command, int timeoutSeconds = 30)
+    public static Result TryRun(string command, int timeoutSeconds = 30) =>
+        TryExec("/bin/sh", ["-c", command], timeoutSeconds);
+
+    /// <summary>
+    /// Runs a program with an argument vector, no shell in between, so that names and addresses
+    /// never need quoting.
+    /// </summary>
+    public static Result TryExec(string fileName, IEnumerable<string> args, int timeoutSeconds = 30)
     {
-        var psi = new ProcessStartInfo("/bin/sh", ["-c", command])
+        var psi = new ProcessStartInfo(fileName, args)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
+            RedirectStandardInput = true,
             UseShellExecute = false,
         };
-        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start '{command}'");
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start '{fileName}'");
+        // A command reading stdin would otherwise wait for the test host's terminal.
+        p.StandardInput.Close();
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         if (!p.WaitForExit(TimeSpan.FromSeconds(timeoutSeconds)))
@@ -36,6 +46,15 @@ internal static class Sh
             p.WaitForExit(5000);
             return new Result(-1, stdout.IsCompleted ? stdout.Result : "", $"timed out after {timeoutSeconds} s");
         }
-        return new Result(p.ExitCode, stdout.Result, stderr.Result);
+        // What the command itself wrote is in the pipe by now; only a child left in the background
+        // ("cmd &") can hold it open, and that child is not waited for.
+        Task.WaitAll([stdout, stderr], TimeSpan.FromSeconds(2));
+        return new Result(
+            p.ExitCode,
+            stdout.IsCompleted ? stdout.Result : "",
+            stderr.IsCompleted ? stderr.Result : "(output still open: a background child holds it)");
     }
+
+    /// <summary>Quotes one word for /bin/sh.</summary>
+    public static string Quote(string word) => "'" + word.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
 }
