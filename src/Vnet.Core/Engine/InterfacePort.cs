@@ -7,14 +7,14 @@ namespace Vnet.Engine;
 /// <summary>
 /// A local interface as a switch port.
 /// <code>
-/// Receive: a dedicated thread reads the device into pooled frames and calls Switch.Forward.
+/// Receive: a dedicated thread reads the device into pooled frames and calls VirtualSwitch.Forward.
 /// Transmit: the sending thread writes to the device itself (a TAP write never blocks); frames with
 ///           offload metadata are finalised first when the device cannot take them (pcap NICs).
 /// </code>
 /// </summary>
 public sealed class InterfacePort : Port, IDisposable
 {
-    private readonly Switch _switch;
+    private readonly VirtualSwitch _switch;
     private readonly FramePool _pool;
     private readonly Thread _reader;
     private volatile bool _up = true;
@@ -22,7 +22,7 @@ public sealed class InterfacePort : Port, IDisposable
     [ThreadStatic]
     private static List<Frame>? t_segments;
 
-    public InterfacePort(ILocalInterface device, Switch sw, FramePool pool, byte hopLimit = 8)
+    public InterfacePort(ILocalInterface device, VirtualSwitch sw, FramePool pool, byte hopLimit = 8)
         : base(PortRef.Interface(device.Name))
     {
         Device = device;

@@ -10,16 +10,18 @@ namespace Vnet.Engine;
 /// Flow of one frame (Forward):
 ///  1. A port's reader (TAP, pcap, link receiver) fills a pooled Frame and calls Forward on its own thread.
 ///  2. Source and destination MAC are read from the first 12 bytes; malformed frames are dropped.
-///  3. The current ForwardingTable version (immutable, swapped atomically) is looked up: the strongest
-///     matching rules win, ties all apply. No match: the miss handler may learn the source (a new VM)
-///     and the lookup runs once more; otherwise the frame is dropped and counted.
-///  4. Each winning rule counts a hit; its action adds a port, or for flood the flooding tree's ports.
+///  3. A frame from a learning port (a VM-facing interface) with a source MAC not yet known there
+///     reports a new VM first, so its rules exist before the lookup.
+///  4. The current ForwardingTable version (immutable, swapped atomically) is looked up: the strongest
+///     matching rules win, ties all apply. No match: the miss handler may change the rules and the
+///     lookup runs once more; otherwise the frame is dropped and counted.
+///  5. Each winning rule counts a hit; its action adds a port, or for flood the flooding tree's ports.
 ///     The arrival port is never a target (split horizon); duplicates are removed.
-///  5. The frame is handed to each target port with one reference each (Port.Transmit never blocks).
+///  6. The frame is handed to each target port with one reference each (Port.Transmit never blocks).
 /// </code>
 /// Nothing here allocates, locks or logs per frame.
 /// </summary>
-public sealed class Switch
+public sealed class VirtualSwitch
 {
     private const int MaxTargets = 256;
 
@@ -29,6 +31,7 @@ public sealed class Switch
     private int[] _treePorts = [];
     private int[] _interfacePorts = [];
     private ForwardingTable _table = ForwardingTable.Empty;
+    private SourceFilter? _sources;
     private long _forwarded;
 
     /// <summary>
@@ -36,6 +39,13 @@ public sealed class Switch
     /// new VM's MAC) so that the lookup should run once more. Runs on the data-path thread.
     /// </summary>
     public Func<Frame, MacAddress, MacAddress, bool>? MissHandler { get; set; }
+
+    /// <summary>
+    /// Called for a frame from a learning port whose source MAC is not among the known sources (a VM
+    /// appeared). Runs on the data-path thread before the lookup, so rules it installs apply to this
+    /// frame already.
+    /// </summary>
+    public Action<Frame, MacAddress>? NewSourceHandler { get; set; }
 
     /// <summary>Observes every forwarded frame (source, destination, bytes): the traffic matrix hooks in here.</summary>
     public ITrafficObserver? Observer { get; set; }
@@ -60,6 +70,26 @@ public sealed class Switch
             return list;
         }
     }
+
+    /// <summary>
+    /// Publishes which ports learn sources and which source MACs are already known there; a frame
+    /// from such a port with an unknown source goes to <see cref="NewSourceHandler"/> first.
+    /// </summary>
+    public void PublishSources(IReadOnlyCollection<int> learningPorts, IEnumerable<MacAddress> known)
+    {
+        var max = 0;
+        foreach (var p in learningPorts)
+            max = Math.Max(max, p + 1);
+        var ports = new bool[max];
+        foreach (var p in learningPorts)
+            ports[p] = true;
+        var set = new HashSet<ulong>();
+        foreach (var mac in known)
+            set.Add(mac.Value);
+        Volatile.Write(ref _sources, new SourceFilter(ports, set));
+    }
+
+    private sealed record SourceFilter(bool[] Ports, HashSet<ulong> Known);
 
     /// <summary>Publishes a new table version; readers switch to it on their next frame.</summary>
     public void Publish(ForwardingTable table) => Volatile.Write(ref _table, table);
@@ -144,6 +174,7 @@ public sealed class Switch
     }
 
     /// <summary>Forwards one frame, taking over the caller's reference to it.</summary>
+    [SkipLocalsInit]
     public void Forward(Frame frame)
     {
         if (frame.Length < 14)
@@ -161,6 +192,12 @@ public sealed class Switch
         }
 
         var ingress = frame.IngressPort;
+        var sources = Volatile.Read(ref _sources);
+        if (sources is not null && (uint)ingress < (uint)sources.Ports.Length && sources.Ports[ingress] &&
+            !sources.Known.Contains(src.Value))
+        {
+            NewSourceHandler?.Invoke(frame, src);
+        }
         var result = Volatile.Read(ref _table).Lookup(src, dst, ingress);
         if (result.IsEmpty)
         {
@@ -177,8 +214,6 @@ public sealed class Switch
                 return;
             }
         }
-
-        Observer?.Record(src, dst, frame.Length);
 
         Span<int> targets = stackalloc int[MaxTargets];
         var count = 0;
@@ -198,11 +233,11 @@ public sealed class Switch
                 // already travelled the tree on its way to the sender of that link.
                 var flood = ingressInTree ? Volatile.Read(ref _treePorts) : Volatile.Read(ref _interfacePorts);
                 foreach (var id in flood)
-                    count = AddTarget(targets, count, id, ingress);
+                    count = AddTarget(targets, count, id, ingress, ports);
             }
             else if (rule.ActionPort >= 0)
             {
-                count = AddTarget(targets, count, rule.ActionPort, ingress);
+                count = AddTarget(targets, count, rule.ActionPort, ingress, ports);
             }
         }
 
@@ -212,26 +247,23 @@ public sealed class Switch
             return;
         }
 
+        // Only frames that leave are observed: the traffic matrix must not count what was dropped.
+        Observer?.Record(src, dst, frame.Length);
         Interlocked.Increment(ref _forwarded);
         for (var i = 0; i < count; i++)
         {
-            var port = targets[i] < ports.Length ? ports[targets[i]] : null;
-            if (port is null)
-            {
-                if (i == count - 1)
-                    frame.Release();
-                continue;
-            }
             if (i < count - 1)
                 frame.AddReference();
-            port.Transmit(frame);
+            ports[targets[i]]!.Transmit(frame);
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int AddTarget(Span<int> targets, int count, int id, int ingress)
+    private static int AddTarget(Span<int> targets, int count, int id, int ingress, Port?[] ports)
     {
-        if (id == ingress)
+        // A table or flood list compiled before a port was removed may still name it; such a target
+        // is skipped here so that a frame with no live target is counted as NoRoute, not as sent.
+        if (id == ingress || (uint)id >= (uint)ports.Length || ports[id] is null)
             return count;
         for (var i = 0; i < count; i++)
         {

@@ -90,6 +90,9 @@ internal static unsafe partial class LibC
     [LibraryImport(Lib, EntryPoint = "setns", SetLastError = true)]
     public static partial int SetNs(int fd, int nstype);
 
+    [LibraryImport(Lib, EntryPoint = "umask")]
+    public static partial int Umask(int mask);
+
     [LibraryImport(Lib, EntryPoint = "if_nametoindex", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial uint IfNameToIndex(string name);
 

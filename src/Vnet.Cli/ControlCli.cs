@@ -1,0 +1,207 @@
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Vnet.Control;
+using Vnet.Daemon;
+
+namespace Vnet.Cli;
+
+/// <summary>The commands that talk to a running daemon through its control socket.</summary>
+internal static class ControlCli
+{
+    private static readonly Option<string?> SocketOption = new("--socket", "-s")
+    {
+        Description = "Daemon control socket (default: $VNET_SOCKET, or the only socket in /run/vnet)",
+        Recursive = true,
+    };
+
+    private static readonly Option<bool> JsonOption = new("--json") { Description = "Print JSON instead of a table", Recursive = true };
+
+    private static readonly JsonSerializerOptions Pretty = new() { WriteIndented = true };
+
+    public static IEnumerable<Command> Create()
+    {
+        var status = new Command("status", "Show the daemon: role, links up, rules, VMs, counters.") { SocketOption, JsonOption };
+        status.SetAction((p, ct) => Call(p, "status", null, PrintStatus, ct));
+        yield return status;
+
+        yield return LinkCommands();
+        yield return RuleCommands();
+        yield return InterfaceCommands();
+
+        var vms = new Command("vms", "List the VMs this daemon knows and where they live.") { SocketOption, JsonOption };
+        vms.SetAction((p, ct) => Call(p, "vm.list", null, PrintVms, ct));
+        yield return vms;
+
+        var show = new Command("show", "Show links, rules, interfaces or VMs with their counters.");
+        foreach (var (what, command, printer) in new (string, string, Action<JsonNode?>)[]
+        {
+            ("links", "link.list", PrintLinks), ("rules", "rule.list", PrintRules),
+            ("interfaces", "interface.list", PrintInterfaces), ("vms", "vm.list", PrintVms),
+        })
+        {
+            var sub = new Command(what, $"Show {what}.") { SocketOption, JsonOption };
+            sub.SetAction((p, ct) => Call(p, command, null, printer, ct));
+            show.Add(sub);
+        }
+        yield return show;
+    }
+
+    private static Command LinkCommands()
+    {
+        var link = new Command("link", "List, add and remove links to other daemons.");
+        var list = new Command("list", "List links with state, RTT and counters.") { SocketOption, JsonOption };
+        list.SetAction((p, ct) => Call(p, "link.list", null, PrintLinks, ct));
+
+        var peer = new Argument<string>("peer") { Description = "The other daemon's name" };
+        var address = new Argument<string>("address") { Description = "Its address:port" };
+        var transport = new Option<string>("--transport", "-t") { Description = "tcp or udp", DefaultValueFactory = _ => "tcp" };
+        transport.AcceptOnlyFromAmong("tcp", "udp");
+        var add = new Command("add", "Add a link this daemon dials and keeps up.") { peer, address, transport, SocketOption, JsonOption };
+        add.SetAction((p, ct) => Call(p, "link.add", new JsonObject
+        {
+            ["peer"] = p.GetValue(peer),
+            ["address"] = p.GetValue(address),
+            ["transport"] = p.GetValue(transport),
+        }, d => PrintLinks(new JsonArray(d?.DeepClone())), ct));
+
+        var delPeer = new Argument<string>("peer") { Description = "The other daemon's name" };
+        var del = new Command("del", "Remove a link (refused while user rules use it).") { delPeer, SocketOption, JsonOption };
+        del.SetAction((p, ct) => Call(p, "link.del", new JsonObject { ["peer"] = p.GetValue(delPeer) }, _ => Console.WriteLine("removed"), ct));
+
+        link.Add(list);
+        link.Add(add);
+        link.Add(del);
+        return link;
+    }
+
+    private static Command RuleCommands()
+    {
+        var rule = new Command("rule", "List, add and remove forwarding rules.");
+        var list = new Command("list", "List rules with priorities and hit counters.") { SocketOption, JsonOption };
+        list.SetAction((p, ct) => Call(p, "rule.list", null, PrintRules, ct));
+
+        var src = new Option<string>("--src") { Description = "Source MAC or any", Required = true };
+        var dst = new Option<string>("--dst") { Description = "Destination MAC, any, multicast or none", Required = true };
+        var arrival = new Option<string?>("--in") { Description = "Only frames arriving on this port (link:NAME or if:NAME)" };
+        var to = new Option<string>("--to") { Description = "Action: link:NAME, if:NAME or flood", Required = true };
+        var add = new Command("add", "Add a rule.") { src, dst, arrival, to, SocketOption, JsonOption };
+        add.SetAction((p, ct) =>
+        {
+            var args = new JsonObject { ["src"] = p.GetValue(src), ["dst"] = p.GetValue(dst), ["to"] = p.GetValue(to) };
+            if (p.GetValue(arrival) is { } i)
+                args["in"] = i;
+            return Call(p, "rule.add", args, d => PrintRules(new JsonArray(d?.DeepClone())), ct);
+        });
+
+        var id = new Argument<long>("id") { Description = "Rule id (see 'vnet rule list')" };
+        var del = new Command("del", "Remove a rule.") { id, SocketOption, JsonOption };
+        del.SetAction((p, ct) => Call(p, "rule.del", new JsonObject { ["id"] = p.GetValue(id) }, _ => Console.WriteLine("removed"), ct));
+
+        rule.Add(list);
+        rule.Add(add);
+        rule.Add(del);
+        return rule;
+    }
+
+    private static Command InterfaceCommands()
+    {
+        var iface = new Command("interface", "List, add and remove local interfaces (TAPs, pcap NICs).");
+        var list = new Command("list", "List interfaces with counters.") { SocketOption, JsonOption };
+        list.SetAction((p, ct) => Call(p, "interface.list", null, PrintInterfaces, ct));
+
+        var name = new Argument<string>("name") { Description = "Device name" };
+        var kind = new Option<string>("--kind") { Description = "tap or pcap", DefaultValueFactory = _ => "tap" };
+        kind.AcceptOnlyFromAmong("tap", "pcap");
+        var mtu = new Option<int>("--mtu") { Description = "MTU", DefaultValueFactory = _ => 1500 };
+        var bridge = new Option<string?>("--bridge") { Description = "Add the TAP to this Linux bridge" };
+        var lan = new Option<bool>("--lan") { Description = "Proxy: this interface is the user's LAN" };
+        var add = new Command("add", "Open an interface (a VM's TAP appears here).") { name, kind, mtu, bridge, lan, SocketOption, JsonOption };
+        add.SetAction((p, ct) =>
+        {
+            var args = new JsonObject { ["name"] = p.GetValue(name), ["kind"] = p.GetValue(kind), ["mtu"] = p.GetValue(mtu), ["lan"] = p.GetValue(lan) };
+            if (p.GetValue(bridge) is { } b)
+                args["bridge"] = b;
+            return Call(p, "interface.add", args, d => PrintInterfaces(new JsonArray(d?.DeepClone())), ct);
+        });
+
+        var delName = new Argument<string>("name") { Description = "Device name" };
+        var del = new Command("del", "Close an interface; its VMs leave this daemon.") { delName, SocketOption, JsonOption };
+        del.SetAction((p, ct) => Call(p, "interface.del", new JsonObject { ["name"] = p.GetValue(delName) }, _ => Console.WriteLine("removed"), ct));
+
+        iface.Add(list);
+        iface.Add(add);
+        iface.Add(del);
+        return iface;
+    }
+
+    private static async Task<int> Call(ParseResult p, string command, JsonObject? args, Action<JsonNode?> print, CancellationToken ct)
+    {
+        try
+        {
+            var socket = ControlClient.ResolveSocket(p.GetValue(SocketOption));
+            var data = await ControlClient.SendAsync(socket, command, args, ct);
+            if (p.GetValue(JsonOption))
+                Console.WriteLine(data?.ToJsonString(Pretty) ?? "null");
+            else
+                print(data);
+            return 0;
+        }
+        catch (ControlException e)
+        {
+            await Console.Error.WriteLineAsync($"vnet: {e.Message}");
+            return 1;
+        }
+    }
+
+    private static void PrintStatus(JsonNode? data)
+    {
+        var s = ControlJson.FromNode<DaemonStatus>(data)!;
+        Console.WriteLine($"daemon    {s.Name} ({s.Role}) on {s.Listen}, version {s.Version}, up {TimeSpan.FromSeconds(Math.Round(s.UptimeSeconds))}");
+        Console.WriteLine($"links     {s.LinksUp}/{s.Links} up");
+        Console.WriteLine($"rules     {s.Rules}");
+        Console.WriteLine($"vms       {s.LocalVms} local, {s.KnownVms} known");
+        Console.WriteLine($"frames    {s.ForwardedFrames} forwarded");
+        Console.WriteLine($"drops     {string.Join(", ", s.Drops.Select(kv => $"{kv.Key} {kv.Value}"))}");
+        Console.WriteLine($"buffers   {s.BuffersCreated} created, {s.BuffersInPool} free; udp rejected {s.UdpRejected}");
+    }
+
+    private static void PrintLinks(JsonNode? data)
+    {
+        var t = new TableWriter("PEER", "TRANSPORT", "STAR", "STATE", "REMOTE", "RTT ms", "TX", "RX", "DROPS", "SESSIONS", "LAST DOWN");
+        foreach (var l in ControlJson.FromNode<List<LinkStatus>>(data) ?? [])
+        {
+            t.Add(l.Peer, l.Transport, l.Star, l.Up ? "up" : "down", l.Remote ?? l.Dial, l.RttMs,
+                $"{l.TxFrames}/{TableWriter.Bytes(l.TxBytes)}", $"{l.RxFrames}/{TableWriter.Bytes(l.RxBytes)}", l.TxDrops, l.Sessions, l.LastDownReason);
+        }
+        Console.Write(t);
+    }
+
+    private static void PrintRules(JsonNode? data)
+    {
+        var t = new TableWriter("ID", "SRC", "DST", "IN", "ACTION", "ORIGIN", "PRIO", "FRAMES", "BYTES");
+        foreach (var r in ControlJson.FromNode<List<RuleStatus>>(data) ?? [])
+            t.Add(r.Id, r.Source, r.Destination, r.Ingress, r.Action, r.Origin, r.Priority, r.Frames, TableWriter.Bytes(r.Bytes));
+        Console.Write(t);
+    }
+
+    private static void PrintInterfaces(JsonNode? data)
+    {
+        var t = new TableWriter("NAME", "KIND", "MTU", "STATE", "OFFLOADS", "LAN", "VMS", "TX", "RX", "DROPS");
+        foreach (var i in ControlJson.FromNode<List<InterfaceStatus>>(data) ?? [])
+        {
+            t.Add(i.Name, i.Kind, i.Mtu, i.Up ? "up" : "down", i.Offloads, i.Lan, i.Vms,
+                $"{i.TxFrames}/{TableWriter.Bytes(i.TxBytes)}", $"{i.RxFrames}/{TableWriter.Bytes(i.RxBytes)}", i.TxDrops);
+        }
+        Console.Write(t);
+    }
+
+    private static void PrintVms(JsonNode? data)
+    {
+        var t = new TableWriter("MAC", "DAEMON", "INTERFACE", "LOCAL");
+        foreach (var v in ControlJson.FromNode<List<VmStatus>>(data) ?? [])
+            t.Add(v.Mac, v.Daemon, v.Interface, v.Local);
+        Console.Write(t);
+    }
+
+}

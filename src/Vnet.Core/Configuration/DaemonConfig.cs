@@ -1,0 +1,408 @@
+using System.Globalization;
+using System.Net;
+using Tomlyn;
+using Tomlyn.Model;
+using Vnet.Forwarding;
+using Vnet.Frames;
+using Vnet.Links;
+
+namespace Vnet.Configuration;
+
+public enum InterfaceKind
+{
+    Tap,
+    Pcap,
+}
+
+/// <summary>A local interface in a daemon's configuration.</summary>
+public sealed record InterfaceConfig
+{
+    public required string Name { get; init; }
+
+    public InterfaceKind Kind { get; init; } = InterfaceKind.Tap;
+
+    public int Mtu { get; init; } = 1500;
+
+    /// <summary>Linux bridge to add a TAP to (created if missing), for VMs whose TAP QEMU owns.</summary>
+    public string? Bridge { get; init; }
+
+    /// <summary>VM MACs known up front; others are learned from the frames the interface carries.</summary>
+    public IReadOnlyList<MacAddress> Macs { get; init; } = [];
+
+    /// <summary>Learn VM MACs from the source of the frames read on this interface.</summary>
+    public bool Learn { get; init; } = true;
+
+    /// <summary>
+    /// The user's LAN (Proxy only): the default destination of frames for MACs no VM has, and the
+    /// interface that gives VMs their presence on the LAN. Never learns VM MACs.
+    /// </summary>
+    public bool Lan { get; init; }
+
+    /// <summary>TAP offloads (IFF_VNET_HDR, TSO); off only to compare or for old kernels.</summary>
+    public bool Offloads { get; init; } = true;
+}
+
+/// <summary>A link this daemon dials at start (besides the star link to the Proxy).</summary>
+public sealed record LinkConfig(string Peer, IPEndPoint Address, LinkTransport Transport);
+
+/// <summary>
+/// A daemon's own settings: who it is, where it listens, its key, its interfaces. What the overlay
+/// looks like beyond that (extra links, rules) is run-time state set through the control API.
+/// </summary>
+public sealed record DaemonConfig
+{
+    public required string Name { get; init; }
+
+    public required DaemonRole Role { get; init; }
+
+    public required IPEndPoint Listen { get; init; }
+
+    public required NetworkKey Key { get; init; }
+
+    /// <summary>Hosts: the Proxy's name and address, and the transport of the star link.</summary>
+    public string ProxyName { get; init; } = "proxy";
+
+    public IPEndPoint? ProxyAddress { get; init; }
+
+    public LinkTransport ProxyTransport { get; init; } = LinkTransport.Tcp;
+
+    public IReadOnlyList<InterfaceConfig> Interfaces { get; init; } = [];
+
+    public IReadOnlyList<LinkConfig> Links { get; init; } = [];
+
+    public string? ControlSocket { get; init; }
+
+    public byte HopLimit { get; init; } = 8;
+
+    /// <summary>Most VM MACs one interface may learn, a guard against MAC flooding.</summary>
+    public int MaxLearnedPerInterface { get; init; } = 256;
+
+    public int QueueCapacity { get; init; } = 1024;
+
+    public string ControlSocketPath => ControlSocket ?? DefaultControlSocket(Name);
+
+    public static string DefaultControlSocket(string name) => $"/run/vnet/{name}.sock";
+
+    /// <summary>Checks the settings as a whole; throws <see cref="ConfigException"/> with the first problem.</summary>
+    public DaemonConfig Validated()
+    {
+        if (!Names.IsValid(Name))
+            throw new ConfigException("name", $"'{Name}' is not a valid daemon name (letters, digits, '-', '_', '.'; at most {Names.MaxLength})");
+        if (Role == DaemonRole.Host && ProxyAddress is null)
+            throw new ConfigException("proxy.address", "a host needs the Proxy's address");
+        if (Role == DaemonRole.Proxy && ProxyAddress is not null)
+            throw new ConfigException("proxy", "the Proxy does not link to another Proxy");
+        if (!Names.IsValid(ProxyName))
+            throw new ConfigException("proxy.name", $"'{ProxyName}' is not a valid daemon name");
+        if (Role == DaemonRole.Host && ProxyName == Name)
+            throw new ConfigException("proxy.name", "a host cannot be its own Proxy");
+        if (HopLimit is 0 or > 64)
+            throw new ConfigException("hop_limit", "must be between 1 and 64");
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var i in Interfaces)
+        {
+            var where = $"interface '{i.Name}'";
+            if (!Names.IsValid(i.Name) || i.Name.Length > 15)
+                throw new ConfigException(where, "an interface name has 1 to 15 letters, digits, '-', '_' or '.'");
+            if (!seen.Add(i.Name))
+                throw new ConfigException(where, "is listed twice");
+            if (i.Mtu is < 576 or > 65000)
+                throw new ConfigException(where + ".mtu", $"{i.Mtu} is out of range (576..65000)");
+            if (i.Lan && Role != DaemonRole.Proxy)
+                throw new ConfigException(where + ".lan", "only the Proxy has a LAN interface");
+            if (i.Bridge is not null && (i.Kind != InterfaceKind.Tap || !Names.IsValid(i.Bridge) || i.Bridge.Length > 15))
+                throw new ConfigException(where + ".bridge", "a bridge applies to TAP interfaces and needs a valid device name");
+            foreach (var mac in i.Macs)
+            {
+                if (mac.IsGroup)
+                    throw new ConfigException(where + ".macs", $"{mac} is a group address, not a VM's");
+            }
+        }
+        var peers = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var l in Links)
+        {
+            if (!Names.IsValid(l.Peer) || l.Peer == Name || (Role == DaemonRole.Host && l.Peer == ProxyName) || !peers.Add(l.Peer))
+                throw new ConfigException($"link '{l.Peer}'", "needs a valid peer name, not this daemon, the Proxy or a peer listed twice");
+        }
+        return this;
+    }
+
+    /// <summary>Reads a TOML configuration file; errors name the file, the position or field, and the reason.</summary>
+    public static DaemonConfig Load(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException(path, e.Message);
+        }
+        return Parse(text, path);
+    }
+
+    public static DaemonConfig Parse(string text, string source = "config")
+    {
+        TomlTable table;
+        try
+        {
+            table = TomlSerializer.Deserialize<TomlTable>(text)!;
+        }
+        catch (TomlException e)
+        {
+            throw new ConfigException(source, e.Message.Trim());
+        }
+        try
+        {
+            return FromTable(table, source).Validated();
+        }
+        catch (ConfigException e) when (!e.Message.StartsWith(source, StringComparison.Ordinal))
+        {
+            throw new ConfigException($"{source}: {e.Field}", e.Reason);
+        }
+    }
+
+    private static DaemonConfig FromTable(TomlTable t, string source)
+    {
+        var reader = new TableReader(t, "");
+        var name = reader.String("name") ?? throw new ConfigException("name", "missing");
+        var role = reader.String("role") switch
+        {
+            "host" => DaemonRole.Host,
+            "proxy" => DaemonRole.Proxy,
+            null => throw new ConfigException("role", "missing (host or proxy)"),
+            var r => throw new ConfigException("role", $"'{r}' is neither host nor proxy"),
+        };
+        var listen = reader.EndPoint("listen") ?? new IPEndPoint(IPAddress.Any, 5500);
+        var key = ReadKey(reader, source);
+
+        string proxyName = "proxy";
+        IPEndPoint? proxyAddress = null;
+        var proxyTransport = LinkTransport.Tcp;
+        if (reader.Table("proxy") is { } p)
+        {
+            proxyName = p.String("name") ?? "proxy";
+            proxyAddress = p.EndPoint("address") ?? throw new ConfigException("proxy.address", "missing");
+            proxyTransport = p.Transport("transport") ?? LinkTransport.Tcp;
+            p.RejectUnknown("name", "address", "transport");
+        }
+
+        var interfaces = new List<InterfaceConfig>();
+        foreach (var i in reader.Tables("interface"))
+        {
+            var kind = i.String("kind") switch
+            {
+                null or "tap" => InterfaceKind.Tap,
+                "pcap" => InterfaceKind.Pcap,
+                var k => throw new ConfigException(i.Path + ".kind", $"'{k}' is neither tap nor pcap"),
+            };
+            var lan = i.Bool("lan") ?? (role == DaemonRole.Proxy && kind == InterfaceKind.Pcap);
+            interfaces.Add(new InterfaceConfig
+            {
+                Name = i.String("name") ?? throw new ConfigException(i.Path + ".name", "missing"),
+                Kind = kind,
+                Mtu = i.Int("mtu") ?? 1500,
+                Bridge = i.String("bridge"),
+                Macs = i.Macs("macs"),
+                Learn = i.Bool("learn") ?? !lan,
+                Lan = lan,
+                Offloads = i.Bool("offloads") ?? true,
+            });
+            i.RejectUnknown("name", "kind", "mtu", "bridge", "macs", "learn", "lan", "offloads");
+        }
+
+        var links = new List<LinkConfig>();
+        foreach (var l in reader.Tables("link"))
+        {
+            links.Add(new LinkConfig(
+                l.String("peer") ?? throw new ConfigException(l.Path + ".peer", "missing"),
+                l.EndPoint("address") ?? throw new ConfigException(l.Path + ".address", "missing"),
+                l.Transport("transport") ?? LinkTransport.Tcp));
+            l.RejectUnknown("peer", "address", "transport");
+        }
+
+        var config = new DaemonConfig
+        {
+            Name = name,
+            Role = role,
+            Listen = listen,
+            Key = key,
+            ProxyName = proxyName,
+            ProxyAddress = proxyAddress,
+            ProxyTransport = proxyTransport,
+            Interfaces = interfaces,
+            Links = links,
+            ControlSocket = reader.String("control_socket"),
+            HopLimit = (byte)Math.Clamp(reader.Int("hop_limit") ?? 8, 0, 255),
+            MaxLearnedPerInterface = reader.Int("max_learned_per_interface") ?? 256,
+            QueueCapacity = reader.Int("queue_capacity") ?? 1024,
+        };
+        reader.RejectUnknown("name", "role", "listen", "key", "key_file", "proxy", "interface", "link", "control_socket",
+            "hop_limit", "max_learned_per_interface", "queue_capacity");
+        return config;
+    }
+
+    private static NetworkKey ReadKey(TableReader reader, string source)
+    {
+        var inline = reader.String("key");
+        var file = reader.String("key_file");
+        if (inline is not null && file is not null)
+            throw new ConfigException("key", "give either key or key_file, not both");
+        string text;
+        if (file is not null)
+        {
+            var path = Path.IsPathRooted(file) || source == "config" ? file : Path.Combine(Path.GetDirectoryName(Path.GetFullPath(source)) ?? "", file);
+            try
+            {
+                text = File.ReadAllText(path);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new ConfigException("key_file", e.Message);
+            }
+        }
+        else
+        {
+            text = inline ?? throw new ConfigException("key", "missing (key = \"...\" or key_file = \"...\"; make one with 'vnet keygen')");
+        }
+        if (!NetworkKey.TryParse(text, out var key, out var error))
+            throw new ConfigException(file is null ? "key" : "key_file", error!);
+        return key!;
+    }
+
+    /// <summary>Typed access to a TOML table with field paths for error messages.</summary>
+    private sealed class TableReader(TomlTable table, string path)
+    {
+        public string Path { get; } = path;
+
+        private string Field(string key) => Path.Length == 0 ? key : $"{Path}.{key}";
+
+        public string? String(string key) => Get(key) switch
+        {
+            null => null,
+            string s => s,
+            var v => throw new ConfigException(Field(key), $"expected a string, found {Describe(v)}"),
+        };
+
+        public bool? Bool(string key) => Get(key) switch
+        {
+            null => null,
+            bool b => b,
+            var v => throw new ConfigException(Field(key), $"expected true or false, found {Describe(v)}"),
+        };
+
+        public int? Int(string key) => Get(key) switch
+        {
+            null => null,
+            long l when l is >= int.MinValue and <= int.MaxValue => (int)l,
+            var v => throw new ConfigException(Field(key), $"expected an integer, found {Describe(v)}"),
+        };
+
+        public IPEndPoint? EndPoint(string key)
+        {
+            var s = String(key);
+            if (s is null)
+                return null;
+            if (!IPEndPoint.TryParse(s, out var ep) || ep.Port == 0)
+                throw new ConfigException(Field(key), $"'{s}' is not an address:port such as 192.0.2.1:5500");
+            return ep;
+        }
+
+        public LinkTransport? Transport(string key) => String(key) switch
+        {
+            null => null,
+            "tcp" => LinkTransport.Tcp,
+            "udp" => LinkTransport.Udp,
+            var s => throw new ConfigException(Field(key), $"'{s}' is neither tcp nor udp"),
+        };
+
+        public List<MacAddress> Macs(string key)
+        {
+            var v = Get(key);
+            if (v is null)
+                return [];
+            if (v is not TomlArray array)
+                throw new ConfigException(Field(key), $"expected a list of MAC addresses, found {Describe(v)}");
+            var list = new List<MacAddress>();
+            foreach (var item in array)
+            {
+                if (item is not string s || !MacAddress.TryParse(s, out var mac))
+                    throw new ConfigException(Field(key), $"'{item}' is not a MAC address (aa:bb:cc:dd:ee:ff)");
+                list.Add(mac);
+            }
+            return list;
+        }
+
+        public TableReader? Table(string key) => Get(key) switch
+        {
+            null => null,
+            TomlTable t => new TableReader(t, Field(key)),
+            var v => throw new ConfigException(Field(key), $"expected a table [{key}], found {Describe(v)}"),
+        };
+
+        public IEnumerable<TableReader> Tables(string key)
+        {
+            var v = Get(key);
+            if (v is null)
+                yield break;
+            if (v is not TomlTableArray array)
+                throw new ConfigException(Field(key), $"expected [[{key}]] entries, found {Describe(v)}");
+            var index = 0;
+            foreach (var t in array)
+                yield return new TableReader(t, $"{Field(key)}[{index++}]");
+        }
+
+        public void RejectUnknown(params string[] known)
+        {
+            foreach (var key in table.Keys)
+            {
+                if (Array.IndexOf(known, key) < 0)
+                    throw new ConfigException(Field(key), $"unknown setting (known here: {string.Join(", ", known)})");
+            }
+        }
+
+        private object? Get(string key) => table.TryGetValue(key, out var v) ? v : null;
+
+        private static string Describe(object v) => v switch
+        {
+            string s => $"\"{s}\"",
+            TomlTable => "a table",
+            TomlArray => "a list",
+            _ => Convert.ToString(v, CultureInfo.InvariantCulture) ?? "?",
+        };
+    }
+}
+
+/// <summary>A configuration problem: which field, and why.</summary>
+public sealed class ConfigException : Exception
+{
+    public ConfigException()
+    {
+    }
+
+    public ConfigException(string message)
+        : base(message)
+    {
+        Field = "";
+        Reason = message;
+    }
+
+    public ConfigException(string message, Exception inner)
+        : base(message, inner)
+    {
+        Field = "";
+        Reason = message;
+    }
+
+    public ConfigException(string field, string reason)
+        : base($"{field}: {reason}")
+    {
+        Field = field;
+        Reason = reason;
+    }
+
+    public string Field { get; } = "";
+
+    public string Reason { get; } = "";
+}

@@ -1,0 +1,73 @@
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Vnet.Control;
+
+/// <summary>Talks to a daemon's control socket: one request, one response.</summary>
+public static class ControlClient
+{
+    public const string SocketDirectory = "/run/vnet";
+
+    /// <summary>
+    /// The socket to use: the explicit one, else $VNET_SOCKET, else the only socket in /run/vnet.
+    /// </summary>
+    public static string ResolveSocket(string? explicitPath)
+    {
+        if (!string.IsNullOrEmpty(explicitPath))
+            return explicitPath;
+        var env = Environment.GetEnvironmentVariable("VNET_SOCKET");
+        if (!string.IsNullOrEmpty(env))
+            return env;
+        var sockets = Directory.Exists(SocketDirectory) ? Directory.GetFiles(SocketDirectory, "*.sock") : [];
+        return sockets.Length switch
+        {
+            1 => sockets[0],
+            0 => throw new ControlException($"no daemon socket in {SocketDirectory}; is a daemon running here? (or give --socket)"),
+            _ => throw new ControlException($"several daemons run here ({string.Join(", ", sockets.Select(Path.GetFileNameWithoutExtension))}); pick one with --socket"),
+        };
+    }
+
+    public static async Task<JsonNode?> SendAsync(string socketPath, string command, JsonObject? args = null, CancellationToken ct = default)
+    {
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), ct);
+        }
+        catch (SocketException e)
+        {
+            throw new ControlException($"cannot reach the daemon at {socketPath}: {e.Message}");
+        }
+        await using var stream = new NetworkStream(socket, ownsSocket: false);
+        var request = JsonSerializer.SerializeToUtf8Bytes(new ControlRequest(command, args), ControlJson.Default.ControlRequest);
+        await stream.WriteAsync(request, ct);
+        await stream.WriteAsync("\n"u8.ToArray(), ct);
+        using var reader = new StreamReader(stream, Encoding.UTF8);
+        var line = await reader.ReadLineAsync(ct) ?? throw new ControlException("the daemon closed the connection without an answer");
+        var response = JsonSerializer.Deserialize(line, ControlJson.Default.ControlResponse)
+            ?? throw new ControlException("empty answer from the daemon");
+        if (!response.Ok)
+            throw new ControlException(response.Error ?? "the daemon refused the command");
+        return response.Data;
+    }
+}
+
+/// <summary>A control command failed; the message is for the user.</summary>
+public sealed class ControlException : Exception
+{
+    public ControlException()
+    {
+    }
+
+    public ControlException(string message)
+        : base(message)
+    {
+    }
+
+    public ControlException(string message, Exception inner)
+        : base(message, inner)
+    {
+    }
+}

@@ -1,0 +1,153 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using Vnet.Configuration;
+using Vnet.Daemon;
+using Vnet.Forwarding;
+using Vnet.Links;
+
+namespace Vnet.Control;
+
+/// <summary>
+/// Maps control requests onto the daemon's command API. Arguments are checked here and the whole
+/// command is refused with a reason when one is wrong; nothing is half-done.
+/// </summary>
+public static class ControlCommands
+{
+    public static IReadOnlyList<string> Names { get; } =
+    [
+        "status", "link.list", "link.add", "link.del", "rule.list", "rule.add", "rule.del",
+        "interface.list", "interface.add", "interface.del", "vm.list",
+    ];
+
+    public static Task<JsonNode?> Handle(VnetDaemon daemon, ControlRequest request)
+    {
+        var a = request.Args ?? [];
+        return request.Command switch
+        {
+            "status" => daemon.Run(() => ControlJson.ToNode(daemon.Status())),
+            "link.list" => daemon.Run(() => ControlJson.ToNode(daemon.ListLinks())),
+            "link.add" => AddLink(daemon, a),
+            "link.del" => daemon.Run(() =>
+            {
+                daemon.RemoveLink(Required(a, "peer"));
+                return (JsonNode?)null;
+            }),
+            "rule.list" => daemon.Run(() => ControlJson.ToNode(daemon.ListRules())),
+            "rule.add" => AddRule(daemon, a),
+            "rule.del" => daemon.Run(() =>
+            {
+                daemon.RemoveRule(RequiredLong(a, "id"));
+                return (JsonNode?)null;
+            }),
+            "interface.list" => daemon.Run(() => ControlJson.ToNode(daemon.ListInterfaces())),
+            "interface.add" => AddInterface(daemon, a),
+            "interface.del" => daemon.Run(() =>
+            {
+                daemon.RemoveInterface(Required(a, "name"));
+                return (JsonNode?)null;
+            }),
+            "vm.list" => daemon.Run(() => ControlJson.ToNode(daemon.ListVms())),
+            _ => throw new DaemonCommandException($"unknown command '{request.Command}' (known: {string.Join(", ", Names)})"),
+        };
+    }
+
+    private static Task<JsonNode?> AddLink(VnetDaemon daemon, JsonObject a)
+    {
+        var peer = Required(a, "peer");
+        var text = Required(a, "address");
+        if (!IPEndPoint.TryParse(text, out var address) || address.Port == 0)
+            throw new DaemonCommandException($"'{text}' is not an address:port");
+        var transport = ParseTransport(Optional(a, "transport") ?? "tcp");
+        return daemon.Run(() => ControlJson.ToNode(daemon.AddLink(peer, address, transport)));
+    }
+
+    public static LinkTransport ParseTransport(string text) => text switch
+    {
+        "tcp" => LinkTransport.Tcp,
+        "udp" => LinkTransport.Udp,
+        _ => throw new DaemonCommandException($"'{text}' is neither tcp nor udp"),
+    };
+
+    private static Task<JsonNode?> AddRule(VnetDaemon daemon, JsonObject a)
+    {
+        var rule = ParseRule(Required(a, "src"), Required(a, "dst"), Optional(a, "in"), Required(a, "to"));
+        return daemon.Run(() => ControlJson.ToNode(daemon.AddRule(rule)));
+    }
+
+    /// <summary>Builds a user rule from its four textual parts, or refuses with the reason.</summary>
+    public static Rule ParseRule(string src, string dst, string? ingress, string to)
+    {
+        if (!MacMatch.TryParse(src, out var source))
+            throw new DaemonCommandException($"source '{src}' is not a MAC address or 'any'");
+        if (!MacMatch.TryParse(dst, out var destination))
+            throw new DaemonCommandException($"destination '{dst}' is not a MAC address, 'any', 'multicast' or 'none'");
+        PortRef? arrival = null;
+        if (ingress is not null)
+        {
+            if (!PortRef.TryParse(ingress, out var p))
+                throw new DaemonCommandException($"arrival port '{ingress}' is not link:NAME or if:NAME");
+            arrival = p;
+        }
+        RuleAction action;
+        if (to == "flood")
+        {
+            action = RuleAction.Flood;
+        }
+        else if (PortRef.TryParse(to, out var target))
+        {
+            action = RuleAction.To(target.Value);
+        }
+        else
+        {
+            throw new DaemonCommandException($"action '{to}' is not link:NAME, if:NAME or flood");
+        }
+        var rule = new Rule { Source = source, Destination = destination, Ingress = arrival, Action = action };
+        if (rule.Validate() is { } problem)
+            throw new DaemonCommandException(problem);
+        return rule;
+    }
+
+    private static Task<JsonNode?> AddInterface(VnetDaemon daemon, JsonObject a)
+    {
+        var kind = (Optional(a, "kind") ?? "tap") switch
+        {
+            "tap" => InterfaceKind.Tap,
+            "pcap" => InterfaceKind.Pcap,
+            var k => throw new DaemonCommandException($"'{k}' is neither tap nor pcap"),
+        };
+        var config = new InterfaceConfig
+        {
+            Name = Required(a, "name"),
+            Kind = kind,
+            Mtu = (int)(OptionalLong(a, "mtu") ?? 1500),
+            Bridge = Optional(a, "bridge"),
+            Lan = OptionalBool(a, "lan") ?? false,
+            Learn = OptionalBool(a, "learn") ?? !(OptionalBool(a, "lan") ?? false),
+            Offloads = OptionalBool(a, "offloads") ?? true,
+        };
+        return daemon.Run(() => ControlJson.ToNode(daemon.AddInterface(config)));
+    }
+
+    private static string Required(JsonObject a, string name) =>
+        Optional(a, name) ?? throw new DaemonCommandException($"missing argument '{name}'");
+
+    private static string? Optional(JsonObject a, string name) =>
+        a.TryGetPropertyValue(name, out var v) && v is JsonValue value && value.TryGetValue<string>(out var s) ? s : null;
+
+    private static long RequiredLong(JsonObject a, string name) =>
+        OptionalLong(a, name) ?? throw new DaemonCommandException($"missing or non-numeric argument '{name}'");
+
+    private static long? OptionalLong(JsonObject a, string name)
+    {
+        if (!a.TryGetPropertyValue(name, out var v) || v is not JsonValue value)
+            return null;
+        if (value.TryGetValue<long>(out var l))
+            return l;
+        if (value.TryGetValue<string>(out var s) && long.TryParse(s, System.Globalization.CultureInfo.InvariantCulture, out l))
+            return l;
+        throw new DaemonCommandException($"argument '{name}' must be a number");
+    }
+
+    private static bool? OptionalBool(JsonObject a, string name) =>
+        a.TryGetPropertyValue(name, out var v) && v is JsonValue value && value.TryGetValue<bool>(out var b) ? b : null;
+}

@@ -1,0 +1,44 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using Vnet.Daemon;
+
+namespace Vnet.Control;
+
+/// <summary>
+/// The local control protocol: one JSON request line, one JSON response line, per connection on the
+/// daemon's owner-only Unix socket. The engine never parses user text; commands arrive as fields.
+/// <code>
+/// -> {"command":"rule.add","args":{"src":"any","dst":"02:00:00:00:00:02","to":"link:h2"}}
+/// &lt;- {"ok":true,"data":{...}}      or      {"ok":false,"error":"no port link:h2 on h1"}
+/// </code>
+/// </summary>
+public sealed record ControlRequest(string Command, JsonObject? Args);
+
+public sealed record ControlResponse(bool Ok, JsonNode? Data, string? Error);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(ControlRequest))]
+[JsonSerializable(typeof(ControlResponse))]
+[JsonSerializable(typeof(DaemonStatus))]
+[JsonSerializable(typeof(LinkStatus))]
+[JsonSerializable(typeof(IReadOnlyList<LinkStatus>))]
+[JsonSerializable(typeof(List<LinkStatus>))]
+[JsonSerializable(typeof(RuleStatus))]
+[JsonSerializable(typeof(IReadOnlyList<RuleStatus>))]
+[JsonSerializable(typeof(List<RuleStatus>))]
+[JsonSerializable(typeof(InterfaceStatus))]
+[JsonSerializable(typeof(IReadOnlyList<InterfaceStatus>))]
+[JsonSerializable(typeof(List<InterfaceStatus>))]
+[JsonSerializable(typeof(VmStatus))]
+[JsonSerializable(typeof(IReadOnlyList<VmStatus>))]
+[JsonSerializable(typeof(List<VmStatus>))]
+public sealed partial class ControlJson : JsonSerializerContext
+{
+    public static JsonNode? ToNode<T>(T value) =>
+        JsonSerializer.SerializeToNode(value, typeof(T), Default);
+
+    public static T? FromNode<T>(JsonNode? node) =>
+        node is null ? default : (T?)node.Deserialize(typeof(T), Default);
+}

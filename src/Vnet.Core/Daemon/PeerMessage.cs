@@ -1,0 +1,60 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Vnet.Daemon;
+
+/// <summary>A VM's MAC on a daemon's interface.</summary>
+public sealed record VmEntry(string Mac, string Interface);
+
+/// <summary>Where a VM lives: the daemon (host) that has it.</summary>
+public sealed record LocationEntry(string Mac, string Daemon);
+
+/// <summary>
+/// Control messages between daemons, carried as JSON in <c>Control</c> messages over the
+/// authenticated link. One record with a type tag keeps the protocol easy to read in a capture.
+/// <list type="bullet">
+/// <item><c>announce</c> host → Proxy: VMs on this host (<c>Full</c>: the complete set, sent on every (re)connect).</item>
+/// <item><c>withdraw</c> host → Proxy: VMs gone from this host.</item>
+/// <item><c>locations</c> Proxy → hosts: where VMs live (<c>Full</c> on connect, then changes).</item>
+/// </list>
+/// </summary>
+public sealed record PeerMessage
+{
+    public const string Announce = "announce";
+    public const string Withdraw = "withdraw";
+    public const string Locations = "locations";
+
+    public required string Type { get; init; }
+
+    public bool Full { get; init; }
+
+    public IReadOnlyList<VmEntry>? Vms { get; init; }
+
+    public IReadOnlyList<string>? Macs { get; init; }
+
+    public IReadOnlyList<LocationEntry>? Where { get; init; }
+
+    public byte[] Serialize() => JsonSerializer.SerializeToUtf8Bytes(this, PeerJsonContext.Default.PeerMessage);
+
+    /// <summary>Parses a message; null (with a reason) when it is not valid JSON of this shape.</summary>
+    public static PeerMessage? TryParse(byte[] payload, out string? error)
+    {
+        error = null;
+        try
+        {
+            var message = JsonSerializer.Deserialize(payload, PeerJsonContext.Default.PeerMessage);
+            if (message is null)
+                error = "empty control message";
+            return message;
+        }
+        catch (JsonException e)
+        {
+            error = $"malformed control message: {e.Message}";
+            return null;
+        }
+    }
+}
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(PeerMessage))]
+internal sealed partial class PeerJsonContext : JsonSerializerContext;

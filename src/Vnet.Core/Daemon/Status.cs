@@ -1,0 +1,87 @@
+namespace Vnet.Daemon;
+
+/// <summary>A daemon as <c>vnet status</c> shows it.</summary>
+public sealed record DaemonStatus(
+    string Name,
+    string Role,
+    string Listen,
+    string Version,
+    double UptimeSeconds,
+    long ForwardedFrames,
+    IReadOnlyDictionary<string, long> Drops,
+    int Rules,
+    int Links,
+    int LinksUp,
+    int Interfaces,
+    int LocalVms,
+    int KnownVms,
+    int BuffersCreated,
+    int BuffersInPool,
+    long UdpRejected);
+
+public sealed record LinkStatus(
+    string Peer,
+    string Transport,
+    bool Star,
+    string? Dial,
+    bool Up,
+    string? Remote,
+    DateTimeOffset? Since,
+    double? RttMs,
+    long TxFrames,
+    long TxBytes,
+    long RxFrames,
+    long RxBytes,
+    long TxDrops,
+    long RxErrors,
+    int Queued,
+    long Sessions,
+    string? LastDownReason);
+
+public sealed record InterfaceStatus(
+    string Name,
+    string Kind,
+    int Mtu,
+    bool Up,
+    bool Offloads,
+    bool Lan,
+    bool Learn,
+    int Vms,
+    long TxFrames,
+    long TxBytes,
+    long RxFrames,
+    long RxBytes,
+    long TxDrops,
+    long RxErrors);
+
+public sealed record VmStatus(string Mac, string Daemon, string? Interface, bool Local);
+
+/// <summary>A rule as tools show it, with its hit counters.</summary>
+public sealed record RuleStatus(
+    long Id,
+    string Source,
+    string Destination,
+    string? Ingress,
+    string Action,
+    string Origin,
+    int Priority,
+    long Frames,
+    long Bytes);
+
+/// <summary>A command the daemon refused, with the reason shown to the user.</summary>
+public sealed class DaemonCommandException : Exception
+{
+    public DaemonCommandException()
+    {
+    }
+
+    public DaemonCommandException(string message)
+        : base(message)
+    {
+    }
+
+    public DaemonCommandException(string message, Exception inner)
+        : base(message, inner)
+    {
+    }
+}

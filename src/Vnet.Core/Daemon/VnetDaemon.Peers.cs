@@ -1,0 +1,268 @@
+using System.Collections.Concurrent;
+using Vnet.Forwarding;
+using Vnet.Frames;
+using Vnet.Interfaces;
+using Vnet.Links;
+
+namespace Vnet.Daemon;
+
+public sealed partial class VnetDaemon
+{
+    /// <summary>
+    /// Where every VM lives. On the Proxy this is the authority, built from the hosts' announcements;
+    /// on a host it is the Proxy's view, pushed on every change.
+    /// </summary>
+    private readonly ConcurrentDictionary<MacAddress, string> _locations = new();
+
+    void ILinkObserver.OnLinkUp(LinkPort port, LinkSession session) => _control.Post(() =>
+    {
+        Rules.Republish();
+        if (!IsProxy && port.Peer == Config.ProxyName)
+        {
+            // The star is (back) up: the Proxy gets this host's complete VM set.
+            Send(port, new PeerMessage { Type = PeerMessage.Announce, Full = true, Vms = LocalVmEntries() });
+        }
+        else if (IsProxy && port.Star)
+        {
+            Send(port, new PeerMessage { Type = PeerMessage.Locations, Full = true, Where = LocationEntries() });
+        }
+    });
+
+    void ILinkObserver.OnLinkDown(LinkPort port, string reason)
+    {
+    }
+
+    void ILinkObserver.OnControl(LinkPort port, LinkSession session, byte[] payload)
+    {
+        var message = PeerMessage.TryParse(payload, out var error);
+        if (message is null)
+        {
+            Log.BadControl(_logger, port.Peer, error!);
+            port.Counters.CountRxError();
+            return;
+        }
+        _control.Post(() => OnPeerMessage(port, message));
+    }
+
+    private void OnPeerMessage(LinkPort port, PeerMessage message)
+    {
+        if (IsProxy)
+        {
+            if (!port.Star)
+            {
+                Log.IgnoredControl(_logger, port.Peer, message.Type, "only hosts on the star report VMs");
+                return;
+            }
+            switch (message.Type)
+            {
+                case PeerMessage.Announce:
+                    OnAnnounce(port.Peer, message);
+                    return;
+                case PeerMessage.Withdraw:
+                    RemoveLocations(ParseMacs(port.Peer, message.Macs), port.Peer);
+                    return;
+            }
+        }
+        else
+        {
+            if (port.Peer != Config.ProxyName)
+            {
+                Log.IgnoredControl(_logger, port.Peer, message.Type, "hosts take control messages only from the Proxy");
+                return;
+            }
+            if (message.Type == PeerMessage.Locations)
+            {
+                OnLocations(message);
+                return;
+            }
+        }
+        Log.IgnoredControl(_logger, port.Peer, message.Type, "unexpected message type");
+    }
+
+    private List<MacAddress> ParseMacs(string peer, IReadOnlyList<string>? texts)
+    {
+        var macs = new List<MacAddress>();
+        foreach (var t in texts ?? [])
+        {
+            if (MacAddress.TryParse(t, out var mac) && !mac.IsGroup)
+                macs.Add(mac);
+            else
+                Log.BadControl(_logger, peer, $"'{t}' is not a VM MAC address");
+        }
+        return macs;
+    }
+
+    // ---------------------------------------------------------------- Proxy side
+
+    private void OnAnnounce(string host, PeerMessage message)
+    {
+        var macs = ParseMacs(host, message.Vms?.Select(v => v.Mac).ToList());
+        var changes = new List<(MacAddress, string)>();
+        foreach (var mac in macs)
+            changes.Add((mac, host));
+        SetLocations(changes);
+        if (message.Full)
+        {
+            var listed = macs.ToHashSet();
+            var stale = _locations.Where(kv => kv.Value == host && !listed.Contains(kv.Key)).Select(kv => kv.Key).ToList();
+            RemoveLocations(stale, host);
+        }
+    }
+
+    /// <summary>Proxy: records where VMs are, points its rules there, and tells every host.</summary>
+    private void SetLocations(IReadOnlyList<(MacAddress Mac, string Daemon)> entries)
+    {
+        var changed = new List<LocationEntry>();
+        Rules.Edit(e =>
+        {
+            foreach (var (mac, daemon) in entries)
+            {
+                if (_locations.TryGetValue(mac, out var current) && current == daemon)
+                    continue;
+                var exact = MacMatch.Exact(mac);
+                e.RemoveWhere(r => r.Origin == RuleOrigin.System && r.Destination == exact &&
+                    !r.Action.IsFlood && r.Action.Port.Kind == PortKind.Link);
+                if (daemon != Name)
+                {
+                    e.Add(new Rule
+                    {
+                        Source = MacMatch.Any,
+                        Destination = exact,
+                        Action = RuleAction.To(PortRef.Link(daemon)),
+                        Origin = RuleOrigin.System,
+                    });
+                }
+                _locations[mac] = daemon;
+                changed.Add(new LocationEntry(mac.ToString(), daemon));
+                if (current is not null)
+                    Log.VmMoved(_logger, mac, current, daemon);
+                else
+                    Log.VmLocated(_logger, mac, daemon);
+            }
+        });
+        foreach (var (mac, daemon) in entries)
+        {
+            if (daemon != Name)
+                UnlearnLocal(mac, daemon);
+        }
+        if (changed.Count > 0)
+        {
+            Broadcast(new PeerMessage { Type = PeerMessage.Locations, Where = changed });
+            UpdateLanFilters();
+        }
+    }
+
+    private void RemoveLocations(IReadOnlyList<MacAddress> macs, string daemon)
+    {
+        var changed = new List<LocationEntry>();
+        Rules.Edit(e =>
+        {
+            foreach (var mac in macs)
+            {
+                if (!_locations.TryGetValue(mac, out var current) || current != daemon)
+                    continue;
+                var exact = MacMatch.Exact(mac);
+                e.RemoveWhere(r => r.Origin == RuleOrigin.System && r.Destination == exact &&
+                    !r.Action.IsFlood && r.Action.Port.Kind == PortKind.Link);
+                _locations.TryRemove(mac, out _);
+                changed.Add(new LocationEntry(mac.ToString(), ""));
+                Log.VmGone(_logger, mac, daemon);
+            }
+        });
+        if (changed.Count > 0)
+        {
+            Broadcast(new PeerMessage { Type = PeerMessage.Locations, Where = changed });
+            UpdateLanFilters();
+        }
+    }
+
+    private List<LocationEntry> LocationEntries() =>
+        _locations.Select(kv => new LocationEntry(kv.Key.ToString(), kv.Value)).ToList();
+
+    private List<MacAddress> KnownVmMacs()
+    {
+        var macs = new List<MacAddress>(_locations.Keys);
+        foreach (var s in _interfaces.Values)
+        {
+            foreach (var mac in s.Vms.Keys)
+            {
+                if (!_locations.ContainsKey(mac))
+                    macs.Add(mac);
+            }
+        }
+        return macs;
+    }
+
+    /// <summary>The Proxy's LAN NIC captures frames to VMs (and never from them): keep its filter current.</summary>
+    private void UpdateLanFilters()
+    {
+        foreach (var s in _interfaces.Values)
+        {
+            if (!s.Config.Lan || s.Port.Device is not PcapInterface pcap)
+                continue;
+            try
+            {
+                pcap.SetFilter(BpfFilters.ForProxyNic(KnownVmMacs()));
+            }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException)
+            {
+                Log.FilterFailed(_logger, s.Config.Name, e.Message);
+            }
+        }
+    }
+
+    private void Broadcast(PeerMessage message)
+    {
+        var bytes = message.Serialize();
+        foreach (var port in Links.Links)
+        {
+            if (port.Star && port.Session is { IsClosed: false } s)
+                s.SendControl(MessageType.Control, bytes);
+        }
+    }
+
+    // ---------------------------------------------------------------- host side
+
+    private void OnLocations(PeerMessage message)
+    {
+        var listed = new HashSet<MacAddress>();
+        foreach (var entry in message.Where ?? [])
+        {
+            if (!MacAddress.TryParse(entry.Mac, out var mac))
+            {
+                Log.BadControl(_logger, Config.ProxyName, $"'{entry.Mac}' is not a MAC address");
+                continue;
+            }
+            listed.Add(mac);
+            if (entry.Daemon.Length == 0)
+            {
+                if (_locations.TryGetValue(mac, out var d) && d != Name)
+                    _locations.TryRemove(mac, out _);
+                continue;
+            }
+            if (entry.Daemon != Name)
+                UnlearnLocal(mac, entry.Daemon);
+            _locations[mac] = entry.Daemon;
+        }
+        if (message.Full)
+        {
+            foreach (var mac in _locations.Keys)
+            {
+                if (!listed.Contains(mac) && _locations.TryGetValue(mac, out var d) && d != Name)
+                    _locations.TryRemove(mac, out _);
+            }
+        }
+    }
+
+    private void SendToProxy(PeerMessage message)
+    {
+        if (Links.Find(Config.ProxyName) is { } port)
+            Send(port, message);
+    }
+
+    private static void Send(LinkPort port, PeerMessage message)
+    {
+        if (port.Session is { IsClosed: false } s)
+            s.SendControl(MessageType.Control, message.Serialize());
+    }
+}

@@ -1,0 +1,154 @@
+using Vnet.Forwarding;
+
+namespace Vnet.Engine;
+
+/// <summary>An installed rule with its counters, as tools list it.</summary>
+public sealed record RuleEntry(Rule Rule, RuleStats Stats);
+
+/// <summary>
+/// The rules of one daemon: the source of truth from which immutable
+/// <see cref="ForwardingTable"/> versions are compiled and published to the switch. Changes are
+/// made in batches (<see cref="Edit"/>) so that a whole change set becomes visible to the data path
+/// at once; rule ids only grow, and counters stay with a rule across versions.
+/// </summary>
+public sealed class RuleBook
+{
+    private readonly VirtualSwitch _switch;
+    private readonly Lock _lock = new();
+    private readonly SortedDictionary<long, Rule> _rules = [];
+    private readonly Dictionary<long, RuleStats> _stats = [];
+    private long _nextId = 1;
+    private long _version;
+
+    public RuleBook(VirtualSwitch sw) => _switch = sw;
+
+    /// <summary>Bumped on every published change.</summary>
+    public long Version => Interlocked.Read(ref _version);
+
+    public int Count
+    {
+        get
+        {
+            lock (_lock)
+                return _rules.Count;
+        }
+    }
+
+    public IReadOnlyList<RuleEntry> List()
+    {
+        lock (_lock)
+        {
+            var list = new List<RuleEntry>(_rules.Count);
+            foreach (var (id, rule) in _rules)
+                list.Add(new RuleEntry(rule, _stats[id]));
+            return list;
+        }
+    }
+
+    public Rule? Find(long id)
+    {
+        lock (_lock)
+            return _rules.GetValueOrDefault(id);
+    }
+
+    /// <summary>Applies a batch of changes and publishes one new table version.</summary>
+    public T Edit<T>(Func<Editor, T> change)
+    {
+        lock (_lock)
+        {
+            var editor = new Editor(this);
+            var result = change(editor);
+            if (editor.Changed)
+                PublishLocked();
+            return result;
+        }
+    }
+
+    public void Edit(Action<Editor> change) => Edit(e =>
+    {
+        change(e);
+        return 0;
+    });
+
+    /// <summary>Recompiles against the current ports (after a port was added or removed).</summary>
+    public void Republish()
+    {
+        lock (_lock)
+            PublishLocked();
+    }
+
+    private void PublishLocked()
+    {
+        var table = new ForwardingTable(_rules.Values, _switch.ResolvePort, id => _stats[id]);
+        _switch.Publish(table);
+        Interlocked.Increment(ref _version);
+    }
+
+    /// <summary>Changes inside one <see cref="Edit"/> batch.</summary>
+    public sealed class Editor
+    {
+        private readonly RuleBook _book;
+
+        internal Editor(RuleBook book) => _book = book;
+
+        internal bool Changed { get; private set; }
+
+        public IEnumerable<Rule> Rules => _book._rules.Values;
+
+        /// <summary>Adds a rule and returns it with its new id. The rule must be valid.</summary>
+        public Rule Add(Rule rule)
+        {
+            if (rule.Validate() is { } problem)
+                throw new ArgumentException(problem, nameof(rule));
+            var installed = rule with { Id = _book._nextId++ };
+            _book._rules[installed.Id] = installed;
+            _book._stats[installed.Id] = new RuleStats();
+            Changed = true;
+            return installed;
+        }
+
+        /// <summary>Adds the rule unless one with the same match, action and origin exists.</summary>
+        public Rule AddUnique(Rule rule)
+        {
+            foreach (var r in _book._rules.Values)
+            {
+                if (r.Origin == rule.Origin && r.SameMatchAndAction(rule))
+                    return r;
+            }
+            return Add(rule);
+        }
+
+        public bool Remove(long id)
+        {
+            if (!_book._rules.Remove(id))
+                return false;
+            _book._stats.Remove(id);
+            Changed = true;
+            return true;
+        }
+
+        /// <summary>Removes every rule the predicate selects; returns how many.</summary>
+        public int RemoveWhere(Func<Rule, bool> predicate)
+        {
+            List<long>? doomed = null;
+            foreach (var r in _book._rules.Values)
+            {
+                if (predicate(r))
+                    (doomed ??= []).Add(r.Id);
+            }
+            if (doomed is null)
+                return 0;
+            foreach (var id in doomed)
+                Remove(id);
+            return doomed.Count;
+        }
+
+        /// <summary>Re-inserts a rule with its old id (rollback of a removal).</summary>
+        internal void Restore(Rule rule, RuleStats stats)
+        {
+            _book._rules[rule.Id] = rule;
+            _book._stats[rule.Id] = stats;
+            Changed = true;
+        }
+    }
+}

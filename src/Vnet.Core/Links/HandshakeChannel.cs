@@ -1,0 +1,63 @@
+using System.Net.Sockets;
+
+namespace Vnet.Links;
+
+/// <summary>Framed messages over a TCP socket during the handshake (async, allocation is fine here).</summary>
+internal static class HandshakeChannel
+{
+    public const int MaxHandshakePayload = 1024;
+
+    public static async Task<(LinkHeader Header, byte[] Payload)> ReadAsync(Socket socket, CancellationToken ct)
+    {
+        var head = new byte[Wire.HeaderSize];
+        await ReadExactlyAsync(socket, head, ct);
+        var error = Wire.TryRead(head, out var header);
+        if (error != WireError.None)
+            throw new HandshakeException(Wire.Describe(error));
+        if (header.PayloadLength > MaxHandshakePayload)
+            throw new HandshakeException($"{header.Type} of {header.PayloadLength} bytes is too large for a handshake");
+        var payload = new byte[header.PayloadLength];
+        await ReadExactlyAsync(socket, payload, ct);
+        return (header, payload);
+    }
+
+    public static async Task WriteAsync(Socket socket, MessageType type, uint session, byte[] payload, CancellationToken ct)
+    {
+        var message = new byte[Wire.HeaderSize + payload.Length];
+        Wire.Write(message, new LinkHeader(type, MessageFlags.None, 0, session, payload.Length));
+        payload.CopyTo(message, Wire.HeaderSize);
+        var sent = 0;
+        while (sent < message.Length)
+            sent += await socket.SendAsync(message.AsMemory(sent), SocketFlags.None, ct);
+    }
+
+    private static async Task ReadExactlyAsync(Socket socket, byte[] buffer, CancellationToken ct)
+    {
+        var got = 0;
+        while (got < buffer.Length)
+        {
+            var n = await socket.ReceiveAsync(buffer.AsMemory(got), SocketFlags.None, ct);
+            if (n == 0)
+                throw new HandshakeException("the peer closed the connection during the handshake");
+            got += n;
+        }
+    }
+}
+
+/// <summary>A handshake failed for a reason worth logging (never thrown on the data path).</summary>
+public sealed class HandshakeException : Exception
+{
+    public HandshakeException()
+    {
+    }
+
+    public HandshakeException(string message)
+        : base(message)
+    {
+    }
+
+    public HandshakeException(string message, Exception inner)
+        : base(message, inner)
+    {
+    }
+}

@@ -1,0 +1,27 @@
+using Microsoft.Extensions.Logging;
+
+namespace Vnet.Links;
+
+public sealed partial class LinkManager
+{
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Listening on TCP and UDP {EndPoint}")]
+        public static partial void Listening(ILogger logger, System.Net.IPEndPoint endPoint);
+
+        [LoggerMessage(EventId = 101, Level = LogLevel.Information, Message = "Link {Peer} up over {Transport} ({Remote}, session {Session:x8})")]
+        public static partial void LinkUp(ILogger logger, string peer, LinkTransport transport, string remote, uint session);
+
+        [LoggerMessage(EventId = 102, Level = LogLevel.Warning, Message = "Link {Peer} down: {Reason}")]
+        public static partial void LinkDown(ILogger logger, string peer, string reason);
+
+        [LoggerMessage(EventId = 103, Level = LogLevel.Warning, Message = "Rejected peer {Remote}: {Reason}")]
+        public static partial void Rejected(ILogger logger, string remote, string reason);
+
+        [LoggerMessage(EventId = 104, Level = LogLevel.Information, Message = "Dialing {Peer} at {Address} failed: {Reason}; next try in {DelayMs} ms")]
+        public static partial void DialFailed(ILogger logger, string peer, System.Net.IPEndPoint address, string reason, int delayMs);
+
+        [LoggerMessage(EventId = 105, Level = LogLevel.Debug, Message = "Link {Peer} replaced an older session")]
+        public static partial void Replaced(ILogger logger, string peer);
+    }
+}

@@ -1,0 +1,306 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using Vnet.Engine;
+using Vnet.Frames;
+using Vnet.Native;
+
+namespace Vnet.Links;
+
+/// <summary>Where a UDP link's peer sends from; learned from its authenticated probe.</summary>
+internal sealed class UdpPeer(SocketAddress address)
+{
+    public SocketAddress Address { get; } = address;
+}
+
+/// <summary>
+/// The daemon's one UDP socket, shared by all UDP links. Datagrams carry the receiver's session id;
+/// a datagram is accepted only for a live session and only from the address that session's peer
+/// proved with a probe (HMAC under the session key), so a host without the key gets no frame in.
+/// </summary>
+public sealed class UdpTransport : IDisposable
+{
+    private readonly Socket _socket;
+    private readonly VirtualSwitch _switch;
+    private readonly FramePool _pool;
+    private readonly ConcurrentDictionary<uint, LinkSession> _sessions = new();
+    private readonly Thread _receiver;
+    private readonly int _fd;
+    private readonly bool _gro;
+    private bool _gso = true;
+    private readonly List<Frame> _batch = new(128);
+    private readonly List<Frame> _merged = new(128);
+    private LinkSession? _batchSession;
+    private byte _batchHop;
+    private volatile bool _stopped;
+    private long _rejected;
+
+    public UdpTransport(IPEndPoint bind, VirtualSwitch sw, FramePool pool)
+    {
+        _switch = sw;
+        _pool = pool;
+        _socket = new Socket(bind.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+        if (bind.AddressFamily == AddressFamily.InterNetwork)
+        {
+            // Oversized frames are rare (MTU mismatches); let the kernel fragment them rather than drop.
+            const int IP_MTU_DISCOVER = 10;
+            const int IP_PMTUDISC_DONT = 0;
+            _socket.SetRawSocketOption(0, IP_MTU_DISCOVER, BitConverter.GetBytes(IP_PMTUDISC_DONT));
+        }
+        _socket.ReceiveBufferSize = 4 << 20;
+        _socket.SendBufferSize = 4 << 20;
+        _socket.Bind(bind);
+        LocalEndPoint = (IPEndPoint)_socket.LocalEndPoint!;
+        _fd = (int)_socket.SafeHandle.DangerousGetHandle();
+        _gro = UdpBatch.EnableGro(_fd);
+        _receiver = new Thread(ReceiveLoop) { IsBackground = true, Name = "udp-rx" };
+    }
+
+    public IPEndPoint LocalEndPoint { get; }
+
+    /// <summary>Whether the kernel coalesces received datagrams (UDP GRO).</summary>
+    public bool GroEnabled => _gro;
+
+    /// <summary>Whether sends are segmented by the kernel (UDP GSO).</summary>
+    public bool GsoEnabled => _gso;
+
+    /// <summary>Datagrams refused: unknown session, unproven sender, malformed.</summary>
+    public long Rejected => Interlocked.Read(ref _rejected);
+
+    public void Start() => _receiver.Start();
+
+    internal void Register(LinkSession session) => _sessions[session.LocalSession] = session;
+
+    internal void Unregister(LinkSession session) => _sessions.TryRemove(new KeyValuePair<uint, LinkSession>(session.LocalSession, session));
+
+    internal unsafe bool Send(ReadOnlySpan<byte> datagram, UdpPeer peer)
+    {
+        fixed (byte* data = datagram)
+            return SendSegmented(data, datagram.Length, datagram.Length, peer) == datagram.Length;
+    }
+
+    /// <summary>
+    /// Sends equal-sized datagrams (the last may be shorter) laid out back to back, in one system
+    /// call where the kernel has UDP GSO. Returns bytes sent or -errno.
+    /// </summary>
+    internal unsafe nint SendSegmented(byte* data, int length, int segment, UdpPeer peer)
+    {
+        var address = peer.Address.Buffer.Span;
+        fixed (byte* a = address)
+        {
+            if (length <= segment)
+                return UdpBatch.SendSegmented(_fd, data, length, segment, a, peer.Address.Size);
+            if (_gso)
+            {
+                var sent = UdpBatch.SendSegmented(_fd, data, length, segment, a, peer.Address.Size);
+                if (sent != -LibC.EIO && sent != -LibC.EINVAL)
+                    return sent;
+                // This kernel or device cannot segment UDP: fall back for good.
+                _gso = false;
+            }
+            // No GSO: one datagram per call.
+            nint total = 0;
+            for (var off = 0; off < length; off += segment)
+            {
+                var n = UdpBatch.SendSegmented(_fd, data + off, Math.Min(segment, length - off), segment, a, peer.Address.Size);
+                if (n < 0)
+                    return n;
+                total += n;
+            }
+            return total;
+        }
+    }
+
+    internal void SendMessage(UdpPeer peer, MessageType type, uint session, ReadOnlySpan<byte> payload)
+    {
+        Span<byte> message = stackalloc byte[Wire.HeaderSize + 64];
+        Wire.Write(message, new LinkHeader(type, MessageFlags.None, 0, session, payload.Length));
+        payload.CopyTo(message.Slice(Wire.HeaderSize));
+        Send(message.Slice(0, Wire.HeaderSize + payload.Length), peer);
+    }
+
+    internal static UdpPeer PeerFor(IPEndPoint endPoint) => new(endPoint.Serialize());
+
+    /// <summary>The probe proves the sender holds this session's key: HMAC(session key, "probe" | ids).</summary>
+    internal static byte[] ProbePayload(LinkSession session)
+    {
+        Span<byte> ids = stackalloc byte[13];
+        "probe"u8.CopyTo(ids);
+        BinaryPrimitives.WriteUInt32BigEndian(ids.Slice(5), session.LocalSession);
+        BinaryPrimitives.WriteUInt32BigEndian(ids.Slice(9), session.Peer.RemoteSession);
+        var payload = new byte[4 + 32];
+        BinaryPrimitives.WriteUInt32BigEndian(payload, session.LocalSession);
+        HMACSHA256.HashData(session.Peer.SessionKey, ids, payload.AsSpan(4));
+        return payload;
+    }
+
+    private static bool ProbeValid(LinkSession session, ReadOnlySpan<byte> payload)
+    {
+        if (payload.Length != 36 || BinaryPrimitives.ReadUInt32BigEndian(payload) != session.Peer.RemoteSession)
+            return false;
+        Span<byte> ids = stackalloc byte[13];
+        "probe"u8.CopyTo(ids);
+        BinaryPrimitives.WriteUInt32BigEndian(ids.Slice(5), session.Peer.RemoteSession);
+        BinaryPrimitives.WriteUInt32BigEndian(ids.Slice(9), session.LocalSession);
+        Span<byte> mac = stackalloc byte[32];
+        HMACSHA256.HashData(session.Peer.SessionKey, ids, mac);
+        return CryptographicOperations.FixedTimeEquals(mac, payload.Slice(4));
+    }
+
+    /// <summary>
+    /// One receive returns a single datagram or, with UDP GRO, a run of same-sized datagrams from one
+    /// sender. Data frames of a run are coalesced back into TCP super-frames (user-space GRO) before
+    /// they reach the switch, so the TAP gets one write per super-frame.
+    /// </summary>
+    private unsafe void ReceiveLoop()
+    {
+        var buffer = GC.AllocateUninitializedArray<byte>(65536 + 4096, pinned: true);
+        var address = GC.AllocateUninitializedArray<byte>(128, pinned: true);
+        var from = new SocketAddress(_socket.AddressFamily);
+        fixed (byte* b = buffer)
+        fixed (byte* a = address)
+        {
+            while (!_stopped)
+            {
+                var addressLength = address.Length;
+                var n = UdpBatch.Receive(_fd, b, buffer.Length, a, ref addressLength, out var segment);
+                if (n < 0)
+                {
+                    var errno = (int)-n;
+                    if (errno == LibC.EAGAIN)
+                    {
+                        var pfd = new LibC.PollFd { Fd = _fd, Events = LibC.POLLIN };
+                        LibC.Poll(&pfd, 1, 200);
+                        continue;
+                    }
+                    if (errno == LibC.EINTR)
+                        continue;
+                    if (_stopped || errno == LibC.EBADF)
+                        break;
+                    continue;
+                }
+                var sender = address.AsSpan(0, addressLength);
+                if (segment <= 0)
+                    segment = (int)n;
+                for (var off = 0; off < n; off += segment)
+                    Handle(buffer.AsSpan(off, (int)Math.Min(segment, n - off)), sender, from);
+                FlushBatch();
+            }
+        }
+    }
+
+    private void FlushBatch()
+    {
+        var session = _batchSession;
+        _batchSession = null;
+        if (_batch.Count == 0 || session is null)
+            return;
+        if (_batch.Count == 1)
+        {
+            var only = _batch[0];
+            _batch.Clear();
+            session.DeliverFrame(only, _batchHop);
+            return;
+        }
+        _merged.Clear();
+        Offloads.Coalesce(_batch, _pool, _merged);
+        foreach (var frame in _merged)
+            session.DeliverFrame(frame, _batchHop);
+        _merged.Clear();
+    }
+
+    private void Handle(ReadOnlySpan<byte> datagram, ReadOnlySpan<byte> sender, SocketAddress scratch)
+    {
+        if (Wire.TryRead(datagram, out var header) != WireError.None ||
+            header.PayloadLength != datagram.Length - Wire.HeaderSize ||
+            !_sessions.TryGetValue(header.Session, out var session) || session.IsClosed)
+        {
+            Interlocked.Increment(ref _rejected);
+            return;
+        }
+        var payload = datagram.Slice(Wire.HeaderSize);
+        if (header.Type == MessageType.UdpProbe)
+        {
+            if (!ProbeValid(session, payload))
+            {
+                Interlocked.Increment(ref _rejected);
+                return;
+            }
+            if (session.UdpPeer is not { } known || !SameAddress(known, sender))
+            {
+                var copy = new SocketAddress(scratch.Family, sender.Length);
+                sender.CopyTo(copy.Buffer.Span);
+                session.UdpPeer = new UdpPeer(copy);
+            }
+            session.NoteDataReceived();
+            SendMessage(session.UdpPeer!, MessageType.UdpProbeAck, session.Peer.RemoteSession, ReadOnlySpan<byte>.Empty);
+            return;
+        }
+        if (session.UdpPeer is not { } peer || !SameAddress(peer, sender))
+        {
+            Interlocked.Increment(ref _rejected);
+            return;
+        }
+        switch (header.Type)
+        {
+            case MessageType.Data:
+                session.NoteDataReceived();
+                CollectData(session, header, payload);
+                break;
+            case MessageType.KeepAlive:
+                session.NoteDataReceived();
+                SendMessage(peer, MessageType.KeepAliveAck, session.Peer.RemoteSession, payload);
+                break;
+            case MessageType.KeepAliveAck:
+                session.NoteDataReceived();
+                session.OnKeepAliveAck(payload);
+                break;
+            case MessageType.UdpProbeAck:
+                session.NoteDataReceived();
+                session.ProbeAcknowledged = true;
+                break;
+            default:
+                Interlocked.Increment(ref _rejected);
+                break;
+        }
+    }
+
+    private static bool SameAddress(UdpPeer peer, ReadOnlySpan<byte> sender) =>
+        peer.Address.Size == sender.Length && peer.Address.Buffer.Span.Slice(0, sender.Length).SequenceEqual(sender);
+
+    /// <summary>Copies a data datagram into a frame and adds it to the current run.</summary>
+    private void CollectData(LinkSession session, LinkHeader header, ReadOnlySpan<byte> payload)
+    {
+        var extra = (header.Flags & MessageFlags.Offload) != 0 ? VirtioNetHeader.Size : 0;
+        if (payload.Length - extra < 14)
+        {
+            Interlocked.Increment(ref _rejected);
+            return;
+        }
+        if (_batchSession != session || _batchHop != header.HopLimit)
+            FlushBatch();
+        var frame = _pool.TryRent();
+        if (frame is null)
+        {
+            _switch.CountDrop(DropReason.NoBuffer);
+            return;
+        }
+        if (extra > 0)
+            frame.Offload = VirtioNetHeader.Read(payload);
+        payload.Slice(extra).CopyTo(frame.Buffer.AsSpan(Frame.Headroom));
+        frame.SetBounds(Frame.Headroom, payload.Length - extra);
+        _batchSession = session;
+        _batchHop = header.HopLimit;
+        _batch.Add(frame);
+    }
+
+    public void Dispose()
+    {
+        _stopped = true;
+        _socket.Dispose();
+        if (_receiver.IsAlive)
+            _receiver.Join(TimeSpan.FromSeconds(2));
+    }
+}
