@@ -1,0 +1,232 @@
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Text.Json.Nodes;
+using Vnet.Control;
+using Vnet.Daemon;
+using Vnet.Links;
+using Vnet.Tests.TestBed;
+using NetnsBed = Vnet.Tests.TestBed.TestBed;
+using Xunit.Abstractions;
+
+namespace Vnet.Tests.Functional;
+
+/// <summary>
+/// A whole VNET deployment in namespaces, as the README draws it:
+/// <code>
+///  lanhost (10.50.0.1, dnsmasq) ── [lan: br0] ── lan0 (pcap) proxy wan0 192.0.2.1 ──┐
+///                                                                                  [wan: br0]
+///  vmN (10.50.0.1N) ── br0 ── tap0 (TAP) hN wan0 192.0.2.1N ───────────────────────┘
+/// </code>
+/// Daemons are real `vnet daemon` processes started from the build output; VMs are namespaces
+/// whose veth reaches a host's bridge, on which the host daemon's TAP sits.
+/// </summary>
+internal sealed class OverlayBed : IDisposable
+{
+    public const string LanHostIp = "10.50.0.1";
+    public const string LanHostMac = "02:50:00:00:00:01";
+
+    private readonly Dictionary<string, BackgroundProcess> _daemons = [];
+    private readonly Dictionary<string, string> _vmHost = [];
+    private readonly string _dir;
+
+    public OverlayBed(ITestOutputHelper output, int hosts = 3, bool lan = true, [CallerMemberName] string testName = "")
+    {
+        Bed = new NetnsBed(output, testName);
+        Output = output;
+        Key = NetworkKey.Generate().ToString();
+        _dir = Directory.CreateTempSubdirectory("vnet-overlay-").FullName;
+        HostCount = hosts;
+        try
+        {
+            Build(lan);
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public NetnsBed Bed { get; }
+
+    public ITestOutputHelper Output { get; }
+
+    public string Key { get; }
+
+    public int HostCount { get; }
+
+    public static string VnetDll => Path.Combine(AppContext.BaseDirectory, "vnet.dll");
+
+    public static string HostIp(int i) => $"192.0.2.{10 + i}";
+
+    public static string VmIp(int n) => $"10.50.0.{10 + n}";
+
+    public static string VmMac(int n) => $"02:00:00:00:00:{n:x2}";
+
+    private void Build(bool lan)
+    {
+        Bed.Namespace("wan");
+        Bed.Bridge("wan", "br0");
+        if (lan)
+        {
+            Bed.Namespace("lan");
+            Bed.Bridge("lan", "br0");
+            Bed.Namespace("lanhost");
+            Bed.Veth("lanhost", "eth0", "lan", "lh");
+            Bed.Attach("lan", "lh", "br0");
+            Bed.SetMac("lanhost", "eth0", LanHostMac);
+            Bed.Address("lanhost", "eth0", LanHostIp + "/24");
+        }
+        Bed.Namespace("proxy");
+        Bed.Veth("proxy", "wan0", "wan", "p");
+        Bed.Attach("wan", "p", "br0");
+        Bed.Address("proxy", "wan0", "192.0.2.1/24");
+        if (lan)
+        {
+            Bed.Veth("proxy", "lan0", "lan", "px");
+            Bed.Attach("lan", "px", "br0");
+        }
+        for (var i = 1; i <= HostCount; i++)
+        {
+            var h = $"h{i}";
+            Bed.Namespace(h);
+            Bed.Veth(h, "wan0", "wan", h);
+            Bed.Attach("wan", h, "br0");
+            Bed.Address(h, "wan0", HostIp(i) + "/24");
+            Bed.Bridge(h, "br0");
+        }
+    }
+
+    public string SocketOf(string daemon) => Path.Combine(_dir, daemon + ".sock");
+
+    /// <summary>Starts the Proxy with the LAN NIC (lan0) through pcap, or with no interface.</summary>
+    public BackgroundProcess StartProxy(bool lanNic = true, string? key = null)
+    {
+        var iface = lanNic ? "\n[[interface]]\nname = \"lan0\"\nkind = \"pcap\"\nlan = true\n" : "";
+        return StartDaemon("proxy", $"""
+            name = "proxy"
+            role = "proxy"
+            listen = "192.0.2.1:5500"
+            key = "{key ?? Key}"
+            control_socket = "{SocketOf("proxy")}"
+            {iface}
+            """);
+    }
+
+    /// <summary>Starts host hN with a TAP on its bridge and the star link to the Proxy.</summary>
+    public BackgroundProcess StartHost(int i, string transport = "tcp", string? key = null)
+    {
+        var name = $"h{i}";
+        return StartDaemon(name, $"""
+            name = "{name}"
+            role = "host"
+            listen = "{HostIp(i)}:5500"
+            key = "{key ?? Key}"
+            control_socket = "{SocketOf(name)}"
+
+            [proxy]
+            name = "proxy"
+            address = "192.0.2.1:5500"
+            transport = "{transport}"
+
+            [[interface]]
+            name = "tap0"
+            bridge = "br0"
+            """);
+    }
+
+    private BackgroundProcess StartDaemon(string name, string config)
+    {
+        var path = Path.Combine(_dir, name + ".toml");
+        File.WriteAllText(path, config);
+        if (_daemons.Remove(name, out var old))
+            old.Stop();
+        var process = Bed.Start(name, name, "dotnet", VnetDll, "daemon", "--config", path, "--log-level", "debug");
+        _daemons[name] = process;
+        process.WaitForOutput("Control socket", TimeSpan.FromSeconds(30));
+        return process;
+    }
+
+    public BackgroundProcess Daemon(string name) => _daemons[name];
+
+    /// <summary>Starts the Proxy and every host, and waits until each host's star link is up.</summary>
+    public void StartAll(string transport = "tcp", bool lanNic = true)
+    {
+        StartProxy(lanNic);
+        for (var i = 1; i <= HostCount; i++)
+            StartHost(i, transport);
+        WaitStar(HostCount);
+    }
+
+    public void WaitStar(int hosts, int timeoutSeconds = 20) =>
+        Wait.Until(() => Links("proxy").Count(l => l.Up && l.Star) == hosts, TimeSpan.FromSeconds(timeoutSeconds),
+            $"{hosts} hosts linked to the Proxy");
+
+    /// <summary>Adds VM number n (10.50.0.1n, 02:00:00:00:00:0n) on host hI.</summary>
+    public string AddVm(int n, int host, bool address = true)
+    {
+        var vm = $"vm{n}";
+        Bed.Namespace(vm);
+        Bed.Veth(vm, "eth0", $"h{host}", vm);
+        Bed.Attach($"h{host}", vm, "br0");
+        Bed.SetMac(vm, "eth0", VmMac(n));
+        if (address)
+            Bed.Address(vm, "eth0", VmIp(n) + "/24");
+        _vmHost[vm] = $"h{host}";
+        return vm;
+    }
+
+    /// <summary>Live migration as the network sees it: the VM's NIC now reaches another host's bridge.</summary>
+    public void MoveVm(int n, int toHost)
+    {
+        var vm = $"vm{n}";
+        var from = _vmHost[vm];
+        var to = $"h{toHost}";
+        Bed.MoveLink(from, vm, to);
+        Bed.Attach(to, vm, "br0");
+        Bed.Up(to, vm);
+        _vmHost[vm] = to;
+    }
+
+    public JsonNode? Control(string daemon, string command, JsonObject? args = null)
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        return ControlClient.SendAsync(SocketOf(daemon), command, args, cts.Token).GetAwaiter().GetResult();
+    }
+
+    public List<LinkStatus> Links(string daemon) => ControlJson.FromNode<List<LinkStatus>>(Control(daemon, "link.list")) ?? [];
+
+    public List<RuleStatus> Rules(string daemon) => ControlJson.FromNode<List<RuleStatus>>(Control(daemon, "rule.list")) ?? [];
+
+    public List<VmStatus> Vms(string daemon) => ControlJson.FromNode<List<VmStatus>>(Control(daemon, "vm.list")) ?? [];
+
+    public DaemonStatus Status(string daemon) => ControlJson.FromNode<DaemonStatus>(Control(daemon, "status"))!;
+
+    /// <summary>Runs the vnet CLI against a daemon's socket and returns its output (throws on failure).</summary>
+    public string Cli(string daemon, string arguments) =>
+        Sh.Run($"dotnet {Sh.Quote(VnetDll)} {arguments} --socket {Sh.Quote(SocketOf(daemon))}", 30);
+
+    public static string Invariant(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+
+    public void Dispose()
+    {
+        foreach (var d in _daemons.Values)
+        {
+            try
+            {
+                d.Stop(TimeSpan.FromSeconds(3));
+            }
+            catch (InvalidOperationException)
+            {
+            }
+        }
+        Bed.Dispose();
+        try
+        {
+            Directory.Delete(_dir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
