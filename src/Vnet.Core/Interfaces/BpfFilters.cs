@@ -17,7 +17,7 @@ namespace Vnet.Interfaces;
 /// Size matters: the kernel refuses a classic BPF program longer than 4096 instructions
 /// (<see cref="PcapInterface.KernelInstructionLimit"/>), and libpcap then filters in user space,
 /// which copies every frame on the LAN into the process. A naive <c>ether src A or ether src B ...</c>
-/// costs about 4-5 instructions per MAC, so a Proxy filter (two MAC sets) overflows near 450 VMs.
+/// costs about 4-5 instructions per MAC, so a Proxy filter (two MAC sets) overflows near 430 VMs.
 /// These filters instead group the MACs by their upper 32 bits (VNET assigns VM MACs from a few
 /// prefixes), compare the lower 16 bits with one jump each, and collapse runs of consecutive MACs
 /// into a range test. 1000 sparse MACs under one prefix compile to about 3500 instructions for the

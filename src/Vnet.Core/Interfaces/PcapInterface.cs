@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using SharpPcap;
 using SharpPcap.LibPcap;
 using Vnet.Frames;
+using Vnet.Native;
 using LibPcapDeviceInfo = SharpPcap.LibPcap.PcapInterface;
 
 namespace Vnet.Interfaces;
@@ -11,20 +12,26 @@ namespace Vnet.Interfaces;
 /// Proxy puts VMs on the user's LAN, and how a host attaches to an interface another program owns
 /// (a QEMU TAP, a host-only network). See docs/interfaces.md.
 /// <code>
-/// Read:  pcap_next_ex hands over a view of libpcap's ring; the frame is copied to Frame.Headroom.
+/// Read:  non-blocking pcap_next_ex hands over a view of libpcap's ring, copied to Frame.Headroom;
+///        with nothing there, poll libpcap's descriptor and an eventfd, for at most ReadTimeoutMs.
 ///        Only frames arriving at the NIC are captured (direction IN): our own injections are not.
 ///        A frame longer than one MTU was merged by GRO below libpcap; it becomes a TSO super-frame.
 /// Write: pcap_sendpacket, one writer at a time (a pcap_t is not thread-safe). The device takes
 ///        no offloads, so InterfacePort hands over finalised, MTU-sized frames.
-/// Close: pcap_breakloop wakes a blocked read at once; the short read timeout bounds it anyway.
+/// Close: the eventfd wakes a blocked read at once.
 /// </code>
+/// <para>
+/// Why not libpcap's own blocking read: on Linux (libpcap 1.10) a blocking pcap_next_ex never
+/// returns on its read timeout, it polls again; only a frame or pcap_breakloop ends it, and a
+/// breakloop that lands after a frame was taken from the ring loses that frame.
+/// </para>
 /// <para>
 /// SharpPcap opens, configures and filters the device. The data path bypasses two of its calls:
 /// <c>GetNextPacket</c> allocates a <c>Pollfd[]</c>, a <c>PcapHeader</c> and a <c>PosixTimeval</c>
-/// per packet and polls outside libpcap for a fixed 500 ms (so <c>pcap_breakloop</c> cannot wake
-/// it), and <c>SendPacket</c> throws an exception for every refused frame. Reads use the
-/// allocation-free <c>GetNextPacketPointers</c>; writes, capture direction and wake-up call libpcap
-/// directly (SharpPcap 6.3.1 has no direction setter and keeps <c>pcap_breakloop</c> internal).
+/// per packet and polls for a fixed 500 ms that nothing can interrupt, and <c>SendPacket</c> throws
+/// an exception for every refused frame. Reads use the allocation-free
+/// <c>GetNextPacketPointers</c>; writes, capture direction and the descriptor to poll come straight
+/// from libpcap (SharpPcap 6.3.1 has no direction setter and keeps the descriptor internal).
 /// </para>
 /// </summary>
 public sealed unsafe class PcapInterface : ILocalInterface
@@ -35,27 +42,32 @@ public sealed unsafe class PcapInterface : ILocalInterface
     /// </summary>
     public const int KernelInstructionLimit = 4096;
 
-    /// <summary>Upper bound on how long a blocked <see cref="Read"/> waits before rechecking its state.</summary>
-    internal const int ReadTimeoutMs = 100;
+    /// <summary>
+    /// Longest a <see cref="Read"/> waits in poll before calling libpcap again: bounds how long a
+    /// filter change waits for the reader, and lets libpcap notice a NIC that disappeared.
+    /// </summary>
+    private const int ReadTimeoutMs = 100;
 
     // libpcap caps its ring slots at max(MTU, 65535) + 18 when the NIC has receive offloads, so a
     // GRO-merged 64 KiB packet is captured whole. Frame.MaxLength is the most a frame can hold.
     private const int SnapLength = Frame.MaxLength;
 
-    // Immediate mode uses fixed-size ring slots of a whole snap length each (~68 KiB with offloads):
-    // libpcap's default 2 MiB ring would hold only ~30 frames, too few for a burst.
-    private const int RingBytes = 16 << 20;
+    // Immediate mode uses fixed-size ring slots of a whole snap length each (~68 KiB on a NIC with
+    // offloads): libpcap's default 2 MiB ring would hold ~30 frames; this holds ~480, whatever their size.
+    private const int RingBytes = 32 << 20;
 
     private const int PcapDirectionIn = 1;
-    private const int PcapErrorBreak = -2;
 
     private readonly LibPcapLiveDevice _device;
     private readonly nint _handle;
+    private readonly int _fd;
+    private readonly int _wakeFd;
     private readonly int _mtu;
 
-    // The reader holds _readLock around each pcap_next_ex, SetFilter around pcap_setfilter (libpcap
-    // filters frames already in the ring with the program the reader uses). Writers serialise on
-    // _writeLock without waiting for reads. Dispose takes all three to free the handle.
+    // The reader holds _readLock while in libpcap or polling its descriptor (at most ReadTimeoutMs),
+    // SetFilter around pcap_setfilter (libpcap filters frames already in the ring with the program
+    // the reader uses). Writers serialise on _writeLock without waiting for reads. Dispose takes
+    // all three before it frees the handle and the eventfd.
     private readonly Lock _readLock = new();
     private readonly Lock _writeLock = new();
     private readonly Lock _lifetimeLock = new();
@@ -63,12 +75,15 @@ public sealed unsafe class PcapInterface : ILocalInterface
     private int _closed;
     private bool _disposed;
     private string? _filter;
+    private int _filterLength;
 
-    private PcapInterface(string name, LibPcapLiveDevice device, int mtu)
+    private PcapInterface(string name, LibPcapLiveDevice device, int fd, int wakeFd, int mtu)
     {
         Name = name;
         _device = device;
         _handle = device.Handle.DangerousGetHandle();
+        _fd = fd;
+        _wakeFd = wakeFd;
         _mtu = mtu;
         MaxFrameSize = mtu + 14 + 4;
     }
@@ -82,6 +97,12 @@ public sealed unsafe class PcapInterface : ILocalInterface
 
     /// <summary>The filter in force, or null when every frame is captured.</summary>
     public string? Filter => Volatile.Read(ref _filter);
+
+    /// <summary>
+    /// Length of the filter in force in BPF instructions (0 without one). Above
+    /// <see cref="KernelInstructionLimit"/> libpcap filters in user space (and says so on stderr).
+    /// </summary>
+    public int FilterLength => Volatile.Read(ref _filterLength);
 
     /// <summary>
     /// Opens <paramref name="device"/> (as seen from the calling thread's network namespace; the
@@ -106,7 +127,6 @@ public sealed unsafe class PcapInterface : ILocalInterface
             {
                 Mode = DeviceModes.Promiscuous,
                 Snaplen = SnapLength,
-                ReadTimeout = ReadTimeoutMs,
                 Immediate = true,
                 BufferSize = RingBytes,
             });
@@ -114,22 +134,43 @@ public sealed unsafe class PcapInterface : ILocalInterface
         catch (PcapException e)
         {
             pcap.Dispose();
-            throw new IOException($"libpcap cannot open {device} ({e.Error}): {e.Message} (needs root or CAP_NET_RAW)", e);
+            // SharpPcap's activation message names no cause; the error code does.
+            var hint = e.Error switch
+            {
+                PcapError.PermissionDenied or PcapError.PromiscuousPermissionDenied => ": needs root or CAP_NET_RAW",
+                PcapError.NoSuchDevice => ": no such device",
+                PcapError.InterfaceNotUp => ": the interface is down",
+                _ => "",
+            };
+            throw new IOException($"libpcap cannot open {device} ({e.Error}): {e.Message}{hint}", e);
         }
+        var wake = -1;
         try
         {
             if (pcap.LinkType != PacketDotNet.LinkLayers.Ethernet)
                 throw new IOException($"{device} is not an Ethernet device (link type {pcap.LinkType})");
-            if (Native.SetDirection(pcap.Handle.DangerousGetHandle(), PcapDirectionIn) != 0)
+            var handle = pcap.Handle.DangerousGetHandle();
+            if (Native.SetDirection(handle, PcapDirectionIn) != 0)
                 throw new IOException($"cannot restrict capture on {device} to incoming frames: {pcap.LastError}");
-            var result = new PcapInterface(device, pcap, mtu);
+            pcap.NonBlockingMode = true;
+            var fd = Native.GetSelectableFd(handle);
+            if (fd < 0)
+                throw new IOException($"libpcap offers no descriptor to wait on for {device}");
+            wake = LibC.EventFd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK);
+            if (wake < 0)
+                throw new IOException($"eventfd: {LibC.ErrorText(LibC.LastError)}");
+            var result = new PcapInterface(device, pcap, fd, wake, mtu);
             if (filter is not null)
                 result.SetFilter(filter);
             return result;
         }
-        catch
+        catch (Exception e)
         {
             pcap.Dispose();
+            if (wake >= 0)
+                LibC.Close(wake);
+            if (e is PcapException p)
+                throw new IOException($"libpcap cannot set up {device}: {p.Message}", p);
             throw;
         }
     }
@@ -175,8 +216,8 @@ public sealed unsafe class PcapInterface : ILocalInterface
 
     /// <summary>
     /// Replaces the filter while the interface runs. An invalid filter throws and leaves the old one
-    /// in force. The reader is held off for the compile (up to ~0.5 s for 1000 unrelated MACs);
-    /// frames wait in the ring meanwhile.
+    /// in force. Waits for the reader to leave libpcap (at most <see cref="ReadTimeoutMs"/>), then
+    /// holds it off for the compile (~0.5 s for 1000 unrelated MACs); frames wait in the ring.
     /// </summary>
     /// <exception cref="ArgumentException">The filter is invalid.</exception>
     public void SetFilter(string filter)
@@ -184,7 +225,7 @@ public sealed unsafe class PcapInterface : ILocalInterface
         ArgumentNullException.ThrowIfNull(filter);
         // Compiled once without the device first, so a bad filter never reaches the live handle:
         // SharpPcap records the new text as "the" filter before it knows whether it compiles.
-        CompileFilter(filter);
+        var length = CompileFilter(filter);
         Interlocked.Increment(ref _controlWaiting);
         try
         {
@@ -202,6 +243,7 @@ public sealed unsafe class PcapInterface : ILocalInterface
                     throw new ArgumentException($"{Name} refused BPF filter \"{Abbreviate(filter)}\": {e.Message}", nameof(filter), e);
                 }
                 Volatile.Write(ref _filter, filter);
+                Volatile.Write(ref _filterLength, length);
             }
         }
         finally
@@ -222,32 +264,40 @@ public sealed unsafe class PcapInterface : ILocalInterface
                 spin.SpinOnce();
                 continue;
             }
-            int rc;
-            uint captured = 0;
+            uint captured;
             lock (_readLock)
             {
                 if (Volatile.Read(ref _closed) != 0)
                     break;
                 nint header = 0;
                 nint data = 0;
-                rc = _device.GetNextPacketPointers(ref header, ref data);
+                var rc = _device.GetNextPacketPointers(ref header, ref data);
+                if (rc == 0)
+                {
+                    WaitReadable();
+                    continue;
+                }
+                // PCAP_ERROR: the NIC disappeared. (A NIC merely taken down makes libpcap wait.)
+                if (rc != 1)
+                    return ReadStatus.Closed;
                 // The data stays valid only until the next call on the handle: copy under the lock.
-                if (rc == 1 && !TryCopy(frame, (byte*)header, (byte*)data, out captured))
+                if (!TryCopy(frame, (byte*)header, (byte*)data, out captured))
                     return ReadStatus.Bad;
             }
-            if (rc == 1)
-            {
-                if (captured > MaxFrameSize && !Offloads.MarkAsSuperFrame(frame, _mtu))
-                    return ReadStatus.Bad;
-                return ReadStatus.Frame;
-            }
-            // 0: the read timeout passed; PCAP_ERROR_BREAK: Close (or a stale wake-up) broke the wait.
-            if (rc == 0 || rc == PcapErrorBreak)
-                continue;
-            // PCAP_ERROR: the interface went down or away.
-            return ReadStatus.Closed;
+            if (captured > MaxFrameSize && !Offloads.MarkAsSuperFrame(frame, _mtu))
+                return ReadStatus.Bad;
+            return ReadStatus.Frame;
         }
         return ReadStatus.Closed;
+    }
+
+    private void WaitReadable()
+    {
+        var fds = stackalloc LibC.PollFd[2];
+        fds[0] = new LibC.PollFd { Fd = _fd, Events = LibC.POLLIN };
+        fds[1] = new LibC.PollFd { Fd = _wakeFd, Events = LibC.POLLIN };
+        // Errors and EINTR need no handling: the caller calls libpcap again, which reports them.
+        LibC.Poll(fds, 2, ReadTimeoutMs);
     }
 
     private static bool TryCopy(Frame frame, byte* header, byte* data, out uint captured)
@@ -284,17 +334,18 @@ public sealed unsafe class PcapInterface : ILocalInterface
             return;
         lock (_lifetimeLock)
         {
-            // Safe from any thread (it sets a flag and writes libpcap's eventfd), but not on a freed handle.
+            // The eventfd stays readable from now on, so every later poll returns at once too.
+            ulong one = 1;
             if (!_disposed)
-                Native.BreakLoop(_handle);
+                LibC.Write(_wakeFd, &one, sizeof(ulong));
         }
     }
 
     public void Dispose()
     {
         Close();
-        // The reader leaves pcap_next_ex within a read timeout at worst (at once after breakloop);
-        // holding every lock, nothing else is inside libpcap when the handle is freed.
+        // The reader leaves its poll at once (the eventfd is set); holding every lock, nothing is
+        // inside libpcap or polling when the handle and the eventfd are freed.
         lock (_readLock)
         lock (_writeLock)
         lock (_lifetimeLock)
@@ -303,6 +354,7 @@ public sealed unsafe class PcapInterface : ILocalInterface
                 return;
             _disposed = true;
             _device.Dispose();
+            LibC.Close(_wakeFd);
         }
     }
 
@@ -319,8 +371,8 @@ public sealed unsafe class PcapInterface : ILocalInterface
         public static readonly delegate* unmanaged<nint, int, int> SetDirection =
             (delegate* unmanaged<nint, int, int>)NativeLibrary.GetExport(Library, "pcap_setdirection");
 
-        public static readonly delegate* unmanaged<nint, void> BreakLoop =
-            (delegate* unmanaged<nint, void>)NativeLibrary.GetExport(Library, "pcap_breakloop");
+        public static readonly delegate* unmanaged<nint, int> GetSelectableFd =
+            (delegate* unmanaged<nint, int>)NativeLibrary.GetExport(Library, "pcap_get_selectable_fd");
 
         public static readonly delegate* unmanaged<nint, byte*, int, int> SendPacket =
             (delegate* unmanaged<nint, byte*, int, int>)NativeLibrary.GetExport(Library, "pcap_sendpacket");
