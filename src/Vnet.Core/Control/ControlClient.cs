@@ -29,7 +29,24 @@ public static class ControlClient
         };
     }
 
+    /// <summary>How long a command may take before the client gives up on the daemon.</summary>
+    public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
+
     public static async Task<JsonNode?> SendAsync(string socketPath, string command, JsonObject? args = null, CancellationToken ct = default)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(Timeout);
+        try
+        {
+            return await Exchange(socketPath, command, args, timeout.Token);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw new ControlException($"the daemon at {socketPath} did not answer '{command}' within {Timeout.TotalSeconds:0} s");
+        }
+    }
+
+    private static async Task<JsonNode?> Exchange(string socketPath, string command, JsonObject? args, CancellationToken ct)
     {
         using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try

@@ -193,23 +193,36 @@ public sealed partial class VnetDaemon
         return macs;
     }
 
-    /// <summary>The Proxy's LAN NIC captures frames to VMs (and never from them): keep its filter current.</summary>
+    /// <summary>
+    /// The Proxy's LAN NIC captures frames to VMs (and never from them): keep its filter current.
+    /// Compiling and installing a BPF program takes a while with many VMs, so it happens on its own
+    /// task; a burst of changes results in one update with the final set.
+    /// </summary>
     private void UpdateLanFilters()
     {
-        foreach (var s in _interfaces.Values)
+        if (Interlocked.Exchange(ref _filterUpdatePending, 1) != 0)
+            return;
+        _ = Task.Run(() =>
         {
-            if (!s.Config.Lan || s.Port.Device is not PcapInterface pcap)
-                continue;
-            try
+            Interlocked.Exchange(ref _filterUpdatePending, 0);
+            var filter = BpfFilters.ForProxyNic(KnownVmMacs());
+            foreach (var s in _interfaces.Values)
             {
-                pcap.SetFilter(BpfFilters.ForProxyNic(KnownVmMacs()));
+                if (!s.Config.Lan || s.Port.Device is not PcapInterface pcap)
+                    continue;
+                try
+                {
+                    pcap.SetFilter(filter);
+                }
+                catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or ObjectDisposedException)
+                {
+                    Log.FilterFailed(_logger, s.Config.Name, e.Message);
+                }
             }
-            catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException)
-            {
-                Log.FilterFailed(_logger, s.Config.Name, e.Message);
-            }
-        }
+        });
     }
+
+    private int _filterUpdatePending;
 
     private void Broadcast(PeerMessage message)
     {
