@@ -50,9 +50,11 @@ public static partial class Offloads
     /// GSO passes through unchanged, unless its checksum must be completed. Segments carry
     /// <see cref="VirtioNetHeader.None"/> when complete, else <c>NEEDS_CSUM</c> with
     /// <c>CsumStart</c>/<c>CsumOffset</c> and no GSO. Same ownership rules as
-    /// <see cref="Finalize"/>.
+    /// <see cref="Finalize"/>. With <paramref name="maxFrameLength"/> above zero, segments are cut
+    /// smaller than <c>GsoSize</c> where needed so that no segment frame is longer than that: a link
+    /// whose path MTU is below the VM's MTU still carries every segment unfragmented.
     /// </summary>
-    public static bool Segment(Frame frame, FramePool pool, List<Frame> output, bool completeChecksums)
+    public static bool Segment(Frame frame, FramePool pool, List<Frame> output, bool completeChecksums, int maxFrameLength = 0)
     {
         ArgumentNullException.ThrowIfNull(frame);
         ArgumentNullException.ThrowIfNull(pool);
@@ -60,7 +62,7 @@ public static partial class Offloads
 
         var offload = frame.Offload;
         if (offload.IsGso)
-            return SplitSuperFrame(frame, pool, output, completeChecksums);
+            return SplitSuperFrame(frame, pool, output, completeChecksums, maxFrameLength);
         if (completeChecksums && offload.NeedsChecksum)
             return CompleteChecksum(frame, pool, output);
         output.Add(frame);
@@ -105,7 +107,7 @@ public static partial class Offloads
         return true;
     }
 
-    private static bool SplitSuperFrame(Frame frame, FramePool pool, List<Frame> output, bool complete)
+    private static bool SplitSuperFrame(Frame frame, FramePool pool, List<Frame> output, bool complete, int maxFrameLength)
     {
         var mss = (int)frame.Offload.GsoSize;
         var data = frame.Data;
@@ -113,6 +115,13 @@ public static partial class Offloads
             return Fail(frame);
 
         var headers = layout.HeadersLength;
+        if (maxFrameLength > 0 && headers + mss > maxFrameLength)
+        {
+            mss = maxFrameLength - headers;
+            // Segments of a few bytes would only multiply frames; such a path is misconfigured.
+            if (mss < 64)
+                return Fail(frame);
+        }
         var payload = layout.PayloadLength;
         var count = payload <= mss ? 1 : (payload + mss - 1) / mss;
         var tcp = layout.Protocol == PacketLayout.ProtocolTcp;

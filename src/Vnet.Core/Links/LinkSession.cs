@@ -31,6 +31,14 @@ public sealed unsafe class LinkSession : IDisposable
     public static readonly TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(1);
     public static readonly TimeSpan DeadAfter = TimeSpan.FromSeconds(3);
 
+    /// <summary>
+    /// Path MTU assumed for UDP links (an Ethernet underlay). Segments of super-frames are cut so that
+    /// header, virtio header and frame fit one IPv4 datagram of this size.
+    /// </summary>
+    public const int UdpPathMtu = 1500;
+
+    private const int MaxUdpFrame = UdpPathMtu - 20 - 8 - Wire.HeaderSize - VirtioNetHeader.Size;
+
     private const int BatchSize = 64;
     private const int HeaderSlot = 32;
     private const int ReceiveBufferSize = Wire.HeaderSize + Wire.MaxControlPayload;
@@ -359,7 +367,7 @@ public sealed unsafe class LinkSession : IDisposable
             // Segment takes over a reference; the batch keeps its own for the release below.
             frame.AddReference();
             segments.Clear();
-            if (!Offloads.Segment(frame, _pool, segments, completeChecksums: false))
+            if (!Offloads.Segment(frame, _pool, segments, completeChecksums: false, MaxUdpFrame))
             {
                 _port.Counters.CountTxDrop();
                 continue;

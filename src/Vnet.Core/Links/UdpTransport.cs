@@ -95,10 +95,12 @@ public sealed class UdpTransport : IDisposable
             if (_gso)
             {
                 var sent = UdpBatch.SendSegmented(_fd, data, length, segment, a, peer.Address.Size);
-                if (sent != -LibC.EIO && sent != -LibC.EINVAL)
+                if (sent != -LibC.EIO && sent != -LibC.EINVAL && sent != -LibC.EMSGSIZE)
                     return sent;
-                // This kernel or device cannot segment UDP: fall back for good.
-                _gso = false;
+                // Datagrams over the path MTU (plain frames from a VM with a larger MTU) cannot be
+                // segmented; the kernel fragments them one by one instead.
+                if (sent != -LibC.EMSGSIZE && sent != -LibC.EINVAL)
+                    _gso = false;
             }
             // No GSO: one datagram per call.
             nint total = 0;
