@@ -52,6 +52,8 @@ public sealed partial class VnetDaemon
         foreach (var s in _interfaces.Values)
         {
             known.AddRange(s.Vms.Keys);
+            if (s.OwnMac is { } own)
+                known.Add(own);
             if (s.Config.Learn && !s.Config.Lan && s.Port.Id >= 0)
                 ports.Add(s.Port.Id);
         }

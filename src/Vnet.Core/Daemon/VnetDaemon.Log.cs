@@ -17,6 +17,9 @@ public sealed partial class VnetDaemon
         [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Daemon {Name} stopped")]
         public static partial void Stopped(ILogger logger, string name);
 
+        [LoggerMessage(EventId = 4, Level = LogLevel.Debug, Message = "Stopping {Part}")]
+        public static partial void Stopping(ILogger logger, string part);
+
         [LoggerMessage(EventId = 3, Level = LogLevel.Error, Message = "Control-plane error")]
         public static partial void ControlError(ILogger logger, Exception exception);
 

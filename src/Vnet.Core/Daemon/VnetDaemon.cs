@@ -265,6 +265,9 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
 
         public InterfacePort Port { get; } = port;
 
+        /// <summary>The device's own address (a TAP's host side), never learned as a VM.</summary>
+        public MacAddress? OwnMac { get; set; }
+
         /// <summary>VM MACs on this interface (pinned in the configuration or learned).</summary>
         public ConcurrentDictionary<MacAddress, bool> Vms { get; } = new();
     }
@@ -292,7 +295,16 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
         var state = new InterfaceState(config, port);
         Switch.AddPort(port);
         _interfaces[config.Name] = state;
-        port.Closed += p => _control.Post(() => CloseInterface(state, "the device went away"));
+        port.Closed += p =>
+        {
+            if (!_disposed)
+                _control.Post(() => CloseInterface(state, "the device went away"));
+        };
+        if (config.Kind == InterfaceKind.Tap)
+        {
+            // The host's own side of the TAP talks too (ARP, IPv6 ND); it is not a VM.
+            state.OwnMac = MacAddress.Read(NetDevice.GetHardwareAddress(device.Name));
+        }
         RebuildLearningIndex();
         if (config.Lan)
         {
@@ -361,10 +373,13 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
         if (_disposed)
             return;
         _disposed = true;
+        Log.Stopping(_logger, "links");
         await Links.DisposeAsync();
+        Log.Stopping(_logger, "interfaces");
         foreach (var i in _interfaces.Values)
             i.Port.Dispose();
         _interfaces.Clear();
+        Log.Stopping(_logger, "control loop");
         await _control.DisposeAsync();
         Log.Stopped(_logger, Name);
     }

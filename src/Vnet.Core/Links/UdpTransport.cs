@@ -301,8 +301,16 @@ public sealed class UdpTransport : IDisposable
     public void Dispose()
     {
         _stopped = true;
-        _socket.Dispose();
+        try
+        {
+            // Wakes the receiver blocked in recvmsg; closing the descriptor would not.
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (SocketException)
+        {
+        }
         if (_receiver.IsAlive)
             _receiver.Join(TimeSpan.FromSeconds(2));
+        _socket.Dispose();
     }
 }

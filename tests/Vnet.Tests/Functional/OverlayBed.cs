@@ -76,6 +76,9 @@ internal sealed class OverlayBed : IDisposable
             Bed.Attach("lan", "lh", "br0");
             Bed.SetMac("lanhost", "eth0", LanHostMac);
             Bed.Address("lanhost", "eth0", LanHostIp + "/24");
+            // A LAN machine's frames reach the Proxy's NIC from a wire, with complete checksums; a
+            // veth would hand over partial ones (checksum offload), which libpcap cannot tell apart.
+            Bed.Run("lanhost", "ethtool -K eth0 tx off");
         }
         Bed.Namespace("proxy");
         Bed.Veth("proxy", "wan0", "wan", "p");
