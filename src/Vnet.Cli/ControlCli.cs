@@ -164,6 +164,7 @@ internal static class ControlCli
         Console.WriteLine($"frames    {s.ForwardedFrames} forwarded");
         Console.WriteLine($"drops     {string.Join(", ", s.Drops.Select(kv => $"{kv.Key} {kv.Value}"))}");
         Console.WriteLine($"buffers   {s.BuffersCreated} created, {s.BuffersInPool} free; udp rejected {s.UdpRejected}");
+        Console.WriteLine($"memory    {TableWriter.Bytes(s.AllocatedBytes)} allocated since start, {s.Gen0Collections} gen0 collections");
     }
 
     private static void PrintLinks(JsonNode? data)

@@ -2,6 +2,8 @@ using System.Globalization;
 using System.Net;
 using Tomlyn;
 using Tomlyn.Model;
+using Tomlyn.Parsing;
+using Tomlyn.Syntax;
 using Vnet.Forwarding;
 using Vnet.Frames;
 using Vnet.Links;
@@ -147,6 +149,10 @@ public sealed record DaemonConfig
         TomlTable table;
         try
         {
+            // The model reader lets a key or table defined twice through (the last silently wins);
+            // the strict parser refuses what TOML forbids, with the line.
+            var document = SyntaxParser.ParseStrict(text, null!, validate: true);
+            RejectSplitTableArrays(document, source);
             table = TomlSerializer.Deserialize<TomlTable>(text)!;
         }
         catch (TomlException e)
@@ -160,6 +166,29 @@ public sealed record DaemonConfig
         catch (ConfigException e) when (!e.Message.StartsWith(source, StringComparison.Ordinal))
         {
             throw new ConfigException($"{source}: {e.Field}", e.Reason);
+        }
+    }
+
+    /// <summary>
+    /// Refuses <c>[[interface]]</c> (or <c>[[link]]</c>) entries split by another table. That is valid
+    /// TOML, but the model reader keeps only the last run of entries, so the file would silently
+    /// lose interfaces or links.
+    /// </summary>
+    private static void RejectSplitTableArrays(DocumentSyntax document, string source)
+    {
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        string? previous = null;
+        foreach (var table in document.Tables)
+        {
+            var name = table.Name?.ToString().Trim() ?? "";
+            if (table is not TableArraySyntax)
+            {
+                previous = null;
+                continue;
+            }
+            if (name != previous && !seen.Add(name))
+                throw new ConfigException($"{source}: line {table.Span.Start.Line + 1}", $"[[{name}]] entries must follow one another, with no other table between them");
+            previous = name;
         }
     }
 

@@ -17,7 +17,9 @@ public sealed record DaemonStatus(
     int KnownVms,
     int BuffersCreated,
     int BuffersInPool,
-    long UdpRejected);
+    long UdpRejected,
+    long AllocatedBytes,
+    int Gen0Collections);
 
 public sealed record LinkStatus(
     string Peer,

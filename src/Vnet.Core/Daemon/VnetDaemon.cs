@@ -110,7 +110,8 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
             localVms += i.Vms.Count;
         return new DaemonStatus(Name, IsProxy ? "proxy" : "host", Links.LocalEndPoint?.ToString() ?? "", VersionText,
             Stopwatch.GetElapsedTime(_started).TotalSeconds, Switch.ForwardedFrames, drops, Rules.Count, links.Count, up,
-            _interfaces.Count, localVms, _locations.Count, Pool.Created, Pool.Available, Links.Udp?.Rejected ?? 0);
+            _interfaces.Count, localVms, _locations.Count, Pool.Created, Pool.Available, Links.Udp?.Rejected ?? 0,
+            GC.GetTotalAllocatedBytes(precise: true), GC.CollectionCount(0));
     }
 
     public static string VersionText => typeof(VnetDaemon).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";

@@ -59,6 +59,9 @@ public sealed partial class LinkManager : ILinkEvents, IAsyncDisposable
 {
     private const int MaxPendingHandshakes = 64;
 
+    /// <summary>Retry interval for a peer that cannot be reached (refused, timed out, no route).</summary>
+    private static readonly TimeSpan UnreachableRetry = TimeSpan.FromSeconds(1);
+
     private readonly LinkManagerOptions _options;
     private readonly VirtualSwitch _switch;
     private readonly FramePool _pool;
@@ -148,8 +151,7 @@ public sealed partial class LinkManager : ILinkEvents, IAsyncDisposable
             }
             _switch.RemovePort(port);
         }
-        port.Session?.SendControl(MessageType.Bye, "link removed"u8);
-        port.Session?.Close("link removed");
+        port.Session?.Leave("link removed");
         return true;
     }
 
@@ -167,7 +169,7 @@ public sealed partial class LinkManager : ILinkEvents, IAsyncDisposable
                 continue;
             }
             string reason;
-            var refused = false;
+            var unreachable = false;
             try
             {
                 var session = await DialOnce(port, ct);
@@ -181,15 +183,18 @@ public sealed partial class LinkManager : ILinkEvents, IAsyncDisposable
             }
             catch (SocketException e)
             {
-                refused = e.SocketErrorCode == SocketError.ConnectionRefused;
+                unreachable = true;
                 reason = e.Message;
             }
             catch (Exception e) when (e is HandshakeException or IOException or OperationCanceledException or ObjectDisposedException)
             {
-                reason = e is OperationCanceledException ? "timed out" : e.Message;
+                reason = e is OperationCanceledException ? "handshake timed out" : e.Message;
             }
 
-            var wait = refused && delay > TimeSpan.FromSeconds(1) ? TimeSpan.FromSeconds(1) : delay;
+            // Back-off protects a peer that answers but refuses us (wrong key, overload). A peer
+            // that cannot be reached at all costs one SYN per try, so it is tried every second:
+            // when it comes back (a restarted daemon, a repaired network) the link follows at once.
+            var wait = unreachable && delay > UnreachableRetry ? UnreachableRetry : delay;
             wait *= 0.8 + (0.4 * Random.Shared.NextDouble());
             Log.DialFailed(_logger, port.Peer, port.DialAddress!, reason, (int)wait.TotalMilliseconds);
             try
@@ -225,7 +230,14 @@ public sealed partial class LinkManager : ILinkEvents, IAsyncDisposable
             using (var connect = CancellationTokenSource.CreateLinkedTokenSource(ct))
             {
                 connect.CancelAfter(_options.ConnectTimeout);
-                await socket.ConnectAsync(address, connect.Token);
+                try
+                {
+                    await socket.ConnectAsync(address, connect.Token);
+                }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                {
+                    throw new SocketException((int)SocketError.TimedOut);
+                }
             }
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
             timeout.CancelAfter(Handshake.Timeout);
@@ -486,11 +498,7 @@ public sealed partial class LinkManager : ILinkEvents, IAsyncDisposable
         _listener?.Dispose();
         foreach (var port in _links.Values)
         {
-            if (port.Session is { } s)
-            {
-                s.SendControl(MessageType.Bye, "daemon stopping"u8);
-                s.Close("daemon stopping");
-            }
+            port.Session?.Leave("daemon stopping");
         }
         if (_acceptLoop is not null)
             await _acceptLoop.ConfigureAwait(false);

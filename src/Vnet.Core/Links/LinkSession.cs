@@ -31,6 +31,9 @@ public sealed unsafe class LinkSession : IDisposable
     public static readonly TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(1);
     public static readonly TimeSpan DeadAfter = TimeSpan.FromSeconds(3);
 
+    /// <summary>How long <see cref="Leave"/> waits for its BYE to be written before closing anyway.</summary>
+    private static readonly TimeSpan LeaveTimeout = TimeSpan.FromSeconds(1);
+
     /// <summary>
     /// Path MTU assumed for UDP links (an Ethernet underlay). Segments of super-frames are cut so that
     /// header, virtio header and frame fit one IPv4 datagram of this size.
@@ -62,6 +65,7 @@ public sealed unsafe class LinkSession : IDisposable
     private long _lastRttMicros = -1;
     private uint _keepAliveSeq;
     private string _closeReason = "";
+    private string? _leaving;
     private long _lastKeepAliveTicks;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -175,6 +179,21 @@ public sealed unsafe class LinkSession : IDisposable
         Interlocked.Exchange(ref _srttMicros, srtt < 0 ? micros : ((srtt * 7) + micros) / 8);
     }
 
+    /// <summary>
+    /// Ends the session after telling the peer why (BYE). The sender closes the session once the BYE
+    /// is written (closing here at once would cut it off); a peer that does not read cannot hold
+    /// the session open longer than <see cref="LeaveTimeout"/>.
+    /// </summary>
+    public void Leave(string reason)
+    {
+        if (IsClosed)
+            return;
+        SendControl(MessageType.Bye, System.Text.Encoding.UTF8.GetBytes(reason));
+        Interlocked.CompareExchange(ref _leaving, reason, null);
+        _queue.Wake();
+        _ = Task.Delay(LeaveTimeout).ContinueWith(_ => Close(reason), TaskScheduler.Default);
+    }
+
     /// <summary>Ends the session (idempotent); the threads finish and the link is told once.</summary>
     public void Close(string reason)
     {
@@ -227,8 +246,15 @@ public sealed unsafe class LinkSession : IDisposable
         {
             while (!IsClosed)
             {
+                // Read before the flush: a BYE queued by Leave is then surely written by it.
+                var leaving = Volatile.Read(ref _leaving);
                 if (!FlushControl())
                     break;
+                if (leaving is not null)
+                {
+                    Close(leaving);
+                    break;
+                }
                 var n = _queue.DequeueBatch(batch);
                 if (n == 0)
                 {
@@ -472,7 +498,7 @@ public sealed unsafe class LinkSession : IDisposable
                     end -= start;
                     start = 0;
                 }
-                var got = _tcp.Receive(buffer.AsSpan(end), SocketFlags.None);
+                var got = ReceiveSome(buffer.AsSpan(end));
                 if (got <= 0)
                 {
                     Close("peer closed the connection");
@@ -490,6 +516,35 @@ public sealed unsafe class LinkSession : IDisposable
         finally
         {
             ThreadDone();
+        }
+    }
+
+    /// <summary>
+    /// One recv on the raw descriptor: .NET's synchronous Receive allocates an operation object per
+    /// call once the socket is non-blocking (after the async handshake), which the data path must
+    /// not. Returns bytes read, 0 when the peer closed or the session ended, -1 on an error.
+    /// </summary>
+    private int ReceiveSome(Span<byte> into)
+    {
+        fixed (byte* p = into)
+        {
+            while (!IsClosed)
+            {
+                var n = LibC.Recv(_fd, p, (nuint)into.Length, 0);
+                if (n >= 0)
+                    return (int)n;
+                var errno = LibC.LastError;
+                if (errno == LibC.EINTR)
+                    continue;
+                if (errno != LibC.EAGAIN)
+                {
+                    Close($"receive failed: {LibC.ErrorText(errno)}");
+                    return -1;
+                }
+                var pfd = new LibC.PollFd { Fd = _fd, Events = LibC.POLLIN };
+                LibC.Poll(&pfd, 1, 200);
+            }
+            return 0;
         }
     }
 
@@ -580,7 +635,7 @@ public sealed unsafe class LinkSession : IDisposable
         var filled = partial.Length;
         while (filled < header.PayloadLength)
         {
-            var got = _tcp.Receive(frame.Buffer.AsSpan(at + filled, header.PayloadLength - filled), SocketFlags.None);
+            var got = ReceiveSome(frame.Buffer.AsSpan(at + filled, header.PayloadLength - filled));
             if (got <= 0)
             {
                 frame.Release();
@@ -601,7 +656,7 @@ public sealed unsafe class LinkSession : IDisposable
         Span<byte> sink = stackalloc byte[4096];
         while (bytes > 0)
         {
-            var got = _tcp.Receive(sink.Slice(0, Math.Min(bytes, sink.Length)), SocketFlags.None);
+            var got = ReceiveSome(sink.Slice(0, Math.Min(bytes, sink.Length)));
             if (got <= 0)
             {
                 Close("peer closed the connection");

@@ -69,6 +69,9 @@ internal static unsafe partial class LibC
     [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
     public static partial nint Write(int fd, void* buf, nuint count);
 
+    [LibraryImport(Lib, EntryPoint = "recv", SetLastError = true)]
+    public static partial nint Recv(int fd, void* buf, nuint count, int flags);
+
     [LibraryImport(Lib, EntryPoint = "writev", SetLastError = true)]
     public static partial nint Writev(int fd, IoVec* iov, int iovcnt);
 

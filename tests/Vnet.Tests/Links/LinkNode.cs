@@ -1,0 +1,199 @@
+using System.Collections.Concurrent;
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Vnet.Engine;
+using Vnet.Forwarding;
+using Vnet.Frames;
+using Vnet.Links;
+using Vnet.Tests.TestBed;
+
+namespace Vnet.Tests.Links;
+
+/// <summary>
+/// A daemon's link layer and nothing else: a switch, a frame pool, one recording interface port
+/// ("vm") and a started <see cref="LinkManager"/> on loopback. Rules send what the vm port injects
+/// to the routed links and what arrives on those links to the vm port.
+/// </summary>
+internal sealed class LinkNode : IAsyncDisposable
+{
+    public static readonly TimeSpan UpTimeout = TimeSpan.FromSeconds(5);
+
+    private readonly List<string> _routes = [];
+    private bool _disposed;
+
+    public LinkNode(string name, DaemonRole role, NetworkKey key, int port = 0)
+    {
+        Name = name;
+        Switch.AddPort(Vm);
+        Links = new LinkManager(
+            new LinkManagerOptions { Name = name, Role = role, Key = key, Listen = new IPEndPoint(IPAddress.Loopback, port) },
+            Switch,
+            Pool,
+            Log);
+        Links.Observer = Events;
+        Links.Start();
+    }
+
+    public string Name { get; }
+
+    public VirtualSwitch Switch { get; } = new();
+
+    public FramePool Pool { get; } = new(128);
+
+    public RecordingPort Vm { get; } = new(PortRef.Interface("vm"));
+
+    public ListLogger Log { get; } = new();
+
+    public RecordingObserver Events { get; } = new();
+
+    public LinkManager Links { get; }
+
+    public IPEndPoint EndPoint => Links.LocalEndPoint!;
+
+    /// <summary>Waits until the link to <paramref name="peer"/> is up and returns its port.</summary>
+    public LinkPort WaitUp(string peer) =>
+        Wait.For(() => Links.Find(peer) is { IsUp: true } p ? p : null, UpTimeout, $"{Name}: link {peer} up");
+
+    /// <summary>
+    /// Waits until the port let go of its session. IsUp turns false as soon as a session closes, but
+    /// the reason and the observer's OnLinkDown come when its threads have finished.
+    /// </summary>
+    public void WaitDown(LinkPort port, TimeSpan timeout) =>
+        Wait.Until(() => port.Session is null, timeout, $"{Name}: link {port.Peer} down");
+
+    /// <summary>Routes vm &lt;-&gt; link:<paramref name="peer"/>; the link's port must exist (it is resolved now).</summary>
+    public void Route(string peer)
+    {
+        Assert.NotNull(Links.Find(peer));
+        _routes.Add(peer);
+        var rules = new List<Rule>();
+        var id = 0;
+        foreach (var p in _routes)
+        {
+            rules.Add(new Rule { Id = ++id, Source = MacMatch.Any, Destination = MacMatch.Any, Ingress = PortRef.Link(p), Action = RuleAction.To(Vm.Name) });
+            rules.Add(new Rule { Id = ++id, Source = MacMatch.Any, Destination = MacMatch.Any, Ingress = Vm.Name, Action = RuleAction.To(PortRef.Link(p)) });
+        }
+        Switch.Publish(new ForwardingTable(rules, Switch.ResolvePort, _ => new RuleStats()));
+    }
+
+    /// <summary>Injects a frame as if the vm port had read it.</summary>
+    public void Send(Frame frame, byte hopLimit = 8)
+    {
+        frame.IngressPort = Vm.Id;
+        frame.HopLimit = hopLimit;
+        Switch.Forward(frame);
+    }
+
+    public void Send(byte[] bytes, byte hopLimit = 8, VirtioNetHeader offload = default)
+    {
+        var frame = Pool.TryRent() ?? throw new InvalidOperationException($"{Name}: frame pool empty");
+        bytes.CopyTo(frame.Buffer.AsSpan(frame.Offset));
+        frame.Length = bytes.Length;
+        frame.Offload = offload;
+        Send(frame, hopLimit);
+    }
+
+    /// <summary>An Ethernet frame between two VM addresses with a seeded random payload and its number at the start.</summary>
+    public static byte[] NewFrame(int length, int seed)
+    {
+        var bytes = new byte[length];
+        new Random(seed).NextBytes(bytes);
+        byte[] header = [0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x88, 0xB5];
+        header.CopyTo(bytes, 0);
+        if (length >= 18)
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(14), seed);
+        return bytes;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposed)
+            return;
+        _disposed = true;
+        await Links.DisposeAsync();
+    }
+
+    /// <summary>After disposal every buffer must be back: queues, receivers and senders released theirs.</summary>
+    public void AssertPoolComplete() =>
+        Wait.Until(() => Pool.Available == Pool.Created, TimeSpan.FromSeconds(3),
+            $"{Name}: all {Pool.Created} frame buffers back in the pool (now {Pool.Available})");
+}
+
+/// <summary>What arrived on a recording port: a copy, so the buffer goes back to its pool at once.</summary>
+internal sealed record ReceivedFrame(byte[] Bytes, VirtioNetHeader Offload, byte HopLimit)
+{
+    /// <summary>An unpooled frame with these bytes and metadata, for checks written against <see cref="Frame"/>.</summary>
+    public Frame ToFrame()
+    {
+        var frame = Frame.CreateUnpooled();
+        Bytes.CopyTo(frame.Buffer.AsSpan(frame.Offset));
+        frame.Length = Bytes.Length;
+        frame.Offload = Offload;
+        frame.HopLimit = HopLimit;
+        return frame;
+    }
+}
+
+/// <summary>An interface port that records what it is given; safe for the links' receiver threads.</summary>
+internal sealed class RecordingPort(PortRef name) : Port(name)
+{
+    private readonly ConcurrentQueue<ReceivedFrame> _frames = new();
+
+    public override bool IsUp => true;
+
+    public override bool InFloodTree => true;
+
+    public int Count => _frames.Count;
+
+    public IReadOnlyList<ReceivedFrame> Frames => [.. _frames];
+
+    public override void Transmit(Frame frame)
+    {
+        _frames.Enqueue(new ReceivedFrame(frame.Data.ToArray(), frame.Offload, frame.HopLimit));
+        frame.Release();
+    }
+
+    public IReadOnlyList<ReceivedFrame> WaitFor(int count, TimeSpan? timeout = null)
+    {
+        Wait.Until(() => _frames.Count >= count, timeout ?? TimeSpan.FromSeconds(5), $"{Name}: {count} frames (have {_frames.Count})");
+        return Frames;
+    }
+
+    public void Clear() => _frames.Clear();
+}
+
+internal sealed class RecordingObserver : ILinkObserver
+{
+    private readonly ConcurrentQueue<string> _events = new();
+
+    public IReadOnlyList<string> Events => [.. _events];
+
+    public void OnLinkUp(LinkPort port, LinkSession session) => _events.Enqueue($"up {port.Peer}");
+
+    public void OnLinkDown(LinkPort port, string reason) => _events.Enqueue($"down {port.Peer}: {reason}");
+
+    public void OnControl(LinkPort port, LinkSession session, byte[] payload) => _events.Enqueue($"control {port.Peer}");
+}
+
+/// <summary>Keeps every log line, so tests can check why a link was refused.</summary>
+internal sealed class ListLogger : ILogger
+{
+    private readonly ConcurrentQueue<string> _lines = new();
+
+    public IReadOnlyList<string> Lines => [.. _lines];
+
+    public bool Contains(string text) => _lines.Any(l => l.Contains(text, StringComparison.Ordinal));
+
+    public IDisposable? BeginScope<TState>(TState state)
+        where TState : notnull => null;
+
+    public bool IsEnabled(LogLevel logLevel) => true;
+
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+    {
+        ArgumentNullException.ThrowIfNull(formatter);
+        _lines.Enqueue($"{logLevel}: {formatter(state, exception)}");
+    }
+
+    public override string ToString() => string.Join('\n', _lines);
+}
