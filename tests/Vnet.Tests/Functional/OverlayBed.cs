@@ -205,6 +205,19 @@ internal sealed class OverlayBed : IDisposable
 
     public DaemonStatus Status(string daemon) => ControlJson.FromNode<DaemonStatus>(Control(daemon, "status"))!;
 
+    /// <summary>Writes every daemon's links, interfaces, rules and drops to the test output (for failures).</summary>
+    public void DumpCounters()
+    {
+        foreach (var name in _daemons.Keys)
+        {
+            foreach (var what in new[] { "status", "show links", "show interfaces", "rule list" })
+            {
+                var r = Sh.TryRun($"dotnet {Sh.Quote(VnetDll)} {what} --socket {Sh.Quote(SocketOf(name))}", 15);
+                Output.WriteLine($"--- {name}: vnet {what}\n{r.Stdout}{r.Stderr}");
+            }
+        }
+    }
+
     /// <summary>Runs the vnet CLI against a daemon's socket and returns its output (throws on failure).</summary>
     public string Cli(string daemon, string arguments) =>
         Sh.Run($"dotnet {Sh.Quote(VnetDll)} {arguments} --socket {Sh.Quote(SocketOf(daemon))}", 30);

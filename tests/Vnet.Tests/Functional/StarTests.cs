@@ -49,6 +49,8 @@ public sealed class StarTests(ITestOutputHelper output)
 
         var result = o.Bed.Exec("vm1", "udhcpc -i eth0 -n -q -f -t 6 -T 2 -s /bin/true 2>&1", timeoutSeconds: 30);
         output.WriteLine(result.Stdout);
+        if (!result.Ok)
+            o.DumpCounters();
         Assert.True(result.Ok, $"udhcpc failed: {result.Stdout} {result.Stderr}");
         var lease = System.Text.RegularExpressions.Regex.Match(result.Stdout, @"lease of (10\.50\.0\.\d+) obtained");
         Assert.True(lease.Success, "no lease in: " + result.Stdout);
