@@ -17,11 +17,42 @@ internal static class ControlCli
 
     private static readonly Option<bool> JsonOption = new("--json") { Description = "Print JSON instead of a table", Recursive = true };
 
+    private static readonly Option<string?> AtOption = new("--at")
+    {
+        Description = "Run the command on this daemon, through the Proxy (talk to the Proxy with --socket or --remote)",
+        Recursive = true,
+    };
+
+    private static readonly Option<string?> RemoteOption = new("--remote")
+    {
+        Description = "Control a daemon over TCP at ADDRESS:PORT, authenticated with the network key",
+        Recursive = true,
+    };
+
+    private static readonly Option<string?> KeyFileOption = new("--key-file")
+    {
+        Description = "Network key file for --remote (default: $VNET_KEY_FILE)",
+        Recursive = true,
+    };
+
+    /// <summary>Options every daemon-facing command takes.</summary>
+    internal static IEnumerable<Option> CommonOptions => [SocketOption, JsonOption, AtOption, RemoteOption, KeyFileOption];
+
     private static readonly JsonSerializerOptions Pretty = new() { WriteIndented = true };
 
     public static IEnumerable<Command> Create()
     {
-        var status = new Command("status", "Show the daemon: role, links up, rules, VMs, counters.") { SocketOption, JsonOption };
+        foreach (var command in Commands())
+        {
+            foreach (var option in CommonOptions)
+                command.Add(option);
+            yield return command;
+        }
+    }
+
+    private static IEnumerable<Command> Commands()
+    {
+        var status = new Command("status", "Show the daemon: role, links up, rules, VMs, counters.") { };
         status.SetAction((p, ct) => Call(p, "status", null, PrintStatus, ct));
         yield return status;
 
@@ -29,7 +60,7 @@ internal static class ControlCli
         yield return RuleCommands();
         yield return InterfaceCommands();
 
-        var vms = new Command("vms", "List the VMs this daemon knows and where they live.") { SocketOption, JsonOption };
+        var vms = new Command("vms", "List the VMs this daemon knows and where they live.") { };
         vms.SetAction((p, ct) => Call(p, "vm.list", null, PrintVms, ct));
         yield return vms;
 
@@ -40,7 +71,7 @@ internal static class ControlCli
             ("interfaces", "interface.list", PrintInterfaces), ("vms", "vm.list", PrintVms),
         })
         {
-            var sub = new Command(what, $"Show {what}.") { SocketOption, JsonOption };
+            var sub = new Command(what, $"Show {what}.") { };
             sub.SetAction((p, ct) => Call(p, command, null, printer, ct));
             show.Add(sub);
         }
@@ -50,14 +81,14 @@ internal static class ControlCli
     private static Command LinkCommands()
     {
         var link = new Command("link", "List, add and remove links to other daemons.");
-        var list = new Command("list", "List links with state, RTT and counters.") { SocketOption, JsonOption };
+        var list = new Command("list", "List links with state, RTT and counters.") { };
         list.SetAction((p, ct) => Call(p, "link.list", null, PrintLinks, ct));
 
         var peer = new Argument<string>("peer") { Description = "The other daemon's name" };
         var address = new Argument<string>("address") { Description = "Its address:port" };
         var transport = new Option<string>("--transport", "-t") { Description = "tcp or udp", DefaultValueFactory = _ => "tcp" };
         transport.AcceptOnlyFromAmong("tcp", "udp");
-        var add = new Command("add", "Add a link this daemon dials and keeps up.") { peer, address, transport, SocketOption, JsonOption };
+        var add = new Command("add", "Add a link this daemon dials and keeps up.") { peer, address, transport };
         add.SetAction((p, ct) => Call(p, "link.add", new JsonObject
         {
             ["peer"] = p.GetValue(peer),
@@ -66,7 +97,7 @@ internal static class ControlCli
         }, d => PrintLinks(new JsonArray(d?.DeepClone())), ct));
 
         var delPeer = new Argument<string>("peer") { Description = "The other daemon's name" };
-        var del = new Command("del", "Remove a link (refused while user rules use it).") { delPeer, SocketOption, JsonOption };
+        var del = new Command("del", "Remove a link (refused while user rules use it).") { delPeer };
         del.SetAction((p, ct) => Call(p, "link.del", new JsonObject { ["peer"] = p.GetValue(delPeer) }, _ => Console.WriteLine("removed"), ct));
 
         link.Add(list);
@@ -78,14 +109,14 @@ internal static class ControlCli
     private static Command RuleCommands()
     {
         var rule = new Command("rule", "List, add and remove forwarding rules.");
-        var list = new Command("list", "List rules with priorities and hit counters.") { SocketOption, JsonOption };
+        var list = new Command("list", "List rules with priorities and hit counters.") { };
         list.SetAction((p, ct) => Call(p, "rule.list", null, PrintRules, ct));
 
         var src = new Option<string>("--src") { Description = "Source MAC or any", Required = true };
         var dst = new Option<string>("--dst") { Description = "Destination MAC, any, multicast or none", Required = true };
         var arrival = new Option<string?>("--in") { Description = "Only frames arriving on this port (link:NAME or if:NAME)" };
         var to = new Option<string>("--to") { Description = "Action: link:NAME, if:NAME or flood", Required = true };
-        var add = new Command("add", "Add a rule.") { src, dst, arrival, to, SocketOption, JsonOption };
+        var add = new Command("add", "Add a rule.") { src, dst, arrival, to };
         add.SetAction((p, ct) =>
         {
             var args = new JsonObject { ["src"] = p.GetValue(src), ["dst"] = p.GetValue(dst), ["to"] = p.GetValue(to) };
@@ -95,7 +126,7 @@ internal static class ControlCli
         });
 
         var id = new Argument<long>("id") { Description = "Rule id (see 'vnet rule list')" };
-        var del = new Command("del", "Remove a rule.") { id, SocketOption, JsonOption };
+        var del = new Command("del", "Remove a rule.") { id };
         del.SetAction((p, ct) => Call(p, "rule.del", new JsonObject { ["id"] = p.GetValue(id) }, _ => Console.WriteLine("removed"), ct));
 
         rule.Add(list);
@@ -107,7 +138,7 @@ internal static class ControlCli
     private static Command InterfaceCommands()
     {
         var iface = new Command("interface", "List, add and remove local interfaces (TAPs, pcap NICs).");
-        var list = new Command("list", "List interfaces with counters.") { SocketOption, JsonOption };
+        var list = new Command("list", "List interfaces with counters.") { };
         list.SetAction((p, ct) => Call(p, "interface.list", null, PrintInterfaces, ct));
 
         var name = new Argument<string>("name") { Description = "Device name" };
@@ -116,7 +147,7 @@ internal static class ControlCli
         var mtu = new Option<int>("--mtu") { Description = "MTU", DefaultValueFactory = _ => 1500 };
         var bridge = new Option<string?>("--bridge") { Description = "Add the TAP to this Linux bridge" };
         var lan = new Option<bool>("--lan") { Description = "Proxy: this interface is the user's LAN" };
-        var add = new Command("add", "Open an interface (a VM's TAP appears here).") { name, kind, mtu, bridge, lan, SocketOption, JsonOption };
+        var add = new Command("add", "Open an interface (a VM's TAP appears here).") { name, kind, mtu, bridge, lan };
         add.SetAction((p, ct) =>
         {
             var args = new JsonObject { ["name"] = p.GetValue(name), ["kind"] = p.GetValue(kind), ["mtu"] = p.GetValue(mtu), ["lan"] = p.GetValue(lan) };
@@ -126,7 +157,7 @@ internal static class ControlCli
         });
 
         var delName = new Argument<string>("name") { Description = "Device name" };
-        var del = new Command("del", "Close an interface; its VMs leave this daemon.") { delName, SocketOption, JsonOption };
+        var del = new Command("del", "Close an interface; its VMs leave this daemon.") { delName };
         del.SetAction((p, ct) => Call(p, "interface.del", new JsonObject { ["name"] = p.GetValue(delName) }, _ => Console.WriteLine("removed"), ct));
 
         iface.Add(list);
@@ -139,8 +170,7 @@ internal static class ControlCli
     {
         try
         {
-            var socket = ControlClient.ResolveSocket(p.GetValue(SocketOption));
-            var data = await ControlClient.SendAsync(socket, command, args, ct);
+            var data = await Send(p, command, args, ct);
             if (p.GetValue(JsonOption))
                 Console.WriteLine(data?.ToJsonString(Pretty) ?? "null");
             else
@@ -152,6 +182,39 @@ internal static class ControlCli
             await Console.Error.WriteLineAsync($"vnet: {e.Message}");
             return 1;
         }
+    }
+
+    /// <summary>Sends a command to the daemon the options name: local socket or TCP, here or --at another daemon.</summary>
+    internal static async Task<JsonNode?> Send(ParseResult p, string command, JsonObject? args, CancellationToken ct)
+    {
+        if (p.GetValue(AtOption) is { } at)
+        {
+            var inner = new JsonObject { ["at"] = at, ["command"] = command };
+            if (args is not null)
+                inner["args"] = args;
+            (command, args) = ("remote", inner);
+        }
+        if (p.GetValue(RemoteOption) is { } remote)
+        {
+            if (!System.Net.IPEndPoint.TryParse(remote, out var endPoint) || endPoint.Port == 0)
+                throw new ControlException($"'{remote}' is not an address:port");
+            var keyFile = p.GetValue(KeyFileOption) ?? Environment.GetEnvironmentVariable("VNET_KEY_FILE")
+                ?? throw new ControlException("--remote needs the network key: --key-file FILE or $VNET_KEY_FILE");
+            string text;
+            try
+            {
+                text = await File.ReadAllTextAsync(keyFile, ct);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new ControlException($"cannot read the key: {e.Message}");
+            }
+            if (!Vnet.Links.NetworkKey.TryParse(text, out var key, out var error))
+                throw new ControlException($"{keyFile}: {error}");
+            return await RemoteControlClient.SendAsync(endPoint, key!, command, args, ct);
+        }
+        var socket = ControlClient.ResolveSocket(p.GetValue(SocketOption));
+        return await ControlClient.SendAsync(socket, command, args, ct);
     }
 
     private static void PrintStatus(JsonNode? data)

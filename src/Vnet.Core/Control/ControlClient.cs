@@ -71,6 +71,54 @@ public static class ControlClient
     }
 }
 
+/// <summary>
+/// Remote control over TCP: the CLI authenticates to a daemon's link port with the network key
+/// (handshake role Tool) and sends the same requests as over the local socket.
+/// </summary>
+public static class RemoteControlClient
+{
+    public static async Task<JsonNode?> SendAsync(System.Net.IPEndPoint daemon, Links.NetworkKey key, string command,
+        JsonObject? args = null, CancellationToken ct = default)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(ControlClient.Timeout);
+        using var socket = new Socket(daemon.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            await socket.ConnectAsync(daemon, timeout.Token);
+            var session = (uint)Random.Shared.Next(1, int.MaxValue);
+            var initiator = new Links.Handshake.Initiator(key, $"vnet-cli-{Environment.ProcessId}", Links.DaemonRole.Tool,
+                Links.LinkTransport.Tcp, star: false, session);
+            await Links.HandshakeChannel.WriteAsync(socket, Links.MessageType.Hello, 0, initiator.CreateHello(), timeout.Token);
+            var (header, payload) = await Links.HandshakeChannel.ReadAsync(socket, timeout.Token);
+            if (header.Type != Links.MessageType.Challenge)
+                throw new ControlException($"{daemon} did not accept the connection ({header.Type})");
+            var auth = initiator.OnChallenge(payload, out var peer, out var error)
+                ?? throw new ControlException($"{daemon}: {error}");
+            await Links.HandshakeChannel.WriteAsync(socket, Links.MessageType.Auth, peer!.RemoteSession, auth, timeout.Token);
+            (header, payload) = await Links.HandshakeChannel.ReadAsync(socket, timeout.Token);
+            if (header.Type != Links.MessageType.Welcome)
+                throw new ControlException($"{peer.Name} refused remote control: {Encoding.UTF8.GetString(payload)}");
+            var request = JsonSerializer.SerializeToUtf8Bytes(new ControlRequest(command, args), ControlJson.Default.ControlRequest);
+            await Links.HandshakeChannel.WriteAsync(socket, Links.MessageType.Control, peer.RemoteSession, request, timeout.Token);
+            (header, payload) = await Links.HandshakeChannel.ReadAsync(socket, Links.Wire.MaxControlPayload, timeout.Token);
+            var response = JsonSerializer.Deserialize(payload, ControlJson.Default.ControlResponse)
+                ?? throw new ControlException("empty answer from the daemon");
+            if (!response.Ok)
+                throw new ControlException(response.Error ?? "the daemon refused the command");
+            return response.Data;
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw new ControlException($"{daemon} did not answer '{command}' within {ControlClient.Timeout.TotalSeconds:0} s");
+        }
+        catch (Exception e) when (e is SocketException or IOException or Links.HandshakeException)
+        {
+            throw new ControlException($"remote control of {daemon} failed: {e.Message}");
+        }
+    }
+}
+
 /// <summary>A control command failed; the message is for the user.</summary>
 public sealed class ControlException : Exception
 {

@@ -16,7 +16,7 @@ public static class ControlCommands
     public static IReadOnlyList<string> Names { get; } =
     [
         "status", "link.list", "link.add", "link.del", "rule.list", "rule.add", "rule.del",
-        "interface.list", "interface.add", "interface.del", "vm.list",
+        "interface.list", "interface.add", "interface.del", "vm.list", "state", "apply", "remote", "overlay.state",
     ];
 
     public static Task<JsonNode?> Handle(VnetDaemon daemon, ControlRequest request)
@@ -47,8 +47,26 @@ public static class ControlCommands
                 return (JsonNode?)null;
             }),
             "vm.list" => daemon.Run(() => ControlJson.ToNode(daemon.ListVms())),
+            "state" => daemon.Run(() => ControlJson.ToNode(daemon.State())),
+            "apply" => Apply(daemon, a),
+            "remote" => daemon.CallAsync(Required(a, "at"), Required(a, "command"), a["args"]?.AsObject()),
+            "overlay.state" => OverlayState(daemon),
             _ => throw new DaemonCommandException($"unknown command '{request.Command}' (known: {string.Join(", ", Names)})"),
         };
+    }
+
+    private static Task<JsonNode?> Apply(VnetDaemon daemon, JsonObject a)
+    {
+        var changes = ControlJson.FromNode<List<DaemonChange>>(a["changes"])
+            ?? throw new DaemonCommandException("missing argument 'changes'");
+        return daemon.Run(() => ControlJson.ToNode(daemon.Apply(changes)));
+    }
+
+    /// <summary>The Proxy gathers every connected daemon's state (its own included).</summary>
+    private static async Task<JsonNode?> OverlayState(VnetDaemon daemon)
+    {
+        var states = await daemon.GatherStates();
+        return ControlJson.ToNode(states);
     }
 
     private static Task<JsonNode?> AddLink(VnetDaemon daemon, JsonObject a)

@@ -33,6 +33,12 @@ public sealed record ControlResponse(bool Ok, JsonNode? Data, string? Error);
 [JsonSerializable(typeof(List<InterfaceStatus>))]
 [JsonSerializable(typeof(VmStatus))]
 [JsonSerializable(typeof(IReadOnlyList<VmStatus>))]
+[JsonSerializable(typeof(DaemonState))]
+[JsonSerializable(typeof(List<DaemonState>))]
+[JsonSerializable(typeof(DaemonChange))]
+[JsonSerializable(typeof(List<DaemonChange>))]
+[JsonSerializable(typeof(ApplyResult))]
+[JsonSerializable(typeof(OverlayStates))]
 [JsonSerializable(typeof(List<VmStatus>))]
 public sealed partial class ControlJson : JsonSerializerContext
 {

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 
 namespace Vnet.Daemon;
@@ -16,6 +17,8 @@ public sealed record LocationEntry(string Mac, string Daemon);
 /// <item><c>announce</c> host → Proxy: VMs on this host (<c>Full</c>: the complete set, sent on every (re)connect).</item>
 /// <item><c>withdraw</c> host → Proxy: VMs gone from this host.</item>
 /// <item><c>locations</c> Proxy → hosts: where VMs live (<c>Full</c> on connect, then changes).</item>
+/// <item><c>request</c> Proxy → host: a control command to run there (remote control, change sets);
+/// <c>response</c> host → Proxy with the same <c>Id</c>.</item>
 /// </list>
 /// </summary>
 public sealed record PeerMessage
@@ -23,6 +26,8 @@ public sealed record PeerMessage
     public const string Announce = "announce";
     public const string Withdraw = "withdraw";
     public const string Locations = "locations";
+    public const string Request = "request";
+    public const string Response = "response";
 
     public required string Type { get; init; }
 
@@ -33,6 +38,21 @@ public sealed record PeerMessage
     public IReadOnlyList<string>? Macs { get; init; }
 
     public IReadOnlyList<LocationEntry>? Where { get; init; }
+
+    /// <summary>Request and response: pairs them up.</summary>
+    public long Id { get; init; }
+
+    /// <summary>Request: a control command (the same commands as the local control socket).</summary>
+    public string? Command { get; init; }
+
+    public JsonObject? Args { get; init; }
+
+    /// <summary>Response: success, and the data or the error.</summary>
+    public bool Ok { get; init; }
+
+    public JsonNode? Data { get; init; }
+
+    public string? Error { get; init; }
 
     public byte[] Serialize() => JsonSerializer.SerializeToUtf8Bytes(this, PeerJsonContext.Default.PeerMessage);
 

@@ -87,3 +87,17 @@ public sealed class DaemonCommandException : Exception
     {
     }
 }
+
+/// <summary>Everything a daemon is, for dumps, diffs and traces: what the Proxy gathers from each daemon.</summary>
+public sealed record DaemonState(
+    string Name,
+    string Role,
+    string? Listen,
+    IReadOnlyList<InterfaceState> Interfaces,
+    IReadOnlyList<LinkState> Links,
+    IReadOnlyList<RuleStatus> Rules);
+
+public sealed record InterfaceState(string Name, string Kind, int Mtu, string? Bridge, bool Lan, IReadOnlyList<string> Vms);
+
+/// <summary>A link as this daemon has it: <c>Dial</c> is where it dials the peer, null when the peer dials in.</summary>
+public sealed record LinkState(string Peer, string Transport, bool Star, string? Dial, bool Up, string? Remote);

@@ -31,6 +31,8 @@ public sealed partial class VnetDaemon
             return;
         if (_movedAway.TryGetValue(source, out var until) && Stopwatch.GetTimestamp() < until)
             return;
+        if (IsLocalDevice(source))
+            return;
         lock (_learnLock)
         {
             if (state.Vms.ContainsKey(source))
@@ -42,6 +44,41 @@ public sealed partial class VnetDaemon
             }
             LearnLocal(state, source, announce: true);
         }
+    }
+
+    private HashSet<MacAddress> _localDevices = [];
+    private long _localDevicesRead;
+
+    /// <summary>
+    /// Whether a MAC belongs to a network device of this machine (a bridge, a veth, the TAP's own
+    /// side): the host's own traffic (IGMP reports, ARP) is not a VM. The list is read from
+    /// /sys/class/net at most once a second, only when an unknown source shows up.
+    /// </summary>
+    private bool IsLocalDevice(MacAddress mac)
+    {
+        if (_localDevices.Contains(mac))
+            return true;
+        if (Stopwatch.GetElapsedTime(Interlocked.Read(ref _localDevicesRead)) < TimeSpan.FromSeconds(1))
+            return false;
+        Interlocked.Exchange(ref _localDevicesRead, Stopwatch.GetTimestamp());
+        var devices = new HashSet<MacAddress>();
+        try
+        {
+            foreach (var dir in Directory.EnumerateDirectories("/sys/class/net"))
+            {
+                var text = File.ReadAllText(Path.Combine(dir, "address")).Trim();
+                if (MacAddress.TryParse(text, out var m) && m != MacAddress.Zero)
+                    devices.Add(m);
+            }
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+        _localDevices = devices;
+        return devices.Contains(mac);
     }
 
     /// <summary>Tells the switch which ports learn and which sources it already knows.</summary>
@@ -61,7 +98,7 @@ public sealed partial class VnetDaemon
     }
 
     /// <summary>Installs a local VM's rules: delivery to its interface and, on a host, its default rule to the Proxy.</summary>
-    private void LearnLocal(InterfaceState state, MacAddress mac, bool announce)
+    private void LearnLocal(LocalInterface state, MacAddress mac, bool announce)
     {
         foreach (var other in _interfaces.Values)
         {

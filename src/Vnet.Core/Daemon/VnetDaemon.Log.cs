@@ -62,6 +62,12 @@ public sealed partial class VnetDaemon
         [LoggerMessage(EventId = 42, Level = LogLevel.Information, Message = "Rule {Id} added: {Rule}")]
         public static partial void RuleAdded(ILogger logger, long id, Rule rule);
 
+        [LoggerMessage(EventId = 50, Level = LogLevel.Information, Message = "Applied a change set of {Count} changes")]
+        public static partial void Applied(ILogger logger, int count);
+
+        [LoggerMessage(EventId = 51, Level = LogLevel.Warning, Message = "Change set refused at '{Change}': {Reason}")]
+        public static partial void ApplyFailed(ILogger logger, string change, string reason);
+
         [LoggerMessage(EventId = 43, Level = LogLevel.Information, Message = "Rule {Id} removed")]
         public static partial void RuleRemoved(ILogger logger, long id);
     }

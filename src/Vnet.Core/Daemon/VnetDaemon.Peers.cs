@@ -28,9 +28,7 @@ public sealed partial class VnetDaemon
         }
     });
 
-    void ILinkObserver.OnLinkDown(LinkPort port, string reason)
-    {
-    }
+    void ILinkObserver.OnLinkDown(LinkPort port, string reason) => FailPending(port.Peer, reason);
 
     void ILinkObserver.OnControl(LinkPort port, LinkSession session, byte[] payload)
     {
@@ -39,6 +37,20 @@ public sealed partial class VnetDaemon
         {
             Log.BadControl(_logger, port.Peer, error!);
             port.Counters.CountRxError();
+            return;
+        }
+        // Requests and responses stay off the control loop: a request may itself wait for it.
+        if (message.Type == PeerMessage.Response && IsProxy)
+        {
+            OnResponse(port, message);
+            return;
+        }
+        if (message.Type == PeerMessage.Request && !IsProxy)
+        {
+            if (port.Peer == Config.ProxyName)
+                OnRequest(port, session, message);
+            else
+                Log.IgnoredControl(_logger, port.Peer, message.Type, "hosts take commands only from the Proxy");
             return;
         }
         _control.Post(() => OnPeerMessage(port, message));

@@ -22,9 +22,9 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
 {
     private readonly ILogger _logger;
     private readonly ControlLoop _control;
-    private readonly ConcurrentDictionary<string, InterfaceState> _interfaces = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, LocalInterface> _interfaces = new(StringComparer.Ordinal);
     private readonly long _started = Stopwatch.GetTimestamp();
-    private InterfaceState?[] _learningByPort = [];
+    private LocalInterface?[] _learningByPort = [];
     private bool _disposed;
 
     public VnetDaemon(DaemonConfig config, ILoggerFactory loggers, FramePool? pool = null)
@@ -260,7 +260,7 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
     // ---------------------------------------------------------------- interfaces
 
     /// <summary>A local interface and the VMs learned on it.</summary>
-    private sealed class InterfaceState(InterfaceConfig config, InterfacePort port)
+    private sealed class LocalInterface(InterfaceConfig config, InterfacePort port)
     {
         public InterfaceConfig Config { get; } = config;
 
@@ -293,7 +293,7 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
             }
         }
         var port = new InterfacePort(device, Switch, Pool, Config.HopLimit);
-        var state = new InterfaceState(config, port);
+        var state = new LocalInterface(config, port);
         Switch.AddPort(port);
         _interfaces[config.Name] = state;
         port.Closed += p =>
@@ -330,9 +330,9 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
         return config.Learn ? null : BpfFilters.ForHostInterface(config.Macs.ToList());
     }
 
-    private void CloseInterface(InterfaceState state, string reason)
+    private void CloseInterface(LocalInterface state, string reason)
     {
-        if (!_interfaces.TryRemove(new KeyValuePair<string, InterfaceState>(state.Config.Name, state)))
+        if (!_interfaces.TryRemove(new KeyValuePair<string, LocalInterface>(state.Config.Name, state)))
             return;
         var port = state.Port.Name;
         var gone = state.Vms.Keys.ToList();
@@ -353,7 +353,7 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
 
     private void RebuildLearningIndex()
     {
-        var index = new InterfaceState?[64];
+        var index = new LocalInterface?[64];
         foreach (var s in _interfaces.Values)
         {
             var id = s.Port.Id;

@@ -9,6 +9,9 @@ public enum DaemonRole : byte
 {
     Host = 0,
     Proxy = 1,
+
+    /// <summary>The vnet CLI controlling a daemon over TCP with the network key: no link, commands only.</summary>
+    Tool = 2,
 }
 
 public enum LinkTransport : byte
@@ -154,7 +157,7 @@ public static class Handshake
             var session = BinaryPrimitives.ReadUInt32BigEndian(hello.Slice(o));
             o += 4;
             var nameLength = hello[o++];
-            if (role > 1 || star > 1 || transport > 1 || hello.Length != o + nameLength)
+            if (role > 2 || star > 1 || transport > 1 || hello.Length != o + nameLength)
             {
                 error = "malformed HELLO";
                 return null;

@@ -2,20 +2,23 @@ using System.Net.Sockets;
 
 namespace Vnet.Links;
 
-/// <summary>Framed messages over a TCP socket during the handshake (async, allocation is fine here).</summary>
-internal static class HandshakeChannel
+/// <summary>Framed messages over a TCP socket for the handshake and tool sessions (async; allocation is fine here).</summary>
+public static class HandshakeChannel
 {
     public const int MaxHandshakePayload = 1024;
 
-    public static async Task<(LinkHeader Header, byte[] Payload)> ReadAsync(Socket socket, CancellationToken ct)
+    public static async Task<(LinkHeader Header, byte[] Payload)> ReadAsync(Socket socket, CancellationToken ct) =>
+        await ReadAsync(socket, MaxHandshakePayload, ct);
+
+    public static async Task<(LinkHeader Header, byte[] Payload)> ReadAsync(Socket socket, int maxPayload, CancellationToken ct)
     {
         var head = new byte[Wire.HeaderSize];
         await ReadExactlyAsync(socket, head, ct);
         var error = Wire.TryRead(head, out var header);
         if (error != WireError.None)
             throw new HandshakeException(Wire.Describe(error));
-        if (header.PayloadLength > MaxHandshakePayload)
-            throw new HandshakeException($"{header.Type} of {header.PayloadLength} bytes is too large for a handshake");
+        if (header.PayloadLength > maxPayload)
+            throw new HandshakeException($"{header.Type} of {header.PayloadLength} bytes is too large here");
         var payload = new byte[header.PayloadLength];
         await ReadExactlyAsync(socket, payload, ct);
         return (header, payload);

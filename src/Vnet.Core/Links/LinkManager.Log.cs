@@ -21,6 +21,9 @@ public sealed partial class LinkManager
         [LoggerMessage(EventId = 104, Level = LogLevel.Information, Message = "Dialing {Peer} at {Address} failed: {Reason}; next try in {DelayMs} ms")]
         public static partial void DialFailed(ILogger logger, string peer, System.Net.IPEndPoint address, string reason, int delayMs);
 
+        [LoggerMessage(EventId = 106, Level = LogLevel.Information, Message = "Remote control from {Remote} ({Tool})")]
+        public static partial void ToolConnected(ILogger logger, string remote, string tool);
+
         [LoggerMessage(EventId = 105, Level = LogLevel.Debug, Message = "Link {Peer} replaced an older session")]
         public static partial void Replaced(ILogger logger, string peer);
     }

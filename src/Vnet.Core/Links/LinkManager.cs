@@ -40,6 +40,9 @@ public interface ILinkObserver
 
     /// <summary>A control message (on a receiver thread: hand it off).</summary>
     void OnControl(LinkPort port, LinkSession session, byte[] payload);
+
+    /// <summary>An authenticated vnet CLI (role Tool) connected: serve its commands until it leaves.</summary>
+    Task ServeTool(Socket socket, PeerIdentity peer, CancellationToken ct);
 }
 
 /// <summary>
@@ -381,6 +384,20 @@ public sealed partial class LinkManager : ILinkEvents, IAsyncDisposable
             {
                 await TryReject(socket, helloSession, "authentication failed");
                 throw new HandshakeException(error!);
+            }
+            if (peer.Role == DaemonRole.Tool)
+            {
+                await HandshakeChannel.WriteAsync(socket, MessageType.Welcome, peer.RemoteSession, [], timeout.Token);
+                Log.ToolConnected(_logger, remote, peer.Name);
+                // Served on its own task: a long session must not hold a handshake slot.
+                var observer = Observer;
+                _ = Task.Run(async () =>
+                {
+                    using var _ = socket;
+                    if (observer is not null)
+                        await observer.ServeTool(socket, peer, _stop.Token);
+                });
+                return;
             }
             if (peer.Star && _options.Role != DaemonRole.Proxy)
             {
