@@ -64,6 +64,17 @@ internal static class ControlCli
         vms.SetAction((p, ct) => Call(p, "vm.list", null, PrintVms, ct));
         yield return vms;
 
+        var at = new Option<string>("--from") { Description = "The daemon where the frame enters", Required = true };
+        var src = new Option<string>("--src") { Description = "Source MAC", Required = true };
+        var dst = new Option<string>("--dst") { Description = "Destination MAC", Required = true };
+        var trace = new Command("trace", "Show which rule matches at each daemon and where a frame ends, without sending it (ask the Proxy).")
+        {
+            at, src, dst,
+        };
+        trace.SetAction((p, ct) => Call(p, "overlay.trace",
+            new JsonObject { ["at"] = p.GetValue(at), ["src"] = p.GetValue(src), ["dst"] = p.GetValue(dst) }, PrintTrace, ct));
+        yield return trace;
+
         var show = new Command("show", "Show links, rules, interfaces or VMs with their counters.");
         foreach (var (what, command, printer) in new (string, string, Action<JsonNode?>)[]
         {
@@ -258,6 +269,22 @@ internal static class ControlCli
                 $"{i.TxFrames}/{TableWriter.Bytes(i.TxBytes)}", $"{i.RxFrames}/{TableWriter.Bytes(i.RxBytes)}", i.TxDrops);
         }
         Console.Write(t);
+    }
+
+    private static void PrintTrace(JsonNode? data)
+    {
+        var t = ControlJson.FromNode<TraceResult>(data)!;
+        Console.WriteLine($"frame {t.Source} -> {t.Destination}");
+        foreach (var hop in t.Hops)
+        {
+            Console.WriteLine($"{hop.Daemon}{(hop.Ingress is null ? "" : $" (arrived on {hop.Ingress})")}");
+            foreach (var r in hop.Rules)
+                Console.WriteLine($"  matches {r}");
+            foreach (var o in hop.Outputs)
+                Console.WriteLine($"  -> {o}");
+        }
+        foreach (var e in t.Endings)
+            Console.WriteLine($"result: {e}");
     }
 
     private static void PrintVms(JsonNode? data)

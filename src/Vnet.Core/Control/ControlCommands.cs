@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using Vnet.Configuration;
 using Vnet.Daemon;
 using Vnet.Forwarding;
+using Vnet.Frames;
 using Vnet.Links;
 
 namespace Vnet.Control;
@@ -16,7 +17,7 @@ public static class ControlCommands
     public static IReadOnlyList<string> Names { get; } =
     [
         "status", "link.list", "link.add", "link.del", "rule.list", "rule.add", "rule.del",
-        "interface.list", "interface.add", "interface.del", "vm.list", "state", "apply", "remote", "overlay.state",
+        "interface.list", "interface.add", "interface.del", "vm.list", "state", "apply", "remote", "overlay.state", "overlay.trace",
     ];
 
     public static Task<JsonNode?> Handle(VnetDaemon daemon, ControlRequest request)
@@ -51,6 +52,7 @@ public static class ControlCommands
             "apply" => Apply(daemon, a),
             "remote" => daemon.CallAsync(Required(a, "at"), Required(a, "command"), a["args"]?.AsObject()),
             "overlay.state" => OverlayState(daemon),
+            "overlay.trace" => Trace(daemon, a),
             _ => throw new DaemonCommandException($"unknown command '{request.Command}' (known: {string.Join(", ", Names)})"),
         };
     }
@@ -67,6 +69,16 @@ public static class ControlCommands
     {
         var states = await daemon.GatherStates();
         return ControlJson.ToNode(states);
+    }
+
+    private static async Task<JsonNode?> Trace(VnetDaemon daemon, JsonObject a)
+    {
+        if (!MacAddress.TryParse(Required(a, "src"), out var src))
+            throw new DaemonCommandException($"'{a["src"]}' is not a MAC address");
+        if (!MacAddress.TryParse(Required(a, "dst"), out var dst))
+            throw new DaemonCommandException($"'{a["dst"]}' is not a MAC address");
+        var states = await daemon.GatherStates();
+        return ControlJson.ToNode(OverlayTrace.Trace(states, Required(a, "at"), src, dst));
     }
 
     private static Task<JsonNode?> AddLink(VnetDaemon daemon, JsonObject a)

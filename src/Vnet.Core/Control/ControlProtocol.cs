@@ -39,6 +39,7 @@ public sealed record ControlResponse(bool Ok, JsonNode? Data, string? Error);
 [JsonSerializable(typeof(List<DaemonChange>))]
 [JsonSerializable(typeof(ApplyResult))]
 [JsonSerializable(typeof(OverlayStates))]
+[JsonSerializable(typeof(TraceResult))]
 [JsonSerializable(typeof(List<VmStatus>))]
 public sealed partial class ControlJson : JsonSerializerContext
 {
