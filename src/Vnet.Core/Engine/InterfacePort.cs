@@ -47,6 +47,8 @@ public sealed class InterfacePort : Port, IDisposable
 
     private void ReadLoop()
     {
+        TransmitBatch.Begin();
+        Device.BeforeWait = TransmitBatch.Flush;
         while (_up)
         {
             var frame = _pool.TryRent();
@@ -74,6 +76,7 @@ public sealed class InterfacePort : Port, IDisposable
             }
             break;
         }
+        TransmitBatch.End();
         _up = false;
         Closed?.Invoke(this);
     }

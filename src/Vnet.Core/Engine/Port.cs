@@ -39,6 +39,12 @@ public sealed class PortCounters
         Interlocked.Add(ref _txBytes, bytes);
     }
 
+    public void CountTx(int frames, int bytes)
+    {
+        Interlocked.Add(ref _txFrames, frames);
+        Interlocked.Add(ref _txBytes, bytes);
+    }
+
     public void CountTxDrop() => Interlocked.Increment(ref _txDrops);
 
     public void CountRxError() => Interlocked.Increment(ref _rxErrors);

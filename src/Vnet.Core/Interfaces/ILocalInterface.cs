@@ -35,6 +35,12 @@ public interface ILocalInterface : IDisposable
     /// <summary>Blocks until a frame arrives (filling <paramref name="frame"/>) or the interface closes.</summary>
     ReadStatus Read(Frame frame);
 
+    /// <summary>
+    /// Called on the reading thread just before <see cref="Read"/> blocks because nothing is waiting:
+    /// the moment to flush what the frames read so far produced (see <c>TransmitBatch</c>).
+    /// </summary>
+    Action? BeforeWait { get; set; }
+
     /// <summary>Sends a frame out of the device; false when the device refused it.</summary>
     bool Write(Frame frame);
 

@@ -95,6 +95,8 @@ public sealed unsafe class PcapInterface : ILocalInterface
 
     public int MaxFrameSize { get; }
 
+    public Action? BeforeWait { get; set; }
+
     /// <summary>The filter in force, or null when every frame is captured.</summary>
     public string? Filter => Volatile.Read(ref _filter);
 
@@ -274,6 +276,7 @@ public sealed unsafe class PcapInterface : ILocalInterface
                 var rc = _device.GetNextPacketPointers(ref header, ref data);
                 if (rc == 0)
                 {
+                    BeforeWait?.Invoke();
                     WaitReadable();
                     continue;
                 }

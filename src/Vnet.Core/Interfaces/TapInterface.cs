@@ -43,6 +43,8 @@ public sealed unsafe class TapInterface : ILocalInterface
 
     public int MaxFrameSize { get; }
 
+    public Action? BeforeWait { get; set; }
+
     /// <summary>
     /// Creates the TAP (or attaches to an existing persistent one of that name), sets its MTU and
     /// brings it up.
@@ -108,6 +110,7 @@ public sealed unsafe class TapInterface : ILocalInterface
                 continue;
             if (errno != LibC.EAGAIN)
                 return ReadStatus.Closed;
+            BeforeWait?.Invoke();
             WaitReadable();
         }
         return ReadStatus.Closed;

@@ -18,7 +18,9 @@ public static class HandshakeChannel
         if (error != WireError.None)
             throw new HandshakeException(Wire.Describe(error));
         if (header.PayloadLength > maxPayload)
-            throw new HandshakeException($"{header.Type} of {header.PayloadLength} bytes is too large here");
+            throw new HandshakeException(maxPayload == MaxHandshakePayload
+                ? $"{header.Type} of {header.PayloadLength} bytes is too large for a handshake"
+                : $"{header.Type} of {header.PayloadLength} bytes is too large (at most {maxPayload})");
         var payload = new byte[header.PayloadLength];
         await ReadExactlyAsync(socket, payload, ct);
         return (header, payload);

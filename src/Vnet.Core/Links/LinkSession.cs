@@ -26,7 +26,7 @@ namespace Vnet.Links;
 /// A session is dead after <see cref="DeadAfter"/> without any message on its data channel, or on
 /// any socket error; the link's dialer then builds a new one.
 /// </summary>
-public sealed unsafe class LinkSession : IDisposable
+public sealed unsafe class LinkSession : IDisposable, IFlushable
 {
     public static readonly TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(1);
     public static readonly TimeSpan DeadAfter = TimeSpan.FromSeconds(3);
@@ -68,6 +68,23 @@ public sealed unsafe class LinkSession : IDisposable
     private string? _leaving;
     private long _lastKeepAliveTicks;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    // Whoever holds the send lock owns the socket's write side and this scratch space: the sender
+    // thread for a batch, or a data-path thread sending one frame inline.
+    private readonly Lock _sendLock = new();
+    private readonly Frame?[] _batch = new Frame?[BatchSize];
+    private readonly byte[] _headers = GC.AllocateUninitializedArray<byte>(BatchSize * HeaderSlot, pinned: true);
+    private readonly LibC.IoVec[] _iov = new LibC.IoVec[BatchSize * 2];
+    private readonly List<Frame> _segments = new(128);
+    private readonly byte[] _datagram = GC.AllocateUninitializedArray<byte>(Wire.HeaderSize + Wire.MaxDataPayload + 65536, pinned: true);
+    private long _inlineSends;
+
+    private enum SendOutcome
+    {
+        Sent,
+        WouldBlock,
+        Failed,
+    }
 
     internal LinkSession(Socket tcp, PeerIdentity peer, uint localSession, LinkPort port, VirtualSwitch sw, FramePool pool,
         UdpTransport? udp, ILinkEvents events, int queueCapacity)
@@ -128,7 +145,59 @@ public sealed unsafe class LinkSession : IDisposable
     }
 
     /// <summary>Queues a frame (taking over its reference); false when the queue is full or closed.</summary>
-    internal bool Enqueue(Frame frame) => _queue.TryEnqueue(frame);
+    internal bool Enqueue(Frame frame)
+    {
+        // Inside a reader's batch the reader flushes us when it runs dry; otherwise the sender thread.
+        if (!TransmitBatch.Active)
+            return _queue.TryEnqueue(frame, wake: true);
+        if (!_queue.TryEnqueue(frame, wake: false))
+            return false;
+        TransmitBatch.Register(this);
+        return true;
+    }
+
+    /// <summary>
+    /// Sends the queue on the calling reader thread when nobody else is sending: one batch, one
+    /// system call, no thread hand-off. A socket that cannot take it now (or a queue longer than a
+    /// batch) is left to the sender thread, which waits for the socket without holding up a reader.
+    /// </summary>
+    public void Flush()
+    {
+        if (_queue.IsEmpty || IsClosed)
+            return;
+        if (_sendLock.TryEnter())
+        {
+            try
+            {
+                var n = _queue.DequeueBatch(_batch);
+                if (n > 0)
+                {
+                    var outcome = _udp is null ? SendTcpBatch(_batch, n, inline: true) : SendUdpBatch(_batch, n);
+                    if (outcome == SendOutcome.WouldBlock)
+                    {
+                        for (var dropped = _queue.RequeueFront(_batch, n); dropped > 0; dropped--)
+                            _port.Counters.CountTxDrop();
+                    }
+                    else
+                    {
+                        Interlocked.Add(ref _inlineSends, n);
+                        for (var i = 0; i < n; i++)
+                            _batch[i]!.Release();
+                    }
+                    Array.Clear(_batch, 0, n);
+                }
+            }
+            finally
+            {
+                _sendLock.Exit();
+            }
+        }
+        if (!_queue.IsEmpty)
+            _queue.Wake();
+    }
+
+    /// <summary>Frames sent on the arriving thread rather than by the sender thread.</summary>
+    public long InlineSends => Interlocked.Read(ref _inlineSends);
 
     /// <summary>Sends a control message over the reliable (TCP) channel.</summary>
     public void SendControl(MessageType type, ReadOnlySpan<byte> payload)
@@ -237,38 +306,38 @@ public sealed unsafe class LinkSession : IDisposable
 
     private void SendLoop()
     {
-        var batch = new Frame?[BatchSize];
-        var headers = GC.AllocateUninitializedArray<byte>(BatchSize * HeaderSlot, pinned: true);
-        var iov = new LibC.IoVec[BatchSize * 2];
-        var segments = new List<Frame>(128);
-        var datagram = GC.AllocateUninitializedArray<byte>(Wire.HeaderSize + Wire.MaxDataPayload + 65536, pinned: true);
         try
         {
             while (!IsClosed)
             {
-                // Read before the flush: a BYE queued by Leave is then surely written by it.
-                var leaving = Volatile.Read(ref _leaving);
-                if (!FlushControl())
-                    break;
-                if (leaving is not null)
+                int n;
+                var outcome = SendOutcome.Sent;
+                lock (_sendLock)
                 {
-                    Close(leaving);
-                    break;
+                    // Read before the flush: a BYE queued by Leave is then surely written by it.
+                    var leaving = Volatile.Read(ref _leaving);
+                    if (!FlushControl())
+                        break;
+                    if (leaving is not null)
+                    {
+                        Close(leaving);
+                        break;
+                    }
+                    n = _queue.DequeueBatch(_batch);
+                    if (n > 0)
+                    {
+                        outcome = _udp is null ? SendTcpBatch(_batch, n, inline: false) : SendUdpBatch(_batch, n);
+                        for (var i = 0; i < n; i++)
+                        {
+                            _batch[i]!.Release();
+                            _batch[i] = null;
+                        }
+                    }
                 }
-                var n = _queue.DequeueBatch(batch);
+                if (outcome == SendOutcome.Failed)
+                    break;
                 if (n == 0)
-                {
                     _queue.Wait(100);
-                    continue;
-                }
-                var ok = _udp is null ? SendTcpBatch(batch, n, headers, iov) : SendUdpBatch(batch, n, segments, datagram);
-                for (var i = 0; i < n; i++)
-                {
-                    batch[i]!.Release();
-                    batch[i] = null;
-                }
-                if (!ok)
-                    break;
             }
         }
         catch (Exception e) when (e is SocketException or IOException or ObjectDisposedException)
@@ -295,18 +364,20 @@ public sealed unsafe class LinkSession : IDisposable
             fixed (byte* p = message)
             {
                 var iov = new LibC.IoVec { Base = p, Length = (nuint)message.Length };
-                if (!WriteAll(&iov, 1, message.Length))
+                if (WriteAll(&iov, 1, message.Length, mayDefer: false) != SendOutcome.Sent)
                     return false;
             }
         }
     }
 
-    private bool SendTcpBatch(Frame?[] batch, int n, byte[] headers, LibC.IoVec[] iov)
+    private SendOutcome SendTcpBatch(Frame?[] batch, int n, bool inline)
     {
         var total = 0;
         var count = 0;
-        fixed (byte* h = headers)
-        fixed (LibC.IoVec* v = iov)
+        var frames = 0;
+        var bytes = 0;
+        fixed (byte* h = _headers)
+        fixed (LibC.IoVec* v = _iov)
         {
             for (var i = 0; i < n; i++)
             {
@@ -328,14 +399,25 @@ public sealed unsafe class LinkSession : IDisposable
                 fixed (byte* f = &frame.Buffer[frame.Offset])
                     v[count++] = new LibC.IoVec { Base = f, Length = (nuint)frame.Length };
                 total += Wire.HeaderSize + extra + frame.Length;
-                _port.Counters.CountTx(frame.Length);
+                frames++;
+                bytes += frame.Length;
             }
-            return count == 0 || WriteAll(v, count, total);
+            if (count == 0)
+                return SendOutcome.Sent;
+            var outcome = WriteAll(v, count, total, mayDefer: inline);
+            if (outcome == SendOutcome.Sent)
+                _port.Counters.CountTx(frames, bytes);
+            return outcome;
         }
     }
 
-    /// <summary>writev until everything is out, across partial writes and EAGAIN.</summary>
-    private bool WriteAll(LibC.IoVec* iov, int count, int total)
+    /// <summary>
+    /// writev until everything is out, across partial writes and EAGAIN. With
+    /// <paramref name="mayDefer"/>, a socket that takes nothing right now gives
+    /// <see cref="SendOutcome.WouldBlock"/> (the frame goes to the queue instead); once part of a
+    /// message is written, the rest must follow, so it waits.
+    /// </summary>
+    private SendOutcome WriteAll(LibC.IoVec* iov, int count, int total, bool mayDefer)
     {
         var done = 0;
         while (done < total)
@@ -348,14 +430,16 @@ public sealed unsafe class LinkSession : IDisposable
                     continue;
                 if (errno == LibC.EAGAIN)
                 {
+                    if (mayDefer && done == 0)
+                        return SendOutcome.WouldBlock;
                     var pfd = new LibC.PollFd { Fd = _fd, Events = LibC.POLLOUT };
                     LibC.Poll(&pfd, 1, 200);
                     if (IsClosed)
-                        return false;
+                        return SendOutcome.Failed;
                     continue;
                 }
                 Close($"send failed: {LibC.ErrorText(errno)}");
-                return false;
+                return SendOutcome.Failed;
             }
             done += (int)n;
             if (done >= total)
@@ -371,11 +455,13 @@ public sealed unsafe class LinkSession : IDisposable
             iov->Base = (byte*)iov->Base + skip;
             iov->Length -= skip;
         }
-        return true;
+        return SendOutcome.Sent;
     }
 
-    private bool SendUdpBatch(Frame?[] batch, int n, List<Frame> segments, byte[] datagram)
+    private SendOutcome SendUdpBatch(Frame?[] batch, int n)
     {
+        var segments = _segments;
+        var datagram = _datagram;
         var peer = UdpPeer;
         for (var i = 0; i < n; i++)
         {
@@ -403,7 +489,7 @@ public sealed unsafe class LinkSession : IDisposable
                 segment.Release();
             segments.Clear();
         }
-        return true;
+        return SendOutcome.Sent;
     }
 
     /// <summary>
@@ -455,7 +541,7 @@ public sealed unsafe class LinkSession : IDisposable
             sent = _udp!.SendSegmented(p, length, segment, peer);
         if (sent == length)
         {
-            _port.Counters.CountTx(frameBytes);
+            _port.Counters.CountTx(count, frameBytes);
             return;
         }
         for (var i = 0; i < count; i++)
@@ -481,6 +567,7 @@ public sealed unsafe class LinkSession : IDisposable
 
     private void ReceiveLoop()
     {
+        TransmitBatch.Begin();
         var buffer = GC.AllocateUninitializedArray<byte>(ReceiveBufferSize, pinned: true);
         var start = 0;
         var end = 0;
@@ -515,6 +602,7 @@ public sealed unsafe class LinkSession : IDisposable
         }
         finally
         {
+            TransmitBatch.End();
             ThreadDone();
         }
     }
@@ -541,6 +629,8 @@ public sealed unsafe class LinkSession : IDisposable
                     Close($"receive failed: {LibC.ErrorText(errno)}");
                     return -1;
                 }
+                // Nothing more to read now: what the frames read so far produced goes out first.
+                TransmitBatch.Flush();
                 var pfd = new LibC.PollFd { Fd = _fd, Events = LibC.POLLIN };
                 LibC.Poll(&pfd, 1, 200);
             }

@@ -19,6 +19,9 @@ internal sealed class SendQueue : IDisposable
 
     public SendQueue(int capacity) => _ring = new Frame?[capacity];
 
+    /// <summary>A lock-free glance (the count only changes under the lock); exact under the send lock's order.</summary>
+    public bool IsEmpty => Volatile.Read(ref _count) == 0;
+
     public int Count
     {
         get
@@ -28,25 +31,51 @@ internal sealed class SendQueue : IDisposable
         }
     }
 
-    /// <summary>Queues the frame (taking over its reference); false when full or closed.</summary>
-    public bool TryEnqueue(Frame frame)
+    /// <summary>
+    /// Queues the frame (taking over its reference); false when full or closed. Without
+    /// <paramref name="wake"/> a sleeping sender is left asleep: the caller flushes.
+    /// </summary>
+    public bool TryEnqueue(Frame frame, bool wake = true)
     {
-        var wake = false;
         lock (_lock)
         {
             if (_closed || _count == _ring.Length)
                 return false;
             _ring[(_head + _count) % _ring.Length] = frame;
             _count++;
-            if (_sleeping)
-            {
+            if (wake && _sleeping)
                 _sleeping = false;
-                wake = true;
-            }
+            else
+                wake = false;
         }
         if (wake)
             _signal.Set();
         return true;
+    }
+
+    /// <summary>
+    /// Puts frames taken by <see cref="DequeueBatch"/> back at the head, in order (the socket could
+    /// not take them). Frames that no longer fit are released and their number returned.
+    /// </summary>
+    public int RequeueFront(Frame?[] batch, int n)
+    {
+        var dropped = 0;
+        lock (_lock)
+        {
+            for (var i = n - 1; i >= 0; i--)
+            {
+                if (_closed || _count == _ring.Length)
+                {
+                    batch[i]!.Release();
+                    dropped++;
+                    continue;
+                }
+                _head = (_head - 1 + _ring.Length) % _ring.Length;
+                _ring[_head] = batch[i];
+                _count++;
+            }
+        }
+        return dropped;
     }
 
     /// <summary>Moves up to <paramref name="batch"/>.Length frames into the batch; returns how many.</summary>

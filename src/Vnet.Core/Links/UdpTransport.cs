@@ -158,6 +158,7 @@ public sealed class UdpTransport : IDisposable
     /// </summary>
     private unsafe void ReceiveLoop()
     {
+        TransmitBatch.Begin();
         var buffer = GC.AllocateUninitializedArray<byte>(65536 + 4096, pinned: true);
         var address = GC.AllocateUninitializedArray<byte>(128, pinned: true);
         var from = new SocketAddress(_socket.AddressFamily);
@@ -167,12 +168,14 @@ public sealed class UdpTransport : IDisposable
             while (!_stopped)
             {
                 var addressLength = address.Length;
-                var n = UdpBatch.Receive(_fd, b, buffer.Length, a, ref addressLength, out var segment);
+                var n = UdpBatch.Receive(_fd, b, buffer.Length, a, ref addressLength, out var segment, UdpBatch.MSG_DONTWAIT);
                 if (n < 0)
                 {
                     var errno = (int)-n;
                     if (errno == LibC.EAGAIN)
                     {
+                        // Nothing more to read now: send what the datagrams read so far produced.
+                        TransmitBatch.Flush();
                         var pfd = new LibC.PollFd { Fd = _fd, Events = LibC.POLLIN };
                         LibC.Poll(&pfd, 1, 200);
                         continue;
@@ -191,6 +194,7 @@ public sealed class UdpTransport : IDisposable
                 FlushBatch();
             }
         }
+        TransmitBatch.End();
     }
 
     private void FlushBatch()

@@ -347,7 +347,7 @@ public sealed class HandshakeTests
     public static TheoryData<string, int, int> MalformedHellos() => new()
     {
         // field, offset (-1: append a byte, -2: drop the last byte), new value
-        { "role", HelloRole, 2 },
+        { "role", HelloRole, 3 },
         { "star", HelloStar, 2 },
         { "transport", HelloTransport, 2 },
         { "name length too large", HelloNameLength, 200 },

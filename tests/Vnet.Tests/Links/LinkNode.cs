@@ -173,6 +173,12 @@ internal sealed class RecordingObserver : ILinkObserver
     public void OnLinkDown(LinkPort port, string reason) => _events.Enqueue($"down {port.Peer}: {reason}");
 
     public void OnControl(LinkPort port, LinkSession session, byte[] payload) => _events.Enqueue($"control {port.Peer}");
+
+    public Task ServeTool(System.Net.Sockets.Socket socket, PeerIdentity peer, CancellationToken ct)
+    {
+        _events.Enqueue($"tool {peer.Name}");
+        return Task.CompletedTask;
+    }
 }
 
 /// <summary>Keeps every log line, so tests can check why a link was refused.</summary>
