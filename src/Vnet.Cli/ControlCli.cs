@@ -35,6 +35,8 @@ internal static class ControlCli
         Recursive = true,
     };
 
+    internal static Option<bool> JsonFlag => JsonOption;
+
     /// <summary>Options every daemon-facing command takes.</summary>
     internal static IEnumerable<Option> CommonOptions => [SocketOption, JsonOption, AtOption, RemoteOption, KeyFileOption];
 

@@ -4,6 +4,7 @@ using Vnet.Cli;
 var root = new RootCommand("VNET: a layer-2 virtual network that puts VMs spread over many sites on their owner's LAN.");
 root.Add(DaemonCommand.Create());
 root.Add(KeygenCommand.Create());
+root.Add(TopoCli.Create());
 foreach (var command in ControlCli.Create())
     root.Add(command);
 return await root.Parse(args).InvokeAsync();

@@ -17,7 +17,7 @@ public static class ControlCommands
     public static IReadOnlyList<string> Names { get; } =
     [
         "status", "link.list", "link.add", "link.del", "rule.list", "rule.add", "rule.del",
-        "interface.list", "interface.add", "interface.del", "vm.list", "state", "apply", "remote", "overlay.state", "overlay.trace",
+        "interface.list", "interface.add", "interface.del", "vm.list", "state", "apply", "remote", "overlay.state", "overlay.trace", "overlay.dump", "overlay.apply", "overlay.diff",
     ];
 
     public static Task<JsonNode?> Handle(VnetDaemon daemon, ControlRequest request)
@@ -53,6 +53,9 @@ public static class ControlCommands
             "remote" => daemon.CallAsync(Required(a, "at"), Required(a, "command"), a["args"]?.AsObject()),
             "overlay.state" => OverlayState(daemon),
             "overlay.trace" => Trace(daemon, a),
+            "overlay.dump" => Dump(daemon),
+            "overlay.apply" => ApplyOverlay(daemon, a, dryRun: OptionalBool(a, "dryRun") ?? false),
+            "overlay.diff" => ApplyOverlay(daemon, a, dryRun: true),
             _ => throw new DaemonCommandException($"unknown command '{request.Command}' (known: {string.Join(", ", Names)})"),
         };
     }
@@ -79,6 +82,22 @@ public static class ControlCommands
             throw new DaemonCommandException($"'{a["dst"]}' is not a MAC address");
         var states = await daemon.GatherStates();
         return ControlJson.ToNode(OverlayTrace.Trace(states, Required(a, "at"), src, dst));
+    }
+
+    private static async Task<JsonNode?> Dump(VnetDaemon daemon)
+    {
+        var overlay = await OverlayApplier.DumpAsync(daemon);
+        return new JsonObject { ["text"] = Language.OverlayFormatter.Format(overlay) };
+    }
+
+    /// <summary>Parses a description (errors name file, line and column) and diffs or applies it.</summary>
+    private static async Task<JsonNode?> ApplyOverlay(VnetDaemon daemon, JsonObject a, bool dryRun)
+    {
+        var parsed = Language.OverlayParser.Parse(Required(a, "text"), Optional(a, "file") ?? "description");
+        if (!parsed.Success)
+            throw new DaemonCommandException(string.Join("\n", parsed.Diagnostics));
+        var report = await OverlayApplier.ApplyAsync(daemon, parsed.Overlay, dryRun);
+        return ControlJson.ToNode(report);
     }
 
     private static Task<JsonNode?> AddLink(VnetDaemon daemon, JsonObject a)

@@ -40,6 +40,7 @@ public sealed record ControlResponse(bool Ok, JsonNode? Data, string? Error);
 [JsonSerializable(typeof(ApplyResult))]
 [JsonSerializable(typeof(OverlayStates))]
 [JsonSerializable(typeof(TraceResult))]
+[JsonSerializable(typeof(OverlayApplyReport))]
 [JsonSerializable(typeof(List<VmStatus>))]
 public sealed partial class ControlJson : JsonSerializerContext
 {

@@ -71,7 +71,7 @@ public static class OverlayTrace
         var rules = new List<Rule>();
         foreach (var r in state.Rules)
         {
-            if (ToRule(r) is { } rule)
+            if (OverlayModel.ToRule(r) is { } rule)
                 rules.Add(rule);
         }
         var table = new ForwardingTable(rules, Resolve, _ => new RuleStats());
@@ -145,27 +145,5 @@ public static class OverlayTrace
             next.Add((peer, "link:" + state.Name));
         }
         return new TraceHop(state.Name, ingress, matched, outputs);
-    }
-
-    private static Rule? ToRule(RuleStatus r)
-    {
-        if (!MacMatch.TryParse(r.Source, out var src) || !MacMatch.TryParse(r.Destination, out var dst))
-            return null;
-        PortRef? ingress = null;
-        if (r.Ingress is not null)
-        {
-            if (!PortRef.TryParse(r.Ingress, out var i))
-                return null;
-            ingress = i;
-        }
-        RuleAction action;
-        if (r.Action == "flood")
-            action = RuleAction.Flood;
-        else if (PortRef.TryParse(r.Action, out var p))
-            action = RuleAction.To(p.Value);
-        else
-            return null;
-        var origin = Enum.TryParse<RuleOrigin>(r.Origin, ignoreCase: true, out var o) ? o : RuleOrigin.User;
-        return new Rule { Id = r.Id, Source = src, Destination = dst, Ingress = ingress, Action = action, Origin = origin };
     }
 }

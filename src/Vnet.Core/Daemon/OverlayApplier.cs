@@ -1,0 +1,119 @@
+using System.Text.Json.Nodes;
+using Vnet.Control;
+using Vnet.Language;
+
+namespace Vnet.Daemon;
+
+/// <summary>What <c>vnet topo apply</c> reports: the change list, and what became of it.</summary>
+public sealed record OverlayApplyReport(string Diff, bool DryRun, bool Applied, IReadOnlyList<string> Daemons, string? Error, string? Rollback);
+
+/// <summary>
+/// The Proxy's side of the language tools: dump the live overlay, diff a description against it,
+/// and apply it.
+/// <code>
+/// apply: gather every daemon's state -> describe it -> diff with the description -> refuse what
+///        cannot be applied (daemons to start or stop, the star) -> per daemon, send its change
+///        set (each daemon takes all of it or none) -> if one refuses or does not answer, send
+///        the already-changed daemons the inverse of their sets, newest first -> report.
+/// </code>
+/// Unchanged links and rules are not touched, so traffic on them flows on.
+/// </summary>
+public static class OverlayApplier
+{
+    public static async Task<OverlayDescription> DumpAsync(VnetDaemon proxy) =>
+        OverlayModel.FromStates(await proxy.GatherStates());
+
+    public static async Task<OverlayApplyReport> ApplyAsync(VnetDaemon proxy, OverlayDescription desired, bool dryRun)
+    {
+        var states = await proxy.GatherStates();
+        var current = OverlayModel.FromStates(states);
+        desired = OverlayModel.Normalize(desired);
+        var missing = desired.Daemons.Where(d => current.Daemon(d.Name) is null).Select(d => d.Name).ToList();
+        OverlayChanges changes;
+        try
+        {
+            changes = OverlayDiff.Compute(current, desired);
+        }
+        catch (ArgumentException e)
+        {
+            return new OverlayApplyReport("", dryRun, false, [], e.Message, null);
+        }
+        var diff = changes.ToString();
+        var problem = Refusal(changes, desired, states, missing);
+        if (problem is not null || dryRun || changes.IsEmpty)
+            return new OverlayApplyReport(diff, dryRun, false, [], problem, null);
+
+        var done = new List<DaemonChanges>();
+        foreach (var daemon in changes.ByDaemon)
+        {
+            var set = daemon.Changes.SelectMany(c => OverlayModel.ToDaemonChanges(c, desired)).ToList();
+            var error = await Send(proxy, daemon.Daemon, set);
+            if (error is null)
+            {
+                done.Add(daemon);
+                continue;
+            }
+            var rollback = await Rollback(proxy, done, current);
+            return new OverlayApplyReport(diff, false, false, done.Select(d => d.Daemon).ToList(),
+                $"{daemon.Daemon} refused its changes: {error}", rollback);
+        }
+        return new OverlayApplyReport(diff, false, true, done.Select(d => d.Daemon).ToList(), null, null);
+    }
+
+    private static string? Refusal(OverlayChanges changes, OverlayDescription desired, OverlayStates states, List<string> missing)
+    {
+        var problems = new List<string>();
+        foreach (var name in missing)
+        {
+            var why = states.Unreachable.FirstOrDefault(u => u.StartsWith(name + ":", StringComparison.Ordinal));
+            problems.Add(why is null ? $"{name} is not part of the running overlay (start it first)" : $"{name} is not reachable: {why[(name.Length + 1)..].Trim()}");
+        }
+        foreach (var c in changes.All.Where(c => !c.IsApplicable && !missing.Contains(c.Daemon)))
+            problems.Add(c.ToString());
+        var proxy = desired.Proxy?.Name;
+        foreach (var c in changes.All)
+        {
+            var peer = c switch
+            {
+                AddLink a => a.Peer,
+                RemoveLink r => r.Peer,
+                _ => null,
+            };
+            if (peer is null || proxy is null || (c.Daemon != proxy && peer != proxy))
+                continue;
+            // A host's star link comes from its own configuration, not from apply.
+            var host = c.Daemon == proxy ? peer : c.Daemon;
+            var live = states.Daemons.FirstOrDefault(d => d.Name == host)?.Links.FirstOrDefault(l => l.Peer == proxy && l.Star);
+            if (live is not null || c is AddLink)
+                problems.Add($"{c} (the star link between {host} and {proxy} belongs to {host}'s configuration)");
+        }
+        return problems.Count == 0 ? null : "cannot apply: " + string.Join("; ", problems.Distinct());
+    }
+
+    private static async Task<string?> Send(VnetDaemon proxy, string daemon, List<DaemonChange> set)
+    {
+        try
+        {
+            var args = new JsonObject { ["changes"] = ControlJson.ToNode(set) };
+            var result = ControlJson.FromNode<ApplyResult>(await proxy.CallAsync(daemon, "apply", args));
+            return result is { Applied: true } ? null : result?.Error ?? "no answer";
+        }
+        catch (DaemonCommandException e)
+        {
+            return e.Message;
+        }
+    }
+
+    private static async Task<string> Rollback(VnetDaemon proxy, List<DaemonChanges> done, OverlayDescription before)
+    {
+        var notes = new List<string>();
+        for (var i = done.Count - 1; i >= 0; i--)
+        {
+            var daemon = done[i];
+            var inverse = daemon.Changes.Reverse().SelectMany(c => OverlayModel.Inverse(c, before)).ToList();
+            var error = await Send(proxy, daemon.Daemon, inverse);
+            notes.Add(error is null ? $"{daemon.Daemon} rolled back" : $"{daemon.Daemon} could not be rolled back: {error}");
+        }
+        return notes.Count == 0 ? "no daemon had changed" : string.Join("; ", notes);
+    }
+}
