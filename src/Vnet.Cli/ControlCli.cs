@@ -113,9 +113,19 @@ internal static class ControlCli
         var del = new Command("del", "Remove a link (refused while user rules use it).") { delPeer };
         del.SetAction((p, ct) => Call(p, "link.del", new JsonObject { ["peer"] = p.GetValue(delPeer) }, _ => Console.WriteLine("removed"), ct));
 
+        var emuPeer = new Argument<string>("peer") { Description = "The peer daemon, or * for every link without its own setting" };
+        var emuSettings = new Argument<string>("settings") { Description = "delay=20ms,jitter=2ms,loss=1%,rate=50mbit,queue=100ms, or none" };
+        var emulate = new Command("emulate", "Impose delay, jitter, loss and a rate limit on what this daemon sends over a link (like VDE's wirefilter).")
+        {
+            emuPeer, emuSettings,
+        };
+        emulate.SetAction((p, ct) => Call(p, "link.emulate", new JsonObject { ["peer"] = p.GetValue(emuPeer), ["link"] = p.GetValue(emuSettings) },
+            d => Console.WriteLine($"links to {d?["peer"]}: {d?["emulation"]}"), ct));
+
         link.Add(list);
         link.Add(add);
         link.Add(del);
+        link.Add(emulate);
         return link;
     }
 
@@ -245,11 +255,12 @@ internal static class ControlCli
 
     private static void PrintLinks(JsonNode? data)
     {
-        var t = new TableWriter("PEER", "TRANSPORT", "STAR", "STATE", "REMOTE", "RTT ms", "TX", "RX", "DROPS", "SESSIONS", "LAST DOWN");
+        var t = new TableWriter("PEER", "TRANSPORT", "STAR", "STATE", "REMOTE", "RTT ms", "TX", "RX", "DROPS", "SESSIONS", "EMULATION", "LAST DOWN");
         foreach (var l in ControlJson.FromNode<List<LinkStatus>>(data) ?? [])
         {
             t.Add(l.Peer, l.Transport, l.Star, l.Up ? "up" : "down", l.Remote ?? l.Dial, l.RttMs,
-                $"{l.TxFrames}/{TableWriter.Bytes(l.TxBytes)}", $"{l.RxFrames}/{TableWriter.Bytes(l.RxBytes)}", l.TxDrops, l.Sessions, l.LastDownReason);
+                $"{l.TxFrames}/{TableWriter.Bytes(l.TxBytes)}", $"{l.RxFrames}/{TableWriter.Bytes(l.RxBytes)}", l.TxDrops, l.Sessions,
+                l.Emulation, l.LastDownReason);
         }
         Console.Write(t);
     }

@@ -81,6 +81,9 @@ public sealed record DaemonConfig
 
     public int QueueCapacity { get; init; } = 1024;
 
+    /// <summary>Link emulation by peer name (<c>*</c>: every link without its own entry).</summary>
+    public IReadOnlyDictionary<string, LinkEmulation> Emulation { get; init; } = new Dictionary<string, LinkEmulation>();
+
     public string ControlSocketPath => ControlSocket ?? DefaultControlSocket(Name);
 
     public static string DefaultControlSocket(string name) => $"/run/vnet/{name}.sock";
@@ -251,6 +254,23 @@ public sealed record DaemonConfig
             l.RejectUnknown("peer", "address", "transport");
         }
 
+        var emulation = new Dictionary<string, LinkEmulation>(StringComparer.Ordinal);
+        foreach (var e in reader.Tables("emulate"))
+        {
+            var peer = e.String("peer") ?? throw new ConfigException(e.Path + ".peer", "missing (a daemon name or *)");
+            if (peer != "*" && !Names.IsValid(peer))
+                throw new ConfigException(e.Path + ".peer", $"'{peer}' is not a daemon name or *");
+            try
+            {
+                emulation[peer] = LinkEmulation.Parse(e.String("link") ?? throw new ConfigException(e.Path + ".link", "missing (e.g. \"delay=20ms,rate=50mbit\")"));
+            }
+            catch (FormatException x)
+            {
+                throw new ConfigException(e.Path + ".link", x.Message);
+            }
+            e.RejectUnknown("peer", "link");
+        }
+
         var config = new DaemonConfig
         {
             Name = name,
@@ -266,9 +286,10 @@ public sealed record DaemonConfig
             HopLimit = (byte)Math.Clamp(reader.Int("hop_limit") ?? 8, 0, 255),
             MaxLearnedPerInterface = reader.Int("max_learned_per_interface") ?? 256,
             QueueCapacity = reader.Int("queue_capacity") ?? 1024,
+            Emulation = emulation,
         };
         reader.RejectUnknown("name", "role", "listen", "key", "key_file", "proxy", "interface", "link", "control_socket",
-            "hop_limit", "max_learned_per_interface", "queue_capacity");
+            "hop_limit", "max_learned_per_interface", "queue_capacity", "emulate");
         return config;
     }
 

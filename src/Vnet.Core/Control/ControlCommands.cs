@@ -16,7 +16,7 @@ public static class ControlCommands
 {
     public static IReadOnlyList<string> Names { get; } =
     [
-        "status", "link.list", "link.add", "link.del", "rule.list", "rule.add", "rule.del",
+        "status", "link.list", "link.add", "link.del", "link.emulate", "rule.list", "rule.add", "rule.del",
         "interface.list", "interface.add", "interface.del", "vm.list", "state", "apply", "remote", "overlay.state", "overlay.trace", "overlay.dump", "overlay.apply", "overlay.diff",
     ];
 
@@ -32,6 +32,11 @@ public static class ControlCommands
             {
                 daemon.RemoveLink(Required(a, "peer"));
                 return (JsonNode?)null;
+            }),
+            "link.emulate" => daemon.Run(() => (JsonNode?)new JsonObject
+            {
+                ["peer"] = Required(a, "peer"),
+                ["emulation"] = daemon.SetEmulation(Required(a, "peer"), Required(a, "link")),
             }),
             "rule.list" => daemon.Run(() => ControlJson.ToNode(daemon.ListRules())),
             "rule.add" => AddRule(daemon, a),

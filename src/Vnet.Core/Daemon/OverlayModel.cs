@@ -37,6 +37,7 @@ public static class OverlayModel
                 listen[proxy.Name] = dep;
         }
 
+        var names = states.Daemons.Select(d => d.Name).ToHashSet(StringComparer.Ordinal);
         var daemons = new List<DaemonDecl>();
         var links = new List<LinkDecl>();
         foreach (var s in states.Daemons)
@@ -50,7 +51,9 @@ public static class OverlayModel
                 listen.GetValueOrDefault(s.Name), interfaces, rules));
             foreach (var l in s.Links)
             {
-                if (l.Dial is null || !IPEndPoint.TryParse(l.Dial, out var dial))
+                // A link to a daemon the Proxy cannot reach (its host is down) cannot be described:
+                // the description would name a daemon it does not declare, and fail its own checks.
+                if (l.Dial is null || !IPEndPoint.TryParse(l.Dial, out var dial) || !names.Contains(l.Peer))
                     continue;
                 int? port = listen.TryGetValue(l.Peer, out var peer) && peer.Port == dial.Port ? null : dial.Port;
                 links.Add(new LinkDecl(s.Name, l.Peer, l.Transport == "udp" ? LinkTransport.Udp : LinkTransport.Tcp, port));

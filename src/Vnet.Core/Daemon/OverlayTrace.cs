@@ -106,6 +106,7 @@ public static class OverlayTrace
                 targets.Add(rule.Action.Port.ToString());
             }
         }
+        var endedBefore = endings.Count;
         foreach (var t in targets.Distinct())
         {
             if (t == ingress)
@@ -120,6 +121,7 @@ public static class OverlayTrace
                 if (iface is null)
                 {
                     outputs.Add($"{t}: no such interface (dropped)");
+                    endings.Add($"dropped at {state.Name}: rule names missing {t}");
                     continue;
                 }
                 var who = iface.Lan ? "the LAN" : iface.Vms.Contains(destination.ToString()) ? $"VM {destination}" : "the interface";
@@ -144,6 +146,10 @@ public static class OverlayTrace
             outputs.Add($"{t}: to {peer} over {link.Transport}");
             next.Add((peer, "link:" + state.Name));
         }
+        // Every match pointed back where the frame came from: the switch drops it (NoRoute), and
+        // the trace must say where the frame ended rather than end with no result.
+        if (next.Count == 0 && endings.Count == endedBefore)
+            endings.Add($"dropped at {state.Name}: the only way on is back to {ingress}, where the frame came from");
         return new TraceHop(state.Name, ingress, matched, outputs);
     }
 }

@@ -23,6 +23,7 @@ public sealed record DaemonStatus(
 
 public sealed record LinkStatus(
     string Peer,
+    string? Emulation,
     string Transport,
     bool Star,
     string? Dial,

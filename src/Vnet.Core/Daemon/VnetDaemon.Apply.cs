@@ -179,8 +179,13 @@ public sealed partial class VnetDaemon
                 var port = Links.Find(peer);
                 if (port is null || !view.Links.Remove(peer))
                     throw new DaemonCommandException($"no link {peer}");
-                if (port.Star && !IsProxy)
-                    throw new DaemonCommandException($"the star link to {peer} is part of {Name}'s configuration");
+                // At the Proxy a star link is the host's: removing it would only cut the host off until it re-dials.
+                if (port.Star)
+                {
+                    throw new DaemonCommandException(IsProxy
+                        ? $"the star link to {peer} is part of {peer}'s configuration"
+                        : $"the star link to {peer} is part of {Name}'s configuration");
+                }
                 view.RemovedLinks.Add(peer);
                 var transport = port.Transport;
                 var dial = port.DialAddress;

@@ -62,6 +62,9 @@ public sealed partial class VnetDaemon
         [LoggerMessage(EventId = 42, Level = LogLevel.Information, Message = "Rule {Id} added: {Rule}")]
         public static partial void RuleAdded(ILogger logger, long id, Rule rule);
 
+        [LoggerMessage(EventId = 44, Level = LogLevel.Information, Message = "Links to {Peer} now emulate {Emulation}")]
+        public static partial void EmulationSet(ILogger logger, string peer, string emulation);
+
         [LoggerMessage(EventId = 50, Level = LogLevel.Information, Message = "Applied a change set of {Count} changes")]
         public static partial void Applied(ILogger logger, int count);
 

@@ -16,6 +16,7 @@ public sealed partial class VnetDaemon
 
     void ILinkObserver.OnLinkUp(LinkPort port, LinkSession session) => _control.Post(() =>
     {
+        port.Emulation = EmulationFor(port.Peer);
         Rules.Republish();
         if (!IsProxy && port.Peer == Config.ProxyName)
         {

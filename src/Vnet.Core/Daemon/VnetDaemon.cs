@@ -124,7 +124,7 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
             var s = p.Session;
             var c = p.Counters;
             var rtt = s?.SmoothedRttMicros is long r && r >= 0 ? r / 1000.0 : (double?)null;
-            list.Add(new LinkStatus(p.Peer, (s?.Transport ?? p.Transport).ToString().ToLowerInvariant(), p.Star, p.DialAddress?.ToString(),
+            list.Add(new LinkStatus(p.Peer, p.Emulation?.ToString(), (s?.Transport ?? p.Transport).ToString().ToLowerInvariant(), p.Star, p.DialAddress?.ToString(),
                 p.IsUp, s?.RemoteEndPoint, s?.Started, rtt, c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes, c.TxDrops, c.RxErrors,
                 s?.QueuedFrames ?? 0, p.SessionsStarted, p.LastDownReason.Length == 0 ? null : p.LastDownReason));
         }
@@ -161,6 +161,46 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
         Links.RemoveLink(peer);
         Rules.Republish();
         Log.LinkRemoved(_logger, peer);
+    }
+
+    private readonly Dictionary<string, LinkEmulation> _emulation = new(StringComparer.Ordinal);
+
+    /// <summary>The emulation for links to a peer: its own entry, else the <c>*</c> entry, else none.</summary>
+    private LinkEmulation? EmulationFor(string peer)
+    {
+        lock (_emulation)
+        {
+            if (_emulation.Count == 0)
+            {
+                foreach (var (k, v) in Config.Emulation)
+                    _emulation[k] = v;
+            }
+            return _emulation.TryGetValue(peer, out var e) ? e : _emulation.GetValueOrDefault("*");
+        }
+    }
+
+    /// <summary>Sets (or with "none" clears) the emulation of links to a peer, or of every link ("*").</summary>
+    public string SetEmulation(string peer, string settings)
+    {
+        if (peer != "*" && !Names.IsValid(peer))
+            throw new DaemonCommandException($"'{peer}' is not a daemon name or *");
+        LinkEmulation emulation;
+        try
+        {
+            emulation = LinkEmulation.Parse(settings);
+        }
+        catch (FormatException e)
+        {
+            throw new DaemonCommandException(e.Message);
+        }
+        EmulationFor(peer);
+        lock (_emulation)
+            _emulation[peer] = emulation;
+        foreach (var port in Links.Links)
+            port.Emulation = EmulationFor(port.Peer);
+        var text = emulation.ToString();
+        Log.EmulationSet(_logger, peer, text);
+        return text;
     }
 
     private static bool Uses(Rule rule, PortRef port) =>

@@ -56,7 +56,14 @@ public sealed class PortCounters
 /// </summary>
 public abstract class Port
 {
-    protected Port(PortRef name) => Name = name;
+    protected Port(PortRef name)
+    {
+        Name = name;
+        IsInterface = name.Kind == PortKind.Interface;
+    }
+
+    /// <summary>A local interface (TAP or NIC), not a link: kept as a field for the data path.</summary>
+    public bool IsInterface { get; }
 
     /// <summary>Index in the switch's port array, assigned when the port is added.</summary>
     public int Id { get; internal set; } = -1;

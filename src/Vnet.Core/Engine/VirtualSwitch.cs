@@ -47,7 +47,7 @@ public sealed class VirtualSwitch
     /// </summary>
     public Action<Frame, MacAddress>? NewSourceHandler { get; set; }
 
-    /// <summary>Observes every forwarded frame (source, destination, bytes): the traffic matrix hooks in here.</summary>
+    /// <summary>Observes every frame forwarded from a local interface (source, destination, bytes): the traffic matrix hooks in here.</summary>
     public ITrafficObserver? Observer { get; set; }
 
     public ForwardingTable Table => Volatile.Read(ref _table);
@@ -218,9 +218,13 @@ public sealed class VirtualSwitch
         Span<int> targets = stackalloc int[MaxTargets];
         var count = 0;
         var ingressInTree = true;
+        var fromInterface = false;
         var ports = Volatile.Read(ref _ports);
         if (ingress >= 0 && ingress < ports.Length && ports[ingress] is { } arrival)
+        {
             ingressInTree = arrival.InFloodTree;
+            fromInterface = arrival.IsInterface;
+        }
 
         var n = result.Count;
         for (var i = 0; i < n; i++)
@@ -248,7 +252,10 @@ public sealed class VirtualSwitch
         }
 
         // Only frames that leave are observed: the traffic matrix must not count what was dropped.
-        Observer?.Record(src, dst, frame.Length);
+        // Only frames that enter here from a local interface: each VM's traffic is counted once, at
+        // the daemon that hosts it, not again at every daemon it crosses.
+        if (fromInterface)
+            Observer?.Record(src, dst, frame.Length);
         Interlocked.Increment(ref _forwarded);
         for (var i = 0; i < count; i++)
         {
@@ -285,7 +292,7 @@ public sealed class VirtualSwitch
     public void CountDrop(DropReason reason) => Interlocked.Increment(ref _drops[(int)reason]);
 }
 
-/// <summary>Sees every forwarded frame; must not block or allocate.</summary>
+/// <summary>Sees every frame forwarded from a local interface; must not block or allocate.</summary>
 public interface ITrafficObserver
 {
     void Record(MacAddress source, MacAddress destination, int bytes);

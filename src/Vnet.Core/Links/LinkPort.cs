@@ -43,6 +43,15 @@ public sealed class LinkPort : Port
 
     public long SessionsStarted => Interlocked.Read(ref _sessionsStarted);
 
+    /// <summary>Delay, loss and rate imposed on what this daemon sends over the link; null: none.</summary>
+    public LinkEmulation? Emulation
+    {
+        get => Volatile.Read(ref _emulation);
+        set => Volatile.Write(ref _emulation, value is null || value.IsNone ? null : value);
+    }
+
+    private LinkEmulation? _emulation;
+
     public string LastDownReason => _lastDownReason;
 
     /// <summary>Makes <paramref name="session"/> current; returns the one it replaces.</summary>

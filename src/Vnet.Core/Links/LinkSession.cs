@@ -76,6 +76,7 @@ public sealed unsafe class LinkSession : IDisposable, IFlushable
     private readonly byte[] _headers = GC.AllocateUninitializedArray<byte>(BatchSize * HeaderSlot, pinned: true);
     private readonly LibC.IoVec[] _iov = new LibC.IoVec[BatchSize * 2];
     private readonly List<Frame> _segments = new(128);
+    private readonly DelayLine _delay = new(8192);
     private readonly byte[] _datagram = GC.AllocateUninitializedArray<byte>(Wire.HeaderSize + Wire.MaxDataPayload + 65536, pinned: true);
     private long _inlineSends;
 
@@ -147,6 +148,14 @@ public sealed unsafe class LinkSession : IDisposable, IFlushable
     /// <summary>Queues a frame (taking over its reference); false when the queue is full or closed.</summary>
     internal bool Enqueue(Frame frame)
     {
+        // An emulated link holds frames in its delay line; the sender thread releases them when due.
+        if (_port.Emulation is { } emulation)
+        {
+            if (!_delay.TryAdd(frame, emulation))
+                return false;
+            _queue.Wake();
+            return true;
+        }
         // Inside a reader's batch the reader flushes us when it runs dry; otherwise the sender thread.
         if (!TransmitBatch.Active)
             return _queue.TryEnqueue(frame, wake: true);
@@ -226,10 +235,33 @@ public sealed unsafe class LinkSession : IDisposable, IFlushable
         Span<byte> payload = stackalloc byte[12];
         BinaryPrimitives.WriteInt64BigEndian(payload, Stopwatch.GetTimestamp());
         BinaryPrimitives.WriteUInt32BigEndian(payload.Slice(8), ++_keepAliveSeq);
+        SendProbe(MessageType.KeepAlive, payload);
+    }
+
+    /// <summary>
+    /// Sends a keep-alive or its answer on the data channel. On an emulated link it waits out the
+    /// link's delay first, so the RTT the link reports is the one its frames see.
+    /// </summary>
+    internal void SendProbe(MessageType type, ReadOnlySpan<byte> payload)
+    {
+        var delay = _port.Emulation?.Delay ?? TimeSpan.Zero;
+        if (delay > TimeSpan.Zero)
+        {
+            var copy = payload.ToArray();
+            _ = Task.Delay(delay).ContinueWith(_ => SendProbeNow(type, copy), TaskScheduler.Default);
+            return;
+        }
+        SendProbeNow(type, payload);
+    }
+
+    private void SendProbeNow(MessageType type, ReadOnlySpan<byte> payload)
+    {
+        if (IsClosed)
+            return;
         if (_udp is not null && UdpPeer is { } peer)
-            _udp.SendMessage(peer, MessageType.KeepAlive, Peer.RemoteSession, payload);
+            _udp.SendMessage(peer, type, Peer.RemoteSession, payload);
         else if (_udp is null)
-            SendControl(MessageType.KeepAlive, payload);
+            SendControl(type, payload);
     }
 
     internal void NoteDataReceived() => Interlocked.Exchange(ref _lastDataRxTicks, Stopwatch.GetTimestamp());
@@ -291,6 +323,7 @@ public sealed unsafe class LinkSession : IDisposable, IFlushable
         if (Interlocked.Decrement(ref _threadsLeft) != 0)
             return;
         _tcp.Dispose();
+        _delay.Clear();
         _queue.Dispose();
         try
         {
@@ -311,6 +344,7 @@ public sealed unsafe class LinkSession : IDisposable, IFlushable
             while (!IsClosed)
             {
                 int n;
+                var nextDue = long.MaxValue;
                 var outcome = SendOutcome.Sent;
                 lock (_sendLock)
                 {
@@ -323,7 +357,9 @@ public sealed unsafe class LinkSession : IDisposable, IFlushable
                         Close(leaving);
                         break;
                     }
-                    n = _queue.DequeueBatch(_batch);
+                    n = _delay.IsEmpty ? 0 : _delay.DequeueDue(_batch, out nextDue);
+                    if (n == 0)
+                        n = _queue.DequeueBatch(_batch);
                     if (n > 0)
                     {
                         outcome = _udp is null ? SendTcpBatch(_batch, n, inline: false) : SendUdpBatch(_batch, n);
@@ -337,7 +373,14 @@ public sealed unsafe class LinkSession : IDisposable, IFlushable
                 if (outcome == SendOutcome.Failed)
                     break;
                 if (n == 0)
-                    _queue.Wait(100);
+                {
+                    // Sleep until work arrives, or until the next held-back frame is due.
+                    var wait = 100;
+                    if (nextDue != long.MaxValue)
+                        wait = (int)Math.Clamp((nextDue - Stopwatch.GetTimestamp()) * 1000 / Stopwatch.Frequency, 0, 100);
+                    if (wait > 0)
+                        _queue.Wait(wait);
+                }
             }
         }
         catch (Exception e) when (e is SocketException or IOException or ObjectDisposedException)
@@ -774,7 +817,7 @@ public sealed unsafe class LinkSession : IDisposable, IFlushable
                 if (_udp is null)
                 {
                     NoteDataReceived();
-                    SendControl(MessageType.KeepAliveAck, payload);
+                    SendProbe(MessageType.KeepAliveAck, payload);
                 }
                 return true;
             case MessageType.KeepAliveAck:

@@ -257,7 +257,7 @@ public sealed class UdpTransport : IDisposable
                 break;
             case MessageType.KeepAlive:
                 session.NoteDataReceived();
-                SendMessage(peer, MessageType.KeepAliveAck, session.Peer.RemoteSession, payload);
+                session.SendProbe(MessageType.KeepAliveAck, payload);
                 break;
             case MessageType.KeepAliveAck:
                 session.NoteDataReceived();
