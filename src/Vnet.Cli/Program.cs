@@ -5,6 +5,9 @@ var root = new RootCommand("VNET: a layer-2 virtual network that puts VMs spread
 root.Add(DaemonCommand.Create());
 root.Add(KeygenCommand.Create());
 root.Add(TopoCli.Create());
+root.Add(PatternsCommand.Create());
+root.Add(VttifCli.Create());
+root.Add(AdaptCli.Create());
 foreach (var command in ControlCli.Create())
     root.Add(command);
 return await root.Parse(args).InvokeAsync();

@@ -81,6 +81,15 @@ public sealed record DaemonConfig
 
     public int QueueCapacity { get; init; } = 1024;
 
+    /// <summary>Traffic inference settings (report period everywhere; smoothing, pruning, damping on the Proxy).</summary>
+    public Inference.VttifOptions Vttif { get; init; } = Inference.VttifOptions.Default;
+
+    /// <summary>Proxy: what adaptation does with the inferred topology (off, advise, auto).</summary>
+    public Adaptation.AdaptationPolicy Adaptation { get; init; } = Vnet.Adaptation.AdaptationPolicy.Off;
+
+    /// <summary>Proxy: most links adaptation adds per daemon.</summary>
+    public int AdaptationBudget { get; init; } = 2;
+
     /// <summary>Link emulation by peer name (<c>*</c>: every link without its own entry).</summary>
     public IReadOnlyDictionary<string, LinkEmulation> Emulation { get; init; } = new Dictionary<string, LinkEmulation>();
 
@@ -287,10 +296,44 @@ public sealed record DaemonConfig
             MaxLearnedPerInterface = reader.Int("max_learned_per_interface") ?? 256,
             QueueCapacity = reader.Int("queue_capacity") ?? 1024,
             Emulation = emulation,
+            Adaptation = reader.String("adaptation") switch
+            {
+                null or "off" => Vnet.Adaptation.AdaptationPolicy.Off,
+                "advise" => Vnet.Adaptation.AdaptationPolicy.Advise,
+                "auto" => Vnet.Adaptation.AdaptationPolicy.Auto,
+                var a => throw new ConfigException("adaptation", $"'{a}' is not off, advise or auto"),
+            },
+            AdaptationBudget = reader.Int("adaptation_budget") ?? 2,
+            Vttif = ReadVttif(reader),
         };
         reader.RejectUnknown("name", "role", "listen", "key", "key_file", "proxy", "interface", "link", "control_socket",
-            "hop_limit", "max_learned_per_interface", "queue_capacity", "emulate");
+            "hop_limit", "max_learned_per_interface", "queue_capacity", "emulate", "adaptation", "adaptation_budget", "vttif");
         return config;
+    }
+
+    private static Inference.VttifOptions ReadVttif(TableReader reader)
+    {
+        var options = Inference.VttifOptions.Default;
+        if (reader.Table("vttif") is not { } v)
+            return options;
+        static TimeSpan Ms(int ms) => TimeSpan.FromMilliseconds(ms);
+        options = options with
+        {
+            ReportPeriod = v.Int("report_period_ms") is { } p ? Ms(p) : options.ReportPeriod,
+            TimeConstant = v.Int("time_constant_ms") is { } t ? Ms(t) : options.TimeConstant,
+            HoldTime = v.Int("hold_time_ms") is { } h ? Ms(h) : options.HoldTime,
+            MinRate = v.Int("min_rate") is { } m ? m : options.MinRate,
+            PruneThreshold = v.Int("prune_percent") is { } pr ? pr / 100.0 : options.PruneThreshold,
+        };
+        v.RejectUnknown("report_period_ms", "time_constant_ms", "hold_time_ms", "min_rate", "prune_percent");
+        try
+        {
+            return options.Validated();
+        }
+        catch (ArgumentException e)
+        {
+            throw new ConfigException("vttif", e.Message);
+        }
     }
 
     private static NetworkKey ReadKey(TableReader reader, string source)

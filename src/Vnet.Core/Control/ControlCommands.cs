@@ -17,7 +17,7 @@ public static class ControlCommands
     public static IReadOnlyList<string> Names { get; } =
     [
         "status", "link.list", "link.add", "link.del", "link.emulate", "rule.list", "rule.add", "rule.del",
-        "interface.list", "interface.add", "interface.del", "vm.list", "state", "apply", "remote", "overlay.state", "overlay.trace", "overlay.dump", "overlay.apply", "overlay.diff",
+        "interface.list", "interface.add", "interface.del", "vm.list", "state", "apply", "remote", "overlay.state", "overlay.trace", "overlay.dump", "overlay.apply", "overlay.diff", "vttif.matrix", "vttif.topology", "vttif.events", "adapt.status", "adapt.policy", "adapt.plan",
     ];
 
     public static Task<JsonNode?> Handle(VnetDaemon daemon, ControlRequest request)
@@ -59,6 +59,13 @@ public static class ControlCommands
             "overlay.state" => OverlayState(daemon),
             "overlay.trace" => Trace(daemon, a),
             "overlay.dump" => Dump(daemon),
+            "adapt.status" => daemon.Run(() => ControlJson.ToNode(daemon.AdaptationStatus())),
+            "adapt.policy" => daemon.Run(() => ControlJson.ToNode(daemon.SetAdaptation(ParsePolicy(Required(a, "policy")),
+                OptionalLong(a, "budget") is { } b ? (int)b : null))),
+            "adapt.plan" => daemon.Run(() => ControlJson.ToNode(daemon.PlacementAdvice(ParseCapacity(Optional(a, "capacity"))))),
+            "vttif.matrix" => daemon.Run(() => ControlJson.ToNode(Vttif.Matrix(daemon))),
+            "vttif.topology" => Vttif.TopologyAsync(daemon),
+            "vttif.events" => daemon.Run(() => ControlJson.ToNode(Vttif.Events(daemon, OptionalLong(a, "since") ?? 0))),
             "overlay.apply" => ApplyOverlay(daemon, a, dryRun: OptionalBool(a, "dryRun") ?? false),
             "overlay.diff" => ApplyOverlay(daemon, a, dryRun: true),
             _ => throw new DaemonCommandException($"unknown command '{request.Command}' (known: {string.Join(", ", Names)})"),
@@ -91,8 +98,11 @@ public static class ControlCommands
 
     private static async Task<JsonNode?> Dump(VnetDaemon daemon)
     {
-        var overlay = await OverlayApplier.DumpAsync(daemon);
-        return new JsonObject { ["text"] = Language.OverlayFormatter.Format(overlay) };
+        var states = await daemon.GatherStates();
+        var text = Language.OverlayFormatter.Format(OverlayModel.FromStates(states));
+        // What the dump cannot show is said where the reader looks, as comments the parser skips.
+        var missing = string.Concat(states.Unreachable.Select(u => $"# not reachable, left out (with its links and the rules naming them): {u}\n"));
+        return new JsonObject { ["text"] = missing + text };
     }
 
     /// <summary>Parses a description (errors name file, line and column) and diffs or applies it.</summary>
@@ -103,6 +113,30 @@ public static class ControlCommands
             throw new DaemonCommandException(string.Join("\n", parsed.Diagnostics));
         var report = await OverlayApplier.ApplyAsync(daemon, parsed.Overlay, dryRun);
         return ControlJson.ToNode(report);
+    }
+
+    private static Adaptation.AdaptationPolicy ParsePolicy(string text) => text switch
+    {
+        "off" => Adaptation.AdaptationPolicy.Off,
+        "advise" => Adaptation.AdaptationPolicy.Advise,
+        "auto" => Adaptation.AdaptationPolicy.Auto,
+        _ => throw new DaemonCommandException($"'{text}' is not off, advise or auto"),
+    };
+
+    /// <summary><c>h1=4,h2=4</c>: how many VMs each host may have.</summary>
+    private static Dictionary<string, int>? ParseCapacity(string? text)
+    {
+        if (string.IsNullOrWhiteSpace(text))
+            return null;
+        var map = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var eq = part.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0 || !int.TryParse(part.AsSpan(eq + 1), System.Globalization.CultureInfo.InvariantCulture, out var n) || n < 0)
+                throw new DaemonCommandException($"'{part}' is not HOST=COUNT");
+            map[part[..eq]] = n;
+        }
+        return map;
     }
 
     private static Task<JsonNode?> AddLink(VnetDaemon daemon, JsonObject a)

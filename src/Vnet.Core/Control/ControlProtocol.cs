@@ -41,6 +41,11 @@ public sealed record ControlResponse(bool Ok, JsonNode? Data, string? Error);
 [JsonSerializable(typeof(OverlayStates))]
 [JsonSerializable(typeof(TraceResult))]
 [JsonSerializable(typeof(OverlayApplyReport))]
+[JsonSerializable(typeof(VttifMatrix))]
+[JsonSerializable(typeof(AdaptationStatus))]
+[JsonSerializable(typeof(Adaptation.PlacementPlan))]
+[JsonSerializable(typeof(VttifTopology))]
+[JsonSerializable(typeof(List<VttifEvent>))]
 [JsonSerializable(typeof(List<VmStatus>))]
 public sealed partial class ControlJson : JsonSerializerContext
 {

@@ -53,6 +53,9 @@ public sealed record DaemonChange
 
     public string? Dial { get; init; }
 
+    /// <summary>Rules and links: who asks for them (<c>user</c>, the default, or <c>adaptation</c>).</summary>
+    public string? Origin { get; init; }
+
     public override string ToString() => Op switch
     {
         AddInterface => $"add interface {Name} {Kind}",

@@ -32,7 +32,9 @@ public static class OverlayApplier
         OverlayChanges changes;
         try
         {
-            changes = OverlayDiff.Compute(current, desired);
+            // The live model has no links to daemons it lacks (FromStates): compare like with like,
+            // or links and rules that are live would show as changes next to the refusal.
+            changes = OverlayDiff.Compute(current, missing.Count == 0 ? desired : OverlayModel.WithoutLinksTo(desired, missing));
         }
         catch (ArgumentException e)
         {

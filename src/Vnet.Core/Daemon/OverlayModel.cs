@@ -19,6 +19,7 @@ public static class OverlayModel
     /// The live overlay as a description: daemons, interfaces with their VMs, user rules, and
     /// links as their dialing side has them. Rules the daemons install themselves (VM defaults,
     /// locations, flooding) and adaptation's are not part of it, so dump then apply changes nothing.
+    /// Daemons the Proxy cannot reach are left out, with the links to them and the rules naming those.
     /// </summary>
     public static OverlayDescription FromStates(OverlayStates states)
     {
@@ -46,14 +47,16 @@ public static class OverlayModel
                 i.Kind == "pcap" ? InterfaceKind.Pcap : InterfaceKind.Tap,
                 i.Mtu == DefaultMtu ? null : i.Mtu, i.Bridge, i.Lan,
                 i.Vms.Select(MacAddress.Parse).ToList())).ToList();
-            var rules = s.Rules.Where(r => r.Origin == "user").Select(ToRule).OfType<Rule>().Select(RuleDecl.From).ToList();
+            var rules = s.Rules.Where(r => r.Origin == "user").Select(ToRule).OfType<Rule>()
+                .Where(r => !NamesUnknownLink(r, names)).Select(RuleDecl.From).ToList();
             daemons.Add(new DaemonDecl(s.Name, s.Role == "proxy" ? DaemonRole.Proxy : DaemonRole.Host,
                 listen.GetValueOrDefault(s.Name), interfaces, rules));
             foreach (var l in s.Links)
             {
-                // A link to a daemon the Proxy cannot reach (its host is down) cannot be described:
-                // the description would name a daemon it does not declare, and fail its own checks.
-                if (l.Dial is null || !IPEndPoint.TryParse(l.Dial, out var dial) || !names.Contains(l.Peer))
+                // A link to a daemon the Proxy cannot reach (its host is down) cannot be described, nor
+                // can the rules that name it: the description would name a daemon it does not declare.
+                // Adaptation's links come and go with the traffic; a description is the user's overlay.
+                if (l.Origin == "adaptation" || l.Dial is null || !IPEndPoint.TryParse(l.Dial, out var dial) || !names.Contains(l.Peer))
                     continue;
                 int? port = listen.TryGetValue(l.Peer, out var peer) && peer.Port == dial.Port ? null : dial.Port;
                 links.Add(new LinkDecl(s.Name, l.Peer, l.Transport == "udp" ? LinkTransport.Udp : LinkTransport.Tcp, port));
@@ -134,6 +137,23 @@ public static class OverlayModel
         In = r.Ingress?.ToString(),
         To = r.Action.ToString(),
     };
+
+    /// <summary>The description without the links that join one of <paramref name="daemons"/>, nor the rules that name those links.</summary>
+    public static OverlayDescription WithoutLinksTo(OverlayDescription overlay, IReadOnlyCollection<string> daemons)
+    {
+        ArgumentNullException.ThrowIfNull(overlay);
+        ArgumentNullException.ThrowIfNull(daemons);
+        return overlay with
+        {
+            Daemons = overlay.Daemons.Select(d => d with { Rules = d.Rules.Where(r => !daemons.Any(x => r.Uses(PortRef.Link(x)))).ToList() }).ToList(),
+            Links = overlay.Links.Where(l => !daemons.Any(l.Involves)).ToList(),
+        };
+    }
+
+    /// <summary>A rule that sends to or matches on a link to a daemon the dump leaves out (it is not reachable).</summary>
+    private static bool NamesUnknownLink(Rule rule, HashSet<string> daemons) =>
+        (!rule.Action.IsFlood && rule.Action.Port.Kind == PortKind.Link && !daemons.Contains(rule.Action.Port.Name)) ||
+        (rule.Ingress is { Kind: PortKind.Link } i && !daemons.Contains(i.Name));
 
     private static string Transport(LinkTransport t) => t == LinkTransport.Udp ? "udp" : "tcp";
 

@@ -7,6 +7,12 @@ namespace Vnet.Daemon;
 /// <summary>A VM's MAC on a daemon's interface.</summary>
 public sealed record VmEntry(string Mac, string Interface);
 
+/// <summary>Cumulative counters of one (source, destination) pair at the daemon whose VM sends.</summary>
+public sealed record TrafficEntry(string Src, string Dst, long Bytes, long Frames);
+
+/// <summary>What a daemon measures on one of its links: smoothed RTT and throughput over the last period.</summary>
+public sealed record LinkMeasurement(string Peer, bool Star, double? RttMs, double TxBytesPerSecond, double RxBytesPerSecond);
+
 /// <summary>Where a VM lives: the daemon (host) that has it.</summary>
 public sealed record LocationEntry(string Mac, string Daemon);
 
@@ -17,6 +23,7 @@ public sealed record LocationEntry(string Mac, string Daemon);
 /// <item><c>announce</c> host → Proxy: VMs on this host (<c>Full</c>: the complete set, sent on every (re)connect).</item>
 /// <item><c>withdraw</c> host → Proxy: VMs gone from this host.</item>
 /// <item><c>locations</c> Proxy → hosts: where VMs live (<c>Full</c> on connect, then changes).</item>
+/// <item><c>traffic</c> host → Proxy, every report period: cumulative bytes and frames per (source, destination) of the host's VMs, and its links' RTT and throughput.</item>
 /// <item><c>request</c> Proxy → host: a control command to run there (remote control, change sets);
 /// <c>response</c> host → Proxy with the same <c>Id</c>.</item>
 /// </list>
@@ -26,6 +33,7 @@ public sealed record PeerMessage
     public const string Announce = "announce";
     public const string Withdraw = "withdraw";
     public const string Locations = "locations";
+    public const string Traffic = "traffic";
     public const string Request = "request";
     public const string Response = "response";
 
@@ -38,6 +46,11 @@ public sealed record PeerMessage
     public IReadOnlyList<string>? Macs { get; init; }
 
     public IReadOnlyList<LocationEntry>? Where { get; init; }
+
+    /// <summary>Traffic: the sender's cumulative matrix (its VMs' rows) and its links' measurements.</summary>
+    public IReadOnlyList<TrafficEntry>? Matrix { get; init; }
+
+    public IReadOnlyList<LinkMeasurement>? Measurements { get; init; }
 
     /// <summary>Request and response: pairs them up.</summary>
     public long Id { get; init; }

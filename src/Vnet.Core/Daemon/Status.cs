@@ -101,4 +101,17 @@ public sealed record DaemonState(
 public sealed record InterfaceState(string Name, string Kind, int Mtu, string? Bridge, bool Lan, IReadOnlyList<string> Vms);
 
 /// <summary>A link as this daemon has it: <c>Dial</c> is where it dials the peer, null when the peer dials in.</summary>
-public sealed record LinkState(string Peer, string Transport, bool Star, string? Dial, bool Up, string? Remote);
+public sealed record LinkState(string Peer, string Transport, bool Star, string? Dial, bool Up, string? Remote, string Origin = "user");
+
+/// <summary>The Proxy's smoothed global matrix, for <c>vnet vttif matrix</c>.</summary>
+public sealed record VttifMatrix(double PeriodSeconds, double TimeConstantSeconds, IReadOnlyList<MatrixCell> Cells);
+
+public sealed record MatrixCell(string Src, string Dst, double BytesPerSecond, string? SrcDaemon, string? DstDaemon);
+
+/// <summary>The inferred application topology, and the overlay that would serve it, as a description.</summary>
+public sealed record VttifTopology(DateTimeOffset Since, IReadOnlyList<TopologyEdge> Edges, string Description);
+
+public sealed record TopologyEdge(string A, string B, double BytesPerSecond, double Normalized);
+
+/// <summary>One change of the inferred topology.</summary>
+public sealed record VttifEvent(long Id, DateTimeOffset At, IReadOnlyList<string> Added, IReadOnlyList<string> Removed, IReadOnlyList<TopologyEdge> Edges);

@@ -128,9 +128,10 @@ public sealed partial class VnetDaemon
             }
             case DaemonChange.AddRule:
             {
-                var rule = ControlCommands.ParseRule(Need(c.Src, "src"), Need(c.Dst, "dst"), c.In, Need(c.To, "to"));
+                var origin = OriginOf(c);
+                var rule = ControlCommands.ParseRule(Need(c.Src, "src"), Need(c.Dst, "dst"), c.In, Need(c.To, "to")) with { Origin = origin };
                 view.CheckPorts(rule);
-                if (view.Rules.Exists(r => r.SameMatchAndAction(rule)))
+                if (view.Rules.Exists(r => r.Origin == origin && r.SameMatchAndAction(rule)))
                     throw new DaemonCommandException($"rule {rule} already exists");
                 view.Rules.Add(rule);
                 long id = 0;
@@ -138,13 +139,23 @@ public sealed partial class VnetDaemon
             }
             case DaemonChange.RemoveRule:
             {
-                var rule = ControlCommands.ParseRule(Need(c.Src, "src"), Need(c.Dst, "dst"), c.In, Need(c.To, "to"));
-                var index = view.Rules.FindIndex(r => r.SameMatchAndAction(rule));
+                var origin = OriginOf(c);
+                var rule = ControlCommands.ParseRule(Need(c.Src, "src"), Need(c.Dst, "dst"), c.In, Need(c.To, "to")) with { Origin = origin };
+                var index = view.Rules.FindIndex(r => r.Origin == origin && r.SameMatchAndAction(rule));
+                // A host drops adaptation's rules for a VM that moved on its own; removing one
+                // again is no error.
+                if (index < 0 && origin == RuleOrigin.Adaptation)
+                    return (c, () => { }, () => { });
                 if (index < 0)
-                    throw new DaemonCommandException($"no user rule {rule}");
+                    throw new DaemonCommandException($"no {origin.ToString().ToLowerInvariant()} rule {rule}");
                 view.Rules.RemoveAt(index);
-                return (c, () => Rules.Edit(e => e.RemoveWhere(r => r.Origin == RuleOrigin.User && r.SameMatchAndAction(rule))),
-                    () => AddRuleUnchecked(rule));
+                // Undone with its id and counters: a refused set leaves the rule as `vnet rule list` showed it.
+                List<Engine.RuleEntry> removed = [];
+                return (c, () => removed = RemoveRules(rule, origin), () => Rules.Edit(e =>
+                {
+                    foreach (var r in removed)
+                        e.Restore(r.Rule, r.Stats);
+                }));
             }
             case DaemonChange.AddLink:
             {
@@ -165,12 +176,15 @@ public sealed partial class VnetDaemon
                 view.Links.Add(peer);
                 if (passiveAlready)
                     return (c, () => { }, () => { });
+                var linkOrigin = OriginOf(c);
                 return (c, () =>
                 {
                     if (dial is not null)
                         AddLink(peer, dial, transport);
                     else
                         ExpectLink(peer, transport);
+                    if (Links.Find(peer) is { } made)
+                        made.Origin = linkOrigin;
                 }, () => RemoveLinkForce(peer));
             }
             case DaemonChange.RemoveLink:
@@ -214,7 +228,26 @@ public sealed partial class VnetDaemon
         Rules.Republish();
     }
 
-    private long AddRuleUnchecked(Rule rule) => Rules.Edit(e => e.Add(rule with { Id = 0, Origin = RuleOrigin.User })).Id;
+    /// <summary>Removes the user rules equal to <paramref name="rule"/>; returns them with their counters.</summary>
+    private List<Engine.RuleEntry> RemoveRules(Rule rule, RuleOrigin origin)
+    {
+        var found = Rules.List().Where(r => r.Rule.Origin == origin && r.Rule.SameMatchAndAction(rule)).ToList();
+        Rules.Edit(e =>
+        {
+            foreach (var r in found)
+                e.Remove(r.Rule.Id);
+        });
+        return found;
+    }
+
+    private long AddRuleUnchecked(Rule rule) => Rules.Edit(e => e.Add(rule with { Id = 0 })).Id;
+
+    private static RuleOrigin OriginOf(DaemonChange c) => c.Origin switch
+    {
+        null or "user" => RuleOrigin.User,
+        "adaptation" => RuleOrigin.Adaptation,
+        _ => throw new DaemonCommandException($"'{c.Origin}' is not an origin a change set may use (user, adaptation)"),
+    };
 
     /// <summary>Removes a link and every non-user rule that uses it (user rules were checked by the plan).</summary>
     private void RemoveLinkForce(string peer)
@@ -264,7 +297,7 @@ public sealed partial class VnetDaemon
                 Links.Add(l.Peer);
             foreach (var r in d.Rules.List())
             {
-                if (r.Rule.Origin == RuleOrigin.User)
+                if (r.Rule.Origin != RuleOrigin.System)
                     Rules.Add(r.Rule);
             }
         }

@@ -65,6 +65,12 @@ public sealed partial class VnetDaemon
         [LoggerMessage(EventId = 44, Level = LogLevel.Information, Message = "Links to {Peer} now emulate {Emulation}")]
         public static partial void EmulationSet(ILogger logger, string peer, string emulation);
 
+        [LoggerMessage(EventId = 61, Level = LogLevel.Information, Message = "Adaptation {How} at {Daemon}: {Change} ({Reason})")]
+        public static partial void Adapted(ILogger logger, string how, string daemon, string change, string reason);
+
+        [LoggerMessage(EventId = 60, Level = LogLevel.Information, Message = "Topology change {Id}: {Edges} edges; added [{Added}] removed [{Removed}]")]
+        public static partial void TopologyChanged(ILogger logger, long id, int edges, IReadOnlyList<Inference.VmPair> added, IReadOnlyList<Inference.VmPair> removed);
+
         [LoggerMessage(EventId = 50, Level = LogLevel.Information, Message = "Applied a change set of {Count} changes")]
         public static partial void Applied(ILogger logger, int count);
 

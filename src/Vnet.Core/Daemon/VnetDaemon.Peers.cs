@@ -29,7 +29,12 @@ public sealed partial class VnetDaemon
         }
     });
 
-    void ILinkObserver.OnLinkDown(LinkPort port, string reason) => FailPending(port.Peer, reason);
+    void ILinkObserver.OnLinkDown(LinkPort port, string reason)
+    {
+        FailPending(port.Peer, reason);
+        if (IsProxy && port.Star)
+            _control.Post(() => ForgetTraffic(port.Peer));
+    }
 
     void ILinkObserver.OnControl(LinkPort port, LinkSession session, byte[] payload)
     {
@@ -73,6 +78,9 @@ public sealed partial class VnetDaemon
                     return;
                 case PeerMessage.Withdraw:
                     RemoveLocations(ParseMacs(port.Peer, message.Macs), port.Peer);
+                    return;
+                case PeerMessage.Traffic:
+                    OnTraffic(port.Peer, message);
                     return;
             }
         }
@@ -162,6 +170,7 @@ public sealed partial class VnetDaemon
         {
             Broadcast(new PeerMessage { Type = PeerMessage.Locations, Where = changed });
             UpdateLanFilters();
+            Adapt("a VM moved or appeared");
         }
     }
 
@@ -268,6 +277,8 @@ public sealed partial class VnetDaemon
             }
             if (entry.Daemon != Name)
                 UnlearnLocal(mac, entry.Daemon);
+            if (!_locations.TryGetValue(mac, out var was) || was != entry.Daemon)
+                DropStaleAdaptation(mac, entry.Daemon);
             _locations[mac] = entry.Daemon;
         }
         if (message.Full)
@@ -278,6 +289,17 @@ public sealed partial class VnetDaemon
                     _locations.TryRemove(mac, out _);
             }
         }
+    }
+
+    /// <summary>
+    /// A VM now lives elsewhere: adaptation's rules that send it over a link to another daemon lead
+    /// nowhere now, so its traffic falls back to the star at once; the Proxy re-adapts later.
+    /// </summary>
+    private void DropStaleAdaptation(MacAddress mac, string home)
+    {
+        var exact = MacMatch.Exact(mac);
+        Rules.Edit(e => e.RemoveWhere(r => r.Origin == RuleOrigin.Adaptation && r.Destination == exact &&
+            !r.Action.IsFlood && r.Action.Port.Kind == PortKind.Link && r.Action.Port.Name != home));
     }
 
     private void SendToProxy(PeerMessage message)

@@ -10,7 +10,7 @@ public sealed partial class VnetDaemon
                 i.Config.Lan, i.Vms.Keys.Select(m => m.ToString()).Order(StringComparer.Ordinal).ToList())).ToList();
         var links = Links.Links.OrderBy(l => l.Peer, StringComparer.Ordinal).Select(l =>
             new LinkState(l.Peer, (l.Session?.Transport ?? l.Transport).ToString().ToLowerInvariant(), l.Star,
-                l.DialAddress?.ToString(), l.IsUp, l.Session?.RemoteEndPoint)).ToList();
+                l.DialAddress?.ToString(), l.IsUp, l.Session?.RemoteEndPoint, l.Origin.ToString().ToLowerInvariant())).ToList();
         var listen = Links.LocalEndPoint?.ToString();
         return new DaemonState(Name, IsProxy ? "proxy" : "host", listen, interfaces, links, ListRules());
     }

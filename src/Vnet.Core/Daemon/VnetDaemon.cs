@@ -84,6 +84,7 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
         foreach (var l in Config.Links)
             Links.AddLink(l.Peer, l.Transport, star: false, l.Address);
         Rules.Republish();
+        StartVttif();
         Log.Started(_logger, Name, Config.Role, Links.LocalEndPoint!);
         return Task.CompletedTask;
     }
@@ -414,6 +415,7 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
         if (_disposed)
             return;
         _disposed = true;
+        await StopVttif();
         Log.Stopping(_logger, "links");
         await Links.DisposeAsync();
         Log.Stopping(_logger, "interfaces");

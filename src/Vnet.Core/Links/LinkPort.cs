@@ -43,6 +43,9 @@ public sealed class LinkPort : Port
 
     public long SessionsStarted => Interlocked.Read(ref _sessionsStarted);
 
+    /// <summary>Who made the link: configuration and users, or adaptation (which may remove it again).</summary>
+    public Forwarding.RuleOrigin Origin { get; set; } = Forwarding.RuleOrigin.User;
+
     /// <summary>Delay, loss and rate imposed on what this daemon sends over the link; null: none.</summary>
     public LinkEmulation? Emulation
     {

@@ -116,11 +116,16 @@ internal sealed class OverlayBed : IDisposable
             """);
     }
 
-    /// <summary>Starts host hN with a TAP on its bridge and the star link to the Proxy.</summary>
-    public BackgroundProcess StartHost(int i, string transport = "tcp", string? key = null)
+    /// <summary>
+    /// Starts host hN with a TAP on its bridge and the star link to the Proxy. With
+    /// <paramref name="bridgeInConfig"/> false the daemon's TAP has no bridge setting and the bed
+    /// puts it on br0 itself, as a VM manager would: the interface is then what <c>vnet topo gen</c> writes.
+    /// </summary>
+    public BackgroundProcess StartHost(int i, string transport = "tcp", string? key = null, bool bridgeInConfig = true)
     {
         var name = $"h{i}";
-        return StartDaemon(name, $"""
+        var bridge = bridgeInConfig ? "bridge = \"br0\"" : "";
+        var process = StartDaemon(name, $"""
             name = "{name}"
             role = "host"
             listen = "{HostIp(i)}:5500"
@@ -134,8 +139,11 @@ internal sealed class OverlayBed : IDisposable
 
             [[interface]]
             name = "tap0"
-            bridge = "br0"
+            {bridge}
             """);
+        if (!bridgeInConfig)
+            Bed.Attach(name, "tap0", "br0");
+        return process;
     }
 
     private BackgroundProcess StartDaemon(string name, string config)
@@ -153,11 +161,11 @@ internal sealed class OverlayBed : IDisposable
     public BackgroundProcess Daemon(string name) => _daemons[name];
 
     /// <summary>Starts the Proxy and every host, and waits until each host's star link is up.</summary>
-    public void StartAll(string transport = "tcp", bool lanNic = true)
+    public void StartAll(string transport = "tcp", bool lanNic = true, bool bridgeInConfig = true)
     {
         StartProxy(lanNic);
         for (var i = 1; i <= HostCount; i++)
-            StartHost(i, transport);
+            StartHost(i, transport, bridgeInConfig: bridgeInConfig);
         WaitStar(HostCount);
     }
 
