@@ -35,9 +35,10 @@ internal static class TopoCli
         transport.AcceptOnlyFromAmong("tcp", "udp");
         var iface = new Option<string>("--interface") { Description = "The hosts' VM interface", DefaultValueFactory = _ => "tap0" };
         var lan = new Option<string?>("--lan") { Description = "The Proxy's LAN NIC (a pcap interface)" };
+        var bridge = new Option<string?>("--bridge") { Description = "The Linux bridge the hosts' TAP interface joins" };
         var gen = new Command("gen", "Print a description: star (every host dials the Proxy), mesh (plus every host pair, with rules), ring (plus a ring of hosts).")
         {
-            kind, proxy, hosts, vms, transport, iface, lan,
+            kind, proxy, hosts, vms, transport, iface, lan, bridge,
         };
         gen.SetAction(p =>
         {
@@ -47,6 +48,16 @@ internal static class TopoCli
                     p.GetValue(kind) switch { "mesh" => TopologyKind.Mesh, "ring" => TopologyKind.Ring, _ => TopologyKind.Star },
                     Daemon(p.GetValue(proxy)!), [.. p.GetValue(hosts)!.Select(Daemon)], [.. (p.GetValue(vms) ?? []).Select(Vm)],
                     p.GetValue(transport) == "udp" ? LinkTransport.Udp : LinkTransport.Tcp, p.GetValue(iface)!, p.GetValue(lan));
+                if (p.GetValue(bridge) is { } br)
+                {
+                    overlay = overlay with
+                    {
+                        Daemons = [.. overlay.Daemons.Select(d => d.Role == DaemonRole.Proxy ? d : d with
+                        {
+                            Interfaces = [.. d.Interfaces.Select(i => i.Kind == Configuration.InterfaceKind.Tap ? i with { Bridge = br } : i)],
+                        })],
+                    };
+                }
                 Console.Write(OverlayFormatter.Format(overlay));
                 return 0;
             }

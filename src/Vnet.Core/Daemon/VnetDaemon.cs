@@ -155,6 +155,8 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
             throw new DaemonCommandException($"no link {peer}");
         if (!IsProxy && peer == Config.ProxyName)
             throw new DaemonCommandException($"{peer} is the star link to the Proxy; it cannot be removed");
+        if (IsProxy && Links.Find(peer) is { Star: true })
+            throw new DaemonCommandException($"{peer} is a host's star link; it comes from {peer}'s configuration");
         var users = Rules.List().Where(r => r.Rule.Origin != RuleOrigin.System && Uses(r.Rule, port)).Select(r => r.Rule.Id).ToList();
         if (users.Count > 0)
             throw new DaemonCommandException($"link {peer} is used by rule(s) {string.Join(", ", users)}; remove them first");

@@ -20,9 +20,10 @@ internal sealed partial class RankRun
     private void Listen()
     {
         var at = _o.Listen ?? _o.Peers[_rank];
-        var socket = new Socket(at.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        Socket? socket = null;
         try
         {
+            socket = new Socket(at.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
             // A run right after another on the same ports must not wait out TIME_WAIT.
             socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
             socket.Bind(at);
@@ -30,7 +31,7 @@ internal sealed partial class RankRun
         }
         catch (SocketException e)
         {
-            socket.Dispose();
+            socket?.Dispose();
             throw new PatternException($"cannot listen on {at}: {e.Message}");
         }
         _listener = socket;

@@ -93,18 +93,18 @@ public sealed class TopologyTests(ITestOutputHelper output) : IDisposable
         using var o = new OverlayBed(output, hosts: 2, lan: false);
         o.StartAll(lanNic: false);
         // Everything but the last line is a valid change (a rule at each host).
-        var valid = $"""
+        var valid = $$"""
             proxy proxy at 192.0.2.1:5500
 
-            host h2 at {HostIp(2)}:5500 {"{"}
+            host h2 at {{HostIp(2)}}:5500 {
               interface tap0 tap bridge br0
               rule any -> 02:00:00:00:00:07 to link proxy
-            {"}"}
+            }
 
             link h1 -> proxy
             link h2 -> proxy
 
-            host h1 at {HostIp(1)}:5500 {"{"}
+            host h1 at {{HostIp(1)}}:5500 {
               interface tap0 tap bridge br0
               rule any -> 02:00:00:00:00:08 to link proxy
 
@@ -213,6 +213,7 @@ public sealed class TopologyTests(ITestOutputHelper output) : IDisposable
         Assert.True(error.Success, result.Stderr);
         Assert.Contains("vnet: h1 rolled back\n", result.Stderr, StringComparison.Ordinal);
         Assert.Equal(h1Rules, o.Rules("h1").Select(r => (r.Id, r.Source, r.Destination, r.Ingress, r.Action, r.Origin)).ToList());
+        // h2 undid its own rule removal: the rule is back under its old id.
         Assert.Equal(before, Snapshot(o));
         Assert.DoesNotContain("tapx", o.Cli("h2", "interface list"), StringComparison.Ordinal);
     }

@@ -267,7 +267,7 @@ public sealed class PatternGraphTests
     }
 
     [Fact]
-    public void Names_CommandLineSpelling()
+    public void TryParse_Names_CommandLineSpellingAnyCase()
     {
         Assert.Equal(["all-to-all", "ring", "neighbor-mesh", "bus", "tree", "reduction"], PatternGraph.Names);
         Assert.True(PatternGraph.TryParse("All-To-All", out var kind));

@@ -184,6 +184,19 @@ public sealed class PatternRunnerTests
     }
 
     [Fact]
+    public async Task RunAsync_PortTaken_FailsSayingWhere()
+    {
+        var peers = FreeEndpoints(2);
+        using var squatter = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        squatter.Bind(peers[1]);
+        squatter.Listen();
+
+        var task = (await Ranks.RunAsync([Options(PatternKind.Ring, peers, 1, 100, 1)])).Single();
+
+        Assert.StartsWith($"cannot listen on {peers[1]}: ", Failure(task), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task RunAsync_RanksDisagreeOnSize_BothFailSayingHow()
     {
         var peers = FreeEndpoints(2);

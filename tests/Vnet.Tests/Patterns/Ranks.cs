@@ -25,7 +25,10 @@ internal static class Ranks
                 var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
                 try
                 {
+                    // Listening, not only bound: .NET sets SO_REUSEADDR, under which two sockets that
+                    // are merely bound may share a port.
                     socket.Bind(new IPEndPoint(IPAddress.Loopback, Random.Shared.Next(20000, 32000)));
+                    socket.Listen();
                     held.Add(socket);
                 }
                 catch (SocketException)
