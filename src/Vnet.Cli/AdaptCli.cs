@@ -17,7 +17,7 @@ internal static class AdaptCli
             adapt.Add(o);
 
         var status = new Command("status", "Policy, budget, the current plan, adaptation's links and what it did (with reasons).");
-        status.SetAction((p, ct) => Run(p, "adapt.status", null, PrintStatus, ct));
+        status.SetAction((p, ct) => ControlCli.Call(p, "adapt.status", null, PrintStatus, ct));
 
         var policy = new Argument<string>("policy") { Description = "off, advise (log what it would do) or auto" };
         policy.AcceptOnlyFromAmong("off", "advise", "auto");
@@ -28,7 +28,7 @@ internal static class AdaptCli
             var args = new JsonObject { ["policy"] = p.GetValue(policy) };
             if (p.GetValue(budget) is { } b)
                 args["budget"] = b;
-            return Run(p, "adapt.policy", args, PrintStatus, ct);
+            return ControlCli.Call(p, "adapt.policy", args, PrintStatus, ct);
         });
 
         var capacity = new Option<string?>("--capacity") { Description = "VMs each host may have, as h1=4,h2=4 (default: one more than it has)" };
@@ -38,7 +38,7 @@ internal static class AdaptCli
             var args = new JsonObject();
             if (p.GetValue(capacity) is { } c)
                 args["capacity"] = c;
-            return Run(p, "adapt.plan", args, d =>
+            return ControlCli.Call(p, "adapt.plan", args, d =>
             {
                 var plan = ControlJson.FromNode<PlacementPlan>(d)!;
                 Console.WriteLine($"inter-host traffic {RateFormat.BytesPerSecond(plan.InterHostBefore)} -> {RateFormat.BytesPerSecond(plan.InterHostAfter)} after {plan.Moves.Count} move(s)");
@@ -64,23 +64,5 @@ internal static class AdaptCli
             Console.WriteLine($"links made by adaptation: {string.Join(", ", s.Links)}");
         foreach (var a in s.Log.TakeLast(20))
             Console.WriteLine($"{a.At:HH:mm:ss} {(a.Applied ? "applied" : "advised")} at {a.Daemon}: {a.Change} ({a.Reason})");
-    }
-
-    private static async Task<int> Run(ParseResult p, string command, JsonObject? args, Action<JsonNode?> print, CancellationToken ct)
-    {
-        try
-        {
-            var data = await ControlCli.Send(p, command, args, ct);
-            if (p.GetValue(ControlCli.JsonFlag))
-                Console.WriteLine(data?.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
-            else
-                print(data);
-            return 0;
-        }
-        catch (ControlException e)
-        {
-            await Console.Error.WriteLineAsync($"vnet: {e.Message}");
-            return 1;
-        }
     }
 }

@@ -189,7 +189,7 @@ internal static class ControlCli
         return iface;
     }
 
-    private static async Task<int> Call(ParseResult p, string command, JsonObject? args, Action<JsonNode?> print, CancellationToken ct)
+    internal static async Task<int> Call(ParseResult p, string command, JsonObject? args, Action<JsonNode?> print, CancellationToken ct)
     {
         try
         {

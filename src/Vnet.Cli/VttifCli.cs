@@ -16,7 +16,7 @@ internal static class VttifCli
             vttif.Add(o);
 
         var matrix = new Command("matrix", "The smoothed VM×VM traffic matrix (bytes/s per source and destination).");
-        matrix.SetAction((p, ct) => Run(p, "vttif.matrix", null, d =>
+        matrix.SetAction((p, ct) => ControlCli.Call(p, "vttif.matrix", null, d =>
         {
             var m = ControlJson.FromNode<VttifMatrix>(d)!;
             Console.WriteLine($"report period {m.PeriodSeconds:0.###} s, smoothing time constant {m.TimeConstantSeconds:0.###} s");
@@ -27,7 +27,7 @@ internal static class VttifCli
         }, ct));
 
         var topology = new Command("topology", "The inferred application topology, as a description that serves it (apply it with vnet topo apply).");
-        topology.SetAction((p, ct) => Run(p, "vttif.topology", null, d => Console.Write(ControlJson.FromNode<VttifTopology>(d)!.Description), ct));
+        topology.SetAction((p, ct) => ControlCli.Call(p, "vttif.topology", null, d => Console.Write(ControlJson.FromNode<VttifTopology>(d)!.Description), ct));
 
         var count = new Option<int?>("--count") { Description = "Stop after this many changes" };
         var timeout = new Option<double?>("--timeout") { Description = "Stop after this many seconds" };
@@ -74,23 +74,5 @@ internal static class VttifCli
         vttif.Add(topology);
         vttif.Add(watch);
         return vttif;
-    }
-
-    private static async Task<int> Run(ParseResult p, string command, JsonObject? args, Action<JsonNode?> print, CancellationToken ct)
-    {
-        try
-        {
-            var data = await ControlCli.Send(p, command, args, ct);
-            if (p.GetValue(ControlCli.JsonFlag))
-                Console.WriteLine(data?.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
-            else
-                print(data);
-            return 0;
-        }
-        catch (ControlException e)
-        {
-            await Console.Error.WriteLineAsync($"vnet: {e.Message}");
-            return 1;
-        }
     }
 }
