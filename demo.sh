@@ -95,6 +95,13 @@ ns vm2 iperf3 -s -1 -D
 sleep 0.3
 show ns vm1 iperf3 -c 10.50.0.12 -t 3 -f g | grep -E "sender|receiver"
 
+say "The Proxy saw that traffic: its VM×VM matrix and the topology it infers (VTTIF)"
+vnet proxy vttif matrix
+
+say "The live overlay as a description in VNET's language, and a frame traced hop by hop"
+vnet proxy topo dump
+vnet proxy trace --from h1 --src 02:00:00:00:00:01 --dst 02:00:00:00:00:02
+
 say "A direct link h1 <-> h2 and two rules move that traffic off the Proxy"
 vnet h1 link add h2 192.0.2.12:5500 --transport udp
 sleep 1
@@ -116,6 +123,16 @@ ip -n $P-h1 link set vm4 master br0; ip -n $P-h1 link set vm4 up
 wait $pinger || true
 tail -2 "$run/migration-ping.txt"
 vnet proxy vms
+
+say "Adaptation: the Proxy adds a direct link for VMs that talk a lot (vm1 on h1 -> vm3 on h3)"
+vnet proxy adapt policy auto
+ns vm3 iperf3 -s -1 -D; sleep 0.3
+ns vm1 iperf3 -c 10.50.0.13 -t 9 -f g > "$run/adapt-iperf.txt" &
+iperfpid=$!
+sleep 8
+vnet proxy adapt status
+wait $iperfpid || true
+grep -E "receiver" "$run/adapt-iperf.txt" || true
 
 say "Counters: who carried what"
 vnet proxy status

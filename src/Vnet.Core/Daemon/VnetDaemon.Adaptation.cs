@@ -77,29 +77,25 @@ public sealed partial class VnetDaemon
             _adaptAgain = trigger;
             return;
         }
+        _adapting = true;
         var topology = _inference.Current;
         var hostsOf = _locations.Where(kv => kv.Value != Name).ToDictionary(kv => kv.Key, kv => kv.Value);
-        List<string> plan = [];
-        var desired = Policy == AdaptationPolicy.Off ? AdaptState.Empty : Desired(topology, hostsOf, out plan);
-        lock (_adaptationLog)
-            _lastPlan = plan;
-        var changes = Changes(_adapted, desired);
-        if (changes.Count == 0)
-            return;
-        if (Policy == AdaptationPolicy.Advise)
-        {
-            foreach (var (daemon, change, reason) in changes)
-                Record(new AdaptationAction(DateTimeOffset.UtcNow, daemon, change.ToString(), $"{trigger}: {reason}", false));
-            return;
-        }
-        _adapting = true;
+        var policy = Policy;
+        var current = _adapted;
         _ = Task.Run(async () =>
         {
-            var ok = await ApplyAdaptation(changes, trigger);
+            var next = current;
+            try
+            {
+                next = await AdaptAsync(topology, hostsOf, policy, current, trigger);
+            }
+            catch (DaemonCommandException e)
+            {
+                Record(new AdaptationAction(DateTimeOffset.UtcNow, Name, "(nothing)", $"{trigger}: {e.Message}", false));
+            }
             _control.Post(() =>
             {
-                if (ok)
-                    _adapted = desired;
+                _adapted = next;
                 _adapting = false;
                 if (_adaptAgain is { } again)
                 {
@@ -110,9 +106,51 @@ public sealed partial class VnetDaemon
         });
     }
 
-    private AdaptState Desired(InferredTopology topology, Dictionary<MacAddress, string> hostsOf, out List<string> planText)
+    /// <summary>
+    /// Plans against the live overlay (links and rules users made are theirs: a pair already linked
+    /// by the user needs no link, and a destination a user rule steers gets no adaptation rule),
+    /// then advises or applies. Returns what adaptation has installed afterwards.
+    /// </summary>
+    private async Task<AdaptState> AdaptAsync(InferredTopology topology, Dictionary<MacAddress, string> hostsOf,
+        AdaptationPolicy policy, AdaptState current, string trigger)
     {
-        var demands = LinkPlanner.DemandsOf(topology.Edges, hostsOf);
+        var states = await GatherStates();
+        var userLinks = new HashSet<(string, string)>();
+        var userSteered = new HashSet<(string, MacAddress)>();
+        foreach (var state in states.Daemons)
+        {
+            foreach (var l in state.Links.Where(l => l.Origin != "adaptation"))
+            {
+                userLinks.Add((state.Name, l.Peer));
+                userLinks.Add((l.Peer, state.Name));
+            }
+            foreach (var r in state.Rules.Where(r => r.Origin == "user"))
+            {
+                if (MacAddress.TryParse(r.Destination, out var dst))
+                    userSteered.Add((state.Name, dst));
+            }
+        }
+        List<string> plan = [];
+        var desired = policy == AdaptationPolicy.Off ? AdaptState.Empty : Desired(topology, hostsOf, userLinks, userSteered, out plan);
+        lock (_adaptationLog)
+            _lastPlan = plan;
+        var changes = Changes(current, desired);
+        if (changes.Count == 0)
+            return current;
+        if (policy == AdaptationPolicy.Advise)
+        {
+            foreach (var (daemon, change, reason) in changes)
+                Record(new AdaptationAction(DateTimeOffset.UtcNow, daemon, change.ToString(), $"{trigger}: {reason}", false));
+            return current;
+        }
+        return await ApplyAdaptation(changes, trigger, states) ? desired : current;
+    }
+
+    private AdaptState Desired(InferredTopology topology, Dictionary<MacAddress, string> hostsOf,
+        HashSet<(string, string)> userLinks, HashSet<(string, MacAddress)> userSteered, out List<string> planText)
+    {
+        // Pairs the user already linked need no link of ours (and take none of the budget).
+        var demands = LinkPlanner.DemandsOf(topology.Edges, hostsOf).Where(d => !userLinks.Contains((d.A, d.B))).ToList();
         var star = new Dictionary<string, StarPath>(StringComparer.Ordinal);
         var rtt = new Dictionary<(string, string), double>();
         foreach (var (daemon, measured) in _measurements)
@@ -134,11 +172,14 @@ public sealed partial class VnetDaemon
         var rules = new Dictionary<string, HashSet<(MacAddress, string)>>(StringComparer.Ordinal);
         void Rule(string at, MacAddress dst, string via)
         {
+            // A user rule for this destination wins; two rules of one strength would both apply.
+            if (userSteered.Contains((at, dst)))
+                return;
             if (!rules.TryGetValue(at, out var set))
                 rules[at] = set = [];
             set.Add((dst, via));
         }
-        bool Linked(string a, string b) => links.Contains((a, b)) || links.Contains((b, a));
+        bool Linked(string a, string b) => links.Contains((a, b)) || links.Contains((b, a)) || userLinks.Contains((a, b));
 
         foreach (var p in planned)
         {
@@ -211,18 +252,9 @@ public sealed partial class VnetDaemon
     };
 
     /// <summary>Sends each daemon its adaptation changes; on a refusal, undoes the daemons already changed.</summary>
-    private async Task<bool> ApplyAdaptation(List<(string Daemon, DaemonChange Change, string Reason)> changes, string trigger)
+    private async Task<bool> ApplyAdaptation(List<(string Daemon, DaemonChange Change, string Reason)> changes, string trigger,
+        OverlayStates states)
     {
-        OverlayStates states;
-        try
-        {
-            states = await GatherStates();
-        }
-        catch (DaemonCommandException e)
-        {
-            Record(new AdaptationAction(DateTimeOffset.UtcNow, Name, "(nothing)", $"{trigger}: cannot see the overlay: {e.Message}", false));
-            return false;
-        }
         var address = states.Daemons.Where(s => s.Listen is not null).ToDictionary(s => s.Name, s => s.Listen!, StringComparer.Ordinal);
         var done = new List<(string Daemon, List<DaemonChange> Set)>();
         foreach (var group in changes.GroupBy(c => c.Daemon))

@@ -191,6 +191,9 @@ public sealed partial class VnetDaemon
             {
                 var peer = Need(c.Peer, "peer");
                 var port = Links.Find(peer);
+                // Adaptation never takes away a link someone else made, nor minds one already gone.
+                if (OriginOf(c) == RuleOrigin.Adaptation && (port is null || port.Origin != RuleOrigin.Adaptation))
+                    return (c, () => { }, () => { });
                 if (port is null || !view.Links.Remove(peer))
                     throw new DaemonCommandException($"no link {peer}");
                 // At the Proxy a star link is the host's: removing it would only cut the host off until it re-dials.

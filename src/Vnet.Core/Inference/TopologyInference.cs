@@ -33,6 +33,9 @@ public sealed class TopologyInference
     /// </summary>
     public const double DeclineFactor = 0.8;
 
+    /// <summary>The part of a report period by which a hold may fall short and still count (tick jitter).</summary>
+    public const double TickSlack = 0.05;
+
     private Dictionary<VmPair, double> _lastRates = [];
 
     private readonly LinkedList<TopologyEvent> _events = new();
@@ -114,8 +117,12 @@ public sealed class TopologyInference
         if (fading)
             _pendingSince = now;
 
-        var held = now - _pendingSince >= Options.HoldTime;
-        var overdue = now - _divergedSince >= Options.HoldTime * MaxHoldFactor;
+        // Holds are judged at ticks, whose times jitter by milliseconds (timer, control loop): a set
+        // first seen at a late tick would otherwise miss HoldTime by a hair at the tick HoldTime
+        // later and wait one more period, about half the time.
+        var slack = Options.ReportPeriod * TickSlack;
+        var held = now - _pendingSince >= Options.HoldTime - slack;
+        var overdue = now - _divergedSince >= Options.HoldTime * MaxHoldFactor - slack;
         if (held || overdue)
         {
             var edges = EdgesOf(candidate, rates, strongest);
