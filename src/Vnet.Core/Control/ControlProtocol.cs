@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using Vnet.Daemon;
+using Vnet.Frames;
 
 namespace Vnet.Control;
 
@@ -18,7 +19,7 @@ public sealed record ControlRequest(string Command, JsonObject? Args);
 public sealed record ControlResponse(bool Ok, JsonNode? Data, string? Error);
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
-    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, Converters = [typeof(MacAddressJsonConverter)])]
 [JsonSerializable(typeof(ControlRequest))]
 [JsonSerializable(typeof(ControlResponse))]
 [JsonSerializable(typeof(DaemonStatus))]
@@ -54,4 +55,17 @@ public sealed partial class ControlJson : JsonSerializerContext
 
     public static T? FromNode<T>(JsonNode? node) =>
         node is null ? default : (T?)node.Deserialize(typeof(T), Default);
+}
+
+/// <summary>
+/// A MAC address as tools read and write it, <c>"02:00:00:00:00:01"</c>: as an object of its
+/// properties it would not come back (they are read-only), so every client read 00:00:00:00:00:00.
+/// </summary>
+internal sealed class MacAddressJsonConverter : JsonConverter<MacAddress>
+{
+    public override MacAddress Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
+        reader.GetString() is { } text && MacAddress.TryParse(text, out var mac) ? mac : throw new JsonException("expected a MAC address such as \"02:00:00:00:00:01\"");
+
+    public override void Write(Utf8JsonWriter writer, MacAddress value, JsonSerializerOptions options) =>
+        writer.WriteStringValue(value.ToString());
 }

@@ -174,9 +174,14 @@ public sealed partial class VnetDaemon
                 if (!passiveAlready && !view.Links.Add(peer))
                     throw new DaemonCommandException($"link {peer} already exists");
                 view.Links.Add(peer);
-                if (passiveAlready)
-                    return (c, () => { }, () => { });
                 var linkOrigin = OriginOf(c);
+                if (passiveAlready)
+                {
+                    // The peer's half of the change came first and its session made the port (as a
+                    // user link): the port is this change's, or adaptation could never remove it.
+                    var was = existing!.Origin;
+                    return (c, () => existing.Origin = linkOrigin, () => existing.Origin = was);
+                }
                 return (c, () =>
                 {
                     if (dial is not null)

@@ -19,7 +19,8 @@ namespace Vnet.Inference;
 ///      becomes one event (old edges gone, new ones in) rather than an addition and, seconds
 ///      later when the old edges have faded below the threshold, a removal.
 /// </code>
-/// Events are at least HoldTime apart: the wait for the next change starts after the previous one.
+/// Events are at least HoldTime apart (less <see cref="TickSlack"/> of a report period): the wait for
+/// the next change starts after the previous one.
 /// Not thread-safe: the Proxy's control loop owns it.
 /// </summary>
 public sealed class TopologyInference

@@ -187,8 +187,13 @@ internal sealed class OverlayBed : IDisposable
         return vm;
     }
 
-    /// <summary>Live migration as the network sees it: the VM's NIC now reaches another host's bridge.</summary>
-    public void MoveVm(int n, int toHost)
+    /// <summary>
+    /// Live migration as the network sees it: the VM's NIC now reaches another host's bridge. With
+    /// <paramref name="announce"/> the VM then broadcasts a gratuitous ARP, as hypervisors do after
+    /// a migration (QEMU's self-announce): a VM that only receives would otherwise stay unseen at its
+    /// new host, and frames kept going to the old one, until it sent something.
+    /// </summary>
+    public void MoveVm(int n, int toHost, bool announce = false)
     {
         var vm = $"vm{n}";
         var from = _vmHost[vm];
@@ -197,6 +202,9 @@ internal sealed class OverlayBed : IDisposable
         Bed.Attach(to, vm, "br0");
         Bed.Up(to, vm);
         _vmHost[vm] = to;
+        // In the background: arping lingers a second after it has sent.
+        if (announce)
+            Bed.Start(vm, vm + "-announce", "arping", "-q", "-U", "-c", "1", "-I", "eth0", VmIp(n));
     }
 
     public JsonNode? Control(string daemon, string command, JsonObject? args = null)
