@@ -160,8 +160,10 @@ public sealed partial class VnetDaemon
                 if (l.RttMs is not { } r)
                     continue;
                 rtt[(daemon, l.Peer)] = r;
+                // What the path achieved, whichever way the traffic went (one end may send only ACKs).
+                var achieved = Math.Max(l.TxBytesPerSecond, l.RxBytesPerSecond);
                 if (l.Star && daemon != Name)
-                    star[daemon] = new StarPath(daemon, r, l.TxBytesPerSecond > 0 ? l.TxBytesPerSecond : null);
+                    star[daemon] = new StarPath(daemon, r, achieved > 0 ? achieved : null);
             }
         }
         var existing = _adapted.Links.ToHashSet();
@@ -276,8 +278,9 @@ public sealed partial class VnetDaemon
             if (error is null)
             {
                 done.Add((group.Key, set));
+                var i = 0;
                 foreach (var c in group)
-                    Record(new AdaptationAction(DateTimeOffset.UtcNow, c.Daemon, c.Change.ToString(), $"{trigger}: {c.Reason}", true));
+                    Record(new AdaptationAction(DateTimeOffset.UtcNow, c.Daemon, set[i++].ToString(), $"{trigger}: {c.Reason}", true));
                 continue;
             }
             Record(new AdaptationAction(DateTimeOffset.UtcNow, group.Key, "(refused)", $"{trigger}: {error}", false));
