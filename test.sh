@@ -9,6 +9,21 @@ cd "$(dirname "$(readlink -f "$0")")"
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
+# The end-to-end tests run real tools in the namespaces; on a fresh Debian machine, fetch the
+# missing ones (as .ci/run does) so that this one command is all a newcomer needs.
+missing=()
+for need in libpcap0.8:/usr/lib/x86_64-linux-gnu/libpcap.so.0.8 iperf3:iperf3 dnsmasq-base:dnsmasq udhcpc:udhcpc \
+            iputils-ping:ping iputils-arping:arping ethtool:ethtool iproute2:ip; do
+    pkg=${need%%:*} what=${need#*:}
+    if [[ $what == /* ]]; then [ -e "$what" ] || missing+=("$pkg"); else command -v "$what" >/dev/null || missing+=("$pkg"); fi
+done
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${missing[*]} ..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+fi
+
 # A fresh directory per run, so that only this run's TRX files are counted.
 results="$PWD/TestResults/run-$(date +%Y%m%d-%H%M%S)-$$"
 mkdir -p "$results"
