@@ -92,7 +92,8 @@ public static class OverlayApplier
         return problems.Count == 0 ? null : "cannot apply: " + string.Join("; ", problems.Distinct());
     }
 
-    private static async Task<string?> Send(VnetDaemon proxy, string daemon, List<DaemonChange> set)
+    /// <summary>Sends one daemon its change set; null when it took all of it, else why it refused.</summary>
+    internal static async Task<string?> Send(VnetDaemon proxy, string daemon, List<DaemonChange> set)
     {
         try
         {

@@ -1,6 +1,4 @@
-using System.Text.Json.Nodes;
 using Vnet.Adaptation;
-using Vnet.Control;
 using Vnet.Frames;
 using Vnet.Inference;
 
@@ -264,17 +262,7 @@ public sealed partial class VnetDaemon
             var set = group.Select(c => c.Change.Dial is { } d && d.StartsWith('@')
                 ? c.Change with { Dial = address.GetValueOrDefault(d[1..]) ?? throw new DaemonCommandException($"no address for {d[1..]}") }
                 : c.Change).ToList();
-            string? error = null;
-            try
-            {
-                var result = ControlJson.FromNode<ApplyResult>(await CallAsync(group.Key, "apply", new JsonObject { ["changes"] = ControlJson.ToNode(set) }));
-                if (result is not { Applied: true })
-                    error = result?.Error ?? "no answer";
-            }
-            catch (DaemonCommandException e)
-            {
-                error = e.Message;
-            }
+            var error = await OverlayApplier.Send(this, group.Key, set);
             if (error is null)
             {
                 done.Add((group.Key, set));
@@ -287,13 +275,8 @@ public sealed partial class VnetDaemon
             for (var i = done.Count - 1; i >= 0; i--)
             {
                 var inverse = done[i].Set.AsEnumerable().Reverse().Select(Inverse).ToList();
-                try
-                {
-                    await CallAsync(done[i].Daemon, "apply", new JsonObject { ["changes"] = ControlJson.ToNode(inverse) });
-                }
-                catch (DaemonCommandException)
-                {
-                }
+                if (await OverlayApplier.Send(this, done[i].Daemon, inverse) is { } undoError)
+                    Record(new AdaptationAction(DateTimeOffset.UtcNow, done[i].Daemon, "(rollback refused)", $"{trigger}: {undoError}", false));
             }
             return false;
         }

@@ -167,7 +167,7 @@ public sealed partial class VnetDaemon
                 if (!Names.IsValid(peer) || peer == Name)
                     throw new DaemonCommandException($"'{peer}' cannot be a peer of {Name}");
                 if (!IsProxy && peer == Config.ProxyName)
-                    throw new DaemonCommandException($"the star link to {peer} is part of {Name}'s configuration");
+                    throw new DaemonCommandException(StarLinkRefusal(peer));
                 var existing = Links.Find(peer);
                 // A link the peer dials may already be here (its session created the port).
                 var passiveAlready = dial is null && existing is not null && existing.DialAddress is null && !view.RemovedLinks.Contains(peer);
@@ -201,13 +201,8 @@ public sealed partial class VnetDaemon
                     return (c, () => { }, () => { });
                 if (port is null || !view.Links.Remove(peer))
                     throw new DaemonCommandException($"no link {peer}");
-                // At the Proxy a star link is the host's: removing it would only cut the host off until it re-dials.
                 if (port.Star)
-                {
-                    throw new DaemonCommandException(IsProxy
-                        ? $"the star link to {peer} is part of {peer}'s configuration"
-                        : $"the star link to {peer} is part of {Name}'s configuration");
-                }
+                    throw new DaemonCommandException(StarLinkRefusal(peer));
                 view.RemovedLinks.Add(peer);
                 var transport = port.Transport;
                 var dial = port.DialAddress;

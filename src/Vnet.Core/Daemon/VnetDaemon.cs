@@ -150,20 +150,28 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
     /// <summary>Removes a link; refused when user rules still send to or match on it.</summary>
     public void RemoveLink(string peer)
     {
-        var port = PortRef.Link(peer);
-        if (Links.Find(peer) is null)
+        if (Links.Find(peer) is not { } port)
             throw new DaemonCommandException($"no link {peer}");
-        if (!IsProxy && peer == Config.ProxyName)
-            throw new DaemonCommandException($"{peer} is the star link to the Proxy; it cannot be removed");
-        if (IsProxy && Links.Find(peer) is { Star: true })
-            throw new DaemonCommandException($"{peer} is a host's star link; it comes from {peer}'s configuration");
+        if (port.Star)
+            throw new DaemonCommandException(StarLinkRefusal(peer));
+        RefuseIfUsed(PortRef.Link(peer), $"link {peer}");
+        RemoveLinkForce(peer);
+    }
+
+    /// <summary>
+    /// Why a star link cannot be removed: at a host it is the host's own configuration, and at the
+    /// Proxy it is the host's (removing it would only cut the host off until it re-dials).
+    /// </summary>
+    private string StarLinkRefusal(string peer) => IsProxy
+        ? $"the star link to {peer} is part of {peer}'s configuration"
+        : $"the star link to {peer} is part of {Name}'s configuration";
+
+    /// <summary>Refuses the command while user or adaptation rules still send to or match on the port.</summary>
+    private void RefuseIfUsed(PortRef port, string what)
+    {
         var users = Rules.List().Where(r => r.Rule.Origin != RuleOrigin.System && Uses(r.Rule, port)).Select(r => r.Rule.Id).ToList();
         if (users.Count > 0)
-            throw new DaemonCommandException($"link {peer} is used by rule(s) {string.Join(", ", users)}; remove them first");
-        Rules.Edit(e => e.RemoveWhere(r => Uses(r, port)));
-        Links.RemoveLink(peer);
-        Rules.Republish();
-        Log.LinkRemoved(_logger, peer);
+            throw new DaemonCommandException($"{what} is used by rule(s) {string.Join(", ", users)}; remove them first");
     }
 
     private readonly Dictionary<string, LinkEmulation> _emulation = new(StringComparer.Ordinal);
@@ -273,10 +281,7 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
     {
         if (!_interfaces.TryGetValue(name, out var state))
             throw new DaemonCommandException($"no interface {name}");
-        var port = PortRef.Interface(name);
-        var users = Rules.List().Where(r => r.Rule.Origin != RuleOrigin.System && Uses(r.Rule, port)).Select(r => r.Rule.Id).ToList();
-        if (users.Count > 0)
-            throw new DaemonCommandException($"interface {name} is used by rule(s) {string.Join(", ", users)}; remove them first");
+        RefuseIfUsed(PortRef.Interface(name), $"interface {name}");
         CloseInterface(state, "removed by command");
     }
 
