@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Net.Sockets;
 using Vnet.Links;
-using Vnet.Tests.TestBed;
+using Vnet.Tests.Support;
 
 namespace Vnet.Tests.Links;
 

@@ -2,7 +2,7 @@ using Vnet.Forwarding;
 using Vnet.Frames;
 using Vnet.Links;
 using Vnet.Tests.Frames;
-using Vnet.Tests.TestBed;
+using Vnet.Tests.Support;
 
 namespace Vnet.Tests.Links;
 

@@ -5,7 +5,7 @@ using Vnet.Engine;
 using Vnet.Forwarding;
 using Vnet.Frames;
 using Vnet.Links;
-using Vnet.Tests.TestBed;
+using Vnet.Tests.Support;
 
 namespace Vnet.Tests.Links;
 

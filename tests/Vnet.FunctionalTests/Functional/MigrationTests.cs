@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using Vnet.Tests.TestBed;
 using Xunit.Abstractions;
 
 namespace Vnet.Tests.Functional;

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace Vnet.Tests.TestBed;
+namespace Vnet.Tests.Support;
 
 /// <summary>Bounded polling: every wait in a test has a deadline and says what it waited for.</summary>
 internal static class Wait
