@@ -14,7 +14,7 @@ public sealed partial class VnetDaemon
     /// </summary>
     private readonly ConcurrentDictionary<MacAddress, string> _locations = new();
 
-    void ILinkObserver.OnLinkUp(LinkPort port, LinkSession session) => _control.Post(() =>
+    void ILinkEvents.OnLinkUp(LinkPort port, LinkSession session) => _control.Post(() =>
     {
         port.Emulation = EmulationFor(port.Peer);
         Rules.Republish();
@@ -29,14 +29,14 @@ public sealed partial class VnetDaemon
         }
     });
 
-    void ILinkObserver.OnLinkDown(LinkPort port, string reason)
+    void ILinkEvents.OnLinkDown(LinkPort port, LinkSession session, string reason)
     {
         FailPending(port.Peer, reason);
         if (IsProxy && port.Star)
             _control.Post(() => ForgetTraffic(port.Peer));
     }
 
-    void ILinkObserver.OnControl(LinkPort port, LinkSession session, byte[] payload)
+    void ILinkEvents.OnControl(LinkPort port, LinkSession session, byte[] payload)
     {
         var message = PeerMessage.TryParse(payload, out var error);
         if (message is null)

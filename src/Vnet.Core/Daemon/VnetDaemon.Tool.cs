@@ -13,7 +13,7 @@ public sealed partial class VnetDaemon
     /// Remote control: the vnet CLI, authenticated with the network key like a daemon, sends control
     /// requests as CONTROL messages and gets one response each, the same protocol as the local socket.
     /// </summary>
-    async Task ILinkObserver.ServeTool(Socket socket, PeerIdentity peer, CancellationToken ct)
+    async Task IToolSessionHost.ServeAsync(Socket socket, PeerIdentity peer, CancellationToken ct)
     {
         while (!ct.IsCancellationRequested)
         {

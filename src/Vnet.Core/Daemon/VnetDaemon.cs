@@ -18,7 +18,7 @@ namespace Vnet.Daemon;
 /// view of where every VM lives, and the command API that the control socket (and later the
 /// language tools) use. Every command runs on one control loop, so commands never interleave.
 /// </summary>
-public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
+public sealed partial class VnetDaemon : ILinkEvents, IToolSessionHost, IAsyncDisposable
 {
     private readonly ILogger _logger;
     private readonly ControlLoop _control;
@@ -43,7 +43,8 @@ public sealed partial class VnetDaemon : ILinkObserver, IAsyncDisposable
             QueueCapacity = config.QueueCapacity,
         }, Switch, Pool, loggers.CreateLogger("vnet.links"))
         {
-            Observer = this,
+            Events = this,
+            ToolSessions = this,
         };
         _control = new ControlLoop(e => Log.ControlError(_logger, e));
         Switch.NewSourceHandler = OnNewSource;

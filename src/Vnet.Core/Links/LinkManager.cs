@@ -31,18 +31,26 @@ public sealed record LinkManagerOptions
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(3);
 }
 
-/// <summary>What the daemon hears from its links.</summary>
-public interface ILinkObserver
+/// <summary>
+/// What the owner of the links (the daemon) hears from them. Called on link threads (a dialer, the
+/// listener, a session's receiver): implementations hand the event to their own loop and return.
+/// </summary>
+public interface ILinkEvents
 {
+    /// <summary>A session became the port's current one.</summary>
     void OnLinkUp(LinkPort port, LinkSession session);
 
-    void OnLinkDown(LinkPort port, string reason);
+    /// <summary>The port's current session ended; the dialer or the peer may bring a new one.</summary>
+    void OnLinkDown(LinkPort port, LinkSession session, string reason);
 
-    /// <summary>A control message (on a receiver thread: hand it off).</summary>
+    /// <summary>A control message arrived on <paramref name="session"/> (possibly no longer the port's current one).</summary>
     void OnControl(LinkPort port, LinkSession session, byte[] payload);
+}
 
-    /// <summary>An authenticated vnet CLI (role Tool) connected: serve its commands until it leaves.</summary>
-    Task ServeTool(Socket socket, PeerIdentity peer, CancellationToken ct);
+/// <summary>Serves an authenticated vnet CLI (role Tool) that connected over TCP, until it leaves.</summary>
+public interface IToolSessionHost
+{
+    Task ServeAsync(Socket socket, PeerIdentity peer, CancellationToken ct);
 }
 
 /// <summary>
@@ -58,7 +66,7 @@ public interface ILinkObserver
 ///           named after the peer, creating it for an inbound link.
 /// </code>
 /// </summary>
-public sealed partial class LinkManager : ILinkEvents, IAsyncDisposable
+public sealed partial class LinkManager : IAsyncDisposable
 {
     private const int MaxPendingHandshakes = 64;
 
@@ -87,7 +95,11 @@ public sealed partial class LinkManager : ILinkEvents, IAsyncDisposable
         _logger = logger;
     }
 
-    public ILinkObserver? Observer { get; set; }
+    /// <summary>Where link events go (set once, before <see cref="Start"/>).</summary>
+    public ILinkEvents? Events { get; set; }
+
+    /// <summary>Who serves CLI sessions over TCP; without one they are refused after the handshake.</summary>
+    public IToolSessionHost? ToolSessions { get; set; }
 
     public IPEndPoint? LocalEndPoint { get; private set; }
 
@@ -390,12 +402,12 @@ public sealed partial class LinkManager : ILinkEvents, IAsyncDisposable
                 await HandshakeChannel.WriteAsync(socket, MessageType.Welcome, peer.RemoteSession, [], timeout.Token);
                 Log.ToolConnected(_logger, remote, peer.Name);
                 // Served on its own task: a long session must not hold a handshake slot.
-                var observer = Observer;
+                var tools = ToolSessions;
                 _ = Task.Run(async () =>
                 {
                     using var _ = socket;
-                    if (observer is not null)
-                        await observer.ServeTool(socket, peer, _stop.Token);
+                    if (tools is not null)
+                        await tools.ServeAsync(socket, peer, _stop.Token);
                 });
                 return;
             }
@@ -466,21 +478,23 @@ public sealed partial class LinkManager : ILinkEvents, IAsyncDisposable
             old.Close("replaced by a newer session");
         }
         Log.LinkUp(_logger, port.Peer, session.Transport, session.RemoteEndPoint, session.LocalSession);
-        Observer?.OnLinkUp(port, session);
+        Events?.OnLinkUp(port, session);
     }
 
-    void ILinkEvents.OnSessionDown(LinkPort port, LinkSession session, string reason)
+    /// <summary>A session ended (on one of its threads); the port may get a new one.</summary>
+    internal void OnSessionDown(LinkPort port, LinkSession session, string reason)
     {
         _udp?.Unregister(session);
         if (port.Detach(session, reason))
         {
             Log.LinkDown(_logger, port.Peer, reason);
-            Observer?.OnLinkDown(port, reason);
+            Events?.OnLinkDown(port, session, reason);
         }
     }
 
-    void ILinkEvents.OnControl(LinkPort port, LinkSession session, byte[] payload) =>
-        Observer?.OnControl(port, session, payload);
+    /// <summary>A control message arrived (on the session's receiver thread).</summary>
+    internal void OnSessionControl(LinkPort port, LinkSession session, byte[] payload) =>
+        Events?.OnControl(port, session, payload);
 
     private async Task ClockLoop()
     {

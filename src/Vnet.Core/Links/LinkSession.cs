@@ -51,7 +51,7 @@ public sealed unsafe class LinkSession : IDisposable, IFlushable
     private readonly VirtualSwitch _switch;
     private readonly FramePool _pool;
     private readonly UdpTransport? _udp;
-    private readonly ILinkEvents _events;
+    private readonly LinkManager _events;
     private readonly SendQueue _queue;
     private readonly Queue<byte[]> _control = new();
     private readonly Lock _controlLock = new();
@@ -88,7 +88,7 @@ public sealed unsafe class LinkSession : IDisposable, IFlushable
     }
 
     internal LinkSession(Socket tcp, PeerIdentity peer, uint localSession, LinkPort port, VirtualSwitch sw, FramePool pool,
-        UdpTransport? udp, ILinkEvents events, int queueCapacity)
+        UdpTransport? udp, LinkManager events, int queueCapacity)
     {
         _tcp = tcp;
         Peer = peer;
@@ -828,7 +828,7 @@ public sealed unsafe class LinkSession : IDisposable, IFlushable
                 }
                 return true;
             case MessageType.Control:
-                _events.OnControl(_port, this, payload.ToArray());
+                _events.OnSessionControl(_port, this, payload.ToArray());
                 return true;
             case MessageType.Bye:
                 Close($"peer said goodbye: {System.Text.Encoding.UTF8.GetString(payload)}");
@@ -838,14 +838,4 @@ public sealed unsafe class LinkSession : IDisposable, IFlushable
                 return false;
         }
     }
-}
-
-/// <summary>What a link's owner hears from its sessions.</summary>
-public interface ILinkEvents
-{
-    /// <summary>A session ended (on one of its threads); the port may get a new one.</summary>
-    void OnSessionDown(LinkPort port, LinkSession session, string reason);
-
-    /// <summary>A control message arrived (on the session's receiver thread): hand it off, do not block.</summary>
-    void OnControl(LinkPort port, LinkSession session, byte[] payload);
 }

@@ -30,7 +30,8 @@ internal sealed class LinkNode : IAsyncDisposable
             Switch,
             Pool,
             Log);
-        Links.Observer = Events;
+        Links.Events = Events;
+        Links.ToolSessions = Events;
         Links.Start();
     }
 
@@ -162,7 +163,7 @@ internal sealed class RecordingPort(PortRef name) : Port(name)
     public void Clear() => _frames.Clear();
 }
 
-internal sealed class RecordingObserver : ILinkObserver
+internal sealed class RecordingObserver : ILinkEvents, IToolSessionHost
 {
     private readonly ConcurrentQueue<string> _events = new();
 
@@ -170,11 +171,11 @@ internal sealed class RecordingObserver : ILinkObserver
 
     public void OnLinkUp(LinkPort port, LinkSession session) => _events.Enqueue($"up {port.Peer}");
 
-    public void OnLinkDown(LinkPort port, string reason) => _events.Enqueue($"down {port.Peer}: {reason}");
+    public void OnLinkDown(LinkPort port, LinkSession session, string reason) => _events.Enqueue($"down {port.Peer}: {reason}");
 
     public void OnControl(LinkPort port, LinkSession session, byte[] payload) => _events.Enqueue($"control {port.Peer}");
 
-    public Task ServeTool(System.Net.Sockets.Socket socket, PeerIdentity peer, CancellationToken ct)
+    public Task ServeAsync(System.Net.Sockets.Socket socket, PeerIdentity peer, CancellationToken ct)
     {
         _events.Enqueue($"tool {peer.Name}");
         return Task.CompletedTask;
