@@ -1,8 +1,7 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
+using Vnet.Json;
 using Vnet.Adaptation;
-using Vnet.Control;
-using Vnet.Daemon;
 using Vnet.Inference;
 
 namespace Vnet.Cli;
@@ -40,7 +39,7 @@ internal static class AdaptCli
                 args["capacity"] = c;
             return ControlCli.Call(p, "adapt.plan", args, d =>
             {
-                var plan = ControlJson.FromNode<PlacementPlan>(d)!;
+                var plan = DaemonJson.FromNode<PlacementPlan>(d)!;
                 Console.WriteLine($"inter-host traffic {RateFormat.BytesPerSecond(plan.InterHostBefore)} -> {RateFormat.BytesPerSecond(plan.InterHostAfter)} after {plan.Moves.Count} move(s)");
                 foreach (var m in plan.Moves)
                     Console.WriteLine($"  move {m.Vm} from {m.From} to {m.To}: saves {RateFormat.BytesPerSecond(m.Saved)} ({m.Reason})");
@@ -55,8 +54,8 @@ internal static class AdaptCli
 
     private static void PrintStatus(JsonNode? data)
     {
-        var s = ControlJson.FromNode<AdaptationStatus>(data)!;
-        Console.WriteLine($"policy {s.Policy}, at most {s.Budget} extra link(s) per daemon");
+        var s = DaemonJson.FromNode<AdaptationStatus>(data)!;
+        Console.WriteLine($"policy {EnumText.Of(s.Policy)}, at most {s.Budget} extra link(s) per daemon");
         Console.WriteLine(s.Plan.Count == 0 ? "plan: nothing to add" : "plan:");
         foreach (var p in s.Plan)
             Console.WriteLine($"  {p}");

@@ -1,6 +1,8 @@
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Vnet.Json;
+using Vnet.Overlay;
 using Vnet.Control;
 using Vnet.Daemon;
 
@@ -65,6 +67,10 @@ internal static class ControlCli
         var vms = new Command("vms", "List the VMs this daemon knows and where they live.") { };
         vms.SetAction((p, ct) => Call(p, "vm.list", null, PrintVms, ct));
         yield return vms;
+
+        var directory = new Command("directory", "Show the VM directory's versions, the replicas this daemon keeps and its self-repairs.") { };
+        directory.SetAction((p, ct) => Call(p, "directory", null, PrintDirectory, ct));
+        yield return directory;
 
         var at = new Option<string>("--from") { Description = "The daemon where the frame enters", Required = true };
         var src = new Option<string>("--src") { Description = "Source MAC", Required = true };
@@ -242,8 +248,8 @@ internal static class ControlCli
 
     private static void PrintStatus(JsonNode? data)
     {
-        var s = ControlJson.FromNode<DaemonStatus>(data)!;
-        Console.WriteLine($"daemon    {s.Name} ({s.Role}) on {s.Listen}, version {s.Version}, up {TimeSpan.FromSeconds(Math.Round(s.UptimeSeconds))}");
+        var s = DaemonJson.FromNode<DaemonStatus>(data)!;
+        Console.WriteLine($"daemon    {s.Name} ({EnumText.Of(s.Role)}) on {s.Listen}, version {s.Version}, up {TimeSpan.FromSeconds(Math.Round(s.UptimeSeconds))}");
         Console.WriteLine($"links     {s.LinksUp}/{s.Links} up");
         Console.WriteLine($"rules     {s.Rules}");
         Console.WriteLine($"vms       {s.LocalVms} local, {s.KnownVms} known");
@@ -251,12 +257,28 @@ internal static class ControlCli
         Console.WriteLine($"drops     {string.Join(", ", s.Drops.Select(kv => $"{kv.Key} {kv.Value}"))}");
         Console.WriteLine($"buffers   {s.BuffersCreated} created, {s.BuffersInPool} free; udp rejected {s.UdpRejected}");
         Console.WriteLine($"memory    {TableWriter.Bytes(s.AllocatedBytes)} allocated since start, {s.Gen0Collections} gen0 collections");
+        Console.WriteLine($"directory {s.DirectoryRepairs} repairs; {s.BadPeerMessages} bad peer messages; {s.LearnRefused} VMs over an interface's limit");
+    }
+
+    private static void PrintDirectory(JsonNode? data)
+    {
+        var d = DaemonJson.FromNode<Vms.DirectoryStatus>(data)!;
+        Console.WriteLine($"daemon     {d.Daemon}");
+        Console.WriteLine($"own VMs    {d.LocalVms} at version {d.LocalVersion}");
+        Console.WriteLine($"locations  {d.Locations} at version {d.LocationsVersion}");
+        Console.WriteLine($"repairs    {d.Repairs}");
+        var t = new TableWriter("PEER", "MAP", "VERSION", "ENTRIES", "HELD BACK");
+        foreach (var r in d.Replicas)
+            t.Add(r.Peer, r.Topic, r.Version, r.Entries, r.Buffered);
+        Console.Write(t);
+        foreach (var r in d.RecentRepairs)
+            Console.WriteLine($"repair     {r.At:u} {EnumText.Of(r.Topic)} from {r.Peer}: {EnumText.Of(r.Kind)}");
     }
 
     private static void PrintLinks(JsonNode? data)
     {
         var t = new TableWriter("PEER", "TRANSPORT", "STAR", "STATE", "REMOTE", "RTT ms", "TX", "RX", "DROPS", "SESSIONS", "EMULATION", "LAST DOWN");
-        foreach (var l in ControlJson.FromNode<List<LinkStatus>>(data) ?? [])
+        foreach (var l in DaemonJson.FromNode<List<LinkStatus>>(data) ?? [])
         {
             t.Add(l.Peer, l.Transport, l.Star, l.Up ? "up" : "down", l.Remote ?? l.Dial, l.RttMs,
                 $"{l.TxFrames}/{TableWriter.Bytes(l.TxBytes)}", $"{l.RxFrames}/{TableWriter.Bytes(l.RxBytes)}", l.TxDrops, l.Sessions,
@@ -268,7 +290,7 @@ internal static class ControlCli
     private static void PrintRules(JsonNode? data)
     {
         var t = new TableWriter("ID", "SRC", "DST", "IN", "ACTION", "ORIGIN", "PRIO", "FRAMES", "BYTES");
-        foreach (var r in ControlJson.FromNode<List<RuleStatus>>(data) ?? [])
+        foreach (var r in DaemonJson.FromNode<List<RuleStatus>>(data) ?? [])
             t.Add(r.Id, r.Source, r.Destination, r.Ingress, r.Action, r.Origin, r.Priority, r.Frames, TableWriter.Bytes(r.Bytes));
         Console.Write(t);
     }
@@ -276,7 +298,7 @@ internal static class ControlCli
     private static void PrintInterfaces(JsonNode? data)
     {
         var t = new TableWriter("NAME", "KIND", "MTU", "STATE", "OFFLOADS", "LAN", "VMS", "TX", "RX", "DROPS");
-        foreach (var i in ControlJson.FromNode<List<InterfaceStatus>>(data) ?? [])
+        foreach (var i in DaemonJson.FromNode<List<InterfaceStatus>>(data) ?? [])
         {
             t.Add(i.Name, i.Kind, i.Mtu, i.Up ? "up" : "down", i.Offloads, i.Lan, i.Vms,
                 $"{i.TxFrames}/{TableWriter.Bytes(i.TxBytes)}", $"{i.RxFrames}/{TableWriter.Bytes(i.RxBytes)}", i.TxDrops);
@@ -286,7 +308,7 @@ internal static class ControlCli
 
     private static void PrintTrace(JsonNode? data)
     {
-        var t = ControlJson.FromNode<TraceResult>(data)!;
+        var t = DaemonJson.FromNode<TraceResult>(data)!;
         Console.WriteLine($"frame {t.Source} -> {t.Destination}");
         foreach (var hop in t.Hops)
         {
@@ -303,7 +325,7 @@ internal static class ControlCli
     private static void PrintVms(JsonNode? data)
     {
         var t = new TableWriter("MAC", "DAEMON", "INTERFACE", "LOCAL");
-        foreach (var v in ControlJson.FromNode<List<VmStatus>>(data) ?? [])
+        foreach (var v in DaemonJson.FromNode<List<VmStatus>>(data) ?? [])
             t.Add(v.Mac, v.Daemon, v.Interface, v.Local);
         Console.Write(t);
     }

@@ -161,9 +161,9 @@ internal sealed class DaemonService(DaemonConfig config, ILoggerFactory loggers)
         _daemon = new VnetDaemon(config, loggers);
         try
         {
+            var commands = DaemonControl.Attach(_daemon);
             await _daemon.StartAsync();
-            var daemon = _daemon;
-            _control = new ControlServer(config.ControlSocketPath, r => ControlCommands.Handle(daemon, r), loggers.CreateLogger("vnet.control"));
+            _control = new ControlServer(config.ControlSocketPath, commands, loggers.CreateLogger("vnet.control"));
             _control.Start();
         }
         catch

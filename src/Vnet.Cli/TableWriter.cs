@@ -25,6 +25,7 @@ internal sealed class TableWriter
         bool b => b ? "yes" : "no",
         double d => d.ToString("0.###", CultureInfo.InvariantCulture),
         DateTimeOffset t => t.ToLocalTime().ToString("HH:mm:ss", CultureInfo.InvariantCulture),
+        Enum e => System.Text.Json.JsonNamingPolicy.CamelCase.ConvertName(e.ToString()),
         IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
         _ => value.ToString() ?? "",
     };

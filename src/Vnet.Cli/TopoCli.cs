@@ -1,8 +1,9 @@
 using System.CommandLine;
 using System.Net;
 using System.Text.Json.Nodes;
+using Vnet.Json;
+using Vnet.Overlay;
 using Vnet.Control;
-using Vnet.Daemon;
 using Vnet.Frames;
 using Vnet.Language;
 using Vnet.Links;
@@ -184,10 +185,10 @@ internal static class TopoCli
             try
             {
                 var args = new JsonObject { ["text"] = await File.ReadAllTextAsync(f.FullName, ct), ["file"] = f.Name, ["dryRun"] = p.GetValue(dry) };
-                var report = ControlJson.FromNode<OverlayApplyReport>(await ControlCli.Send(p, "overlay.apply", args, ct))!;
+                var report = DaemonJson.FromNode<OverlayApplyReport>(await ControlCli.Send(p, "overlay.apply", args, ct))!;
                 if (p.GetValue(ControlCli.JsonFlag))
                 {
-                    Console.WriteLine(ControlJson.ToNode(report)?.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+                    Console.WriteLine(DaemonJson.ToNode(report)?.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
                 }
                 else
                 {

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
+using Vnet.Json;
 using Vnet.Control;
 using Vnet.Daemon;
 using Vnet.Inference;
@@ -18,7 +19,7 @@ internal static class VttifCli
         var matrix = new Command("matrix", "The smoothed VM×VM traffic matrix (bytes/s per source and destination).");
         matrix.SetAction((p, ct) => ControlCli.Call(p, "vttif.matrix", null, d =>
         {
-            var m = ControlJson.FromNode<VttifMatrix>(d)!;
+            var m = DaemonJson.FromNode<VttifMatrix>(d)!;
             Console.WriteLine($"report period {m.PeriodSeconds:0.###} s, smoothing time constant {m.TimeConstantSeconds:0.###} s");
             var t = new TableWriter("SOURCE", "AT", "DESTINATION", "AT", "RATE");
             foreach (var c in m.Cells)
@@ -27,7 +28,7 @@ internal static class VttifCli
         }, ct));
 
         var topology = new Command("topology", "The inferred application topology, as a description that serves it (apply it with vnet topo apply).");
-        topology.SetAction((p, ct) => ControlCli.Call(p, "vttif.topology", null, d => Console.Write(ControlJson.FromNode<VttifTopology>(d)!.Description), ct));
+        topology.SetAction((p, ct) => ControlCli.Call(p, "vttif.topology", null, d => Console.Write(DaemonJson.FromNode<VttifTopology>(d)!.Description), ct));
 
         var count = new Option<int?>("--count") { Description = "Stop after this many changes" };
         var timeout = new Option<double?>("--timeout") { Description = "Stop after this many seconds" };
@@ -45,7 +46,7 @@ internal static class VttifCli
             {
                 while (!cts.IsCancellationRequested)
                 {
-                    var events = ControlJson.FromNode<List<VttifEvent>>(await ControlCli.Send(p, "vttif.events", new JsonObject { ["since"] = since }, cts.Token)) ?? [];
+                    var events = DaemonJson.FromNode<List<VttifEvent>>(await ControlCli.Send(p, "vttif.events", new JsonObject { ["since"] = since }, cts.Token)) ?? [];
                     foreach (var e in events)
                     {
                         since = Math.Max(since, e.Id);

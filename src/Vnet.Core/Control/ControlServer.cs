@@ -1,8 +1,8 @@
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
+using Vnet.Peers;
 
 namespace Vnet.Control;
 
@@ -15,16 +15,16 @@ public sealed partial class ControlServer : IAsyncDisposable
     private const int MaxRequestBytes = 4 << 20;
 
     private readonly string _path;
-    private readonly Func<ControlRequest, Task<JsonNode?>> _handler;
+    private readonly ICommandHandler _commands;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stop = new();
     private Socket? _socket;
     private Task? _loop;
 
-    public ControlServer(string path, Func<ControlRequest, Task<JsonNode?>> handler, ILogger logger)
+    public ControlServer(string path, ICommandHandler commands, ILogger logger)
     {
         _path = path;
-        _handler = handler;
+        _commands = commands;
         _logger = logger;
     }
 
@@ -111,17 +111,12 @@ public sealed partial class ControlServer : IAsyncDisposable
             }
             else
             {
-                var data = await _handler(request);
-                response = new ControlResponse(true, data, null);
+                response = ControlResponse.From(await _commands.HandleAsync(request.Command, request.Args));
             }
         }
         catch (JsonException e)
         {
             response = new ControlResponse(false, null, $"malformed request: {e.Message}");
-        }
-        catch (Exception e) when (e is Daemon.DaemonCommandException or ArgumentException or FormatException or InvalidOperationException)
-        {
-            response = new ControlResponse(false, null, e.Message);
         }
         catch (OperationCanceledException)
         {

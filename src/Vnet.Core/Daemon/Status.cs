@@ -1,9 +1,14 @@
+using Vnet.Configuration;
+using Vnet.Forwarding;
+using Vnet.Frames;
+using Vnet.Links;
+
 namespace Vnet.Daemon;
 
 /// <summary>A daemon as <c>vnet status</c> shows it.</summary>
 public sealed record DaemonStatus(
     string Name,
-    string Role,
+    DaemonRole Role,
     string Listen,
     string Version,
     double UptimeSeconds,
@@ -19,12 +24,15 @@ public sealed record DaemonStatus(
     int BuffersInPool,
     long UdpRejected,
     long AllocatedBytes,
-    int Gen0Collections);
+    int Gen0Collections,
+    long DirectoryRepairs = 0,
+    long BadPeerMessages = 0,
+    long LearnRefused = 0);
 
 public sealed record LinkStatus(
     string Peer,
     string? Emulation,
-    string Transport,
+    LinkTransport Transport,
     bool Star,
     string? Dial,
     bool Up,
@@ -39,11 +47,12 @@ public sealed record LinkStatus(
     long RxErrors,
     int Queued,
     long Sessions,
-    string? LastDownReason);
+    string? LastDownReason,
+    RuleOrigin Origin = RuleOrigin.User);
 
 public sealed record InterfaceStatus(
     string Name,
-    string Kind,
+    InterfaceKind Kind,
     int Mtu,
     bool Up,
     bool Offloads,
@@ -57,19 +66,33 @@ public sealed record InterfaceStatus(
     long TxDrops,
     long RxErrors);
 
-public sealed record VmStatus(string Mac, string Daemon, string? Interface, bool Local);
+public sealed record VmStatus(MacAddress Mac, string Daemon, string? Interface, bool Local);
 
 /// <summary>A rule as tools show it, with its hit counters.</summary>
 public sealed record RuleStatus(
     long Id,
-    string Source,
-    string Destination,
-    string? Ingress,
-    string Action,
-    string Origin,
+    MacMatch Source,
+    MacMatch Destination,
+    PortRef? Ingress,
+    RuleAction Action,
+    RuleOrigin Origin,
     int Priority,
     long Frames,
-    long Bytes);
+    long Bytes)
+{
+    public Rule ToRule() => new()
+    {
+        Id = Id,
+        Source = Source,
+        Destination = Destination,
+        Ingress = Ingress,
+        Action = Action,
+        Origin = Origin,
+    };
+
+    public static RuleStatus Of(Rule r, RuleStats s) =>
+        new(r.Id, r.Source, r.Destination, r.Ingress, r.Action, r.Origin, r.Priority, s.Frames, s.Bytes);
+}
 
 /// <summary>A command the daemon refused, with the reason shown to the user.</summary>
 public sealed class DaemonCommandException : Exception
@@ -89,29 +112,34 @@ public sealed class DaemonCommandException : Exception
     }
 }
 
-/// <summary>Everything a daemon is, for dumps, diffs and traces: what the Proxy gathers from each daemon.</summary>
+/// <summary>
+/// Everything a daemon is, for dumps, diffs and traces: what the Proxy gathers from each daemon.
+/// <see cref="Version"/> is a digest of what change sets change (interfaces, links, user and
+/// adaptation rules): a change set sent with it is refused if the daemon changed in between.
+/// </summary>
 public sealed record DaemonState(
     string Name,
-    string Role,
+    DaemonRole Role,
     string? Listen,
     IReadOnlyList<InterfaceState> Interfaces,
     IReadOnlyList<LinkState> Links,
-    IReadOnlyList<RuleStatus> Rules);
+    IReadOnlyList<RuleStatus> Rules,
+    string Version = "");
 
-public sealed record InterfaceState(string Name, string Kind, int Mtu, string? Bridge, bool Lan, IReadOnlyList<string> Vms);
+public sealed record InterfaceState(string Name, InterfaceKind Kind, int Mtu, string? Bridge, bool Lan, IReadOnlyList<MacAddress> Vms);
 
 /// <summary>A link as this daemon has it: <c>Dial</c> is where it dials the peer, null when the peer dials in.</summary>
-public sealed record LinkState(string Peer, string Transport, bool Star, string? Dial, bool Up, string? Remote, string Origin = "user");
+public sealed record LinkState(string Peer, LinkTransport Transport, bool Star, string? Dial, bool Up, string? Remote, RuleOrigin Origin = RuleOrigin.User);
 
 /// <summary>The Proxy's smoothed global matrix, for <c>vnet vttif matrix</c>.</summary>
 public sealed record VttifMatrix(double PeriodSeconds, double TimeConstantSeconds, IReadOnlyList<MatrixCell> Cells);
 
-public sealed record MatrixCell(string Src, string Dst, double BytesPerSecond, string? SrcDaemon, string? DstDaemon);
+public sealed record MatrixCell(MacAddress Src, MacAddress Dst, double BytesPerSecond, string? SrcDaemon, string? DstDaemon);
 
 /// <summary>The inferred application topology, and the overlay that would serve it, as a description.</summary>
 public sealed record VttifTopology(DateTimeOffset Since, IReadOnlyList<TopologyEdge> Edges, string Description);
 
-public sealed record TopologyEdge(string A, string B, double BytesPerSecond, double Normalized);
+public sealed record TopologyEdge(MacAddress A, MacAddress B, double BytesPerSecond, double Normalized);
 
 /// <summary>One change of the inferred topology.</summary>
 public sealed record VttifEvent(long Id, DateTimeOffset At, IReadOnlyList<string> Added, IReadOnlyList<string> Removed, IReadOnlyList<TopologyEdge> Edges);

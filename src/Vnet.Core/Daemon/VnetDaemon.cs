@@ -1,37 +1,63 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Net;
+using System.Security.Cryptography;
+using System.Text;
 using Microsoft.Extensions.Logging;
+using Vnet.Adaptation;
+using Vnet.ChangeSets;
 using Vnet.Configuration;
 using Vnet.Engine;
 using Vnet.Forwarding;
 using Vnet.Frames;
+using Vnet.Inference;
 using Vnet.Interfaces;
 using Vnet.Links;
-using Vnet.Native;
+using Vnet.Overlay;
+using Vnet.Peers;
+using Vnet.Vms;
 
 namespace Vnet.Daemon;
 
+/// <summary>What a daemon is built with besides its configuration (tests and simulations change these).</summary>
+public sealed record DaemonOptions
+{
+    /// <summary>Frame buffers; null: a pool of 4096 (created as needed).</summary>
+    public FramePool? Pool { get; init; }
+
+    /// <summary>Where interfaces come from: real devices, or memory in tests.</summary>
+    public IInterfaceFactory Interfaces { get; init; } = SystemInterfaceFactory.Instance;
+
+    public DirectoryOptions Directory { get; init; } = new();
+}
+
 /// <summary>
-/// One VNET daemon: a host, or the Proxy on the user's LAN. It wires the data path (interfaces,
-/// links, switch, rules) and runs the control plane: VM learning, the resilient star, the Proxy's
-/// view of where every VM lives, and the command API that the control socket (and later the
-/// language tools) use. Every command runs on one control loop, so commands never interleave.
+/// One VNET daemon, a host or the Proxy: the composition root. It builds the data path (switch,
+/// rule book, links) and the services that own the control plane, wires their events, and starts
+/// and stops them in order. Every service keeps its state on the one <see cref="ControlLoop"/>:
+/// <list type="bullet">
+/// <item><see cref="InterfaceService"/>: local interfaces (TAP, pcap, memory) and their ports.</item>
+/// <item><see cref="VmDirectory"/>: the daemon's VMs, where every VM lives, learning, anti-entropy.</item>
+/// <item><see cref="PeerChannel"/>: messages, requests and responses with other daemons.</item>
+/// <item><see cref="LinkService"/> and <see cref="RuleService"/>: link and rule commands.</item>
+/// <item><see cref="ChangeSetService"/>: change sets applied whole or undone.</item>
+/// <item><see cref="VttifService"/> and <see cref="AdaptationService"/>: traffic inference and adaptation.</item>
+/// <item><see cref="OverlayService"/>: the Proxy's view of the whole overlay for the language tools.</item>
+/// </list>
+/// Commands reach it through a dispatcher that whoever hosts the daemon attaches (the daemon does
+/// not know the control socket); see docs/architecture.md.
 /// </summary>
-public sealed partial class VnetDaemon : ILinkEvents, IToolSessionHost, IAsyncDisposable
+public sealed partial class VnetDaemon : IAsyncDisposable
 {
     private readonly ILogger _logger;
-    private readonly ControlLoop _control;
-    private readonly ConcurrentDictionary<string, LocalInterface> _interfaces = new(StringComparer.Ordinal);
     private readonly long _started = Stopwatch.GetTimestamp();
-    private LocalInterface?[] _learningByPort = [];
     private bool _disposed;
 
-    public VnetDaemon(DaemonConfig config, ILoggerFactory loggers, FramePool? pool = null)
+    public VnetDaemon(DaemonConfig config, ILoggerFactory loggers, DaemonOptions? options = null)
     {
+        options ??= new DaemonOptions();
         Config = config;
         _logger = loggers.CreateLogger("vnet.daemon");
-        Pool = pool ?? new FramePool(4096);
+        Loop = new ControlLoop(e => Log.ControlError(_logger, e));
+        Pool = options.Pool ?? new FramePool(4096);
         Switch = new VirtualSwitch();
         Rules = new RuleBook(Switch);
         Links = new LinkManager(new LinkManagerOptions
@@ -41,13 +67,17 @@ public sealed partial class VnetDaemon : ILinkEvents, IToolSessionHost, IAsyncDi
             Key = config.Key,
             Listen = config.Listen,
             QueueCapacity = config.QueueCapacity,
-        }, Switch, Pool, loggers.CreateLogger("vnet.links"))
-        {
-            Events = this,
-            ToolSessions = this,
-        };
-        _control = new ControlLoop(e => Log.ControlError(_logger, e));
-        Switch.NewSourceHandler = OnNewSource;
+        }, Switch, Pool, loggers.CreateLogger("vnet.links"));
+        Peers = new PeerChannel(config.Name, IsProxy, config.ProxyName, Links, Loop, loggers.CreateLogger("vnet.peers"));
+        Links.Events = Peers;
+        Interfaces = new InterfaceService(config, Switch, Rules, Pool, options.Interfaces, Loop, loggers.CreateLogger("vnet.interfaces"));
+        Vms = new VmDirectory(config, options.Directory, Switch, Rules, Interfaces, Peers, Links, Loop, loggers.CreateLogger("vnet.vms"));
+        LinkCommands = new LinkService(config, Links, Rules, loggers.CreateLogger("vnet.links"));
+        RuleCommands = new RuleService(config.Name, Rules, Switch, loggers.CreateLogger("vnet.rules"));
+        ChangeSets = new ChangeSetService(config, Links, LinkCommands, Interfaces, Vms, Rules, () => State().Version, loggers.CreateLogger("vnet.changes"));
+        Vttif = new VttifService(config, Switch, Links, Peers, Loop, loggers.CreateLogger("vnet.vttif"));
+        Overlay = new OverlayService(config.Name, IsProxy, Peers, Links, () => Run(State), (set, version) => Run(() => ChangeSets.Apply(set, version)));
+        Adaptation = new AdaptationService(config, Vttif, Vms, Overlay, Links, Rules, Loop, loggers.CreateLogger("vnet.adapt"));
     }
 
     public DaemonConfig Config { get; }
@@ -55,6 +85,8 @@ public sealed partial class VnetDaemon : ILinkEvents, IToolSessionHost, IAsyncDi
     public string Name => Config.Name;
 
     public bool IsProxy => Config.Role == DaemonRole.Proxy;
+
+    public ControlLoop Loop { get; }
 
     public FramePool Pool { get; }
 
@@ -64,10 +96,28 @@ public sealed partial class VnetDaemon : ILinkEvents, IToolSessionHost, IAsyncDi
 
     public LinkManager Links { get; }
 
-    /// <summary>Port reference of the star link on a host.</summary>
-    public PortRef ProxyLink => PortRef.Link(Config.ProxyName);
+    public PeerChannel Peers { get; }
 
-    public Task StartAsync()
+    public InterfaceService Interfaces { get; }
+
+    public VmDirectory Vms { get; }
+
+    public LinkService LinkCommands { get; }
+
+    public RuleService RuleCommands { get; }
+
+    public ChangeSetService ChangeSets { get; }
+
+    public VttifService Vttif { get; }
+
+    public OverlayService Overlay { get; }
+
+    public AdaptationService Adaptation { get; }
+
+    public static string VersionText => typeof(VnetDaemon).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+
+    /// <summary>Starts everything, on the control loop, so no event is handled before every service is wired.</summary>
+    public Task StartAsync() => Run(() =>
     {
         Links.Start();
         // Group frames follow the star: every daemon floods along it.
@@ -78,22 +128,21 @@ public sealed partial class VnetDaemon : ILinkEvents, IToolSessionHost, IAsyncDi
             Action = RuleAction.Flood,
             Origin = RuleOrigin.System,
         }));
-        foreach (var i in Config.Interfaces)
-            OpenInterface(i);
-        if (!IsProxy)
-            Links.AddLink(Config.ProxyName, Config.ProxyTransport, star: true, Config.ProxyAddress);
-        foreach (var l in Config.Links)
-            Links.AddLink(l.Peer, l.Transport, star: false, l.Address);
+        Peers.PeerUp += LinkCommands.OnPeerUp;
+        Vms.Start();
+        Interfaces.Start();
+        LinkCommands.Start();
+        Vttif.Start();
+        Adaptation.Start();
         Rules.Republish();
-        StartVttif();
         Log.Started(_logger, Name, Config.Role, Links.LocalEndPoint!);
-        return Task.CompletedTask;
-    }
-
-    // ---------------------------------------------------------------- command API
+        return true;
+    });
 
     /// <summary>Runs a command on the control loop; its exceptions reach the caller.</summary>
-    public Task<T> Run<T>(Func<T> command) => _control.Invoke(command);
+    public Task<T> Run<T>(Func<T> command) => Loop.Invoke(command);
+
+    // ---------------------------------------------------------------- status and state (control loop)
 
     public DaemonStatus Status()
     {
@@ -107,313 +156,48 @@ public sealed partial class VnetDaemon : ILinkEvents, IToolSessionHost, IAsyncDi
             if (l.IsUp)
                 up++;
         }
-        var localVms = 0;
-        foreach (var i in _interfaces.Values)
-            localVms += i.Vms.Count;
-        return new DaemonStatus(Name, IsProxy ? "proxy" : "host", Links.LocalEndPoint?.ToString() ?? "", VersionText,
+        return new DaemonStatus(Name, Config.Role, Links.LocalEndPoint?.ToString() ?? "", VersionText,
             Stopwatch.GetElapsedTime(_started).TotalSeconds, Switch.ForwardedFrames, drops, Rules.Count, links.Count, up,
-            _interfaces.Count, localVms, _locations.Count, Pool.Created, Pool.Available, Links.Udp?.Rejected ?? 0,
-            GC.GetTotalAllocatedBytes(precise: true), GC.CollectionCount(0));
+            Interfaces.Count, Vms.LocalCount, Vms.Locations.Count, Pool.Created, Pool.Available, Links.Udp?.Rejected ?? 0,
+            GC.GetTotalAllocatedBytes(precise: true), GC.CollectionCount(0), Vms.Repairs, Peers.BadMessages, Vms.LearnRefused);
     }
 
-    public static string VersionText => typeof(VnetDaemon).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
-
-    public IReadOnlyList<LinkStatus> ListLinks()
+    /// <summary>The daemon's interfaces, links and rules, for the Proxy's dumps, diffs and traces, with their version.</summary>
+    public DaemonState State()
     {
-        var list = new List<LinkStatus>();
-        foreach (var p in Links.Links.OrderBy(p => p.Peer, StringComparer.Ordinal))
-        {
-            var s = p.Session;
-            var c = p.Counters;
-            var rtt = s?.SmoothedRttMicros is long r && r >= 0 ? r / 1000.0 : (double?)null;
-            list.Add(new LinkStatus(p.Peer, p.Emulation?.ToString(), (s?.Transport ?? p.Transport).ToString().ToLowerInvariant(), p.Star, p.DialAddress?.ToString(),
-                p.IsUp, s?.RemoteEndPoint, s?.Started, rtt, c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes, c.TxDrops, c.RxErrors,
-                s?.QueuedFrames ?? 0, p.SessionsStarted, p.LastDownReason.Length == 0 ? null : p.LastDownReason));
-        }
-        return list;
-    }
-
-    /// <summary>Adds a link this daemon dials; refused when the peer is this daemon or the link exists.</summary>
-    public LinkStatus AddLink(string peer, IPEndPoint address, LinkTransport transport)
-    {
-        if (!Names.IsValid(peer))
-            throw new DaemonCommandException($"'{peer}' is not a valid daemon name");
-        if (peer == Name)
-            throw new DaemonCommandException("a daemon cannot link to itself");
-        if (Links.Find(peer) is not null)
-            throw new DaemonCommandException($"link {peer} already exists");
-        Links.AddLink(peer, transport, star: !IsProxy && peer == Config.ProxyName, address);
-        Rules.Republish();
-        Log.LinkAdded(_logger, peer, address, transport);
-        return ListLinks().First(l => l.Peer == peer);
-    }
-
-    /// <summary>Removes a link; refused when user rules still send to or match on it.</summary>
-    public void RemoveLink(string peer)
-    {
-        if (Links.Find(peer) is not { } port)
-            throw new DaemonCommandException($"no link {peer}");
-        if (port.Star)
-            throw new DaemonCommandException(StarLinkRefusal(peer));
-        RefuseIfUsed(PortRef.Link(peer), $"link {peer}");
-        RemoveLinkForce(peer);
+        var interfaces = Interfaces.All.OrderBy(i => i.Name, StringComparer.Ordinal).Select(i =>
+            new InterfaceState(i.Name, i.Config.Kind, i.Config.Mtu, i.Config.Bridge, i.Config.Lan, Vms.VmsOn(i.Name))).ToList();
+        var links = Links.Links.OrderBy(l => l.Peer, StringComparer.Ordinal).Select(l =>
+            new LinkState(l.Peer, l.Session?.Transport ?? l.Transport, l.Star, l.DialAddress?.ToString(), l.IsUp, l.Session?.RemoteEndPoint, l.Origin)).ToList();
+        var rules = RuleCommands.List();
+        return new DaemonState(Name, Config.Role, Links.LocalEndPoint?.ToString(), interfaces, links, rules,
+            StateVersion(Interfaces.All, Links.Links, rules));
     }
 
     /// <summary>
-    /// Why a star link cannot be removed: at a host it is the host's own configuration, and at the
-    /// Proxy it is the host's (removing it would only cut the host off until it re-dials).
+    /// A digest of what change sets change: interfaces, the links this daemon dials, user and
+    /// adaptation rules; not VMs (they come and go by themselves), link state or counters.
     /// </summary>
-    private string StarLinkRefusal(string peer) => IsProxy
-        ? $"the star link to {peer} is part of {peer}'s configuration"
-        : $"the star link to {peer} is part of {Name}'s configuration";
-
-    /// <summary>Refuses the command while user or adaptation rules still send to or match on the port.</summary>
-    private void RefuseIfUsed(PortRef port, string what)
+    private static string StateVersion(IEnumerable<LocalInterface> interfaces, IEnumerable<LinkPort> links, IEnumerable<RuleStatus> rules)
     {
-        var users = Rules.List().Where(r => r.Rule.Origin != RuleOrigin.System && Uses(r.Rule, port)).Select(r => r.Rule.Id).ToList();
-        if (users.Count > 0)
-            throw new DaemonCommandException($"{what} is used by rule(s) {string.Join(", ", users)}; remove them first");
-    }
-
-    private readonly Dictionary<string, LinkEmulation> _emulation = new(StringComparer.Ordinal);
-
-    /// <summary>The emulation for links to a peer: its own entry, else the <c>*</c> entry, else none.</summary>
-    private LinkEmulation? EmulationFor(string peer)
-    {
-        lock (_emulation)
+        var lines = new List<string>();
+        foreach (var i in interfaces)
+            lines.Add($"i {i.Name} {i.Config.Kind} {i.Config.Mtu} {i.Config.Bridge} {i.Config.Lan}");
+        foreach (var l in links)
         {
-            if (_emulation.Count == 0)
-            {
-                foreach (var (k, v) in Config.Emulation)
-                    _emulation[k] = v;
-            }
-            return _emulation.TryGetValue(peer, out var e) ? e : _emulation.GetValueOrDefault("*");
+            // A link the peer dials appears here when the peer connects: a change set planned
+            // before that still applies (it takes the port over), so it is no change of state.
+            if (l.DialAddress is not null)
+                lines.Add($"l {l.Peer} {l.Transport} {l.Star} {l.DialAddress} {l.Origin}");
         }
-    }
-
-    /// <summary>Sets (or with "none" clears) the emulation of links to a peer, or of every link ("*").</summary>
-    public string SetEmulation(string peer, string settings)
-    {
-        if (peer != "*" && !Names.IsValid(peer))
-            throw new DaemonCommandException($"'{peer}' is not a daemon name or *");
-        LinkEmulation emulation;
-        try
+        foreach (var r in rules)
         {
-            emulation = LinkEmulation.Parse(settings);
+            if (r.Origin != RuleOrigin.System)
+                lines.Add($"r {r.Source} {r.Destination} {r.Ingress} {r.Action} {r.Origin}");
         }
-        catch (FormatException e)
-        {
-            throw new DaemonCommandException(e.Message);
-        }
-        EmulationFor(peer);
-        lock (_emulation)
-            _emulation[peer] = emulation;
-        foreach (var port in Links.Links)
-            port.Emulation = EmulationFor(port.Peer);
-        var text = emulation.ToString();
-        Log.EmulationSet(_logger, peer, text);
-        return text;
-    }
-
-    private static bool Uses(Rule rule, PortRef port) =>
-        (!rule.Action.IsFlood && rule.Action.Port == port) || rule.Ingress == port;
-
-    public IReadOnlyList<RuleStatus> ListRules() =>
-        Rules.List().Select(e => ToStatus(e.Rule, e.Stats)).ToList();
-
-    private static RuleStatus ToStatus(Rule r, RuleStats s) => new(r.Id, r.Source.ToString(), r.Destination.ToString(),
-        r.Ingress?.ToString(), r.Action.ToString(), r.Origin.ToString().ToLowerInvariant(), r.Priority, s.Frames, s.Bytes);
-
-    /// <summary>Adds a rule after checking it and that the ports it names exist.</summary>
-    public RuleStatus AddRule(Rule rule)
-    {
-        if (rule.Validate() is { } problem)
-            throw new DaemonCommandException(problem);
-        if (!rule.Action.IsFlood && Switch.ResolvePort(rule.Action.Port) < 0)
-            throw new DaemonCommandException($"no port {rule.Action.Port} on {Name}");
-        if (rule.Ingress is { } i && Switch.ResolvePort(i) < 0)
-            throw new DaemonCommandException($"no port {i} on {Name}");
-        var added = Rules.Edit(e => e.Add(rule with { Id = 0 }));
-        Log.RuleAdded(_logger, added.Id, added);
-        return ToStatus(added, Rules.List().First(r => r.Rule.Id == added.Id).Stats);
-    }
-
-    public void RemoveRule(long id)
-    {
-        if (!Rules.Edit(e => e.Remove(id)))
-            throw new DaemonCommandException($"no rule {id}");
-        Log.RuleRemoved(_logger, id);
-    }
-
-    public IReadOnlyList<InterfaceStatus> ListInterfaces() =>
-        _interfaces.Values.OrderBy(i => i.Config.Name, StringComparer.Ordinal).Select(i =>
-        {
-            var c = i.Port.Counters;
-            return new InterfaceStatus(i.Config.Name, i.Config.Kind.ToString().ToLowerInvariant(), i.Config.Mtu, i.Port.IsUp,
-                i.Port.Device.AcceptsOffloads, i.Config.Lan, i.Config.Learn, i.Vms.Count,
-                c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes, c.TxDrops, c.RxErrors);
-        }).ToList();
-
-    public InterfaceStatus AddInterface(InterfaceConfig config)
-    {
-        if (_interfaces.ContainsKey(config.Name))
-            throw new DaemonCommandException($"interface {config.Name} already exists");
-        try
-        {
-            (Config with { Interfaces = [config] }).Validated();
-        }
-        catch (ConfigException e)
-        {
-            throw new DaemonCommandException(e.Message);
-        }
-        try
-        {
-            OpenInterface(config);
-        }
-        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or DllNotFoundException)
-        {
-            throw new DaemonCommandException($"cannot open {config.Name}: {e.Message}");
-        }
-        Rules.Republish();
-        return ListInterfaces().First(i => i.Name == config.Name);
-    }
-
-    public void RemoveInterface(string name)
-    {
-        if (!_interfaces.TryGetValue(name, out var state))
-            throw new DaemonCommandException($"no interface {name}");
-        RefuseIfUsed(PortRef.Interface(name), $"interface {name}");
-        CloseInterface(state, "removed by command");
-    }
-
-    public IReadOnlyList<VmStatus> ListVms()
-    {
-        var list = new List<VmStatus>();
-        var local = new Dictionary<MacAddress, string>();
-        foreach (var i in _interfaces.Values)
-        {
-            foreach (var mac in i.Vms.Keys)
-                local[mac] = i.Config.Name;
-        }
-        foreach (var (mac, iface) in local)
-            list.Add(new VmStatus(mac.ToString(), Name, iface, true));
-        foreach (var (mac, daemon) in _locations)
-        {
-            if (!local.ContainsKey(mac))
-                list.Add(new VmStatus(mac.ToString(), daemon, null, false));
-        }
-        list.Sort((a, b) => string.CompareOrdinal(a.Mac, b.Mac));
-        return list;
-    }
-
-    // ---------------------------------------------------------------- interfaces
-
-    /// <summary>A local interface and the VMs learned on it.</summary>
-    private sealed class LocalInterface(InterfaceConfig config, InterfacePort port)
-    {
-        public InterfaceConfig Config { get; } = config;
-
-        public InterfacePort Port { get; } = port;
-
-        /// <summary>The device's own address (a TAP's host side), never learned as a VM.</summary>
-        public MacAddress? OwnMac { get; set; }
-
-        /// <summary>VM MACs on this interface (pinned in the configuration or learned).</summary>
-        public ConcurrentDictionary<MacAddress, bool> Vms { get; } = new();
-    }
-
-    private void OpenInterface(InterfaceConfig config)
-    {
-        ILocalInterface device = config.Kind switch
-        {
-            InterfaceKind.Tap => TapInterface.Open(config.Name, config.Mtu, config.Offloads),
-            _ => PcapInterface.Open(config.Name, config.Mtu, InitialFilter(config)),
-        };
-        if (config.Bridge is not null)
-        {
-            try
-            {
-                NetDevice.AddToBridge(config.Bridge, device.Name);
-            }
-            catch
-            {
-                device.Dispose();
-                throw;
-            }
-        }
-        var port = new InterfacePort(device, Switch, Pool, Config.HopLimit);
-        var state = new LocalInterface(config, port);
-        Switch.AddPort(port);
-        _interfaces[config.Name] = state;
-        port.Closed += p =>
-        {
-            if (!_disposed)
-                _control.Post(() => CloseInterface(state, "the device went away"));
-        };
-        if (config.Kind == InterfaceKind.Tap)
-        {
-            // The host's own side of the TAP talks too (ARP, IPv6 ND); it is not a VM.
-            state.OwnMac = MacAddress.Read(NetDevice.GetHardwareAddress(device.Name));
-        }
-        RebuildLearningIndex();
-        if (config.Lan)
-        {
-            Rules.Edit(e => e.Add(new Rule
-            {
-                Source = MacMatch.Any,
-                Destination = MacMatch.None,
-                Action = RuleAction.To(port.Name),
-                Origin = RuleOrigin.System,
-            }));
-        }
-        foreach (var mac in config.Macs)
-            LearnLocal(state, mac, announce: false);
-        port.Start();
-        Log.InterfaceOpened(_logger, device.Name, config.Kind, config.Mtu, device.AcceptsOffloads);
-    }
-
-    private string? InitialFilter(InterfaceConfig config)
-    {
-        if (config.Lan)
-            return BpfFilters.ForProxyNic(KnownVmMacs());
-        return config.Learn ? null : BpfFilters.ForHostInterface(config.Macs.ToList());
-    }
-
-    private void CloseInterface(LocalInterface state, string reason)
-    {
-        if (!_interfaces.TryRemove(new KeyValuePair<string, LocalInterface>(state.Config.Name, state)))
-            return;
-        var port = state.Port.Name;
-        var gone = state.Vms.Keys.ToList();
-        Rules.Edit(e =>
-        {
-            e.RemoveWhere(r => r.Origin == RuleOrigin.System && Uses(r, port));
-            foreach (var mac in gone)
-                RemoveLocalVmRules(e, mac);
-        });
-        Switch.RemovePort(state.Port);
-        RebuildLearningIndex();
-        state.Port.Dispose();
-        Rules.Republish();
-        foreach (var mac in gone)
-            OnLocalVmGone(mac);
-        Log.InterfaceClosed(_logger, state.Config.Name, reason);
-    }
-
-    private void RebuildLearningIndex()
-    {
-        var index = new LocalInterface?[64];
-        foreach (var s in _interfaces.Values)
-        {
-            var id = s.Port.Id;
-            if (id < 0 || !s.Config.Learn || s.Config.Lan)
-                continue;
-            if (id >= index.Length)
-                Array.Resize(ref index, id + 64);
-            index[id] = s;
-        }
-        Volatile.Write(ref _learningByPort, index);
-        PublishSources();
+        lines.Sort(StringComparer.Ordinal);
+        var hash = SHA256.HashData(Encoding.UTF8.GetBytes(string.Join('\n', lines)));
+        return Convert.ToHexStringLower(hash.AsSpan(0, 8));
     }
 
     // ---------------------------------------------------------------- lifecycle
@@ -423,15 +207,32 @@ public sealed partial class VnetDaemon : ILinkEvents, IToolSessionHost, IAsyncDi
         if (_disposed)
             return;
         _disposed = true;
-        await StopVttif();
         Log.Stopping(_logger, "links");
-        await Links.DisposeAsync();
+        await Links.DisposeAsync().ConfigureAwait(false);
         Log.Stopping(_logger, "interfaces");
-        foreach (var i in _interfaces.Values)
-            i.Port.Dispose();
-        _interfaces.Clear();
+        await Run(() =>
+        {
+            Interfaces.StopAll();
+            return true;
+        }).ConfigureAwait(false);
         Log.Stopping(_logger, "control loop");
-        await _control.DisposeAsync();
+        await Loop.DisposeAsync().ConfigureAwait(false);
+        Vttif.Dispose();
         Log.Stopped(_logger, Name);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "Daemon {Name} started as {Role} on {Listen}")]
+        public static partial void Started(ILogger logger, string name, DaemonRole role, System.Net.IPEndPoint listen);
+
+        [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Daemon {Name} stopped")]
+        public static partial void Stopped(ILogger logger, string name);
+
+        [LoggerMessage(EventId = 3, Level = LogLevel.Error, Message = "Control-plane error")]
+        public static partial void ControlError(ILogger logger, Exception exception);
+
+        [LoggerMessage(EventId = 4, Level = LogLevel.Debug, Message = "Stopping {Part}")]
+        public static partial void Stopping(ILogger logger, string part);
     }
 }

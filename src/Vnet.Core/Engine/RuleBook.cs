@@ -45,6 +45,21 @@ public sealed class RuleBook
         }
     }
 
+    /// <summary>Ids of the user and adaptation rules that send to <paramref name="port"/> or match frames arriving on it.</summary>
+    public List<long> UsersOf(PortRef port)
+    {
+        var users = new List<long>();
+        lock (_lock)
+        {
+            foreach (var r in _rules.Values)
+            {
+                if (r.Origin != RuleOrigin.System && r.Uses(port))
+                    users.Add(r.Id);
+            }
+        }
+        return users;
+    }
+
     public Rule? Find(long id)
     {
         lock (_lock)

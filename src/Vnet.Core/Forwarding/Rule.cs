@@ -68,6 +68,9 @@ public sealed record Rule
     public bool SameMatchAndAction(Rule other) =>
         Source == other.Source && Destination == other.Destination && Ingress == other.Ingress && Action == other.Action;
 
+    /// <summary>Whether the rule sends to <paramref name="port"/> or matches only frames arriving on it.</summary>
+    public bool Uses(PortRef port) => (!Action.IsFlood && Action.Port == port) || Ingress == port;
+
     /// <summary>Checks the rule's shape; returns null when valid, else the reason.</summary>
     public string? Validate()
     {

@@ -4,8 +4,8 @@ using System.Net;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Vnet.Adaptation;
-using Vnet.Control;
 using Vnet.Daemon;
+using Vnet.Forwarding;
 using Vnet.Tests.TestBed;
 using Xunit.Abstractions;
 using static Vnet.Tests.Functional.OverlayBed;
@@ -26,7 +26,7 @@ namespace Vnet.Tests.Functional;
 [Collection("Netns")]
 public sealed partial class AdaptationTests(ITestOutputHelper output)
 {
-    private const string Adaptation = "adaptation";
+    private const RuleOrigin Adaptation = RuleOrigin.Adaptation;
 
     [Fact]
     public void AutoPolicy_TrafficBetweenTwoHosts_DirectLinkCarriesItUntilTheTrafficStops()
@@ -50,15 +50,15 @@ public sealed partial class AdaptationTests(ITestOutputHelper output)
         Assert.True(carriedByStar >= 50, $"the star carried only {carriedByStar} frames before adaptation");
 
         var status = AdaptStatus(o);
-        Assert.Equal("auto", status.Policy);
+        Assert.Equal("auto", EnumText.Of(status.Policy));
         Assert.Equal(2, status.Budget);
         Assert.Equal(["h1 -> h2"], status.Links);
         Assert.Contains(status.Plan, p => p.StartsWith("link h1 <-> h2: ", StringComparison.Ordinal));
         Assert.Contains(status.Log, a => a.Applied && a.Daemon == "h1" && a.Change.StartsWith("add link h2", StringComparison.Ordinal));
         Assert.Contains(status.Log, a => a.Applied && a.Daemon == "h2" && a.Change == $"add rule any -> {VmMac(1)} to link:h1");
         // Both ends hold the link as adaptation's, the one dialed into as well.
-        Assert.Equal(Adaptation, LinkOrigin(o, "h1", "h2"));
-        Assert.Equal(Adaptation, LinkOrigin(o, "h2", "h1"));
+        Assert.Equal("adaptation", LinkOrigin(o, "h1", "h2"));
+        Assert.Equal("adaptation", LinkOrigin(o, "h2", "h1"));
         // Only the chatty pair's hosts are touched.
         Assert.DoesNotContain(o.Rules("h3"), r => r.Origin == Adaptation);
         Assert.DoesNotContain(o.Links("h3"), l => l.Peer is "h1" or "h2");
@@ -141,8 +141,8 @@ public sealed partial class AdaptationTests(ITestOutputHelper output)
             Assert.Equal(["proxy"], o.Links(h).Select(l => l.Peer));
         }
         // Placement advice moves nothing either.
-        Assert.Contains(o.Vms("proxy"), v => v.Mac == VmMac(1) && v.Daemon == "h1");
-        Assert.Contains(o.Vms("proxy"), v => v.Mac == VmMac(2) && v.Daemon == "h2");
+        Assert.Contains(o.Vms("proxy"), v => v.Mac.ToString() == VmMac(1) && v.Daemon == "h1");
+        Assert.Contains(o.Vms("proxy"), v => v.Mac.ToString() == VmMac(2) && v.Daemon == "h2");
         client.Stop();
         server.Stop();
     }
@@ -174,8 +174,8 @@ public sealed partial class AdaptationTests(ITestOutputHelper output)
         Wait.For(() => AdaptationRule(o, "h1", VmMac(2), "link:h3"), TimeSpan.FromSeconds(20), "h1's adaptation rule sending vm2 over link h3");
         Wait.For(() => AdaptationRule(o, "h3", VmMac(1), "link:h1"), TimeSpan.FromSeconds(10), "h3's adaptation rule sending vm1 over link h1");
         Wait.Until(() => o.Links("h1").Any(l => l.Peer == "h3" && l.Up), TimeSpan.FromSeconds(10), "the direct link h1-h3 up");
-        Assert.Equal(Adaptation, LinkOrigin(o, "h1", "h3"));
-        Assert.Equal(Adaptation, LinkOrigin(o, "h3", "h1"));
+        Assert.Equal("adaptation", LinkOrigin(o, "h1", "h3"));
+        Assert.Equal("adaptation", LinkOrigin(o, "h3", "h1"));
         output.WriteLine(Invariant($"link h1-h3 and its rules in place {moved.Elapsed.TotalSeconds:0.0} s after the move"));
         // The link that served the old placement goes in the same change.
         Wait.Until(() => AdaptStatus(o).Links.SequenceEqual(["h1 -> h3"]) && !o.Links("h1").Any(l => l.Peer == "h2") && NoAdaptation(o, "h2"),
@@ -226,20 +226,20 @@ public sealed partial class AdaptationTests(ITestOutputHelper output)
     }
 
     private static AdaptationStatus AdaptStatus(OverlayBed o) =>
-        ControlJson.FromNode<AdaptationStatus>(JsonNode.Parse(o.Cli("proxy", "adapt status --json")))!;
+        DaemonJson.FromNode<AdaptationStatus>(JsonNode.Parse(o.Cli("proxy", "adapt status --json")))!;
 
     private static PlacementPlan Placement(OverlayBed o, string? capacity) =>
-        ControlJson.FromNode<PlacementPlan>(JsonNode.Parse(o.Cli("proxy", "adapt plan --json" + (capacity is null ? "" : " --capacity " + capacity))))!;
+        DaemonJson.FromNode<PlacementPlan>(JsonNode.Parse(o.Cli("proxy", "adapt plan --json" + (capacity is null ? "" : " --capacity " + capacity))))!;
 
     private static RuleStatus? AdaptationRule(OverlayBed o, string daemon, string dst, string action) =>
-        o.Rules(daemon).SingleOrDefault(r => r.Origin == Adaptation && r.Destination == dst && r.Action == action);
+        o.Rules(daemon).SingleOrDefault(r => r.Origin == Adaptation && r.Destination.ToString() == dst && r.Action.ToString() == action);
 
     /// <summary>No rule of adaptation's and no link but the star one.</summary>
     private static bool NoAdaptation(OverlayBed o, string daemon) =>
         !o.Rules(daemon).Any(r => r.Origin == Adaptation) && o.Links(daemon).All(l => l.Star);
 
     private static string? LinkOrigin(OverlayBed o, string daemon, string peer) =>
-        ControlJson.FromNode<DaemonState>(o.Control(daemon, "state"))!.Links.SingleOrDefault(l => l.Peer == peer)?.Origin;
+        DaemonJson.FromNode<DaemonState>(o.Control(daemon, "state"))!.Links.SingleOrDefault(l => l.Peer == peer) is { } link ? EnumText.Of(link.Origin) : null;
 
     private static long ProxyRxFrames(OverlayBed o) => o.Links("proxy").Where(l => l.Peer is "h1" or "h2").Sum(l => l.RxFrames);
 

@@ -29,13 +29,13 @@ public sealed class DirectLinkTests(ITestOutputHelper output)
         var proxyAfter = ProxyFrames(o);
         output.WriteLine($"proxy frames from hosts: {proxyBefore} -> {proxyAfter}");
         Assert.True(proxyAfter - proxyBefore <= 2, $"the Proxy still carried {proxyAfter - proxyBefore} frames");
-        var direct = o.Rules("h1").Single(r => r.Action == "link:h2");
+        var direct = o.Rules("h1").Single(r => r.Action.ToString() == "link:h2");
         Assert.True(direct.Frames >= 20, $"the direct rule matched {direct.Frames} frames");
         Assert.Contains("link:h2", o.Cli("h1", "rule list"), StringComparison.Ordinal);
 
         // Removing the rules and the link puts the traffic back on the star.
         o.Cli("h1", $"rule del {direct.Id}");
-        o.Cli("h2", $"rule del {o.Rules("h2").Single(r => r.Action == "link:h1").Id}");
+        o.Cli("h2", $"rule del {o.Rules("h2").Single(r => r.Action.ToString() == "link:h1").Id}");
         o.Cli("h1", "link del h2");
         Assert.DoesNotContain(o.Links("h1"), l => l.Peer == "h2");
         proxyBefore = ProxyFrames(o);

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
-using Vnet.Control;
 using Vnet.Daemon;
 using Vnet.Inference;
 using Vnet.Patterns;
@@ -72,7 +71,7 @@ public sealed class InferenceTests(ITestOutputHelper output)
         Assert.True(fromRound1 <= 7.25, Invariant($"inferred {fromRound1:0.00} report periods after round 1"));
 
         // The CLI shows the same edge set.
-        var cli = ControlJson.FromNode<VttifTopology>(JsonNode.Parse(o.Cli("proxy", "vttif topology --json")))!;
+        var cli = DaemonJson.FromNode<VttifTopology>(JsonNode.Parse(o.Cli("proxy", "vttif topology --json")))!;
         Assert.Equal(expected, EdgeSet(cli.Edges));
 
         foreach (var r in ranks)
@@ -160,7 +159,7 @@ public sealed class InferenceTests(ITestOutputHelper output)
         return string.CompareOrdinal(a, b) <= 0 ? $"{a}-{b}" : $"{b}-{a}";
     }
 
-    private static HashSet<string> EdgeSet(IEnumerable<TopologyEdge> edges) => edges.Select(e => Pair(e.A, e.B)).ToHashSet();
+    private static HashSet<string> EdgeSet(IEnumerable<TopologyEdge> edges) => edges.Select(e => Pair(e.A.ToString(), e.B.ToString())).ToHashSet();
 
     /// <summary>Starts rank i of the pattern in VM i + 1; enough rounds to keep the traffic flowing for the whole test.</summary>
     private static List<BackgroundProcess> StartPattern(OverlayBed o, string pattern, int n, int port, string bytes = "256K")
@@ -178,10 +177,10 @@ public sealed class InferenceTests(ITestOutputHelper output)
         return (Stopwatch.StartNew(), DateTimeOffset.UtcNow);
     }
 
-    private static VttifTopology CurrentTopology(OverlayBed o) => ControlJson.FromNode<VttifTopology>(o.Control("proxy", "vttif.topology"))!;
+    private static VttifTopology CurrentTopology(OverlayBed o) => DaemonJson.FromNode<VttifTopology>(o.Control("proxy", "vttif.topology"))!;
 
     private static List<VttifEvent> Events(OverlayBed o, long since) =>
-        ControlJson.FromNode<List<VttifEvent>>(o.Control("proxy", "vttif.events", new JsonObject { ["since"] = since })) ?? [];
+        DaemonJson.FromNode<List<VttifEvent>>(o.Control("proxy", "vttif.events", new JsonObject { ["since"] = since })) ?? [];
 
     /// <summary>What polling the Proxy saw while a pattern got inferred.</summary>
     private sealed record Inferred(VttifTopology Topology, DateTimeOffset TrafficSeenAfter, TimeSpan Seen);
@@ -217,15 +216,15 @@ public sealed class InferenceTests(ITestOutputHelper output)
             Thread.Sleep(50);
         }
         output.WriteLine($"expected: {string.Join(" ", expected.Order(StringComparer.Ordinal))}");
-        output.WriteLine($"inferred: {string.Join(" ", last?.Edges.Select(e => $"{Pair(e.A, e.B)}={e.BytesPerSecond:0}") ?? [])}");
+        output.WriteLine($"inferred: {string.Join(" ", last?.Edges.Select(e => $"{Pair(e.A.ToString(), e.B.ToString())}={e.BytesPerSecond:0}") ?? [])}");
         output.WriteLine(o.Cli("proxy", "vttif matrix"));
         throw new TimeoutException($"timed out after {timeout.TotalSeconds:0} s waiting for the inferred topology to be {what}");
     }
 
     /// <summary>True once the Proxy's smoothed matrix has a pair of these VMs above the pruning floor (setup traffic stays far below).</summary>
     private static bool CarriesTraffic(OverlayBed o, HashSet<string> vms) =>
-        ControlJson.FromNode<VttifMatrix>(o.Control("proxy", "vttif.matrix"))!.Cells.Any(c =>
-            vms.Contains(c.Src.ToLowerInvariant()) && vms.Contains(c.Dst.ToLowerInvariant()) && c.BytesPerSecond >= VttifOptions.Default.MinRate);
+        DaemonJson.FromNode<VttifMatrix>(o.Control("proxy", "vttif.matrix"))!.Cells.Any(c =>
+            vms.Contains(c.Src.ToString()) && vms.Contains(c.Dst.ToString()) && c.BytesPerSecond >= VttifOptions.Default.MinRate);
 
     private static string Invariant(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 }

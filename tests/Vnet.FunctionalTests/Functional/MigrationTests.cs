@@ -27,11 +27,11 @@ public sealed class MigrationTests(ITestOutputHelper output)
         var mac = OverlayBed.VmMac(1);
         foreach (var daemon in new[] { "proxy", "h1", "h2", "h3" })
         {
-            Wait.Until(() => o.Vms(daemon).Any(v => v.Mac == mac && v.Daemon == "h3"), TimeSpan.FromSeconds(5),
+            Wait.Until(() => o.Vms(daemon).Any(v => v.Mac.ToString() == mac && v.Daemon == "h3"), TimeSpan.FromSeconds(5),
                 $"{daemon} sees {mac} on h3");
             output.WriteLine($"{daemon} followed the move after {moved.ElapsedMilliseconds} ms");
         }
-        Assert.DoesNotContain(o.Vms("h1"), v => v.Mac == mac && v.Local);
+        Assert.DoesNotContain(o.Vms("h1"), v => v.Mac.ToString() == mac && v.Local);
 
         Assert.True(client.WaitForExit(TimeSpan.FromSeconds(40)), "iperf3 did not finish");
         Assert.Equal(0, client.ExitCode);

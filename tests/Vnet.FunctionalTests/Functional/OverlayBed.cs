@@ -213,13 +213,13 @@ internal sealed class OverlayBed : IDisposable
         return ControlClient.SendAsync(SocketOf(daemon), command, args, cts.Token).GetAwaiter().GetResult();
     }
 
-    public List<LinkStatus> Links(string daemon) => ControlJson.FromNode<List<LinkStatus>>(Control(daemon, "link.list")) ?? [];
+    public List<LinkStatus> Links(string daemon) => DaemonJson.FromNode<List<LinkStatus>>(Control(daemon, "link.list")) ?? [];
 
-    public List<RuleStatus> Rules(string daemon) => ControlJson.FromNode<List<RuleStatus>>(Control(daemon, "rule.list")) ?? [];
+    public List<RuleStatus> Rules(string daemon) => DaemonJson.FromNode<List<RuleStatus>>(Control(daemon, "rule.list")) ?? [];
 
-    public List<VmStatus> Vms(string daemon) => ControlJson.FromNode<List<VmStatus>>(Control(daemon, "vm.list")) ?? [];
+    public List<VmStatus> Vms(string daemon) => DaemonJson.FromNode<List<VmStatus>>(Control(daemon, "vm.list")) ?? [];
 
-    public DaemonStatus Status(string daemon) => ControlJson.FromNode<DaemonStatus>(Control(daemon, "status"))!;
+    public DaemonStatus Status(string daemon) => DaemonJson.FromNode<DaemonStatus>(Control(daemon, "status"))!;
 
     /// <summary>Writes every daemon's links, interfaces, rules and drops to the test output (for failures).</summary>
     public void DumpCounters()

@@ -31,9 +31,9 @@ public sealed class StarTests(ITestOutputHelper output)
         // The Proxy knows where each VM lives, and so does every host.
         var proxyView = o.Vms("proxy");
         for (var n = 1; n <= 3; n++)
-            Assert.Contains(proxyView, v => v.Mac == OverlayBed.VmMac(n) && v.Daemon == $"h{n}");
-        Assert.Contains(o.Vms("h1"), v => v.Mac == OverlayBed.VmMac(3) && v.Daemon == "h3");
-        Assert.All(o.Links("proxy"), l => Assert.Equal(transport, l.Transport));
+            Assert.Contains(proxyView, v => v.Mac.ToString() == OverlayBed.VmMac(n) && v.Daemon == $"h{n}");
+        Assert.Contains(o.Vms("h1"), v => v.Mac.ToString() == OverlayBed.VmMac(3) && v.Daemon == "h3");
+        Assert.All(o.Links("proxy"), l => Assert.Equal(transport, EnumText.Of(l.Transport)));
     }
 
     [Fact]

@@ -1,6 +1,7 @@
 using System.Text.RegularExpressions;
 using Vnet.Control;
 using Vnet.Daemon;
+using Vnet.Forwarding;
 using Vnet.Language;
 using Vnet.Links;
 using Vnet.Tests.TestBed;
@@ -46,7 +47,7 @@ public sealed class TopologyTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(vms + "dry run: nothing changed\n", Ok(Topo(o, $"topo apply {star} --dry-run")));
         Assert.Equal(vms + "applied (h1, h2)\n", Ok(Topo(o, $"topo apply {star}")));
         // Declared VMs are announced at once, before they send anything.
-        Assert.Contains(o.Vms("proxy"), v => v.Mac == VmMac(2) && v.Daemon == "h2");
+        Assert.Contains(o.Vms("proxy"), v => v.Mac.ToString() == VmMac(2) && v.Daemon == "h2");
         Assert.True(o.Bed.Ping("vm1", VmIp(2), count: 2, timeoutSeconds: 10), "vm1 -> vm2 over the star");
         var starLinks = o.Links("proxy").ToDictionary(l => l.Peer, l => l.Sessions);
         var systemRules = SystemRules(o, "h1");
@@ -275,7 +276,7 @@ public sealed class TopologyTests(ITestOutputHelper output) : IDisposable
         var table = o.Cli("proxy", "show rules --at h2");
         output.WriteLine(table);
         Assert.Matches(@"\b02:00:00:00:00:07\s+-\s+link:proxy\s+user\b", table);
-        var viaProxy = ControlJson.FromNode<List<RuleStatus>>(System.Text.Json.Nodes.JsonNode.Parse(o.Cli("proxy", "show rules --at h2 --json")))!;
+        var viaProxy = DaemonJson.FromNode<List<RuleStatus>>(System.Text.Json.Nodes.JsonNode.Parse(o.Cli("proxy", "show rules --at h2 --json")))!;
         Assert.Equal(o.Rules("h2").Select(r => r.Id), viaProxy.Select(r => r.Id));
         Assert.Contains("proxy", o.Cli("proxy", "link list --at h1"), StringComparison.Ordinal);
 
@@ -359,10 +360,10 @@ public sealed class TopologyTests(ITestOutputHelper output) : IDisposable
     private static long ProxyRx(OverlayBed o) => o.Links("proxy").Where(l => l.Peer is "h1" or "h2").Sum(l => l.RxFrames);
 
     private static RuleStatus UserRule(OverlayBed o, string daemon, string action) =>
-        o.Rules(daemon).Single(r => r.Origin == "user" && r.Action == action);
+        o.Rules(daemon).Single(r => r.Origin == RuleOrigin.User && r.Action.ToString() == action);
 
     private static List<string> SystemRules(OverlayBed o, string daemon) =>
-        [.. o.Rules(daemon).Where(r => r.Origin == "system").Select(r => $"{r.Id} {r.Source} -> {r.Destination} {r.Action}")];
+        [.. o.Rules(daemon).Where(r => r.Origin == RuleOrigin.System).Select(r => $"{r.Id} {r.Source} -> {r.Destination} {r.Action}")];
 
     /// <summary>The dump and every daemon's rules (without counters): what a refused apply must leave as it was.</summary>
     private Dictionary<string, string> Snapshot(OverlayBed o, params string[] daemons)

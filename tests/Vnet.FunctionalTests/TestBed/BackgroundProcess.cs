@@ -169,24 +169,36 @@ internal sealed class BackgroundProcess : IDisposable
     {
         var clock = Stopwatch.StartNew();
         var checkedLines = 0;
-        lock (_gate)
+        while (true)
         {
-            while (true)
+            bool streamsOpen;
+            lock (_gate)
             {
                 for (; checkedLines < _lines.Count; checkedLines++)
                 {
                     if (_lines[checkedLines].Contains(substring, StringComparison.Ordinal))
                         return _lines[checkedLines];
                 }
-                if (!_stdoutOpen && !_stderrOpen && _process.HasExited)
-                    throw new InvalidOperationException(
-                        $"'{Name}' exited ({_process.ExitCode}) without printing '{substring}'.{Tail()}");
-                var left = timeout - clock.Elapsed;
-                if (left <= TimeSpan.Zero)
-                    throw new TimeoutException(
-                        $"timed out after {timeout.TotalSeconds:0.###} s waiting for '{substring}' in the output of '{Name}'.{Tail()}");
+                streamsOpen = _stdoutOpen || _stderrOpen;
+            }
+            // Asked outside our lock: the Process class raises Exited while it holds its own lock,
+            // and OnExited takes ours; asking it while holding ours once deadlocked a test run.
+            if (!streamsOpen && _process.HasExited)
+            {
+                throw new InvalidOperationException(
+                    $"'{Name}' exited ({_process.ExitCode}) without printing '{substring}'.{Tail()}");
+            }
+            var left = timeout - clock.Elapsed;
+            if (left <= TimeSpan.Zero)
+            {
+                throw new TimeoutException(
+                    $"timed out after {timeout.TotalSeconds:0.###} s waiting for '{substring}' in the output of '{Name}'.{Tail()}");
+            }
+            lock (_gate)
+            {
                 // Pulsed on every line and at exit; the cap covers an exit seen before streams close.
-                Monitor.Wait(_gate, left < TimeSpan.FromMilliseconds(200) ? left : TimeSpan.FromMilliseconds(200));
+                if (checkedLines == _lines.Count)
+                    Monitor.Wait(_gate, left < TimeSpan.FromMilliseconds(200) ? left : TimeSpan.FromMilliseconds(200));
             }
         }
     }
@@ -287,9 +299,11 @@ internal sealed class BackgroundProcess : IDisposable
 
     private void OnExited()
     {
+        // Read before taking our lock (see WaitForOutput).
+        var code = _process.ExitCode;
         lock (_gate)
         {
-            WriteLog("#", $"exited with code {_process.ExitCode}");
+            WriteLog("#", $"exited with code {code}");
             Monitor.PulseAll(_gate);
         }
     }
@@ -316,9 +330,12 @@ internal sealed class BackgroundProcess : IDisposable
 
     private string Tail()
     {
-        var from = Math.Max(0, _lines.Count - 20);
-        var tail = string.Join("\n  ", _lines.Skip(from));
-        return $" Log: {LogPath}. Last output:\n  {tail}";
+        lock (_gate)
+        {
+            var from = Math.Max(0, _lines.Count - 20);
+            var tail = string.Join("\n  ", _lines.Skip(from));
+            return $" Log: {LogPath}. Last output:\n  {tail}";
+        }
     }
 
     public void Dispose()

@@ -29,7 +29,7 @@ public sealed class ControlCommandsTests
     [MemberData(nameof(Sources))]
     public void ParseRule_ValidSource_Parsed(string src, string canonical)
     {
-        var rule = ControlCommands.ParseRule(src, "any", null, "link:proxy");
+        var rule = ControlArgs.ParseRule(src, "any", null, "link:proxy");
 
         Assert.Equal(canonical, rule.Source.ToString());
     }
@@ -49,7 +49,7 @@ public sealed class ControlCommandsTests
     [MemberData(nameof(Destinations))]
     public void ParseRule_ValidDestination_Parsed(string dst, MacMatchKind kind)
     {
-        var rule = ControlCommands.ParseRule(VmMac, dst, null, "if:tap0");
+        var rule = ControlArgs.ParseRule(VmMac, dst, null, "if:tap0");
 
         Assert.Equal(kind, rule.Destination.Kind);
         if (kind == MacMatchKind.Exact)
@@ -63,7 +63,7 @@ public sealed class ControlCommandsTests
     [InlineData("interface:eth0", PortKind.Interface, "eth0")]
     public void ParseRule_PortAction_SendsToThatPort(string to, PortKind kind, string name)
     {
-        var rule = ControlCommands.ParseRule("any", VmMac, null, to);
+        var rule = ControlArgs.ParseRule("any", VmMac, null, to);
 
         Assert.False(rule.Action.IsFlood);
         Assert.Equal(new PortRef(kind, name), rule.Action.Port);
@@ -72,7 +72,7 @@ public sealed class ControlCommandsTests
     [Fact]
     public void ParseRule_Flood_FloodAction()
     {
-        var rule = ControlCommands.ParseRule("any", "multicast", null, "flood");
+        var rule = ControlArgs.ParseRule("any", "multicast", null, "flood");
 
         Assert.Equal(RuleAction.Flood, rule.Action);
     }
@@ -80,7 +80,7 @@ public sealed class ControlCommandsTests
     [Fact]
     public void ParseRule_WholeRule_EveryPartInPlace()
     {
-        var rule = ControlCommands.ParseRule(VmMac, "52:54:00:ab:cd:ef", "link:host2", "if:tap0");
+        var rule = ControlArgs.ParseRule(VmMac, "52:54:00:ab:cd:ef", "link:host2", "if:tap0");
 
         Assert.Equal(MacMatch.Exact(Vm), rule.Source);
         Assert.Equal(MacMatch.Exact(Other), rule.Destination);
@@ -98,7 +98,7 @@ public sealed class ControlCommandsTests
     [InlineData("interface:tap1")]
     public void ParseRule_OptionalArrivalPort_SetOnlyWhenGiven(string? ingress)
     {
-        var rule = ControlCommands.ParseRule("any", "any", ingress, "flood");
+        var rule = ControlArgs.ParseRule("any", "any", ingress, "flood");
 
         if (ingress is null)
         {
@@ -114,8 +114,8 @@ public sealed class ControlCommandsTests
     [Fact]
     public void ParseRule_ArrivalPortGiven_StrongerThanWithout()
     {
-        var without = ControlCommands.ParseRule("any", "any", null, "flood");
-        var with = ControlCommands.ParseRule("any", "any", "link:proxy", "flood");
+        var without = ControlArgs.ParseRule("any", "any", null, "flood");
+        var with = ControlArgs.ParseRule("any", "any", "link:proxy", "flood");
 
         Assert.True(with.Priority > without.Priority);
     }
@@ -131,7 +131,7 @@ public sealed class ControlCommandsTests
     [InlineData("*")]
     public void ParseRule_BadSource_RefusedNamingIt(string src)
     {
-        var e = Assert.Throws<DaemonCommandException>(() => ControlCommands.ParseRule(src, "any", null, "flood"));
+        var e = Assert.Throws<DaemonCommandException>(() => ControlArgs.ParseRule(src, "any", null, "flood"));
 
         Assert.Equal($"source '{src}' is not a MAC address or 'any'", e.Message);
     }
@@ -142,7 +142,7 @@ public sealed class ControlCommandsTests
     [InlineData("")]
     public void ParseRule_BadDestination_RefusedNamingIt(string dst)
     {
-        var e = Assert.Throws<DaemonCommandException>(() => ControlCommands.ParseRule("any", dst, null, "flood"));
+        var e = Assert.Throws<DaemonCommandException>(() => ControlArgs.ParseRule("any", dst, null, "flood"));
 
         Assert.Equal($"destination '{dst}' is not a MAC address, 'any', 'multicast' or 'none'", e.Message);
     }
@@ -153,7 +153,7 @@ public sealed class ControlCommandsTests
     [InlineData("33:33:00:00:00:01")]
     public void ParseRule_GroupSource_RefusedAsGroupAddress(string src)
     {
-        var e = Assert.Throws<DaemonCommandException>(() => ControlCommands.ParseRule(src, "any", null, "flood"));
+        var e = Assert.Throws<DaemonCommandException>(() => ControlArgs.ParseRule(src, "any", null, "flood"));
 
         Assert.Contains($"source {src} is a group address", e.Message, StringComparison.Ordinal);
     }
@@ -163,7 +163,7 @@ public sealed class ControlCommandsTests
     [InlineData("none")]
     public void ParseRule_SourceOnlyValidForDestinations_Refused(string src)
     {
-        var e = Assert.Throws<DaemonCommandException>(() => ControlCommands.ParseRule(src, "any", null, "flood"));
+        var e = Assert.Throws<DaemonCommandException>(() => ControlArgs.ParseRule(src, "any", null, "flood"));
 
         Assert.Equal($"source must be a MAC address or 'any', not '{src}'", e.Message);
     }
@@ -181,7 +181,7 @@ public sealed class ControlCommandsTests
     [InlineData("")]
     public void ParseRule_UnknownAction_RefusedNamingIt(string to)
     {
-        var e = Assert.Throws<DaemonCommandException>(() => ControlCommands.ParseRule("any", "any", null, to));
+        var e = Assert.Throws<DaemonCommandException>(() => ControlArgs.ParseRule("any", "any", null, to));
 
         Assert.Equal($"action '{to}' is not link:NAME, if:NAME or flood", e.Message);
     }
@@ -194,7 +194,7 @@ public sealed class ControlCommandsTests
     [InlineData("")]
     public void ParseRule_BadArrivalPort_RefusedNamingIt(string ingress)
     {
-        var e = Assert.Throws<DaemonCommandException>(() => ControlCommands.ParseRule("any", "any", ingress, "flood"));
+        var e = Assert.Throws<DaemonCommandException>(() => ControlArgs.ParseRule("any", "any", ingress, "flood"));
 
         Assert.Equal($"arrival port '{ingress}' is not link:NAME or if:NAME", e.Message);
     }
@@ -202,7 +202,7 @@ public sealed class ControlCommandsTests
     [Fact]
     public void ParseRule_SeveralPartsWrong_SourceReportedFirst()
     {
-        var e = Assert.Throws<DaemonCommandException>(() => ControlCommands.ParseRule("bad", "bad", "bad", "bad"));
+        var e = Assert.Throws<DaemonCommandException>(() => ControlArgs.ParseRule("bad", "bad", "bad", "bad"));
 
         Assert.StartsWith("source 'bad'", e.Message, StringComparison.Ordinal);
     }
@@ -213,7 +213,7 @@ public sealed class ControlCommandsTests
     [InlineData("tcp", LinkTransport.Tcp)]
     [InlineData("udp", LinkTransport.Udp)]
     public void ParseTransport_Known_Parsed(string text, LinkTransport transport) =>
-        Assert.Equal(transport, ControlCommands.ParseTransport(text));
+        Assert.Equal(transport, ControlArgs.ParseTransport(text));
 
     [Theory]
     [InlineData("TCP")]
@@ -221,7 +221,7 @@ public sealed class ControlCommandsTests
     [InlineData("")]
     public void ParseTransport_Unknown_RefusedNamingIt(string text)
     {
-        var e = Assert.Throws<DaemonCommandException>(() => ControlCommands.ParseTransport(text));
+        var e = Assert.Throws<DaemonCommandException>(() => ControlArgs.ParseTransport(text));
 
         Assert.Equal($"'{text}' is neither tcp nor udp", e.Message);
     }

@@ -1,67 +1,95 @@
 using System.Diagnostics;
 using System.Net;
+using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Vnet.Configuration;
+using Vnet.Control;
 using Vnet.Daemon;
+using Vnet.Interfaces;
 using Vnet.Links;
 using Vnet.Tests.Links;
+using Vnet.Vms;
 
 namespace Vnet.Tests.Daemon;
 
 /// <summary>
-/// Real daemons in this process, without interfaces: a Proxy and hosts that dial it over loopback,
-/// each listening on 127.0.0.1 at a port of its own. Nothing is created in any network namespace,
-/// so the control plane (change sets, remote commands, dumps) can be tested without root.
+/// Real daemons in this process: a Proxy and hosts that dial it over loopback, each listening on
+/// 127.0.0.1 at a port of its own, with the command dispatcher attached as the CLI attaches it.
+/// Interfaces, when a test gives a daemon some, are in memory (<see cref="MemoryInterfaceFactory"/>),
+/// so the whole control plane (learning, the directory, change sets, remote commands, dumps) runs
+/// without root. A daemon can be stopped and started again at the same address.
 /// </summary>
 internal sealed class DaemonNet : IAsyncDisposable
 {
     public static readonly TimeSpan UpTimeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>The Proxy's LAN NIC when the net has one.</summary>
+    public const string Lan = "lan0";
+
     private readonly NetworkKey _key = NetworkKey.Generate();
     private readonly Dictionary<string, VnetDaemon> _daemons = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, DaemonConfig> _configs = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ListLogger> _logs = new(StringComparer.Ordinal);
-    private readonly List<VnetDaemon> _order = [];
+    private readonly Dictionary<string, MemoryInterfaceFactory> _devices = new(StringComparer.Ordinal);
+    private readonly DirectoryOptions _directory;
+    private readonly List<string> _order = [];
+    private LinkTransport _transport = LinkTransport.Tcp;
 
-    private DaemonNet()
-    {
-    }
+    private DaemonNet(DirectoryOptions? directory) => _directory = directory ?? new DirectoryOptions();
 
     public VnetDaemon Proxy => _daemons["proxy"];
 
     public VnetDaemon this[string name] => _daemons[name];
 
-    /// <summary>What a daemon logged, to wait for a message it only logs (an ignored request).</summary>
+    public IEnumerable<VnetDaemon> Daemons => _order.Where(_daemons.ContainsKey).Select(n => _daemons[n]);
+
+    /// <summary>What a daemon logged (every start of it), to wait for a message it only logs.</summary>
     public ListLogger LogOf(string name) => _logs[name];
 
-    /// <summary>Starts the Proxy and the hosts, and waits until every star link is up at both ends.</summary>
-    public static async Task<DaemonNet> StartAsync(params string[] hosts)
+    /// <summary>A daemon's in-memory interfaces, by name (the latest opened under that name).</summary>
+    public MemoryInterfaceFactory DevicesOf(string name) => _devices[name];
+
+    /// <summary>Starts the Proxy and the hosts (no interfaces), and waits until every star link is up at both ends.</summary>
+    public static Task<DaemonNet> StartAsync(params string[] hosts) =>
+        StartAsync(hosts.Select(h => (h, (IReadOnlyList<InterfaceConfig>)[])).ToArray(), null);
+
+    /// <summary>Starts the Proxy and hosts with in-memory interfaces, and waits for the star.</summary>
+    /// <param name="lan">Gives the Proxy a LAN NIC in memory, <c>lan0</c>, as a real Proxy opens its NIC through libpcap.</param>
+    public static async Task<DaemonNet> StartAsync(IReadOnlyList<(string Name, IReadOnlyList<InterfaceConfig> Interfaces)> hosts,
+        DirectoryOptions? directory, LinkTransport transport = LinkTransport.Tcp, bool lan = false)
     {
-        var net = new DaemonNet();
+        var net = new DaemonNet(directory) { _transport = transport };
         try
         {
-            var proxy = await net.StartDaemon(new DaemonConfig
+            var proxyConfig = new DaemonConfig
             {
                 Name = "proxy",
                 Role = DaemonRole.Proxy,
-                Listen = new IPEndPoint(IPAddress.Loopback, 0),
+                Listen = new IPEndPoint(IPAddress.Loopback, FreePort()),
                 Key = net._key,
-            });
-            foreach (var h in hosts)
+                Interfaces = lan ? [new InterfaceConfig { Name = Lan, Kind = InterfaceKind.Pcap, Lan = true, Learn = false }] : [],
+            };
+            if (lan)
+            {
+                net._devices["proxy"] = new MemoryInterfaceFactory();
+                net._devices["proxy"].Nics[Lan] = true;
+            }
+            var proxy = await net.StartDaemon(proxyConfig);
+            foreach (var (h, interfaces) in hosts)
             {
                 await net.StartDaemon(new DaemonConfig
                 {
                     Name = h,
                     Role = DaemonRole.Host,
-                    Listen = new IPEndPoint(IPAddress.Loopback, 0),
+                    Listen = new IPEndPoint(IPAddress.Loopback, FreePort()),
                     Key = net._key,
                     ProxyAddress = proxy.Links.LocalEndPoint,
+                    ProxyTransport = transport,
+                    Interfaces = interfaces,
                 });
             }
-            foreach (var h in hosts)
-            {
-                await Until(() => proxy.Links.Find(h) is { IsUp: true } && net[h].Links.Find("proxy") is { IsUp: true },
-                    UpTimeout, $"star link {h} - proxy up");
-            }
+            foreach (var (h, _) in hosts)
+                await net.WaitStar(h);
             return net;
         }
         catch
@@ -71,15 +99,73 @@ internal sealed class DaemonNet : IAsyncDisposable
         }
     }
 
+    /// <summary>A port nobody listens on now, so a daemon can be restarted at the same address.</summary>
+    private static int FreePort()
+    {
+        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)probe.LocalEndPoint!).Port;
+    }
+
     private async Task<VnetDaemon> StartDaemon(DaemonConfig config)
     {
-        var log = new ListLogger();
-        var daemon = new VnetDaemon(config.Validated(), new OneLoggerFactory(log));
+        if (!_logs.TryGetValue(config.Name, out var log))
+            _logs[config.Name] = log = new ListLogger();
+        if (!_devices.TryGetValue(config.Name, out var devices))
+            _devices[config.Name] = devices = new MemoryInterfaceFactory();
+        var daemon = new VnetDaemon(config.Validated(), new OneLoggerFactory(log), new DaemonOptions
+        {
+            Pool = new Vnet.Frames.FramePool(256),
+            Interfaces = devices,
+            Directory = _directory,
+        });
+        DaemonControl.Attach(daemon);
         _daemons[config.Name] = daemon;
-        _logs[config.Name] = log;
-        _order.Add(daemon);
+        _configs[config.Name] = config;
+        if (!_order.Contains(config.Name))
+            _order.Add(config.Name);
         await daemon.StartAsync();
         return daemon;
+    }
+
+    /// <summary>Starts one more host (no interfaces) that dials the Proxy.</summary>
+    public Task<VnetDaemon> AddHost(string name) => StartDaemon(new DaemonConfig
+    {
+        Name = name,
+        Role = DaemonRole.Host,
+        Listen = new IPEndPoint(IPAddress.Loopback, FreePort()),
+        Key = _key,
+        ProxyAddress = Proxy.Links.LocalEndPoint,
+        ProxyTransport = _transport,
+    });
+
+    /// <summary>Stops a daemon (its links close, its peers see it go).</summary>
+    public async Task Stop(string name)
+    {
+        if (_daemons.Remove(name, out var daemon))
+            await daemon.DisposeAsync();
+    }
+
+    /// <summary>Starts a stopped daemon again with its configuration, at its address.</summary>
+    public Task<VnetDaemon> Restart(string name) => StartDaemon(_configs[name]);
+
+    /// <summary>Waits until the star link of <paramref name="host"/> is up at both ends.</summary>
+    public Task WaitStar(string host) =>
+        Until(() => _daemons.TryGetValue("proxy", out var proxy) && _daemons.TryGetValue(host, out var h) &&
+            proxy.Links.Find(host) is { IsUp: true } && h.Links.Find("proxy") is { IsUp: true },
+            UpTimeout, $"star link {host} - proxy up");
+
+    /// <summary>Self-repairs of every running daemon's directory (zero in a healthy run: a repair there is a bug).</summary>
+    public async Task<string> Repairs()
+    {
+        var lines = new List<string>();
+        foreach (var d in Daemons)
+        {
+            var status = await d.Run(d.Vms.Status);
+            foreach (var r in status.RecentRepairs)
+                lines.Add($"{d.Name}: {r.Topic} from {r.Peer}: {r.Kind}");
+        }
+        return string.Join('\n', lines);
     }
 
     /// <summary>Where a daemon listens, as a description writes it.</summary>
@@ -89,7 +175,7 @@ internal sealed class DaemonNet : IAsyncDisposable
     public Task<ApplyResult> Apply(string daemon, params DaemonChange[] changes)
     {
         var d = _daemons[daemon];
-        return d.Run(() => d.Apply(changes));
+        return d.Run(() => d.ChangeSets.Apply(changes));
     }
 
     public Task<DaemonState> State(string daemon)
@@ -120,11 +206,29 @@ internal sealed class DaemonNet : IAsyncDisposable
         }
     }
 
+    /// <summary>As <see cref="Until"/>, with a condition that runs on daemons' control loops.</summary>
+    public static async Task UntilAsync(Func<Task<bool>> condition, TimeSpan timeout, string what, Func<Task<string>>? explain = null)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!await condition())
+        {
+            if (clock.Elapsed > timeout)
+            {
+                var why = explain is null ? "" : "\n" + await explain();
+                throw new TimeoutException($"timed out after {timeout.TotalSeconds:0.#} s waiting for {what}{why}");
+            }
+            await Task.Delay(20);
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         // Hosts first, so the Proxy does not watch them re-dial while it stops.
         for (var i = _order.Count - 1; i >= 0; i--)
-            await _order[i].DisposeAsync();
+        {
+            if (_daemons.Remove(_order[i], out var d))
+                await d.DisposeAsync();
+        }
     }
 
     /// <summary>Every category of one daemon goes to one list.</summary>

@@ -1,11 +1,11 @@
 using System.Net;
-using Vnet.Configuration;
+using Vnet.ChangeSets;
+using Vnet.Daemon;
 using Vnet.Forwarding;
-using Vnet.Frames;
 using Vnet.Language;
 using Vnet.Links;
 
-namespace Vnet.Daemon;
+namespace Vnet.Overlay;
 
 /// <summary>
 /// Between the live overlay and its description: what the daemons report becomes a model in the
@@ -30,7 +30,7 @@ public static class OverlayModel
                 listen[s.Name] = ep;
         }
         // A Proxy listening on every address is where its hosts dial it.
-        var proxy = states.Daemons.FirstOrDefault(d => d.Role == "proxy");
+        var proxy = states.Daemons.FirstOrDefault(d => d.Role == DaemonRole.Proxy);
         if (proxy is not null && listen.TryGetValue(proxy.Name, out var pl) && IsAny(pl.Address))
         {
             var dialed = states.Daemons.SelectMany(d => d.Links).FirstOrDefault(l => l.Star && l.Peer == proxy.Name && l.Dial is not null);
@@ -43,23 +43,21 @@ public static class OverlayModel
         var links = new List<LinkDecl>();
         foreach (var s in states.Daemons)
         {
-            var interfaces = s.Interfaces.Select(i => new InterfaceDecl(i.Name,
-                i.Kind == "pcap" ? InterfaceKind.Pcap : InterfaceKind.Tap,
-                i.Mtu == DefaultMtu ? null : i.Mtu, i.Bridge, i.Lan,
-                i.Vms.Select(MacAddress.Parse).ToList())).ToList();
-            var rules = s.Rules.Where(r => r.Origin == "user").Select(ToRule).OfType<Rule>()
+            var interfaces = s.Interfaces.Select(i => new InterfaceDecl(i.Name, i.Kind,
+                i.Mtu == DefaultMtu ? null : i.Mtu, i.Bridge, i.Lan, i.Vms.ToList())).ToList();
+            var rules = s.Rules.Where(r => r.Origin == RuleOrigin.User).Select(r => r.ToRule())
                 .Where(r => !NamesUnknownLink(r, names)).Select(RuleDecl.From).ToList();
-            daemons.Add(new DaemonDecl(s.Name, s.Role == "proxy" ? DaemonRole.Proxy : DaemonRole.Host,
+            daemons.Add(new DaemonDecl(s.Name, s.Role,
                 listen.GetValueOrDefault(s.Name), interfaces, rules));
             foreach (var l in s.Links)
             {
                 // A link to a daemon the Proxy cannot reach (its host is down) cannot be described, nor
                 // can the rules that name it: the description would name a daemon it does not declare.
                 // Adaptation's links come and go with the traffic; a description is the user's overlay.
-                if (l.Origin == "adaptation" || l.Dial is null || !IPEndPoint.TryParse(l.Dial, out var dial) || !names.Contains(l.Peer))
+                if (l.Origin == RuleOrigin.Adaptation || l.Dial is null || !IPEndPoint.TryParse(l.Dial, out var dial) || !names.Contains(l.Peer))
                     continue;
                 int? port = listen.TryGetValue(l.Peer, out var peer) && peer.Port == dial.Port ? null : dial.Port;
-                links.Add(new LinkDecl(s.Name, l.Peer, l.Transport == "udp" ? LinkTransport.Udp : LinkTransport.Tcp, port));
+                links.Add(new LinkDecl(s.Name, l.Peer, l.Transport, port));
             }
         }
         return new OverlayDescription(daemons, links);
@@ -77,14 +75,14 @@ public static class OverlayModel
     /// <summary>The daemon change set for one change of the language.</summary>
     public static IEnumerable<DaemonChange> ToDaemonChanges(Change change, OverlayDescription desired) => change switch
     {
-        AddInterface a => [AddInterfaceChange(a.Interface), .. a.Interface.Vms.Select(v => new DaemonChange { Op = DaemonChange.AddVm, Name = a.Interface.Name, Mac = v.ToString() })],
-        RemoveInterface r => [new DaemonChange { Op = DaemonChange.RemoveInterface, Name = r.Name }],
-        AddVm v => [new DaemonChange { Op = DaemonChange.AddVm, Name = v.Interface, Mac = v.Mac.ToString() }],
-        RemoveVm v => [new DaemonChange { Op = DaemonChange.RemoveVm, Name = v.Interface, Mac = v.Mac.ToString() }],
-        AddRule r => [RuleChange(DaemonChange.AddRule, r.Rule)],
-        RemoveRule r => [RuleChange(DaemonChange.RemoveRule, r.Rule)],
-        AddLink l => [new DaemonChange { Op = DaemonChange.AddLink, Peer = l.Peer, Transport = Transport(l.Transport), Dial = l.Dial?.ToString() }],
-        RemoveLink l => [new DaemonChange { Op = DaemonChange.RemoveLink, Peer = l.Peer }],
+        AddInterface a => [AddInterfaceChange(a.Interface), .. a.Interface.Vms.Select(v => new DaemonChange { Op = ChangeOp.AddVm, Name = a.Interface.Name, Mac = v })],
+        RemoveInterface r => [new DaemonChange { Op = ChangeOp.RemoveInterface, Name = r.Name }],
+        AddVm v => [new DaemonChange { Op = ChangeOp.AddVm, Name = v.Interface, Mac = v.Mac }],
+        RemoveVm v => [new DaemonChange { Op = ChangeOp.RemoveVm, Name = v.Interface, Mac = v.Mac }],
+        AddRule r => [RuleChange(ChangeOp.AddRule, r.Rule)],
+        RemoveRule r => [RuleChange(ChangeOp.RemoveRule, r.Rule)],
+        AddLink l => [new DaemonChange { Op = ChangeOp.AddLink, Peer = l.Peer, Transport = l.Transport, Dial = l.Dial?.ToString() }],
+        RemoveLink l => [new DaemonChange { Op = ChangeOp.RemoveLink, Peer = l.Peer }],
         _ => throw new DaemonCommandException($"cannot apply '{change}'"),
     };
 
@@ -94,26 +92,26 @@ public static class OverlayModel
         switch (change)
         {
             case AddInterface a:
-                return [new DaemonChange { Op = DaemonChange.RemoveInterface, Name = a.Interface.Name }];
+                return [new DaemonChange { Op = ChangeOp.RemoveInterface, Name = a.Interface.Name }];
             case RemoveInterface r:
                 var old = before.Daemon(r.Daemon)?.Interface(r.Name) ?? throw new DaemonCommandException($"{r.Daemon} had no interface {r.Name}");
                 return ToDaemonChanges(new AddInterface(r.Daemon, old), before);
             case AddVm v:
-                return [new DaemonChange { Op = DaemonChange.RemoveVm, Name = v.Interface, Mac = v.Mac.ToString() }];
+                return [new DaemonChange { Op = ChangeOp.RemoveVm, Name = v.Interface, Mac = v.Mac }];
             case RemoveVm v:
-                return [new DaemonChange { Op = DaemonChange.AddVm, Name = v.Interface, Mac = v.Mac.ToString() }];
+                return [new DaemonChange { Op = ChangeOp.AddVm, Name = v.Interface, Mac = v.Mac }];
             case AddRule r:
-                return [RuleChange(DaemonChange.RemoveRule, r.Rule)];
+                return [RuleChange(ChangeOp.RemoveRule, r.Rule)];
             case RemoveRule r:
-                return [RuleChange(DaemonChange.AddRule, r.Rule)];
+                return [RuleChange(ChangeOp.AddRule, r.Rule)];
             case AddLink l:
-                return [new DaemonChange { Op = DaemonChange.RemoveLink, Peer = l.Peer }];
+                return [new DaemonChange { Op = ChangeOp.RemoveLink, Peer = l.Peer }];
             case RemoveLink l:
                 var link = before.LinkBetween(l.Daemon, l.Peer) ?? throw new DaemonCommandException($"{l.Daemon} had no link to {l.Peer}");
                 IPEndPoint? dial = null;
                 if (link.From == l.Daemon && before.Daemon(l.Peer)?.Address is { } address)
                     dial = new IPEndPoint(address.Address, link.Port ?? address.Port);
-                return [new DaemonChange { Op = DaemonChange.AddLink, Peer = l.Peer, Transport = Transport(link.Transport), Dial = dial?.ToString() }];
+                return [new DaemonChange { Op = ChangeOp.AddLink, Peer = l.Peer, Transport = link.Transport, Dial = dial?.ToString() }];
             default:
                 return [];
         }
@@ -121,21 +119,21 @@ public static class OverlayModel
 
     private static DaemonChange AddInterfaceChange(InterfaceDecl i) => new()
     {
-        Op = DaemonChange.AddInterface,
+        Op = ChangeOp.AddInterface,
         Name = i.Name,
-        Kind = i.Kind == InterfaceKind.Pcap ? "pcap" : "tap",
+        Kind = i.Kind,
         Mtu = i.Mtu,
         Bridge = i.Bridge,
         Lan = i.Lan,
     };
 
-    private static DaemonChange RuleChange(string op, RuleDecl r) => new()
+    private static DaemonChange RuleChange(ChangeOp op, RuleDecl r) => new()
     {
         Op = op,
-        Src = r.Source.ToString(),
-        Dst = r.Destination.ToString(),
-        In = r.Ingress?.ToString(),
-        To = r.Action.ToString(),
+        Src = r.Source,
+        Dst = r.Destination,
+        In = r.Ingress,
+        To = r.Action,
     };
 
     /// <summary>The description without the links that join one of <paramref name="daemons"/>, nor the rules that name those links.</summary>
@@ -155,30 +153,5 @@ public static class OverlayModel
         (!rule.Action.IsFlood && rule.Action.Port.Kind == PortKind.Link && !daemons.Contains(rule.Action.Port.Name)) ||
         (rule.Ingress is { Kind: PortKind.Link } i && !daemons.Contains(i.Name));
 
-    private static string Transport(LinkTransport t) => t == LinkTransport.Udp ? "udp" : "tcp";
-
     private static bool IsAny(IPAddress a) => a.Equals(IPAddress.Any) || a.Equals(IPAddress.IPv6Any);
-
-    /// <summary>A rule as a daemon reports it, back as a rule (null when it does not parse).</summary>
-    internal static Rule? ToRule(RuleStatus r)
-    {
-        if (!MacMatch.TryParse(r.Source, out var src) || !MacMatch.TryParse(r.Destination, out var dst))
-            return null;
-        PortRef? ingress = null;
-        if (r.Ingress is not null)
-        {
-            if (!PortRef.TryParse(r.Ingress, out var i))
-                return null;
-            ingress = i;
-        }
-        RuleAction action;
-        if (r.Action == "flood")
-            action = RuleAction.Flood;
-        else if (PortRef.TryParse(r.Action, out var p))
-            action = RuleAction.To(p.Value);
-        else
-            return null;
-        var origin = Enum.TryParse<RuleOrigin>(r.Origin, ignoreCase: true, out var o) ? o : RuleOrigin.User;
-        return new Rule { Id = r.Id, Source = src, Destination = dst, Ingress = ingress, Action = action, Origin = origin };
-    }
 }

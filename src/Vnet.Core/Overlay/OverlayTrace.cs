@@ -1,13 +1,14 @@
+using Vnet.Daemon;
 using Vnet.Forwarding;
 using Vnet.Frames;
 
-namespace Vnet.Daemon;
+namespace Vnet.Overlay;
 
 /// <summary>One daemon a traced frame reaches, the rules that match there and where it goes next.</summary>
 public sealed record TraceHop(string Daemon, string? Ingress, IReadOnlyList<string> Rules, IReadOnlyList<string> Outputs);
 
 /// <summary>The path of a frame through the overlay, as <c>vnet trace</c> prints it.</summary>
-public sealed record TraceResult(string Source, string Destination, IReadOnlyList<TraceHop> Hops, IReadOnlyList<string> Endings);
+public sealed record TraceResult(MacAddress Source, MacAddress Destination, IReadOnlyList<TraceHop> Hops, IReadOnlyList<string> Endings);
 
 /// <summary>
 /// Follows a frame through the overlay without sending anything, the way <c>ofproto/trace</c>
@@ -26,7 +27,7 @@ public static class OverlayTrace
             throw new DaemonCommandException($"no daemon {at} in the overlay (known: {string.Join(", ", states.Keys)})");
 
         // A frame from a VM of this daemon arrives on that VM's interface.
-        string? ingress = first.Interfaces.FirstOrDefault(i => i.Vms.Contains(source.ToString()))?.Name is { } iface ? "if:" + iface : null;
+        string? ingress = first.Interfaces.FirstOrDefault(i => i.Vms.Contains(source))?.Name is { } iface ? "if:" + iface : null;
         var hops = new List<TraceHop>();
         var endings = new List<string>();
         var queue = new Queue<(string Daemon, string? Ingress, int Depth)>();
@@ -54,7 +55,7 @@ public static class OverlayTrace
             foreach (var n in next)
                 queue.Enqueue((n.Daemon, n.Ingress, step.Depth + 1));
         }
-        return new TraceResult(source.ToString(), destination.ToString(), hops, endings);
+        return new TraceResult(source, destination, hops, endings);
     }
 
     private static TraceHop Step(DaemonState state, string? ingress, MacAddress source, MacAddress destination,
@@ -70,10 +71,7 @@ public static class OverlayTrace
 
         var rules = new List<Rule>();
         foreach (var r in state.Rules)
-        {
-            if (OverlayModel.ToRule(r) is { } rule)
-                rules.Add(rule);
-        }
+            rules.Add(r.ToRule());
         var table = new ForwardingTable(rules, Resolve, _ => new RuleStats());
         var ingressId = ingress is null ? -1 : ports.IndexOf(ingress);
         var result = table.Lookup(source, destination, ingressId);
@@ -90,7 +88,7 @@ public static class OverlayTrace
         for (var k = 0; k < result.Count; k++)
         {
             var rule = result[k].Rule;
-            matched.Add($"#{rule.Id} {rule} ({rule.Origin.ToString().ToLowerInvariant()}, priority {rule.Priority})");
+            matched.Add($"#{rule.Id} {rule} ({Json.EnumText.Of(rule.Origin)}, priority {rule.Priority})");
             if (rule.Action.IsFlood)
             {
                 foreach (var i in state.Interfaces)
@@ -124,7 +122,7 @@ public static class OverlayTrace
                     endings.Add($"dropped at {state.Name}: rule names missing {t}");
                     continue;
                 }
-                var who = iface.Lan ? "the LAN" : iface.Vms.Contains(destination.ToString()) ? $"VM {destination}" : "the interface";
+                var who = iface.Lan ? "the LAN" : iface.Vms.Contains(destination) ? $"VM {destination}" : "the interface";
                 outputs.Add($"{t}: delivered to {who}");
                 endings.Add($"delivered at {state.Name} on {t} ({who})");
                 continue;
@@ -143,7 +141,7 @@ public static class OverlayTrace
                 endings.Add($"dropped at {state.Name}: {t} is down");
                 continue;
             }
-            outputs.Add($"{t}: to {peer} over {link.Transport}");
+            outputs.Add($"{t}: to {peer} over {Json.EnumText.Of(link.Transport)}");
             next.Add((peer, "link:" + state.Name));
         }
         // Every match pointed back where the frame came from: the switch drops it (NoRoute), and

@@ -1,21 +1,45 @@
-using Vnet.Adaptation;
+using Microsoft.Extensions.Logging;
+using Vnet.ChangeSets;
+using Vnet.Configuration;
+using Vnet.Daemon;
+using Vnet.Engine;
+using Vnet.Forwarding;
 using Vnet.Frames;
 using Vnet.Inference;
+using Vnet.Links;
+using Vnet.Overlay;
+using Vnet.Peers;
+using Vnet.Vms;
 
-namespace Vnet.Daemon;
+namespace Vnet.Adaptation;
 
 /// <summary>One thing adaptation did or would do, with why.</summary>
 public sealed record AdaptationAction(DateTimeOffset At, string Daemon, string Change, string Reason, bool Applied);
 
 /// <summary>Adaptation as <c>vnet adapt status</c> shows it.</summary>
-public sealed record AdaptationStatus(string Policy, int Budget, IReadOnlyList<string> Plan, IReadOnlyList<string> Links,
+public sealed record AdaptationStatus(AdaptationPolicy Policy, int Budget, IReadOnlyList<string> Plan, IReadOnlyList<string> Links,
     IReadOnlyList<AdaptationAction> Log);
 
-public sealed partial class VnetDaemon
+/// <summary>
+/// Adaptation: on the Proxy, from the inferred topology and the measured links, the links and rules
+/// that would serve the traffic best, advised or applied through the same per-daemon change sets
+/// as <c>vnet topo apply</c>; on a host, dropping adaptation's rules for a VM that moved away.
+/// Its state lives on the control loop; planning and applying run on a task of their own (they
+/// wait for hosts), and a trigger that arrives meanwhile is handled right after.
+/// </summary>
+public sealed partial class AdaptationService
 {
-    private const int AdaptationLogSize = 200;
+    private const int LogSize = 200;
 
-    private readonly List<AdaptationAction> _adaptationLog = [];
+    private readonly DaemonConfig _config;
+    private readonly VttifService _vttif;
+    private readonly VmDirectory _vms;
+    private readonly OverlayService _overlay;
+    private readonly LinkManager _links;
+    private readonly RuleBook _rules;
+    private readonly ControlLoop _loop;
+    private readonly ILogger _logger;
+    private readonly List<AdaptationAction> _log = [];
     private AdaptState _adapted = AdaptState.Empty;
     private AdaptationPolicy? _policy;
     private int? _budget;
@@ -23,9 +47,26 @@ public sealed partial class VnetDaemon
     private bool _adapting;
     private string? _adaptAgain;
 
-    public AdaptationPolicy Policy => _policy ?? Config.Adaptation;
+    public AdaptationService(DaemonConfig config, VttifService vttif, VmDirectory vms, OverlayService overlay, LinkManager links, RuleBook rules,
+        ControlLoop loop, ILogger logger)
+    {
+        _config = config;
+        _vttif = vttif;
+        _vms = vms;
+        _overlay = overlay;
+        _links = links;
+        _rules = rules;
+        _loop = loop;
+        _logger = logger;
+    }
 
-    public int Budget => _budget ?? Config.AdaptationBudget;
+    private string Name => _config.Name;
+
+    private bool IsProxy => _config.Role == DaemonRole.Proxy;
+
+    public AdaptationPolicy Policy => _policy ?? _config.Adaptation;
+
+    public int Budget => _budget ?? _config.AdaptationBudget;
 
     /// <summary>What adaptation installed: links (first dials second) and rules (destination VM, next daemon) per daemon.</summary>
     private sealed record AdaptState(IReadOnlySet<(string A, string B)> Links, IReadOnlyDictionary<string, IReadOnlySet<(MacAddress Dst, string Via)>> Rules)
@@ -36,19 +77,27 @@ public sealed partial class VnetDaemon
             Rules.TryGetValue(daemon, out var r) ? r : new HashSet<(MacAddress, string)>();
     }
 
-    partial void OnTopologyChanged(TopologyEvent change) => Adapt($"topology change {change.Id}");
-
-    public AdaptationStatus AdaptationStatus()
+    public void Start()
     {
-        lock (_adaptationLog)
+        if (IsProxy)
         {
-            return new AdaptationStatus(Policy.ToString().ToLowerInvariant(), Budget, _lastPlan,
-                _adapted.Links.Select(l => $"{l.A} -> {l.B}").Order(StringComparer.Ordinal).ToList(), _adaptationLog.ToList());
+            _vttif.TopologyChanged += e => Adapt($"topology change {e.Id}");
+            _vms.LocationsChanged += _ => Adapt("a VM moved or appeared");
+        }
+        else
+        {
+            _vms.LocationsChanged += DropStaleRules;
         }
     }
 
+    public AdaptationStatus Status()
+    {
+        lock (_log)
+            return new AdaptationStatus(Policy, Budget, _lastPlan, _adapted.Links.Select(l => $"{l.A} -> {l.B}").Order(StringComparer.Ordinal).ToList(), [.. _log]);
+    }
+
     /// <summary>Sets the policy (and optionally the per-daemon budget of extra links) and adapts at once.</summary>
-    public AdaptationStatus SetAdaptation(AdaptationPolicy policy, int? budget)
+    public AdaptationStatus SetPolicy(AdaptationPolicy policy, int? budget)
     {
         if (!IsProxy)
             throw new DaemonCommandException($"{Name} is a host; adaptation runs on the Proxy");
@@ -56,19 +105,30 @@ public sealed partial class VnetDaemon
             throw new DaemonCommandException("the budget of extra links per daemon is 0 to 64");
         _policy = policy;
         _budget = budget ?? _budget;
-        Adapt($"policy {policy.ToString().ToLowerInvariant()}");
-        return AdaptationStatus();
+        Adapt($"policy {Json.EnumText.Of(policy)}");
+        return Status();
+    }
+
+    /// <summary>Host: a VM now lives elsewhere, so adaptation's rules that send it to another daemon lead nowhere; its traffic falls back to the star.</summary>
+    private void DropStaleRules(IReadOnlyList<MapChange> changes)
+    {
+        foreach (var (mac, home) in changes)
+        {
+            if (home is null)
+                continue;
+            var exact = MacMatch.Exact(mac);
+            _rules.Edit(e => e.RemoveWhere(r => r.Origin == RuleOrigin.Adaptation && r.Destination == exact &&
+                !r.Action.IsFlood && r.Action.Port.Kind == PortKind.Link && r.Action.Port.Name != home));
+        }
     }
 
     /// <summary>
     /// Recomputes what the overlay should add for the current topology and, with policy auto,
-    /// applies the difference through the same per-daemon change sets as <c>vnet topo apply</c>.
-    /// Runs on the control loop; the apply itself runs on its own task (it waits for hosts), and a
-    /// change that arrives meanwhile is handled right after.
+    /// applies the difference (control loop; the work runs on its own task).
     /// </summary>
     private void Adapt(string trigger)
     {
-        if (!IsProxy || _inference is null)
+        if (!IsProxy)
             return;
         if (_adapting)
         {
@@ -76,22 +136,25 @@ public sealed partial class VnetDaemon
             return;
         }
         _adapting = true;
-        var topology = _inference.Current;
-        var hostsOf = _locations.Where(kv => kv.Value != Name).ToDictionary(kv => kv.Key, kv => kv.Value);
-        var policy = Policy;
-        var current = _adapted;
+        var input = new PlanInput(
+            _vttif.Topology,
+            _vms.Locations.Where(kv => kv.Value != Name).ToDictionary(kv => kv.Key, kv => kv.Value),
+            _vttif.LinkMeasurements.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal),
+            Policy,
+            Budget,
+            _adapted);
         _ = Task.Run(async () =>
         {
-            var next = current;
+            var next = input.Current;
             try
             {
-                next = await AdaptAsync(topology, hostsOf, policy, current, trigger);
+                next = await AdaptAsync(input, trigger).ConfigureAwait(false);
             }
             catch (DaemonCommandException e)
             {
                 Record(new AdaptationAction(DateTimeOffset.UtcNow, Name, "(nothing)", $"{trigger}: {e.Message}", false));
             }
-            _control.Post(() =>
+            _loop.Post(() =>
             {
                 _adapted = next;
                 _adapting = false;
@@ -104,54 +167,55 @@ public sealed partial class VnetDaemon
         });
     }
 
+    /// <summary>What one round of planning works from, taken on the loop.</summary>
+    private sealed record PlanInput(InferredTopology Topology, Dictionary<MacAddress, string> HostsOf,
+        Dictionary<string, IReadOnlyList<LinkMeasurement>> Measurements, AdaptationPolicy Policy, int Budget, AdaptState Current);
+
     /// <summary>
     /// Plans against the live overlay (links and rules users made are theirs: a pair already linked
     /// by the user needs no link, and a destination a user rule steers gets no adaptation rule),
     /// then advises or applies. Returns what adaptation has installed afterwards.
     /// </summary>
-    private async Task<AdaptState> AdaptAsync(InferredTopology topology, Dictionary<MacAddress, string> hostsOf,
-        AdaptationPolicy policy, AdaptState current, string trigger)
+    private async Task<AdaptState> AdaptAsync(PlanInput input, string trigger)
     {
-        var states = await GatherStates();
+        var states = await _overlay.GatherStates().ConfigureAwait(false);
         var userLinks = new HashSet<(string, string)>();
         var userSteered = new HashSet<(string, MacAddress)>();
         foreach (var state in states.Daemons)
         {
-            foreach (var l in state.Links.Where(l => l.Origin != "adaptation"))
+            foreach (var l in state.Links.Where(l => l.Origin != RuleOrigin.Adaptation))
             {
                 userLinks.Add((state.Name, l.Peer));
                 userLinks.Add((l.Peer, state.Name));
             }
-            foreach (var r in state.Rules.Where(r => r.Origin == "user"))
-            {
-                if (MacAddress.TryParse(r.Destination, out var dst))
-                    userSteered.Add((state.Name, dst));
-            }
+            foreach (var r in state.Rules.Where(r => r.Origin == RuleOrigin.User && r.Destination.Kind == MacMatchKind.Exact))
+                userSteered.Add((state.Name, r.Destination.Address));
         }
         List<string> plan = [];
-        var desired = policy == AdaptationPolicy.Off ? AdaptState.Empty : Desired(topology, hostsOf, userLinks, userSteered, out plan);
-        lock (_adaptationLog)
+        var desired = input.Policy == AdaptationPolicy.Off ? AdaptState.Empty : Desired(input, userLinks, userSteered, out plan);
+        lock (_log)
             _lastPlan = plan;
-        var changes = Changes(current, desired);
+        var changes = Changes(input.Current, desired);
         if (changes.Count == 0)
-            return current;
-        if (policy == AdaptationPolicy.Advise)
+            return input.Current;
+        if (input.Policy == AdaptationPolicy.Advise)
         {
             foreach (var (daemon, change, reason) in changes)
                 Record(new AdaptationAction(DateTimeOffset.UtcNow, daemon, change.ToString(), $"{trigger}: {reason}", false));
-            return current;
+            return input.Current;
         }
-        return await ApplyAdaptation(changes, trigger, states) ? desired : current;
+        return await Apply(changes, trigger, states).ConfigureAwait(false) ? desired : input.Current;
     }
 
-    private AdaptState Desired(InferredTopology topology, Dictionary<MacAddress, string> hostsOf,
-        HashSet<(string, string)> userLinks, HashSet<(string, MacAddress)> userSteered, out List<string> planText)
+    private AdaptState Desired(PlanInput input, HashSet<(string, string)> userLinks, HashSet<(string, MacAddress)> userSteered, out List<string> planText)
     {
+        var topology = input.Topology;
+        var hostsOf = input.HostsOf;
         // Pairs the user already linked need no link of ours (and take none of the budget).
         var demands = LinkPlanner.DemandsOf(topology.Edges, hostsOf).Where(d => !userLinks.Contains((d.A, d.B))).ToList();
         var star = new Dictionary<string, StarPath>(StringComparer.Ordinal);
         var rtt = new Dictionary<(string, string), double>();
-        foreach (var (daemon, measured) in _measurements)
+        foreach (var (daemon, measured) in input.Measurements)
         {
             foreach (var l in measured)
             {
@@ -164,8 +228,8 @@ public sealed partial class VnetDaemon
                     star[daemon] = new StarPath(daemon, r, achieved > 0 ? achieved : null);
             }
         }
-        var existing = _adapted.Links.ToHashSet();
-        var planned = LinkPlanner.Choose(demands, star, Budget, existing, Name);
+        var existing = input.Current.Links.ToHashSet();
+        var planned = LinkPlanner.Choose(demands, star, input.Budget, existing, Name);
         planText = planned.Select(p => $"link {p.A} <-> {p.B}: {p.Reason}").ToList();
 
         var links = new HashSet<(string, string)>();
@@ -222,47 +286,47 @@ public sealed partial class VnetDaemon
         foreach (var d in daemons)
         {
             foreach (var (dst, via) in current.RulesOf(d).Except(desired.RulesOf(d)).Order())
-                list.Add((d, RuleChange(DaemonChange.RemoveRule, dst, via), $"traffic to {dst} no longer needs link:{via}"));
+                list.Add((d, RuleChange(ChangeOp.RemoveRule, dst, via), $"traffic to {dst} no longer needs link:{via}"));
             foreach (var (a, b) in current.Links.Except(desired.Links).Where(l => l.A == d || l.B == d))
-                list.Add((d, new DaemonChange { Op = DaemonChange.RemoveLink, Peer = a == d ? b : a, Origin = "adaptation" }, $"{a} and {b} no longer exchange much"));
+                list.Add((d, new DaemonChange { Op = ChangeOp.RemoveLink, Peer = a == d ? b : a, Origin = RuleOrigin.Adaptation }, $"{a} and {b} no longer exchange much"));
             foreach (var (a, b) in desired.Links.Except(current.Links).Where(l => l.A == d || l.B == d))
             {
                 list.Add((d, new DaemonChange
                 {
-                    Op = DaemonChange.AddLink,
+                    Op = ChangeOp.AddLink,
                     Peer = a == d ? b : a,
-                    Transport = "udp",
+                    Transport = LinkTransport.Udp,
                     Dial = a == d ? $"@{b}" : null,
-                    Origin = "adaptation",
+                    Origin = RuleOrigin.Adaptation,
                 }, $"{a} and {b} exchange the most traffic"));
             }
             foreach (var (dst, via) in desired.RulesOf(d).Except(current.RulesOf(d)).Order())
-                list.Add((d, RuleChange(DaemonChange.AddRule, dst, via), $"traffic to {dst} goes over link:{via}"));
+                list.Add((d, RuleChange(ChangeOp.AddRule, dst, via), $"traffic to {dst} goes over link:{via}"));
         }
         return list;
     }
 
-    private static DaemonChange RuleChange(string op, MacAddress dst, string via) => new()
+    private static DaemonChange RuleChange(ChangeOp op, MacAddress dst, string via) => new()
     {
         Op = op,
-        Src = "any",
-        Dst = dst.ToString(),
-        To = "link:" + via,
-        Origin = "adaptation",
+        Src = MacMatch.Any,
+        Dst = MacMatch.Exact(dst),
+        To = RuleAction.To(PortRef.Link(via)),
+        Origin = RuleOrigin.Adaptation,
     };
 
     /// <summary>Sends each daemon its adaptation changes; on a refusal, undoes the daemons already changed.</summary>
-    private async Task<bool> ApplyAdaptation(List<(string Daemon, DaemonChange Change, string Reason)> changes, string trigger,
-        OverlayStates states)
+    private async Task<bool> Apply(List<(string Daemon, DaemonChange Change, string Reason)> changes, string trigger, OverlayStates states)
     {
         var address = states.Daemons.Where(s => s.Listen is not null).ToDictionary(s => s.Name, s => s.Listen!, StringComparer.Ordinal);
+        var versions = states.Daemons.ToDictionary(s => s.Name, s => s.Version, StringComparer.Ordinal);
         var done = new List<(string Daemon, List<DaemonChange> Set)>();
         foreach (var group in changes.GroupBy(c => c.Daemon))
         {
             var set = group.Select(c => c.Change.Dial is { } d && d.StartsWith('@')
                 ? c.Change with { Dial = address.GetValueOrDefault(d[1..]) ?? throw new DaemonCommandException($"no address for {d[1..]}") }
                 : c.Change).ToList();
-            var error = await OverlayApplier.Send(this, group.Key, set);
+            var error = await _overlay.SendChangeSet(group.Key, set, versions.GetValueOrDefault(group.Key)).ConfigureAwait(false);
             if (error is null)
             {
                 done.Add((group.Key, set));
@@ -275,7 +339,7 @@ public sealed partial class VnetDaemon
             for (var i = done.Count - 1; i >= 0; i--)
             {
                 var inverse = done[i].Set.AsEnumerable().Reverse().Select(Inverse).ToList();
-                if (await OverlayApplier.Send(this, done[i].Daemon, inverse) is { } undoError)
+                if (await _overlay.SendChangeSet(done[i].Daemon, inverse).ConfigureAwait(false) is { } undoError)
                     Record(new AdaptationAction(DateTimeOffset.UtcNow, done[i].Daemon, "(rollback refused)", $"{trigger}: {undoError}", false));
             }
             return false;
@@ -285,36 +349,42 @@ public sealed partial class VnetDaemon
 
     private static DaemonChange Inverse(DaemonChange c) => c.Op switch
     {
-        DaemonChange.AddRule => c with { Op = DaemonChange.RemoveRule },
-        DaemonChange.RemoveRule => c with { Op = DaemonChange.AddRule },
-        DaemonChange.AddLink => new DaemonChange { Op = DaemonChange.RemoveLink, Peer = c.Peer, Origin = c.Origin },
+        ChangeOp.AddRule => c with { Op = ChangeOp.RemoveRule },
+        ChangeOp.RemoveRule => c with { Op = ChangeOp.AddRule },
+        ChangeOp.AddLink => new DaemonChange { Op = ChangeOp.RemoveLink, Peer = c.Peer, Origin = c.Origin },
         // Re-creating a removed link: adaptation's links are UDP and the first of a pair dials.
-        _ => new DaemonChange { Op = DaemonChange.AddLink, Peer = c.Peer, Transport = "udp", Origin = c.Origin },
+        _ => new DaemonChange { Op = ChangeOp.AddLink, Peer = c.Peer, Transport = LinkTransport.Udp, Origin = c.Origin },
     };
 
     private void Record(AdaptationAction action)
     {
-        lock (_adaptationLog)
+        lock (_log)
         {
-            _adaptationLog.Add(action);
-            if (_adaptationLog.Count > AdaptationLogSize)
-                _adaptationLog.RemoveAt(0);
+            _log.Add(action);
+            if (_log.Count > LogSize)
+                _log.RemoveAt(0);
         }
         Log.Adapted(_logger, action.Applied ? "applied" : "advised", action.Daemon, action.Change, action.Reason);
     }
 
-    /// <summary>Placement advice: which VMs to move so that the heaviest traffic stays inside hosts.</summary>
+    /// <summary>Placement advice: which VMs to move so that the heaviest traffic stays inside hosts (control loop).</summary>
     public PlacementPlan PlacementAdvice(IReadOnlyDictionary<string, int>? capacity)
     {
-        if (!IsProxy || _inference is null)
+        if (!IsProxy)
             throw new DaemonCommandException($"{Name} is a host; placement advice comes from the Proxy");
-        var vmHost = _locations.Where(kv => kv.Value != Name).ToDictionary(kv => kv.Key, kv => kv.Value);
+        var vmHost = _vms.Locations.Where(kv => kv.Value != Name).ToDictionary(kv => kv.Key, kv => kv.Value);
         var counts = vmHost.Values.GroupBy(h => h).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
-        foreach (var port in Links.Links.Where(l => l.Star))
+        foreach (var port in _links.Links.Where(l => l.Star))
             counts.TryAdd(port.Peer, 0);
         // Without capacities every host may take one VM more than it has.
         var cap = capacity ?? counts.ToDictionary(kv => kv.Key, kv => kv.Value + 1, StringComparer.Ordinal);
-        var traffic = _inference.Current.Edges.Select(e => (e.Pair, e.BytesPerSecond)).ToList();
+        var traffic = _vttif.Topology.Edges.Select(e => (e.Pair, e.BytesPerSecond)).ToList();
         return PlacementPlanner.Plan(vmHost, traffic, cap);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 61, Level = LogLevel.Information, Message = "Adaptation {How} at {Daemon}: {Change} ({Reason})")]
+        public static partial void Adapted(ILogger logger, string how, string daemon, string change, string reason);
     }
 }

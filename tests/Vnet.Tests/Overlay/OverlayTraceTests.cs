@@ -1,7 +1,7 @@
 using Vnet.Daemon;
 using Vnet.Frames;
 
-namespace Vnet.Tests.Daemon;
+namespace Vnet.Tests.Overlay;
 
 /// <summary>
 /// <see cref="OverlayTrace.Trace"/> on overlays written by hand the way daemons report them: the
@@ -18,18 +18,18 @@ public sealed class OverlayTraceTests
     private static long s_id;
 
     private static RuleStatus Rule(string src, string dst, string action, string origin = "system", string? ingress = null) =>
-        new(Interlocked.Increment(ref s_id), src, dst, ingress, action, origin, 0, 0, 0);
+        StateText.Rule(Interlocked.Increment(ref s_id), src, dst, ingress, action, origin);
 
     private static LinkState Star(string peer, bool dials, bool up = true) =>
-        new(peer, "tcp", true, dials ? "192.0.2.1:5500" : null, up, null);
+        StateText.Link(peer, "tcp", true, dials ? "192.0.2.1:5500" : null, up, null);
 
     private static LinkState Direct(string peer, bool dials, bool up = true) =>
-        new(peer, "udp", false, dials ? "192.0.2.99:5500" : null, up, null);
+        StateText.Link(peer, "udp", false, dials ? "192.0.2.99:5500" : null, up, null);
 
     /// <summary>A host with one VM on tap0 and the rules a host installs for it by itself.</summary>
     private static DaemonState Host(string name, MacAddress vm, IEnumerable<LinkState>? links = null, IEnumerable<RuleStatus>? rules = null) =>
-        new(name, "host", null,
-            [new InterfaceState("tap0", "tap", 1500, null, false, [vm.ToString()])],
+        StateText.Daemon(name, "host", null,
+            [StateText.Interface("tap0", "tap", 1500, null, false, [vm.ToString()])],
             [Star("proxy", dials: true), .. links ?? []],
             [
                 Rule("any", "multicast", "flood"),
@@ -40,8 +40,8 @@ public sealed class OverlayTraceTests
 
     /// <summary>The Proxy with its LAN NIC and a location rule per VM.</summary>
     private static DaemonState Proxy(IEnumerable<RuleStatus>? rules = null, params string[] hosts) =>
-        new("proxy", "proxy", "192.0.2.1:5500",
-            [new InterfaceState("lan0", "pcap", 1500, null, true, [])],
+        StateText.Daemon("proxy", "proxy", "192.0.2.1:5500",
+            [StateText.Interface("lan0", "pcap", 1500, null, true, [])],
             [.. hosts.Select(h => Star(h, dials: false))],
             [
                 Rule("any", "multicast", "flood"),

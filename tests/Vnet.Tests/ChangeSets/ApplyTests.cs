@@ -1,12 +1,16 @@
 using System.Text.Json.Nodes;
+using Vnet.Configuration;
+using Vnet.Forwarding;
+using Vnet.Frames;
+using Vnet.Peers;
 using Vnet.Control;
 using Vnet.Daemon;
 using Vnet.Links;
 
-namespace Vnet.Tests.Daemon;
+namespace Vnet.Tests.ChangeSets;
 
 /// <summary>
-/// <see cref="VnetDaemon.Apply"/> on real daemons linked over loopback: a change set is taken whole
+/// <see cref="ChangeSetService.Apply"/> on real daemons linked over loopback: a change set is taken whole
 /// or not at all, whether a change is refused while the set is checked or fails while it runs.
 /// </summary>
 public sealed class ApplyTests : IAsyncLifetime
@@ -20,17 +24,18 @@ public sealed class ApplyTests : IAsyncLifetime
 
     public async Task DisposeAsync() => await _net.DisposeAsync();
 
-    private static DaemonChange Rule(string op, string dst, string to, string src = "any", string? ingress = null) =>
-        new() { Op = op, Src = src, Dst = dst, In = ingress, To = to };
+    /// <summary>A rule change as the CLI would write it, read through the same JSON as on the wire.</summary>
+    private static DaemonChange Rule(string op, string dst, string to, string src = "any") =>
+        DaemonJson.FromNode<DaemonChange>(new JsonObject { ["op"] = op, ["src"] = src, ["dst"] = dst, ["to"] = to })!;
 
-    private static DaemonChange AddRule(string dst, string to) => Rule(DaemonChange.AddRule, dst, to);
+    private static DaemonChange AddRule(string dst, string to) => Rule("addRule", dst, to);
 
-    private static DaemonChange RemoveRule(string dst, string to) => Rule(DaemonChange.RemoveRule, dst, to);
+    private static DaemonChange RemoveRule(string dst, string to) => Rule("removeRule", dst, to);
 
-    private static DaemonChange ExpectLink(string peer, string transport = "tcp") =>
-        new() { Op = DaemonChange.AddLink, Peer = peer, Transport = transport };
+    private static DaemonChange ExpectLink(string peer, LinkTransport transport = LinkTransport.Tcp) =>
+        new() { Op = ChangeOp.AddLink, Peer = peer, Transport = transport };
 
-    private static DaemonChange RemoveLink(string peer) => new() { Op = DaemonChange.RemoveLink, Peer = peer };
+    private static DaemonChange RemoveLink(string peer) => new() { Op = ChangeOp.RemoveLink, Peer = peer };
 
     /// <summary>Each one is refused while the set is checked, for its own reason.</summary>
     public static TheoryData<string, string> RefusedChanges() => new()
@@ -42,27 +47,32 @@ public sealed class ApplyTests : IAsyncLifetime
         { """{"op":"addVm","name":"tap9","mac":"02:00:00:00:00:07"}""", "no interface tap9" },
         { """{"op":"addVm","name":"tap9","mac":"01:00:5e:00:00:01"}""", "not a VM MAC" },
         { """{"op":"addInterface","name":"eth0","kind":"tap","mtu":100}""", "out of range" },
-        { """{"op":"addInterface","name":"eth0","kind":"vde"}""", "neither tap nor pcap" },
+        { """{"op":"addInterface","name":"eth0","kind":"vde"}""", "'vde' is not one of tap, pcap" },
         { """{"op":"removeInterface","name":"eth0"}""", "no interface eth0" },
         { """{"op":"addLink","peer":"h1","transport":"tcp"}""", "cannot be a peer" },
-        { """{"op":"addLink","peer":"h2","transport":"sctp"}""", "neither tcp nor udp" },
+        { """{"op":"addLink","peer":"h2","transport":"sctp"}""", "'sctp' is not one of tcp, udp" },
         { """{"op":"addLink","peer":"h2","dial":"127.0.0.1"}""", "not an address:port" },
         { """{"op":"removeLink","peer":"h3"}""", "no link h3" },
         { """{"op":"removeLink","peer":"proxy"}""", "star link" },
         { """{"op":"addRule","dst":"any","to":"flood"}""", "missing 'src'" },
-        { """{"op":"reboot"}""", "unknown change" },
+        { """{"op":"reboot"}""", "'reboot' is not one of addInterface" },
+        { """{"op":"addRule","src":"any","dst":"02:00:00:00:00:0g","to":"flood"}""", "expected a MAC address, \"any\"" },
+        { """{"op":"addVm","name":"tap9","mac":7}""", "expected a MAC address" },
     };
 
     [Theory]
     [MemberData(nameof(RefusedChanges))]
     public async Task Apply_LaterChangeRefused_NothingChangesAndTheReasonNamesIt(string refusedJson, string reason)
     {
-        var refused = ControlJson.FromNode<DaemonChange>(JsonNode.Parse(refusedJson))!;
         var before = await _net.Shape("h1");
+        // A link and a rule that would each be accepted on their own come first; the set travels
+        // as the Proxy sends it, so a change that does not even read is refused like the rest.
+        var changes = new JsonArray(DaemonJson.ToNode(ExpectLink("h2")), DaemonJson.ToNode(AddRule(Vm5, "link:proxy")), JsonNode.Parse(refusedJson));
 
-        // A link and a rule that would each be accepted on their own come first.
-        var result = await _net.Apply("h1", ExpectLink("h2"), AddRule(Vm5, "link:proxy"), refused);
+        var answer = await new CommandDispatcher(_net["h1"]).HandleAsync("apply", new JsonObject { ["changes"] = changes });
+        var result = DaemonJson.FromNode<ApplyResult>(answer.Data)!;
 
+        Assert.True(answer.Ok, answer.Error);
         Assert.False(result.Applied);
         Assert.Equal(0, result.Changes);
         Assert.Contains("change 3", result.Error, StringComparison.Ordinal);
@@ -72,12 +82,37 @@ public sealed class ApplyTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Apply_StateChangedSinceItWasRead_RefusedWithBothVersions()
+    {
+        var read = await _net.State("h1");
+        Assert.True((await _net.Apply("h1", AddRule(Vm6, "link:proxy"))).Applied);
+
+        var result = await _net["h1"].Run(() => _net["h1"].ChangeSets.Apply([AddRule(Vm5, "link:proxy")], read.Version));
+
+        Assert.False(result.Applied);
+        Assert.Contains($"version {read.Version}, now", result.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain(_net["h1"].RuleCommands.List(), r => r.Destination == MacMatch.Exact(MacAddress.Parse(Vm5)));
+    }
+
+    [Fact]
+    public async Task State_VmsAndCountersChange_VersionStaysTheSame()
+    {
+        var before = await _net.State("h1");
+        Assert.True((await _net.Apply("h1", AddRule(Vm6, "link:proxy"))).Applied);
+        var after = await _net.State("h1");
+        Assert.True((await _net.Apply("h1", RemoveRule(Vm6, "link:proxy"))).Applied);
+
+        Assert.NotEqual(before.Version, after.Version);
+        Assert.Equal(before.Version, (await _net.State("h1")).Version);
+    }
+
+    [Fact]
     public async Task Apply_LinkAndARuleNamingIt_BothInOneSetAndTheLinkComesUp()
     {
-        var dial = new DaemonChange { Op = DaemonChange.AddLink, Peer = "h2", Transport = "udp", Dial = _net.At("h2") };
+        var dial = new DaemonChange { Op = ChangeOp.AddLink, Peer = "h2", Transport = LinkTransport.Udp, Dial = _net.At("h2") };
 
         var atH1 = await _net.Apply("h1", dial, AddRule(Vm6, "link:h2"));
-        var atH2 = await _net.Apply("h2", ExpectLink("h1", "udp"), AddRule(Vm5, "link:h1"));
+        var atH2 = await _net.Apply("h2", ExpectLink("h1", LinkTransport.Udp), AddRule(Vm5, "link:h1"));
 
         Assert.True(atH1.Applied, atH1.Error);
         Assert.Equal(2, atH1.Changes);
@@ -85,10 +120,10 @@ public sealed class ApplyTests : IAsyncLifetime
         await DaemonNet.Until(() => _net["h1"].Links.Find("h2") is { IsUp: true } && _net["h2"].Links.Find("h1") is { IsUp: true },
             DaemonNet.UpTimeout, "link h1 - h2 up");
         var h1 = await _net.State("h1");
-        var rule = Assert.Single(h1.Rules, r => r.Origin == "user");
-        Assert.Equal((Vm6, "link:h2"), (rule.Destination, rule.Action));
+        var rule = Assert.Single(h1.Rules, r => r.Origin == RuleOrigin.User);
+        Assert.Equal((Vm6, "link:h2"), (rule.Destination.ToString(), rule.Action.ToString()));
         var link = Assert.Single(h1.Links, l => l.Peer == "h2");
-        Assert.Equal(("udp", false, _net.At("h2")), (link.Transport, link.Star, link.Dial));
+        Assert.Equal((LinkTransport.Udp, false, _net.At("h2")), (link.Transport, link.Star, link.Dial));
         Assert.Null(Assert.Single((await _net.State("h2")).Links, l => l.Peer == "h1").Dial);
     }
 
@@ -119,8 +154,8 @@ public sealed class ApplyTests : IAsyncLifetime
 
         Assert.True(applied.Applied, applied.Error);
         Assert.Null(_net["h1"].Links.Find("h2"));
-        var left = Assert.Single((await _net.State("h1")).Rules, r => r.Origin == "user");
-        Assert.Equal(Vm5, left.Destination);
+        var left = Assert.Single((await _net.State("h1")).Rules, r => r.Origin == RuleOrigin.User);
+        Assert.Equal(Vm5, left.Destination.ToString());
     }
 
     [Fact]
@@ -158,14 +193,14 @@ public sealed class ApplyTests : IAsyncLifetime
             RemoveRule(Vm6, "link:proxy"),
             ExpectLink("h2"),
             AddRule(Vm5, "link:h2"),
-            new DaemonChange { Op = DaemonChange.AddInterface, Name = "vnetnodev0", Kind = "pcap" });
+            new DaemonChange { Op = ChangeOp.AddInterface, Name = "vnetnodev0", Kind = InterfaceKind.Pcap });
 
         Assert.False(result.Applied);
         Assert.Contains("h1 could not add interface vnetnodev0 pcap", result.Error, StringComparison.Ordinal);
         Assert.Contains("the changes before it were undone", result.Error, StringComparison.Ordinal);
         Assert.DoesNotContain("failed too", result.Error, StringComparison.Ordinal);
         Assert.Null(_net["h1"].Links.Find("h2"));
-        Assert.Empty(_net["h1"].ListInterfaces());
+        Assert.Empty(_net["h1"].Interfaces.All);
         // The removed rule is back with its id, the added one is gone.
         Assert.Equal(before, await _net.Shape("h1"));
     }
@@ -185,18 +220,18 @@ public sealed class ApplyTests : IAsyncLifetime
     [Fact]
     public async Task CallAsync_ApplyThroughTheProxy_ReachesTheHostOverItsStarLink()
     {
-        var args = new JsonObject { ["changes"] = ControlJson.ToNode(new List<DaemonChange> { AddRule(Vm5, "link:proxy") }) };
+        var args = new JsonObject { ["changes"] = DaemonJson.ToNode(new List<DaemonChange> { AddRule(Vm5, "link:proxy") }) };
 
-        var result = ControlJson.FromNode<ApplyResult>(await _net.Proxy.CallAsync("h2", "apply", args));
+        var result = DaemonJson.FromNode<ApplyResult>(await _net.Proxy.Peers.CallAsync("h2", "apply", args));
 
         Assert.True(result!.Applied, result.Error);
-        Assert.Contains(_net["h2"].ListRules(), r => r.Origin == "user" && r.Destination == Vm5);
+        Assert.Contains(_net["h2"].RuleCommands.List(), r => r.Origin == RuleOrigin.User && r.Destination.ToString() == Vm5);
     }
 
     [Fact]
     public async Task CallAsync_FromAHost_RefusedOnlyTheProxyReachesOtherDaemons()
     {
-        var e = await Assert.ThrowsAsync<DaemonCommandException>(() => _net["h1"].CallAsync("h2", "rule.list", null));
+        var e = await Assert.ThrowsAsync<DaemonCommandException>(() => _net["h1"].Peers.CallAsync("h2", "rule.list", null));
 
         Assert.Contains("only the Proxy", e.Message, StringComparison.Ordinal);
     }
@@ -204,7 +239,7 @@ public sealed class ApplyTests : IAsyncLifetime
     [Fact]
     public async Task Request_FromAnotherHostOverADirectLink_IgnoredHostsTakeCommandsOnlyFromTheProxy()
     {
-        var dial = new DaemonChange { Op = DaemonChange.AddLink, Peer = "h1", Transport = "tcp", Dial = _net.At("h1") };
+        var dial = new DaemonChange { Op = ChangeOp.AddLink, Peer = "h1", Transport = LinkTransport.Tcp, Dial = _net.At("h1") };
         Assert.True((await _net.Apply("h2", dial)).Applied);
         await DaemonNet.Until(() => _net["h2"].Links.Find("h1") is { IsUp: true }, DaemonNet.UpTimeout, "link h2 -> h1 up");
         var before = await _net.Shape("h1");
@@ -212,14 +247,14 @@ public sealed class ApplyTests : IAsyncLifetime
         // h2 speaks the Proxy's protocol to h1: a change set as a request.
         var request = new PeerMessage
         {
-            Type = PeerMessage.Request,
+            Type = PeerMessageType.Request,
             Id = 1,
             Command = "rule.add",
             Args = new JsonObject { ["src"] = "any", ["dst"] = Vm5, ["to"] = "link:h2" },
         };
         _net["h2"].Links.Find("h1")!.Session!.SendControl(MessageType.Control, request.Serialize());
 
-        await DaemonNet.Until(() => _net.LogOf("h1").Contains("hosts take commands only from the Proxy"), DaemonNet.UpTimeout,
+        await DaemonNet.Until(() => _net.LogOf("h1").Contains("only the Proxy sends this, over the star"), DaemonNet.UpTimeout,
             "h1 to log the ignored request");
         Assert.Equal(before, await _net.Shape("h1"));
     }

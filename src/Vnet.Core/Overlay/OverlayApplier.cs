@@ -1,8 +1,6 @@
-using System.Text.Json.Nodes;
-using Vnet.Control;
 using Vnet.Language;
 
-namespace Vnet.Daemon;
+namespace Vnet.Overlay;
 
 /// <summary>What <c>vnet topo apply</c> reports: the change list, and what became of it.</summary>
 public sealed record OverlayApplyReport(string Diff, bool DryRun, bool Applied, IReadOnlyList<string> Daemons, string? Error, string? Rollback);
@@ -20,10 +18,10 @@ public sealed record OverlayApplyReport(string Diff, bool DryRun, bool Applied, 
 /// </summary>
 public static class OverlayApplier
 {
-    public static async Task<OverlayDescription> DumpAsync(VnetDaemon proxy) =>
+    public static async Task<OverlayDescription> DumpAsync(OverlayService proxy) =>
         OverlayModel.FromStates(await proxy.GatherStates());
 
-    public static async Task<OverlayApplyReport> ApplyAsync(VnetDaemon proxy, OverlayDescription desired, bool dryRun)
+    public static async Task<OverlayApplyReport> ApplyAsync(OverlayService proxy, OverlayDescription desired, bool dryRun)
     {
         var states = await proxy.GatherStates();
         var current = OverlayModel.FromStates(states);
@@ -49,7 +47,10 @@ public static class OverlayApplier
         foreach (var daemon in changes.ByDaemon)
         {
             var set = daemon.Changes.SelectMany(c => OverlayModel.ToDaemonChanges(c, desired)).ToList();
-            var error = await Send(proxy, daemon.Daemon, set);
+            // Planned from the state just read: a daemon that changed since refuses rather than
+            // take a change set computed against what it no longer is.
+            var version = states.Daemons.FirstOrDefault(d => d.Name == daemon.Daemon)?.Version;
+            var error = await proxy.SendChangeSet(daemon.Daemon, set, version);
             if (error is null)
             {
                 done.Add(daemon);
@@ -92,29 +93,14 @@ public static class OverlayApplier
         return problems.Count == 0 ? null : "cannot apply: " + string.Join("; ", problems.Distinct());
     }
 
-    /// <summary>Sends one daemon its change set; null when it took all of it, else why it refused.</summary>
-    internal static async Task<string?> Send(VnetDaemon proxy, string daemon, List<DaemonChange> set)
-    {
-        try
-        {
-            var args = new JsonObject { ["changes"] = ControlJson.ToNode(set) };
-            var result = ControlJson.FromNode<ApplyResult>(await proxy.CallAsync(daemon, "apply", args));
-            return result is { Applied: true } ? null : result?.Error ?? "no answer";
-        }
-        catch (DaemonCommandException e)
-        {
-            return e.Message;
-        }
-    }
-
-    private static async Task<string> Rollback(VnetDaemon proxy, List<DaemonChanges> done, OverlayDescription before)
+    private static async Task<string> Rollback(OverlayService proxy, List<DaemonChanges> done, OverlayDescription before)
     {
         var notes = new List<string>();
         for (var i = done.Count - 1; i >= 0; i--)
         {
             var daemon = done[i];
             var inverse = daemon.Changes.Reverse().SelectMany(c => OverlayModel.Inverse(c, before)).ToList();
-            var error = await Send(proxy, daemon.Daemon, inverse);
+            var error = await proxy.SendChangeSet(daemon.Daemon, inverse);
             notes.Add(error is null ? $"{daemon.Daemon} rolled back" : $"{daemon.Daemon} could not be rolled back: {error}");
         }
         return notes.Count == 0 ? "no daemon had changed" : string.Join("; ", notes);

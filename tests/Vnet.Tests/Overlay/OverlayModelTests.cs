@@ -6,7 +6,7 @@ using Vnet.Frames;
 using Vnet.Language;
 using Vnet.Links;
 
-namespace Vnet.Tests.Daemon;
+namespace Vnet.Tests.Overlay;
 
 /// <summary>
 /// Between what daemons report and the language: the live overlay as a description (only what a
@@ -19,16 +19,19 @@ public sealed class OverlayModelTests
     private const string Vm2 = "02:00:00:00:00:02";
 
     private static RuleStatus Rule(long id, string src, string dst, string action, string origin = "user", string? ingress = null) =>
-        new(id, src, dst, ingress, action, origin, 0, 7, 700);
+        StateText.Rule(id, src, dst, ingress, action, origin, 0, 7, 700);
+
+    /// <summary>A change as the Proxy sends it, read through the same JSON.</summary>
+    private static DaemonChange Change(string json) => DaemonJson.FromNode<DaemonChange>(System.Text.Json.Nodes.JsonNode.Parse(json))!;
 
     /// <summary>The overlay that <see cref="Lab"/> describes, as its three daemons report it.</summary>
     private static OverlayStates LabStates(string proxyListen = "192.0.2.1:5500") => new(
         [
-            new DaemonState("proxy", "proxy", proxyListen,
-                [new InterfaceState("lan0", "pcap", 1500, null, true, [])],
+            StateText.Daemon("proxy", "proxy", proxyListen,
+                [StateText.Interface("lan0", "pcap", 1500, null, true, [])],
                 [
-                    new LinkState("h1", "tcp", true, null, true, "192.0.2.11:40001"),
-                    new LinkState("h2", "udp", true, null, true, "192.0.2.12:40002"),
+                    StateText.Link("h1", "tcp", true, null, true, "192.0.2.11:40001"),
+                    StateText.Link("h2", "udp", true, null, true, "192.0.2.12:40002"),
                 ],
                 [
                     Rule(1, "any", "multicast", "flood", "system"),
@@ -37,11 +40,11 @@ public sealed class OverlayModelTests
                     Rule(4, "any", Vm2, "link:h2", "system"),
                     Rule(5, Vm1, "any", "if:lan0", ingress: "link:h1"),
                 ]),
-            new DaemonState("h1", "host", "192.0.2.11:5500",
-                [new InterfaceState("tap0", "tap", 1500, "br0", false, [Vm1])],
+            StateText.Daemon("h1", "host", "192.0.2.11:5500",
+                [StateText.Interface("tap0", "tap", 1500, "br0", false, [Vm1])],
                 [
-                    new LinkState("h2", "udp", false, "192.0.2.12:5501", true, "192.0.2.12:5501"),
-                    new LinkState("proxy", "tcp", true, "192.0.2.1:5500", true, "192.0.2.1:5500"),
+                    StateText.Link("h2", "udp", false, "192.0.2.12:5501", true, "192.0.2.12:5501"),
+                    StateText.Link("proxy", "tcp", true, "192.0.2.1:5500", true, "192.0.2.1:5500"),
                 ],
                 [
                     Rule(1, "any", "multicast", "flood", "system"),
@@ -50,14 +53,14 @@ public sealed class OverlayModelTests
                     Rule(4, "any", Vm2, "link:h2"),
                     Rule(5, "any", "02:00:00:00:00:09", "link:h2", "adaptation"),
                 ]),
-            new DaemonState("h2", "host", "192.0.2.12:5500",
+            StateText.Daemon("h2", "host", "192.0.2.12:5500",
                 [
-                    new InterfaceState("tap0", "tap", 9000, null, false, [Vm2, "02:00:00:00:00:03"]),
-                    new InterfaceState("tap1", "tap", 1500, null, false, []),
+                    StateText.Interface("tap0", "tap", 9000, null, false, [Vm2, "02:00:00:00:00:03"]),
+                    StateText.Interface("tap1", "tap", 1500, null, false, []),
                 ],
                 [
-                    new LinkState("h1", "udp", false, null, true, "192.0.2.11:40003"),
-                    new LinkState("proxy", "udp", true, "192.0.2.1:5500", true, "192.0.2.1:5500"),
+                    StateText.Link("h1", "udp", false, null, true, "192.0.2.11:40003"),
+                    StateText.Link("proxy", "udp", true, "192.0.2.1:5500", true, "192.0.2.1:5500"),
                 ],
                 [
                     Rule(1, "any", "multicast", "flood", "system"),
@@ -141,14 +144,16 @@ public sealed class OverlayModelTests
     }
 
     [Fact]
-    public void FromStates_RuleThatDoesNotParse_LeftOutRatherThanGuessed()
+    public void DaemonState_RuleThatDoesNotParse_RefusedWholeNamingWhatIsWrong()
     {
-        var states = LabStates();
-        var h1 = states.Daemons[1] with { Rules = [.. states.Daemons[1].Rules, Rule(9, "any", "02:00:00:00:00:07", "somewhere")] };
+        // What a host answers is read field by field into typed values: a rule that names no port
+        // cannot reach the model at all (the Proxy lists that host as unreachable, with the reason).
+        var json = DaemonJson.ToNode(LabStates().Daemons[1])!.AsObject();
+        json["rules"]![0]!["action"] = "somewhere";
 
-        var live = OverlayModel.FromStates(states with { Daemons = [states.Daemons[0], h1, states.Daemons[2]] });
+        var e = Assert.Throws<System.Text.Json.JsonException>(() => DaemonJson.FromNode<DaemonState>(json));
 
-        Assert.Single(live.Daemon("h1")!.Rules);
+        Assert.Contains("\"flood\" or a port", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -202,9 +207,9 @@ public sealed class OverlayModelTests
 
         Assert.Equal<DaemonChange>(
             [
-                new DaemonChange { Op = DaemonChange.AddInterface, Name = "tap2", Kind = "tap", Mtu = 9000, Bridge = "br1", Lan = false },
-                new DaemonChange { Op = DaemonChange.AddVm, Name = "tap2", Mac = Vm1 },
-                new DaemonChange { Op = DaemonChange.AddVm, Name = "tap2", Mac = Vm2 },
+                Change($$"""{"op":"addInterface","name":"tap2","kind":"tap","mtu":9000,"bridge":"br1","lan":false}"""),
+                Change($$"""{"op":"addVm","name":"tap2","mac":"{{Vm1}}"}"""),
+                Change($$"""{"op":"addVm","name":"tap2","mac":"{{Vm2}}"}"""),
             ],
             set);
     }
@@ -213,21 +218,21 @@ public sealed class OverlayModelTests
     public void ToDaemonChanges_EachKind_TheFieldsADaemonNeeds()
     {
         var mac = MacAddress.Parse(Vm1);
-        Assert.Equal(new DaemonChange { Op = DaemonChange.RemoveInterface, Name = "tap0" },
+        Assert.Equal(Change($$"""{"op":"removeInterface","name":"tap0"}"""),
             Assert.Single(OverlayModel.ToDaemonChanges(new RemoveInterface("h1", "tap0"), Before)));
-        Assert.Equal(new DaemonChange { Op = DaemonChange.AddVm, Name = "tap0", Mac = Vm1 },
+        Assert.Equal(Change($$"""{"op":"addVm","name":"tap0","mac":"{{Vm1}}"}"""),
             Assert.Single(OverlayModel.ToDaemonChanges(new AddVm("h1", "tap0", mac), Before)));
-        Assert.Equal(new DaemonChange { Op = DaemonChange.RemoveVm, Name = "tap0", Mac = Vm1 },
+        Assert.Equal(Change($$"""{"op":"removeVm","name":"tap0","mac":"{{Vm1}}"}"""),
             Assert.Single(OverlayModel.ToDaemonChanges(new RemoveVm("h1", "tap0", mac), Before)));
-        Assert.Equal(new DaemonChange { Op = DaemonChange.AddRule, Src = "any", Dst = Vm2, To = "link:h2" },
+        Assert.Equal(Change($$"""{"op":"addRule","src":"any","dst":"{{Vm2}}","to":"link:h2"}"""),
             Assert.Single(OverlayModel.ToDaemonChanges(new AddRule("h1", ToH2), Before)));
-        Assert.Equal(new DaemonChange { Op = DaemonChange.RemoveRule, Src = "any", Dst = "multicast", In = "if:tap0", To = "flood" },
+        Assert.Equal(Change($$"""{"op":"removeRule","src":"any","dst":"multicast","in":"if:tap0","to":"flood"}"""),
             Assert.Single(OverlayModel.ToDaemonChanges(new RemoveRule("h2", FloodFromTap0), Before)));
-        Assert.Equal(new DaemonChange { Op = DaemonChange.AddLink, Peer = "h2", Transport = "udp", Dial = "192.0.2.12:5501" },
+        Assert.Equal(Change($$"""{"op":"addLink","peer":"h2","transport":"udp","dial":"192.0.2.12:5501"}"""),
             Assert.Single(OverlayModel.ToDaemonChanges(new AddLink("h1", "h2", LinkTransport.Udp, IPEndPoint.Parse("192.0.2.12:5501")), Before)));
-        Assert.Equal(new DaemonChange { Op = DaemonChange.AddLink, Peer = "h1", Transport = "tcp", Dial = null },
+        Assert.Equal(Change($$"""{"op":"addLink","peer":"h1","transport":"tcp","dial":null}"""),
             Assert.Single(OverlayModel.ToDaemonChanges(new AddLink("h2", "h1", LinkTransport.Tcp, null), Before)));
-        Assert.Equal(new DaemonChange { Op = DaemonChange.RemoveLink, Peer = "h2" },
+        Assert.Equal(Change($$"""{"op":"removeLink","peer":"h2"}"""),
             Assert.Single(OverlayModel.ToDaemonChanges(new RemoveLink("h1", "h2"), Before)));
     }
 
@@ -284,9 +289,9 @@ public sealed class OverlayModelTests
 
         Assert.Equal<DaemonChange>(
             [
-                new DaemonChange { Op = DaemonChange.AddInterface, Name = "tap0", Kind = "tap", Mtu = 9000, Bridge = null, Lan = false },
-                new DaemonChange { Op = DaemonChange.AddVm, Name = "tap0", Mac = Vm2 },
-                new DaemonChange { Op = DaemonChange.AddVm, Name = "tap0", Mac = "02:00:00:00:00:03" },
+                Change($$"""{"op":"addInterface","name":"tap0","kind":"tap","mtu":9000,"bridge":null,"lan":false}"""),
+                Change($$"""{"op":"addVm","name":"tap0","mac":"{{Vm2}}"}"""),
+                Change($$"""{"op":"addVm","name":"tap0","mac":"02:00:00:00:00:03"}"""),
             ],
             inverse);
     }
@@ -359,30 +364,30 @@ public sealed class OverlayModelTests
             {
                 switch (c.Op)
                 {
-                    case DaemonChange.AddInterface:
+                    case ChangeOp.AddInterface:
                         Assert.True(_interfaces.TryAdd(c.Name!, $"{c.Kind} mtu={c.Mtu} bridge={c.Bridge} lan={c.Lan}"), $"{c}: exists");
                         break;
-                    case DaemonChange.RemoveInterface:
+                    case ChangeOp.RemoveInterface:
                         Assert.True(_interfaces.Remove(c.Name!), $"{c}: missing");
                         _vms.RemoveWhere(v => v.StartsWith(c.Name + " ", StringComparison.Ordinal));
                         break;
-                    case DaemonChange.AddVm:
+                    case ChangeOp.AddVm:
                         Assert.True(_interfaces.ContainsKey(c.Name!), $"{c}: no interface");
                         Assert.True(_vms.Add($"{c.Name} {c.Mac}"), $"{c}: exists");
                         break;
-                    case DaemonChange.RemoveVm:
+                    case ChangeOp.RemoveVm:
                         Assert.True(_vms.Remove($"{c.Name} {c.Mac}"), $"{c}: missing");
                         break;
-                    case DaemonChange.AddLink:
+                    case ChangeOp.AddLink:
                         Assert.True(_links.TryAdd(c.Peer!, $"{c.Transport} dial={c.Dial}"), $"{c}: exists");
                         break;
-                    case DaemonChange.RemoveLink:
+                    case ChangeOp.RemoveLink:
                         Assert.True(_links.Remove(c.Peer!), $"{c}: missing");
                         break;
-                    case DaemonChange.AddRule:
+                    case ChangeOp.AddRule:
                         Assert.True(_rules.Add(RuleText(c)), $"{c}: exists");
                         break;
-                    case DaemonChange.RemoveRule:
+                    case ChangeOp.RemoveRule:
                         Assert.True(_rules.Remove(RuleText(c)), $"{c}: missing");
                         break;
                     default:

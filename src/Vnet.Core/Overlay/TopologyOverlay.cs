@@ -5,7 +5,7 @@ using Vnet.Inference;
 using Vnet.Language;
 using Vnet.Links;
 
-namespace Vnet.Daemon;
+namespace Vnet.Overlay;
 
 /// <summary>Two hosts whose VMs talk, with the VMs on each side.</summary>
 public sealed record HostPairTraffic(string A, string B, double BytesPerSecond, IReadOnlyList<MacAddress> VmsAtA, IReadOnlyList<MacAddress> VmsAtB);

@@ -1,8 +1,8 @@
-using Vnet.Daemon;
+using Vnet.Forwarding;
 using Vnet.Language;
 using Vnet.Links;
 
-namespace Vnet.Tests.Daemon;
+namespace Vnet.Tests.Overlay;
 
 /// <summary>
 /// The Proxy's side of <c>vnet topo dump|diff|apply</c> on real daemons linked over loopback: the
@@ -38,7 +38,7 @@ public sealed class OverlayApplierTests : IAsyncLifetime
 
     private static OverlayDescription Parse(string text) => OverlayParser.Parse(text, "t.vnet").OrThrow();
 
-    private Task<OverlayApplyReport> Apply(string text, bool dryRun = false) => OverlayApplier.ApplyAsync(_net.Proxy, Parse(text), dryRun);
+    private Task<OverlayApplyReport> Apply(string text, bool dryRun = false) => OverlayApplier.ApplyAsync(_net.Proxy.Overlay, Parse(text), dryRun);
 
     private async Task<string> Shapes() =>
         string.Join("\n--\n", await Task.WhenAll(new[] { "proxy", "h1", "h2" }.Select(_net.Shape)));
@@ -46,7 +46,7 @@ public sealed class OverlayApplierTests : IAsyncLifetime
     [Fact]
     public async Task DumpAsync_PlainStar_DescribesTheDaemonsAndTheirStarLinks()
     {
-        var dump = await OverlayApplier.DumpAsync(_net.Proxy);
+        var dump = await OverlayApplier.DumpAsync(_net.Proxy.Overlay);
 
         Assert.Equal(Parse(Describe()), dump);
         Assert.Equal(dump, Parse(OverlayFormatter.Format(dump)));
@@ -56,9 +56,9 @@ public sealed class OverlayApplierTests : IAsyncLifetime
     public async Task ApplyAsync_TheDump_NoChangesAndNothingSent()
     {
         var before = await Shapes();
-        var dump = await OverlayApplier.DumpAsync(_net.Proxy);
+        var dump = await OverlayApplier.DumpAsync(_net.Proxy.Overlay);
 
-        var report = await OverlayApplier.ApplyAsync(_net.Proxy, dump, dryRun: false);
+        var report = await OverlayApplier.ApplyAsync(_net.Proxy.Overlay, dump, dryRun: false);
 
         Assert.Equal("no changes\n", report.Diff);
         Assert.Null(report.Error);
@@ -95,7 +95,7 @@ public sealed class OverlayApplierTests : IAsyncLifetime
         Assert.True(report.Applied, report.Error);
         Assert.Equal(["h1", "h2"], report.Daemons);
         await DaemonNet.Until(() => _net["h2"].Links.Find("h1") is { IsUp: true }, DaemonNet.UpTimeout, "link h1 -> h2 up");
-        var dump = await OverlayApplier.DumpAsync(_net.Proxy);
+        var dump = await OverlayApplier.DumpAsync(_net.Proxy.Overlay);
         Assert.Equal("no changes\n", OverlayDiff.Compute(dump, Parse(text)).ToString());
         Assert.Equal("no changes\n", (await Apply(OverlayFormatter.Format(dump))).Diff);
     }
@@ -118,7 +118,7 @@ public sealed class OverlayApplierTests : IAsyncLifetime
             && _net["h2"].Links.Find("h1")?.Session is { IsClosed: false, Transport: LinkTransport.Tcp },
             DaemonNet.UpTimeout, "link h1 - h2 up over tcp");
         Assert.Equal("no changes\n", (await Apply(Text("tcp"), dryRun: true)).Diff);
-        Assert.Contains(_net["h2"].ListRules(), r => r.Origin == "user" && r.Action == "link:h1");
+        Assert.Contains(_net["h2"].RuleCommands.List(), r => r.Origin == RuleOrigin.User && r.Action.ToString() == "link:h1");
     }
 
     [Fact]
@@ -166,7 +166,7 @@ public sealed class OverlayApplierTests : IAsyncLifetime
         Assert.False(report.Applied);
         Assert.Empty(report.Daemons);
         Assert.Contains("h2 is not reachable: link down", report.Error, StringComparison.Ordinal);
-        Assert.DoesNotContain(_net["h1"].ListRules(), r => r.Origin == "user");
+        Assert.DoesNotContain(_net["h1"].RuleCommands.List(), r => r.Origin == RuleOrigin.User);
     }
 
     [Fact]
@@ -180,7 +180,7 @@ public sealed class OverlayApplierTests : IAsyncLifetime
 
         // h1 still has its end of the link (dialing in vain) and a rule naming it: the dump must
         // not name a daemon it cannot describe.
-        var dump = OverlayFormatter.Format(await OverlayApplier.DumpAsync(_net.Proxy));
+        var dump = OverlayFormatter.Format(await OverlayApplier.DumpAsync(_net.Proxy.Overlay));
         var parsed = OverlayParser.Parse(dump, "live");
         var report = await Apply(Describe(h1: $"rule any -> {Vm6} to link h2\nrule any -> {Vm5} to link proxy", links: "link h1 -> h2 udp"));
 
@@ -210,6 +210,6 @@ public sealed class OverlayApplierTests : IAsyncLifetime
 
         Assert.False(report.Applied);
         Assert.Contains("belongs to h2's configuration", report.Error, StringComparison.Ordinal);
-        Assert.Equal("tcp", _net["h2"].ListLinks().Single(l => l.Peer == "proxy").Transport);
+        Assert.Equal(LinkTransport.Tcp, _net["h2"].LinkCommands.List().Single(l => l.Peer == "proxy").Transport);
     }
 }

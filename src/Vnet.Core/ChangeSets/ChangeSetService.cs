@@ -1,24 +1,59 @@
 using System.Net;
+using Microsoft.Extensions.Logging;
 using Vnet.Configuration;
-using Vnet.Control;
+using Vnet.Daemon;
+using Vnet.Engine;
 using Vnet.Forwarding;
-using Vnet.Frames;
+using Vnet.Interfaces;
 using Vnet.Links;
+using Vnet.Vms;
 
-namespace Vnet.Daemon;
+namespace Vnet.ChangeSets;
 
-public sealed partial class VnetDaemon
+/// <summary>
+/// Applies change sets whole or not at all (control loop).
+/// <code>
+/// 1. If the caller read the daemon's state first, its version must still be the daemon's.
+/// 2. Plan: every change is checked against the state the set would leave (a rule may name a link
+///    added earlier in the set, a link may go only once no rule uses it); each yields a do and an
+///    undo. One refusal refuses the set, with the change's number and the reason.
+/// 3. Do: the changes run in order; if one fails (a TAP that cannot be created), the ones already
+///    done are undone in reverse, and the set is reported as not applied.
+/// </code>
+/// </summary>
+public sealed partial class ChangeSetService
 {
-    /// <summary>
-    /// Applies a change set whole or not at all. Every change is first checked against the state
-    /// the set would leave (so a rule may name a link added earlier in the same set, and a link
-    /// may go only once no rule uses it); then the changes run in order, and if one fails (a TAP
-    /// that cannot be created, say), the ones already done are undone in reverse. Runs on the
-    /// control loop (call through <see cref="Run{T}"/>).
-    /// </summary>
-    public ApplyResult Apply(IReadOnlyList<DaemonChange> changes)
+    private readonly DaemonConfig _config;
+    private readonly LinkManager _links;
+    private readonly LinkService _linkService;
+    private readonly InterfaceService _interfaces;
+    private readonly VmDirectory _vms;
+    private readonly RuleBook _rules;
+    private readonly Func<string> _version;
+    private readonly ILogger _logger;
+
+    public ChangeSetService(DaemonConfig config, LinkManager links, LinkService linkService, InterfaceService interfaces, VmDirectory vms,
+        RuleBook rules, Func<string> version, ILogger logger)
     {
-        var view = new PlanView(this);
+        _config = config;
+        _links = links;
+        _linkService = linkService;
+        _interfaces = interfaces;
+        _vms = vms;
+        _rules = rules;
+        _version = version;
+        _logger = logger;
+    }
+
+    private string Name => _config.Name;
+
+    private bool IsProxy => _config.Role == DaemonRole.Proxy;
+
+    public ApplyResult Apply(IReadOnlyList<DaemonChange> changes, string? ifVersion = null)
+    {
+        if (ifVersion is not null && _version() is var now && now != ifVersion)
+            return new ApplyResult(false, 0, $"{Name} changed since its state was read (version {ifVersion}, now {now}); nothing changed");
+        var view = new PlanView(_interfaces, _links, _rules);
         var steps = new List<(DaemonChange Change, Action Do, Action Undo)>(changes.Count);
         for (var i = 0; i < changes.Count; i++)
         {
@@ -70,25 +105,21 @@ public sealed partial class VnetDaemon
     {
         switch (c.Op)
         {
-            case DaemonChange.AddInterface:
+            case ChangeOp.AddInterface:
             {
+                var lan = c.Lan ?? false;
                 var config = new InterfaceConfig
                 {
                     Name = Need(c.Name, "name"),
-                    Kind = c.Kind switch
-                    {
-                        null or "tap" => InterfaceKind.Tap,
-                        "pcap" => InterfaceKind.Pcap,
-                        _ => throw new DaemonCommandException($"'{c.Kind}' is neither tap nor pcap"),
-                    },
+                    Kind = c.Kind ?? InterfaceKind.Tap,
                     Mtu = c.Mtu ?? 1500,
                     Bridge = c.Bridge,
-                    Lan = c.Lan ?? false,
-                    Learn = !(c.Lan ?? false),
+                    Lan = lan,
+                    Learn = !lan,
                 };
                 try
                 {
-                    (Config with { Interfaces = [config] }).Validated();
+                    (_config with { Interfaces = [config] }).Validated();
                 }
                 catch (ConfigException e)
                 {
@@ -96,122 +127,122 @@ public sealed partial class VnetDaemon
                 }
                 if (!view.Interfaces.Add(config.Name))
                     throw new DaemonCommandException($"interface {config.Name} already exists");
-                return (c, () => AddInterface(config), () => RemoveInterfaceForce(config.Name));
+                return (c, () => _interfaces.Add(config), () => _interfaces.RemoveForce(config.Name, "undone"));
             }
-            case DaemonChange.RemoveInterface:
+            case ChangeOp.RemoveInterface:
             {
                 var name = Need(c.Name, "name");
                 if (!view.Interfaces.Remove(name))
                     throw new DaemonCommandException($"no interface {name}");
-                var config = _interfaces.TryGetValue(name, out var s) ? s.Config : null;
-                var pinned = s?.Vms.Keys.ToList() ?? [];
-                return (c, () => RemoveInterfaceForce(name), () =>
+                var config = _interfaces.Find(name)?.Config;
+                var pinned = _vms.VmsOn(name);
+                return (c, () => _interfaces.RemoveForce(name, "removed by a change set"), () =>
                 {
                     if (config is null)
                         return;
-                    AddInterface(config);
+                    _interfaces.Add(config);
                     foreach (var mac in pinned)
-                        PinVm(name, mac);
+                        _vms.Pin(name, mac);
                 });
             }
-            case DaemonChange.AddVm:
-            case DaemonChange.RemoveVm:
+            case ChangeOp.AddVm:
+            case ChangeOp.RemoveVm:
             {
                 var name = Need(c.Name, "interface");
-                if (!MacAddress.TryParse(Need(c.Mac, "mac"), out var mac) || mac.IsGroup)
-                    throw new DaemonCommandException($"'{c.Mac}' is not a VM MAC address");
+                var mac = c.Mac ?? throw new DaemonCommandException("missing 'mac'");
+                if (mac.IsGroup)
+                    throw new DaemonCommandException($"'{mac}' is not a VM MAC address (a group address)");
                 if (!view.Interfaces.Contains(name))
                     throw new DaemonCommandException($"no interface {name}");
-                return c.Op == DaemonChange.AddVm
-                    ? (c, () => PinVm(name, mac), () => ForgetVm(name, mac))
-                    : (c, () => ForgetVm(name, mac), () => PinVm(name, mac));
+                return c.Op == ChangeOp.AddVm
+                    ? (c, () => _vms.Pin(name, mac), () => _vms.Forget(name, mac))
+                    : (c, () => _vms.Forget(name, mac), () => _vms.Pin(name, mac));
             }
-            case DaemonChange.AddRule:
+            case ChangeOp.AddRule:
             {
                 var origin = OriginOf(c);
-                var rule = ControlCommands.ParseRule(Need(c.Src, "src"), Need(c.Dst, "dst"), c.In, Need(c.To, "to")) with { Origin = origin };
+                var rule = RuleOf(c) with { Origin = origin };
                 view.CheckPorts(rule);
                 if (view.Rules.Exists(r => r.Origin == origin && r.SameMatchAndAction(rule)))
                     throw new DaemonCommandException($"rule {rule} already exists");
                 view.Rules.Add(rule);
                 long id = 0;
-                return (c, () => id = AddRuleUnchecked(rule), () => Rules.Edit(e => e.Remove(id)));
+                return (c, () => id = _rules.Edit(e => e.Add(rule with { Id = 0 })).Id, () => _rules.Edit(e => e.Remove(id)));
             }
-            case DaemonChange.RemoveRule:
+            case ChangeOp.RemoveRule:
             {
                 var origin = OriginOf(c);
-                var rule = ControlCommands.ParseRule(Need(c.Src, "src"), Need(c.Dst, "dst"), c.In, Need(c.To, "to")) with { Origin = origin };
+                var rule = RuleOf(c) with { Origin = origin };
                 var index = view.Rules.FindIndex(r => r.Origin == origin && r.SameMatchAndAction(rule));
                 // A host drops adaptation's rules for a VM that moved on its own; removing one
                 // again is no error.
                 if (index < 0 && origin == RuleOrigin.Adaptation)
                     return (c, () => { }, () => { });
                 if (index < 0)
-                    throw new DaemonCommandException($"no {origin.ToString().ToLowerInvariant()} rule {rule}");
+                    throw new DaemonCommandException($"no {Json.EnumText.Of(origin)} rule {rule}");
                 view.Rules.RemoveAt(index);
                 // Undone with its id and counters: a refused set leaves the rule as `vnet rule list` showed it.
-                List<Engine.RuleEntry> removed = [];
-                return (c, () => removed = RemoveRules(rule, origin), () => Rules.Edit(e =>
+                List<RuleEntry> removed = [];
+                return (c, () => removed = RemoveRules(rule, origin), () => _rules.Edit(e =>
                 {
                     foreach (var r in removed)
                         e.Restore(r.Rule, r.Stats);
                 }));
             }
-            case DaemonChange.AddLink:
+            case ChangeOp.AddLink:
             {
                 var peer = Need(c.Peer, "peer");
-                var transport = ControlCommands.ParseTransport(c.Transport ?? "tcp");
+                var transport = c.Transport ?? LinkTransport.Tcp;
                 IPEndPoint? dial = null;
                 if (c.Dial is not null && (!IPEndPoint.TryParse(c.Dial, out dial) || dial.Port == 0))
                     throw new DaemonCommandException($"'{c.Dial}' is not an address:port");
                 if (!Names.IsValid(peer) || peer == Name)
                     throw new DaemonCommandException($"'{peer}' cannot be a peer of {Name}");
-                if (!IsProxy && peer == Config.ProxyName)
-                    throw new DaemonCommandException(StarLinkRefusal(peer));
-                var existing = Links.Find(peer);
+                if (!IsProxy && peer == _config.ProxyName)
+                    throw new DaemonCommandException(_linkService.StarLinkRefusal(peer));
+                var existing = _links.Find(peer);
                 // A link the peer dials may already be here (its session created the port).
                 var passiveAlready = dial is null && existing is not null && existing.DialAddress is null && !view.RemovedLinks.Contains(peer);
                 if (!passiveAlready && !view.Links.Add(peer))
                     throw new DaemonCommandException($"link {peer} already exists");
                 view.Links.Add(peer);
-                var linkOrigin = OriginOf(c);
+                var origin = OriginOf(c);
                 if (passiveAlready)
                 {
                     // The peer's half of the change came first and its session made the port (as a
                     // user link): the port is this change's, or adaptation could never remove it.
                     var was = existing!.Origin;
-                    return (c, () => existing.Origin = linkOrigin, () => existing.Origin = was);
+                    return (c, () => existing.Origin = origin, () => existing.Origin = was);
                 }
                 return (c, () =>
                 {
                     if (dial is not null)
-                        AddLink(peer, dial, transport);
+                        _linkService.Add(peer, dial, transport, origin);
                     else
-                        ExpectLink(peer, transport);
-                    if (Links.Find(peer) is { } made)
-                        made.Origin = linkOrigin;
-                }, () => RemoveLinkForce(peer));
+                        _linkService.Expect(peer, transport, origin);
+                }, () => _linkService.RemoveForce(peer));
             }
-            case DaemonChange.RemoveLink:
+            case ChangeOp.RemoveLink:
             {
                 var peer = Need(c.Peer, "peer");
-                var port = Links.Find(peer);
+                var port = _links.Find(peer);
                 // Adaptation never takes away a link someone else made, nor minds one already gone.
                 if (OriginOf(c) == RuleOrigin.Adaptation && (port is null || port.Origin != RuleOrigin.Adaptation))
                     return (c, () => { }, () => { });
                 if (port is null || !view.Links.Remove(peer))
                     throw new DaemonCommandException($"no link {peer}");
                 if (port.Star)
-                    throw new DaemonCommandException(StarLinkRefusal(peer));
+                    throw new DaemonCommandException(_linkService.StarLinkRefusal(peer));
                 view.RemovedLinks.Add(peer);
                 var transport = port.Transport;
                 var dial = port.DialAddress;
-                return (c, () => RemoveLinkForce(peer), () =>
+                var origin = port.Origin;
+                return (c, () => _linkService.RemoveForce(peer), () =>
                 {
                     if (dial is not null)
-                        AddLink(peer, dial, transport);
+                        _linkService.Add(peer, dial, transport, origin);
                     else
-                        ExpectLink(peer, transport);
+                        _linkService.Expect(peer, transport, origin);
                 });
             }
             default:
@@ -222,20 +253,31 @@ public sealed partial class VnetDaemon
     private static string Need(string? value, string field) =>
         value ?? throw new DaemonCommandException($"missing '{field}'");
 
-    /// <summary>A port for a link the peer dials; rules may name it before the peer arrives.</summary>
-    public void ExpectLink(string peer, LinkTransport transport)
+    /// <summary>The rule a change names, checked.</summary>
+    private static Rule RuleOf(DaemonChange c)
     {
-        if (Links.Find(peer) is not null)
-            return;
-        Links.AddLink(peer, transport, star: false, dial: null);
-        Rules.Republish();
+        var rule = new Rule
+        {
+            Source = c.Src ?? throw new DaemonCommandException("missing 'src'"),
+            Destination = c.Dst ?? throw new DaemonCommandException("missing 'dst'"),
+            Ingress = c.In,
+            Action = c.To ?? throw new DaemonCommandException("missing 'to'"),
+        };
+        return rule.Validate() is { } problem ? throw new DaemonCommandException(problem) : rule;
     }
 
-    /// <summary>Removes the user rules equal to <paramref name="rule"/>; returns them with their counters.</summary>
-    private List<Engine.RuleEntry> RemoveRules(Rule rule, RuleOrigin origin)
+    private static RuleOrigin OriginOf(DaemonChange c) => c.Origin switch
     {
-        var found = Rules.List().Where(r => r.Rule.Origin == origin && r.Rule.SameMatchAndAction(rule)).ToList();
-        Rules.Edit(e =>
+        null or RuleOrigin.User => RuleOrigin.User,
+        RuleOrigin.Adaptation => RuleOrigin.Adaptation,
+        _ => throw new DaemonCommandException($"'{Json.EnumText.Of(c.Origin.Value)}' is not an origin a change set may use (user, adaptation)"),
+    };
+
+    /// <summary>Removes the rules of one origin equal to <paramref name="rule"/>; returns them with their counters.</summary>
+    private List<RuleEntry> RemoveRules(Rule rule, RuleOrigin origin)
+    {
+        var found = _rules.List().Where(r => r.Rule.Origin == origin && r.Rule.SameMatchAndAction(rule)).ToList();
+        _rules.Edit(e =>
         {
             foreach (var r in found)
                 e.Remove(r.Rule.Id);
@@ -243,62 +285,16 @@ public sealed partial class VnetDaemon
         return found;
     }
 
-    private long AddRuleUnchecked(Rule rule) => Rules.Edit(e => e.Add(rule with { Id = 0 })).Id;
-
-    private static RuleOrigin OriginOf(DaemonChange c) => c.Origin switch
-    {
-        null or "user" => RuleOrigin.User,
-        "adaptation" => RuleOrigin.Adaptation,
-        _ => throw new DaemonCommandException($"'{c.Origin}' is not an origin a change set may use (user, adaptation)"),
-    };
-
-    /// <summary>Removes a link and every non-user rule that uses it (user rules were checked by the plan).</summary>
-    private void RemoveLinkForce(string peer)
-    {
-        var port = PortRef.Link(peer);
-        Rules.Edit(e => e.RemoveWhere(r => r.Origin != RuleOrigin.User && Uses(r, port)));
-        Links.RemoveLink(peer);
-        Rules.Republish();
-        Log.LinkRemoved(_logger, peer);
-    }
-
-    private void RemoveInterfaceForce(string name)
-    {
-        if (_interfaces.TryGetValue(name, out var state))
-            CloseInterface(state, "removed by a change set");
-    }
-
-    /// <summary>Declares a VM on an interface (as if learned), announcing it as usual.</summary>
-    private void PinVm(string iface, MacAddress mac)
-    {
-        if (!_interfaces.TryGetValue(iface, out var state))
-            throw new DaemonCommandException($"no interface {iface}");
-        if (state.Vms.ContainsKey(mac))
-            return;
-        lock (_learnLock)
-            LearnLocal(state, mac, announce: false);
-    }
-
-    /// <summary>Forgets a VM on an interface (it is learned again by its next frame).</summary>
-    private void ForgetVm(string iface, MacAddress mac)
-    {
-        if (!_interfaces.TryGetValue(iface, out var state) || !state.Vms.TryRemove(mac, out _))
-            return;
-        Rules.Edit(e => RemoveLocalVmRules(e, mac));
-        PublishSources();
-        OnLocalVmGone(mac);
-    }
-
     /// <summary>The daemon as the planner sees it while it checks a change set.</summary>
     private sealed class PlanView
     {
-        public PlanView(VnetDaemon d)
+        public PlanView(InterfaceService interfaces, LinkManager links, RuleBook rules)
         {
-            foreach (var i in d._interfaces.Keys)
-                Interfaces.Add(i);
-            foreach (var l in d.Links.Links)
+            foreach (var i in interfaces.All)
+                Interfaces.Add(i.Name);
+            foreach (var l in links.Links)
                 Links.Add(l.Peer);
-            foreach (var r in d.Rules.List())
+            foreach (var r in rules.List())
             {
                 if (r.Rule.Origin != RuleOrigin.System)
                     Rules.Add(r.Rule);
@@ -324,5 +320,14 @@ public sealed partial class VnetDaemon
         }
 
         public Rule? OrphanedRule() => Rules.Find(r => (!r.Action.IsFlood && !Exists(r.Action.Port)) || (r.Ingress is { } i && !Exists(i)));
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 50, Level = LogLevel.Information, Message = "Applied a change set of {Count} changes")]
+        public static partial void Applied(ILogger logger, int count);
+
+        [LoggerMessage(EventId = 51, Level = LogLevel.Warning, Message = "Change set refused at '{Change}': {Reason}")]
+        public static partial void ApplyFailed(ILogger logger, string change, string reason);
     }
 }

@@ -1,0 +1,254 @@
+using Microsoft.Extensions.Logging;
+using Vnet.Configuration;
+using Vnet.Daemon;
+using Vnet.Engine;
+using Vnet.Forwarding;
+using Vnet.Frames;
+
+namespace Vnet.Interfaces;
+
+/// <summary>A local interface of the daemon: its configuration, its switch port, and its own address.</summary>
+public sealed class LocalInterface(InterfaceConfig config, InterfacePort port, MacAddress? ownMac)
+{
+    public InterfaceConfig Config { get; } = config;
+
+    public string Name => Config.Name;
+
+    public InterfacePort Port { get; } = port;
+
+    /// <summary>The device's own address (a TAP's host side), never learned as a VM.</summary>
+    public MacAddress? OwnMac { get; } = ownMac;
+
+    /// <summary>VMs are learned from the source of frames read here (a VM-facing interface, not the LAN).</summary>
+    public bool Learns => Config.Learn && !Config.Lan;
+}
+
+/// <summary>
+/// Owns the daemon's local interfaces: opens them through a factory (TAP, pcap, or in memory),
+/// makes each a switch port, installs the LAN's default rule, and closes them on command or when
+/// the device goes away. State lives on the control loop; the data path sees only ports.
+/// <code>
+/// open:  factory opens the device -> port joins the switch -> LAN rule -> Opened (learning is
+///        set up by the VM directory) -> the port's reader starts
+/// close: Closed (the directory forgets the interface's VMs) -> rules that name the port made by
+///        the system go -> the port leaves the switch -> device closed -> table republished
+/// </code>
+/// </summary>
+public sealed partial class InterfaceService
+{
+    private readonly DaemonConfig _config;
+    private readonly VirtualSwitch _switch;
+    private readonly RuleBook _rules;
+    private readonly FramePool _pool;
+    private readonly IInterfaceFactory _factory;
+    private readonly ControlLoop _loop;
+    private readonly ILogger _logger;
+    private readonly Dictionary<string, LocalInterface> _interfaces = new(StringComparer.Ordinal);
+    private IReadOnlyCollection<MacAddress>? _lanFilterPending;
+    private int _lanFilterRunning;
+    private bool _stopping;
+
+    public InterfaceService(DaemonConfig config, VirtualSwitch sw, RuleBook rules, FramePool pool, IInterfaceFactory factory,
+        ControlLoop loop, ILogger logger)
+    {
+        _config = config;
+        _switch = sw;
+        _rules = rules;
+        _pool = pool;
+        _factory = factory;
+        _loop = loop;
+        _logger = logger;
+    }
+
+    /// <summary>An interface is open and joined the switch; its reader starts right after (control loop).</summary>
+    public event Action<LocalInterface>? Opened;
+
+    /// <summary>An interface is closing: it has left the list, its port still exists (control loop).</summary>
+    public event Action<LocalInterface>? Closed;
+
+    public IReadOnlyCollection<LocalInterface> All => _interfaces.Values;
+
+    public int Count => _interfaces.Count;
+
+    public LocalInterface? Find(string name) => _interfaces.GetValueOrDefault(name);
+
+    /// <summary>Opens the configured interfaces (control loop, at start).</summary>
+    public void Start()
+    {
+        foreach (var i in _config.Interfaces)
+            Open(i);
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    public IReadOnlyList<InterfaceStatus> List(Func<string, int> vmsOn)
+    {
+        var list = new List<InterfaceStatus>(_interfaces.Count);
+        foreach (var i in _interfaces.Values)
+        {
+            var c = i.Port.Counters;
+            list.Add(new InterfaceStatus(i.Name, i.Config.Kind, i.Config.Mtu, i.Port.IsUp, i.Port.Device.AcceptsOffloads, i.Config.Lan,
+                i.Config.Learn, vmsOn(i.Name), c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes, c.TxDrops, c.RxErrors));
+        }
+        list.Sort(static (a, b) => string.CompareOrdinal(a.Name, b.Name));
+        return list;
+    }
+
+    /// <summary>Opens an interface at run time; refused with the reason when the name is taken or the device cannot open.</summary>
+    public void Add(InterfaceConfig config)
+    {
+        if (_interfaces.ContainsKey(config.Name))
+            throw new DaemonCommandException($"interface {config.Name} already exists");
+        try
+        {
+            (_config with { Interfaces = [config] }).Validated();
+        }
+        catch (ConfigException e)
+        {
+            throw new DaemonCommandException(e.Message);
+        }
+        try
+        {
+            Open(config);
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or DllNotFoundException)
+        {
+            throw new DaemonCommandException($"cannot open {config.Name}: {e.Message}");
+        }
+        _rules.Republish();
+    }
+
+    /// <summary>Closes an interface; refused while user or adaptation rules still name it.</summary>
+    public void Remove(string name)
+    {
+        if (!_interfaces.TryGetValue(name, out var state))
+            throw new DaemonCommandException($"no interface {name}");
+        var port = PortRef.Interface(name);
+        if (_rules.UsersOf(port) is { Count: > 0 } users)
+            throw new DaemonCommandException($"interface {name} is used by rule(s) {string.Join(", ", users)}; remove them first");
+        Close(state, "removed by command");
+    }
+
+    /// <summary>Closes an interface whatever names it (change sets checked that first).</summary>
+    public void RemoveForce(string name, string reason)
+    {
+        if (_interfaces.TryGetValue(name, out var state))
+            Close(state, reason);
+    }
+
+    // ---------------------------------------------------------------- open and close
+
+    private void Open(InterfaceConfig config)
+    {
+        var opened = _factory.Open(config, config.Lan ? BpfFilters.ForProxyNic([]) : config.Learn ? null : BpfFilters.ForHostInterface(config.Macs.ToList()));
+        var port = new InterfacePort(opened.Device, _switch, _pool, _config.HopLimit);
+        var state = new LocalInterface(config, port, opened.OwnMac);
+        try
+        {
+            _switch.AddPort(port);
+        }
+        catch
+        {
+            port.Dispose();
+            throw;
+        }
+        _interfaces[config.Name] = state;
+        port.Closed += _ => _loop.Post(() =>
+        {
+            if (!_stopping && _interfaces.TryGetValue(config.Name, out var current) && current == state)
+                Close(state, "the device went away");
+        });
+        if (config.Lan)
+        {
+            // The LAN takes every frame no other rule claims: the VMs' way to the user's network.
+            _rules.Edit(e => e.Add(new Rule
+            {
+                Source = MacMatch.Any,
+                Destination = MacMatch.None,
+                Action = RuleAction.To(port.Name),
+                Origin = RuleOrigin.System,
+            }));
+        }
+        Opened?.Invoke(state);
+        port.Start();
+        Log.Opened(_logger, opened.Device.Name, config.Kind, config.Mtu, opened.Device.AcceptsOffloads);
+    }
+
+    private void Close(LocalInterface state, string reason)
+    {
+        if (!_interfaces.Remove(state.Name))
+            return;
+        Closed?.Invoke(state);
+        var port = state.Port.Name;
+        _rules.Edit(e => e.RemoveWhere(r => r.Origin == RuleOrigin.System && r.Uses(port)));
+        _switch.RemovePort(state.Port);
+        state.Port.Dispose();
+        _rules.Republish();
+        Log.Closed(_logger, state.Name, reason);
+    }
+
+    // ---------------------------------------------------------------- the Proxy's LAN filter
+
+    /// <summary>
+    /// The Proxy's LAN NIC captures frames to VMs (and never from them): its BPF filter follows the
+    /// VMs the Proxy knows. Compiling and installing a filter takes a while with many VMs, so it
+    /// runs on its own task; a burst of changes ends in one update with the last set.
+    /// </summary>
+    public void UpdateLanFilters(IReadOnlyCollection<MacAddress> vms)
+    {
+        var targets = new List<(string Name, PcapInterface Pcap)>();
+        foreach (var i in _interfaces.Values)
+        {
+            if (i.Config.Lan && i.Port.Device is PcapInterface pcap)
+                targets.Add((i.Name, pcap));
+        }
+        if (targets.Count == 0)
+            return;
+        Volatile.Write(ref _lanFilterPending, vms);
+        if (Interlocked.Exchange(ref _lanFilterRunning, 1) != 0)
+            return;
+        _ = Task.Run(() =>
+        {
+            while (Interlocked.Exchange(ref _lanFilterPending, null) is { } latest)
+            {
+                var filter = BpfFilters.ForProxyNic(latest.ToList());
+                foreach (var (name, pcap) in targets)
+                {
+                    try
+                    {
+                        pcap.SetFilter(filter);
+                    }
+                    catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or ObjectDisposedException)
+                    {
+                        Log.FilterFailed(_logger, name, e.Message);
+                    }
+                }
+            }
+            Interlocked.Exchange(ref _lanFilterRunning, 0);
+            // A set posted between the last take and the release above still gets its turn.
+            if (Volatile.Read(ref _lanFilterPending) is { } missed)
+                _loop.Post(() => UpdateLanFilters(missed));
+        });
+    }
+
+    /// <summary>Closes every interface at daemon stop (after the links, so nothing forwards to them).</summary>
+    public void StopAll()
+    {
+        _stopping = true;
+        foreach (var i in _interfaces.Values)
+            i.Port.Dispose();
+        _interfaces.Clear();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "Interface {Name} open ({Kind}, MTU {Mtu}, offloads {Offloads})")]
+        public static partial void Opened(ILogger logger, string name, InterfaceKind kind, int mtu, bool offloads);
+
+        [LoggerMessage(EventId = 11, Level = LogLevel.Warning, Message = "Interface {Name} closed: {Reason}")]
+        public static partial void Closed(ILogger logger, string name, string reason);
+
+        [LoggerMessage(EventId = 12, Level = LogLevel.Warning, Message = "Cannot update the filter of {Name}: {Reason}")]
+        public static partial void FilterFailed(ILogger logger, string name, string reason);
+    }
+}

@@ -1,0 +1,132 @@
+using System.Collections.Concurrent;
+using Vnet.Configuration;
+using Vnet.Frames;
+
+namespace Vnet.Interfaces;
+
+/// <summary>
+/// An interface in memory: what a test injects is read as if a VM had sent it, and what the daemon
+/// writes is kept for the test to look at. Plain frames only (no offloads), like a pcap NIC.
+/// For tests and simulations; the daemon itself never makes one.
+/// </summary>
+public sealed class MemoryInterface : ILocalInterface
+{
+    /// <summary>Frames written and not yet taken are kept up to this many (the oldest go first).</summary>
+    public const int MaxKept = 4096;
+
+    private readonly BlockingCollection<byte[]> _inbound = new(new ConcurrentQueue<byte[]>(), 4096);
+    private readonly ConcurrentQueue<byte[]> _written = new();
+    private readonly CancellationTokenSource _closed = new();
+    private long _writes;
+
+    public MemoryInterface(string name, int mtu = 1500)
+    {
+        Name = name;
+        MaxFrameSize = mtu + 14;
+    }
+
+    public string Name { get; }
+
+    public bool AcceptsOffloads => false;
+
+    public int MaxFrameSize { get; }
+
+    public Action? BeforeWait { get; set; }
+
+    public bool IsClosed => _closed.IsCancellationRequested;
+
+    /// <summary>Frames the daemon wrote to this interface, ever.</summary>
+    public long Writes => Interlocked.Read(ref _writes);
+
+    /// <summary>Raised on the writing thread for every frame the daemon writes (must not block).</summary>
+    public event Action<MemoryInterface, byte[]>? FrameWritten;
+
+    /// <summary>Hands the daemon a frame as if it came from the device; false when closed or full.</summary>
+    public bool Inject(ReadOnlySpan<byte> frame) => !IsClosed && _inbound.TryAdd(frame.ToArray());
+
+    /// <summary>Takes the oldest written frame not yet taken.</summary>
+    public bool TryTake(out byte[] frame) => _written.TryDequeue(out frame!);
+
+    public ReadStatus Read(Frame frame)
+    {
+        if (!_inbound.TryTake(out var data))
+        {
+            BeforeWait?.Invoke();
+            try
+            {
+                data = _inbound.Take(_closed.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                return ReadStatus.Closed;
+            }
+            catch (ObjectDisposedException)
+            {
+                return ReadStatus.Closed;
+            }
+        }
+        if (data.Length < 14 || data.Length > MaxFrameSize)
+            return ReadStatus.Bad;
+        data.CopyTo(frame.Buffer.AsSpan(Frame.Headroom));
+        frame.SetBounds(Frame.Headroom, data.Length);
+        return ReadStatus.Frame;
+    }
+
+    public bool Write(Frame frame)
+    {
+        if (IsClosed)
+            return false;
+        var copy = frame.Data.ToArray();
+        Interlocked.Increment(ref _writes);
+        _written.Enqueue(copy);
+        while (_written.Count > MaxKept && _written.TryDequeue(out _))
+        {
+        }
+        FrameWritten?.Invoke(this, copy);
+        return true;
+    }
+
+    public void Close()
+    {
+        if (!_closed.IsCancellationRequested)
+            _closed.Cancel();
+    }
+
+    public void Dispose()
+    {
+        Close();
+        _inbound.Dispose();
+        _closed.Dispose();
+    }
+}
+
+/// <summary>
+/// Makes <see cref="MemoryInterface"/>s for configured interfaces, and lets a test reach them by
+/// name. As on a real machine, a TAP is created by opening it, while a NIC opened through libpcap
+/// must exist: only the names in <see cref="Nics"/> open as pcap interfaces.
+/// </summary>
+public sealed class MemoryInterfaceFactory : IInterfaceFactory
+{
+    private readonly ConcurrentDictionary<string, MemoryInterface> _open = new(StringComparer.Ordinal);
+
+    /// <summary>The NICs this simulated machine has (pcap interfaces open only on these).</summary>
+    public ConcurrentDictionary<string, bool> Nics { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Raised when the daemon opens an interface (a test attaches its VM here).</summary>
+    public event Action<MemoryInterface>? Opened;
+
+    /// <summary>The interface most recently opened under this name.</summary>
+    public MemoryInterface this[string name] => _open[name];
+
+    public bool TryGet(string name, out MemoryInterface device) => _open.TryGetValue(name, out device!);
+
+    public OpenedDevice Open(InterfaceConfig config, string? filter)
+    {
+        if (config.Kind == InterfaceKind.Pcap && !Nics.ContainsKey(config.Name))
+            throw new IOException($"{config.Name}: no such device");
+        var device = new MemoryInterface(config.Name, config.Mtu);
+        _open[config.Name] = device;
+        Opened?.Invoke(device);
+        return new OpenedDevice(device, null);
+    }
+}
