@@ -64,6 +64,9 @@ public interface IToolSessionHost
 ///         within 1 s) -> again, until the link is removed.
 /// Listener: accept -> handshake as responder (bounded, at most 64 at once) -> attach to the port
 ///           named after the peer, creating it for an inbound link.
+/// Either way the session gets the transport the handshake agreed on (CreateSession): a
+/// TcpLinkTransport, or a UdpLinkTransport registered with the shared UdpTransport by session id
+/// (and unregistered when the session reports down).
 /// </code>
 /// </summary>
 public sealed partial class LinkManager : IAsyncDisposable
