@@ -3,17 +3,35 @@
 # namespaces (a Proxy and a host, each with a TAP bridged to a VM namespace), 10 s of iperf3 over
 # a TCP link and then over a UDP link, GC.GetTotalAllocatedBytes sampled before and after.
 # Usage (root): bench/alloc-per-frame.sh
+# Environment: VNET_DIR=a `dotnet publish` of src/Vnet.Cli to measure instead of building this
+# checkout; PREFIX=namespace prefix (default vab), to run beside another measurement.
 set -euo pipefail
 repo=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
-out="$repo/artifacts/bench-vnet"
-dotnet publish "$repo/src/Vnet.Cli" -c Release -o "$out" -nologo -clp:ErrorsOnly >/dev/null
+out=${VNET_DIR:-}
+if [ -z "$out" ]; then
+    out="$repo/artifacts/bench-vnet"
+    dotnet publish "$repo/src/Vnet.Cli" -c Release -o "$out" -nologo -clp:ErrorsOnly >/dev/null
+fi
 vnet="dotnet $out/vnet.dll"
-P=vab
-cleanup() { pkill -f "vnet.dll daemon --name $P" 2>/dev/null || true; sleep 0.5; for n in a b va vb; do ip netns del $P$n 2>/dev/null || true; done; }
+P=${PREFIX:-vab}
+[[ $P =~ ^[a-z0-9]{1,8}$ ]] || { echo "PREFIX must be 1-8 of [a-z0-9]" >&2; exit 2; }
+# The key goes in a file that only root reads, not on the daemons' command lines.
+keyfile=$(mktemp /tmp/vnet-alloc-key.XXXXXX)
+pids=()
+# Stops exactly the daemons this script started (by PID: `ip netns exec` and the dotnet host exec
+# into the daemon), then deletes this script's namespaces.
+stop() {
+    local pid
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do timeout 5 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true; done
+    pids=()
+    for n in a b va vb; do ip netns del $P$n 2>/dev/null || true; done
+}
+cleanup() { stop; rm -f "$keyfile"; }
 trap cleanup EXIT
 measure() {
     local transport=$1
-    cleanup
+    stop
     for n in a b va vb; do ip netns add $P$n; ip -n $P$n link set lo up; ip netns exec $P$n sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; done
     ip link add phys netns ${P}a type veth peer name phys netns ${P}b
     ip -n ${P}a addr add 192.0.2.1/24 dev phys; ip -n ${P}a link set phys up
@@ -25,9 +43,11 @@ measure() {
     done
     ip -n ${P}va link set eth0 up; ip -n ${P}va addr add 10.9.0.1/24 dev eth0
     ip -n ${P}vb link set eth0 up; ip -n ${P}vb addr add 10.9.0.2/24 dev eth0
-    key=$($vnet keygen)
-    ip netns exec ${P}a $vnet daemon --name ${P}-a --role proxy --listen 192.0.2.1:5500 --key "$key" --tap tap0 --lan tap0 --control-socket /tmp/$P-a.sock --log-level warning >/dev/null 2>&1 &
-    ip netns exec ${P}b $vnet daemon --name ${P}-b --role host --listen 192.0.2.2:5500 --key "$key" --proxy 192.0.2.1:5500 --proxy-name ${P}-a --transport "$transport" --tap tap0 --control-socket /tmp/$P-b.sock --log-level warning >/dev/null 2>&1 &
+    $vnet keygen >"$keyfile"
+    ip netns exec ${P}a $vnet daemon --name ${P}-a --role proxy --listen 192.0.2.1:5500 --key-file "$keyfile" --tap tap0 --lan tap0 --control-socket /tmp/$P-a.sock --log-level warning >/dev/null 2>&1 &
+    pids+=($!)
+    ip netns exec ${P}b $vnet daemon --name ${P}-b --role host --listen 192.0.2.2:5500 --key-file "$keyfile" --proxy 192.0.2.1:5500 --proxy-name ${P}-a --transport "$transport" --tap tap0 --control-socket /tmp/$P-b.sock --log-level warning >/dev/null 2>&1 &
+    pids+=($!)
     for i in $(seq 1 100); do [ -S /tmp/$P-a.sock ] && [ -S /tmp/$P-b.sock ] && ip -n ${P}a link show tap0 >/dev/null 2>&1 && ip -n ${P}b link show tap0 >/dev/null 2>&1 && break; sleep 0.1; done
     ip -n ${P}a link set tap0 master br0; ip -n ${P}b link set tap0 master br0
     sleep 1

@@ -64,6 +64,9 @@ public interface IToolSessionHost
 ///         within 1 s) -> again, until the link is removed.
 /// Listener: accept -> handshake as responder (bounded, at most 64 at once) -> attach to the port
 ///           named after the peer, creating it for an inbound link.
+/// Either way the session gets the transport the handshake agreed on (CreateSession): a
+/// TcpLinkTransport, or a UdpLinkTransport registered with the shared UdpTransport by session id
+/// (and unregistered when the session reports down).
 /// </code>
 /// </summary>
 public sealed partial class LinkManager : IAsyncDisposable
@@ -117,7 +120,7 @@ public sealed partial class LinkManager : IAsyncDisposable
         listener.Listen(128);
         _listener = listener;
         LocalEndPoint = (IPEndPoint)listener.LocalEndPoint!;
-        _udp = new UdpTransport(LocalEndPoint, _switch, _pool);
+        _udp = new UdpTransport(LocalEndPoint, _pool);
         _udp.Start();
         Log.Listening(_logger, LocalEndPoint);
         _acceptLoop = Task.Run(AcceptLoop);
@@ -281,11 +284,11 @@ public sealed partial class LinkManager : IAsyncDisposable
                 throw new HandshakeException($"expected WELCOME, got {header.Type}");
 
             var session = CreateSession(socket, peer, local, port);
-            if (peer.Transport == LinkTransport.Udp)
+            if (session.DataChannel is UdpLinkTransport udp)
             {
-                session.UdpPeer = UdpTransport.PeerFor(address);
+                udp.Peer = UdpTransport.PeerFor(address);
                 session.Start();
-                if (!await ProbeUdp(session, timeout.Token))
+                if (!await ProbeUdp(udp, timeout.Token))
                 {
                     session.Close("the UDP path does not work (no answer to probes)");
                     throw new HandshakeException("the UDP path does not work (no answer to probes)");
@@ -306,12 +309,13 @@ public sealed partial class LinkManager : IAsyncDisposable
         }
     }
 
-    private async Task<bool> ProbeUdp(LinkSession session, CancellationToken ct)
+    private async Task<bool> ProbeUdp(UdpLinkTransport link, CancellationToken ct)
     {
+        var session = link.Session;
         var probe = UdpTransport.ProbePayload(session);
         for (var i = 0; i < 25 && !ct.IsCancellationRequested && !session.IsClosed; i++)
         {
-            _udp!.SendMessage(session.UdpPeer!, MessageType.UdpProbe, session.Peer.RemoteSession, probe);
+            _udp!.SendMessage(link.Peer!, MessageType.UdpProbe, session.Peer.RemoteSession, probe);
             try
             {
                 await Task.Delay(TimeSpan.FromMilliseconds(i < 5 ? 40 : 200), ct);
@@ -320,7 +324,7 @@ public sealed partial class LinkManager : IAsyncDisposable
             {
                 return false;
             }
-            if (session.ProbeAcknowledged)
+            if (link.ProbeAcknowledged)
                 return true;
         }
         return false;
@@ -459,11 +463,17 @@ public sealed partial class LinkManager : IAsyncDisposable
 
     // ---------------------------------------------------------------- sessions
 
+    /// <summary>
+    /// A session with the transport the handshake agreed on. A UDP link joins the shared socket's
+    /// demultiplexer at once, so that the peer's probe finds it.
+    /// </summary>
     private LinkSession CreateSession(Socket socket, PeerIdentity peer, uint local, LinkPort port)
     {
-        var session = new LinkSession(socket, peer, local, port, _switch, _pool, _udp, this, _options.QueueCapacity);
-        if (peer.Transport == LinkTransport.Udp)
-            _udp!.Register(session);
+        if (peer.Transport != LinkTransport.Udp)
+            return new LinkSession(socket, peer, local, port, _switch, this, _options.QueueCapacity, s => new TcpLinkTransport(s, _switch, _pool));
+        var udp = _udp!;
+        var session = new LinkSession(socket, peer, local, port, _switch, this, _options.QueueCapacity, s => new UdpLinkTransport(s, udp, _switch, _pool));
+        udp.Register((UdpLinkTransport)session.DataChannel);
         return session;
     }
 
@@ -484,7 +494,8 @@ public sealed partial class LinkManager : IAsyncDisposable
     /// <summary>A session ended (on one of its threads); the port may get a new one.</summary>
     internal void OnSessionDown(LinkPort port, LinkSession session, string reason)
     {
-        _udp?.Unregister(session);
+        if (session.DataChannel is UdpLinkTransport link)
+            _udp?.Unregister(link);
         if (port.Detach(session, reason))
         {
             Log.LinkDown(_logger, port.Peer, reason);

@@ -16,30 +16,42 @@ internal sealed class UdpPeer(SocketAddress address)
 }
 
 /// <summary>
-/// The daemon's one UDP socket, shared by all UDP links. Datagrams carry the receiver's session id;
-/// a datagram is accepted only for a live session and only from the address that session's peer
-/// proved with a probe (HMAC under the session key), so a host without the key gets no frame in.
+/// The daemon's one UDP socket, shared by all UDP links (each a <see cref="UdpLinkTransport"/>,
+/// registered under its session id). Datagrams carry the receiver's session id; a datagram is
+/// accepted only for a live session and only from the address that session's peer proved with a
+/// probe (HMAC under the session key), so a host without the key gets no frame in.
+/// <code>
+/// Receive thread ("udp-rx"), per recvmsg (one datagram, or a UDP GRO run of same-sized ones):
+///  1. Each datagram: parse the header, find the link by session id (a closed session counts as unknown).
+///  2. UDP_PROBE: check its HMAC, learn (or move) the peer's address, answer UDP_PROBE_ACK.
+///  3. Anything else must come from that address: DATA is read into a pooled frame by the link
+///     (UdpLinkTransport.ReadFrame) and added to the current run; keep-alives go to the session
+///     (LinkSession.ReceiveProbe); UDP_PROBE_ACK marks the link's probe as answered.
+///  4. At the end of the receive (or when the run's link or hop limit changes) the run's frames are
+///     coalesced back into super-frames (user-space GRO) and delivered (LinkSession.DeliverFrame).
+///  5. Nothing more to read: flush what the frames produced (TransmitBatch), then poll.
+/// Sending (any link's send-lock holder): SendSegmented, one sendmsg(UDP_SEGMENT) per run of
+/// equal-sized datagrams, falling back to one datagram per call where the kernel refuses GSO.
+/// </code>
 /// </summary>
 public sealed class UdpTransport : IDisposable
 {
     private readonly Socket _socket;
-    private readonly VirtualSwitch _switch;
     private readonly FramePool _pool;
-    private readonly ConcurrentDictionary<uint, LinkSession> _sessions = new();
+    private readonly ConcurrentDictionary<uint, UdpLinkTransport> _links = new();
     private readonly Thread _receiver;
     private readonly int _fd;
     private readonly bool _gro;
     private bool _gso = true;
     private readonly List<Frame> _batch = new(128);
     private readonly List<Frame> _merged = new(128);
-    private LinkSession? _batchSession;
+    private UdpLinkTransport? _batchLink;
     private byte _batchHop;
     private volatile bool _stopped;
     private long _rejected;
 
-    public UdpTransport(IPEndPoint bind, VirtualSwitch sw, FramePool pool)
+    public UdpTransport(IPEndPoint bind, FramePool pool)
     {
-        _switch = sw;
         _pool = pool;
         _socket = new Socket(bind.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
         if (bind.AddressFamily == AddressFamily.InterNetwork)
@@ -71,9 +83,9 @@ public sealed class UdpTransport : IDisposable
 
     public void Start() => _receiver.Start();
 
-    internal void Register(LinkSession session) => _sessions[session.LocalSession] = session;
+    internal void Register(UdpLinkTransport link) => _links[link.Session.LocalSession] = link;
 
-    internal void Unregister(LinkSession session) => _sessions.TryRemove(new KeyValuePair<uint, LinkSession>(session.LocalSession, session));
+    internal void Unregister(UdpLinkTransport link) => _links.TryRemove(new KeyValuePair<uint, UdpLinkTransport>(link.Session.LocalSession, link));
 
     internal unsafe bool Send(ReadOnlySpan<byte> datagram, UdpPeer peer)
     {
@@ -199,8 +211,8 @@ public sealed class UdpTransport : IDisposable
 
     private void FlushBatch()
     {
-        var session = _batchSession;
-        _batchSession = null;
+        var session = _batchLink?.Session;
+        _batchLink = null;
         if (_batch.Count == 0 || session is null)
             return;
         if (_batch.Count == 1)
@@ -221,11 +233,12 @@ public sealed class UdpTransport : IDisposable
     {
         if (Wire.TryRead(datagram, out var header) != WireError.None ||
             header.PayloadLength != datagram.Length - Wire.HeaderSize ||
-            !_sessions.TryGetValue(header.Session, out var session) || session.IsClosed)
+            !_links.TryGetValue(header.Session, out var link) || link.Session.IsClosed)
         {
             Interlocked.Increment(ref _rejected);
             return;
         }
+        var session = link.Session;
         var payload = datagram.Slice(Wire.HeaderSize);
         if (header.Type == MessageType.UdpProbe)
         {
@@ -234,17 +247,17 @@ public sealed class UdpTransport : IDisposable
                 Interlocked.Increment(ref _rejected);
                 return;
             }
-            if (session.UdpPeer is not { } known || !SameAddress(known, sender))
+            if (link.Peer is not { } known || !SameAddress(known, sender))
             {
                 var copy = new SocketAddress(scratch.Family, sender.Length);
                 sender.CopyTo(copy.Buffer.Span);
-                session.UdpPeer = new UdpPeer(copy);
+                link.Peer = new UdpPeer(copy);
             }
             session.NoteDataReceived();
-            SendMessage(session.UdpPeer!, MessageType.UdpProbeAck, session.Peer.RemoteSession, ReadOnlySpan<byte>.Empty);
+            SendMessage(link.Peer!, MessageType.UdpProbeAck, session.Peer.RemoteSession, ReadOnlySpan<byte>.Empty);
             return;
         }
-        if (session.UdpPeer is not { } peer || !SameAddress(peer, sender))
+        if (link.Peer is not { } peer || !SameAddress(peer, sender))
         {
             Interlocked.Increment(ref _rejected);
             return;
@@ -253,19 +266,15 @@ public sealed class UdpTransport : IDisposable
         {
             case MessageType.Data:
                 session.NoteDataReceived();
-                CollectData(session, header, payload);
+                CollectData(link, header, payload);
                 break;
             case MessageType.KeepAlive:
-                session.NoteDataReceived();
-                session.SendProbe(MessageType.KeepAliveAck, payload);
-                break;
             case MessageType.KeepAliveAck:
-                session.NoteDataReceived();
-                session.OnKeepAliveAck(payload);
+                session.ReceiveProbe(header.Type, payload);
                 break;
             case MessageType.UdpProbeAck:
                 session.NoteDataReceived();
-                session.ProbeAcknowledged = true;
+                link.ProbeAcknowledged = true;
                 break;
             default:
                 Interlocked.Increment(ref _rejected);
@@ -276,8 +285,8 @@ public sealed class UdpTransport : IDisposable
     private static bool SameAddress(UdpPeer peer, ReadOnlySpan<byte> sender) =>
         peer.Address.Size == sender.Length && peer.Address.Buffer.Span.Slice(0, sender.Length).SequenceEqual(sender);
 
-    /// <summary>Copies a data datagram into a frame and adds it to the current run.</summary>
-    private void CollectData(LinkSession session, LinkHeader header, ReadOnlySpan<byte> payload)
+    /// <summary>Has the link read a data datagram into a frame and adds it to the current run.</summary>
+    private void CollectData(UdpLinkTransport link, LinkHeader header, ReadOnlySpan<byte> payload)
     {
         var extra = (header.Flags & MessageFlags.Offload) != 0 ? VirtioNetHeader.Size : 0;
         if (payload.Length - extra < 14)
@@ -285,19 +294,12 @@ public sealed class UdpTransport : IDisposable
             Interlocked.Increment(ref _rejected);
             return;
         }
-        if (_batchSession != session || _batchHop != header.HopLimit)
+        if (_batchLink != link || _batchHop != header.HopLimit)
             FlushBatch();
-        var frame = _pool.TryRent();
+        var frame = link.ReadFrame(header, payload);
         if (frame is null)
-        {
-            _switch.CountDrop(DropReason.NoBuffer);
             return;
-        }
-        if (extra > 0)
-            frame.Offload = VirtioNetHeader.Read(payload);
-        payload.Slice(extra).CopyTo(frame.Buffer.AsSpan(Frame.Headroom));
-        frame.SetBounds(Frame.Headroom, payload.Length - extra);
-        _batchSession = session;
+        _batchLink = link;
         _batchHop = header.HopLimit;
         _batch.Add(frame);
     }

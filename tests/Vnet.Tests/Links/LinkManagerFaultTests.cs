@@ -191,6 +191,71 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
         Assert.Contains("message for session", port.LastDownReason, StringComparison.Ordinal);
     }
 
+    // What a session's connection may carry, by transport.
+
+    [Fact]
+    public async Task Receive_TcpMessagesSplitAcrossWrites_ControlFrameAndKeepAliveHandled()
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy, Key);
+        using var ghost = new Socket(proxy.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        await ghost.ConnectAsync(proxy.EndPoint, timeout.Token);
+        var peer = await Authenticate(ghost, "ghost", LinkTransport.Tcp, timeout.Token);
+        var port = proxy.WaitUp("ghost");
+        proxy.Route("ghost");
+        var frame = LinkNode.NewFrame(1000, 7);
+        var control = "{\"x\":1}"u8.ToArray();
+        byte[] keepAlive = [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 42];
+        byte[] stream =
+        [
+            .. Header(MessageType.Control, control.Length, peer.RemoteSession), .. control,
+            .. Header(MessageType.Data, frame.Length, peer.RemoteSession, hopLimit: 5), .. frame,
+            .. Header(MessageType.KeepAlive, keepAlive.Length, peer.RemoteSession), .. keepAlive,
+        ];
+
+        // Cut inside a header, inside the control payload and inside the frame: the receiver must
+        // complete each message across reads (a frame's rest is read straight into its buffer).
+        foreach (var (start, end) in new[] { (0, 7), (7, 20), (20, 60), (60, 500), (500, stream.Length) })
+        {
+            await ghost.SendAsync(stream.AsMemory(start, end - start), SocketFlags.None, timeout.Token);
+            await Task.Delay(30, timeout.Token);
+        }
+
+        var received = Assert.Single(proxy.Vm.WaitFor(1));
+        Assert.Equal(frame, received.Bytes);
+        Assert.Equal(5, received.HopLimit);
+        Wait.Until(() => proxy.Events.Events.Contains("control ghost"), Quick, "the control message");
+        Assert.True(await ReadUntilKeepAliveAck(ghost, keepAlive, timeout.Token), "no in-band answer to the keep-alive");
+        Assert.True(port.IsUp);
+    }
+
+    [Fact]
+    public async Task Receive_UdpLinkConnection_ControlOnlyKeepAliveIgnoredDataRefused()
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy, Key);
+        using var ghost = new Socket(proxy.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        await ghost.ConnectAsync(proxy.EndPoint, timeout.Token);
+        var peer = await Authenticate(ghost, "ghost", LinkTransport.Udp, timeout.Token);
+        var port = proxy.WaitUp("ghost");
+        Assert.Equal(LinkTransport.Udp, port.Session!.Transport);
+
+        // Keep-alives of a UDP link travel in datagrams: one on the connection is ignored.
+        byte[] keepAlive = [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1];
+        await ghost.SendAsync((byte[])[.. Header(MessageType.KeepAlive, keepAlive.Length, peer.RemoteSession), .. keepAlive], SocketFlags.None, timeout.Token);
+        var control = "{}"u8.ToArray();
+        await ghost.SendAsync((byte[])[.. Header(MessageType.Control, control.Length, peer.RemoteSession), .. control], SocketFlags.None, timeout.Token);
+        Wait.Until(() => proxy.Events.Events.Contains("control ghost"), Quick, "the control message");
+        Assert.True(port.IsUp);
+
+        var frame = LinkNode.NewFrame(100, 1);
+        await ghost.SendAsync((byte[])[.. Header(MessageType.Data, frame.Length, peer.RemoteSession), .. frame], SocketFlags.None, timeout.Token);
+
+        proxy.WaitDown(port, Quick);
+        Assert.Contains("data on the control channel of a UDP link", port.LastDownReason, StringComparison.Ordinal);
+        Assert.Equal(0, proxy.Vm.Count);
+    }
+
     // Helpers.
 
     private LinkNode Node(string name, DaemonRole role, NetworkKey key)
@@ -200,11 +265,48 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
         return node;
     }
 
-    private static byte[] Header(MessageType type, int length, uint session = 0)
+    private static byte[] Header(MessageType type, int length, uint session = 0, byte hopLimit = 0)
     {
         var bytes = new byte[Wire.HeaderSize];
-        Wire.Write(bytes, new LinkHeader(type, MessageFlags.None, 0, session, length));
+        Wire.Write(bytes, new LinkHeader(type, MessageFlags.None, hopLimit, session, length));
         return bytes;
+    }
+
+    /// <summary>Reads messages (the daemon's own keep-alives among them) until the answer to ours comes.</summary>
+    private static async Task<bool> ReadUntilKeepAliveAck(Socket socket, byte[] payload, CancellationToken ct)
+    {
+        var header = new byte[Wire.HeaderSize];
+        try
+        {
+            while (true)
+            {
+                if (!await ReadExactly(socket, header, ct))
+                    return false;
+                Assert.Equal(WireError.None, Wire.TryRead(header, out var h));
+                var body = new byte[h.PayloadLength];
+                if (!await ReadExactly(socket, body, ct))
+                    return false;
+                if (h.Type == MessageType.KeepAliveAck && body.AsSpan().SequenceEqual(payload))
+                    return true;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Fills <paramref name="buffer"/>; false when the peer hangs up first.</summary>
+    private static async Task<bool> ReadExactly(Socket socket, byte[] buffer, CancellationToken ct)
+    {
+        for (var filled = 0; filled < buffer.Length;)
+        {
+            var n = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, ct);
+            if (n == 0)
+                return false;
+            filled += n;
+        }
+        return true;
     }
 
     /// <summary>A real handshake as an initiator over a raw socket; returns who answered.</summary>

@@ -1,0 +1,263 @@
+using System.Net.Sockets;
+using Vnet.Engine;
+using Vnet.Native;
+
+namespace Vnet.Links;
+
+/// <summary>
+/// The TCP connection under a link session, whatever the link's transport: control messages (and
+/// BYE) travel here on every link, and on a TCP link the frames and keep-alives too. Reads and
+/// writes go to the raw descriptor: .NET's synchronous Send and Receive allocate an operation
+/// object per call once the socket is non-blocking (after the async handshake), which the data path
+/// must not.
+/// <code>
+/// Writing (whoever holds the session's send lock: its sender thread, or a reader flushing inline):
+///  1. writev the iovecs; a partial write continues with the rest, skipping what went out.
+///  2. EAGAIN before anything was written: an inline caller gets WouldBlock (its frames are requeued);
+///     otherwise (or once part of a message is out) wait for POLLOUT and go on.
+///  3. Any other error closes the session with the reason.
+/// Reading (the session's receiver thread, through its transport's Receive):
+///  1. ReadMessage parses the next message out of a buffer filled by large recvs; nothing more to
+///     read right now means flush what this thread's frames produced (TransmitBatch), then poll.
+///  2. A control message or keep-alive is returned whole, in place in the buffer.
+///  3. A DATA message is returned with the part that is already buffered; the transport reads the
+///     rest with <see cref="Read"/> straight into its frame, so a super-frame is copied at most once.
+/// </code>
+/// </summary>
+internal sealed unsafe class LinkConnection : IDisposable
+{
+    private const int ReceiveBufferSize = Wire.HeaderSize + Wire.MaxControlPayload;
+
+    private readonly Socket _socket;
+    private readonly int _fd;
+    private readonly LinkSession _session;
+    private byte[]? _buffer;
+    private int _start;
+    private int _end;
+
+    public LinkConnection(Socket socket, LinkSession session)
+    {
+        _socket = socket;
+        _session = session;
+        _fd = (int)socket.SafeHandle.DangerousGetHandle();
+        RemoteEndPoint = socket.RemoteEndPoint?.ToString() ?? "?";
+    }
+
+    public string RemoteEndPoint { get; }
+
+    // ---------------------------------------------------------------- writing
+
+    /// <summary>Writes one whole message (a control message), waiting for the socket if it must.</summary>
+    public LinkSendOutcome Write(ReadOnlySpan<byte> message)
+    {
+        fixed (byte* p = message)
+        {
+            var iov = new LibC.IoVec { Base = p, Length = (nuint)message.Length };
+            return Write(&iov, 1, message.Length, mayDefer: false);
+        }
+    }
+
+    /// <summary>
+    /// writev until everything is out, across partial writes and EAGAIN. With
+    /// <paramref name="mayDefer"/>, a socket that takes nothing right now gives
+    /// <see cref="LinkSendOutcome.WouldBlock"/> (the frames go to the queue instead); once part of a
+    /// message is written, the rest must follow, so it waits. The iovecs are consumed.
+    /// </summary>
+    public LinkSendOutcome Write(LibC.IoVec* iov, int count, int total, bool mayDefer)
+    {
+        var done = 0;
+        while (done < total)
+        {
+            var n = LibC.Writev(_fd, iov, count);
+            if (n < 0)
+            {
+                var errno = LibC.LastError;
+                if (errno == LibC.EINTR)
+                    continue;
+                if (errno == LibC.EAGAIN)
+                {
+                    if (mayDefer && done == 0)
+                        return LinkSendOutcome.WouldBlock;
+                    var pfd = new LibC.PollFd { Fd = _fd, Events = LibC.POLLOUT };
+                    LibC.Poll(&pfd, 1, 200);
+                    if (_session.IsClosed)
+                        return LinkSendOutcome.Failed;
+                    continue;
+                }
+                _session.Close($"send failed: {LibC.ErrorText(errno)}");
+                return LinkSendOutcome.Failed;
+            }
+            done += (int)n;
+            if (done >= total)
+                break;
+            // Skip the iovecs written completely and trim the one written in part.
+            var skip = (nuint)n;
+            while (count > 0 && skip >= iov->Length)
+            {
+                skip -= iov->Length;
+                iov++;
+                count--;
+            }
+            iov->Base = (byte*)iov->Base + skip;
+            iov->Length -= skip;
+        }
+        return LinkSendOutcome.Sent;
+    }
+
+    // ---------------------------------------------------------------- reading
+
+    /// <summary>
+    /// The next message from the connection (receiver thread only). For DATA,
+    /// <paramref name="payload"/> is the part already read (possibly empty) and the caller reads the
+    /// remaining <c>PayloadLength - payload.Length</c> bytes with <see cref="Read"/> before calling
+    /// again; for any other type it is the whole payload. The span is valid until the next call.
+    /// False when the session ended: a protocol error, the peer closing, or a receive error (the
+    /// session is closed with the reason).
+    /// </summary>
+    public bool ReadMessage(out LinkHeader header, out ReadOnlySpan<byte> payload)
+    {
+        // Allocated by the receiver thread that uses it, dropped when the session is disposed.
+        var buffer = _buffer ??= GC.AllocateUninitializedArray<byte>(ReceiveBufferSize, pinned: true);
+        payload = default;
+        while (!_session.IsClosed)
+        {
+            if (_end - _start >= Wire.HeaderSize)
+            {
+                var error = Wire.TryRead(buffer.AsSpan(_start, _end - _start), out header);
+                if (error != WireError.None)
+                {
+                    _session.Counters.CountRxError();
+                    _session.Close($"protocol error from {_session.Peer.Name}: {Wire.Describe(error)}");
+                    return false;
+                }
+                if (header.Session != _session.LocalSession)
+                {
+                    _session.Close($"protocol error from {_session.Peer.Name}: message for session {header.Session:x8}, not {_session.LocalSession:x8}");
+                    return false;
+                }
+                var payloadStart = _start + Wire.HeaderSize;
+                var have = _end - payloadStart;
+                if (header.Type == MessageType.Data)
+                {
+                    var inBuffer = Math.Min(have, header.PayloadLength);
+                    payload = buffer.AsSpan(payloadStart, inBuffer);
+                    Consume(payloadStart + inBuffer);
+                    return true;
+                }
+                if (have >= header.PayloadLength)
+                {
+                    payload = buffer.AsSpan(payloadStart, header.PayloadLength);
+                    Consume(payloadStart + header.PayloadLength);
+                    return true;
+                }
+                // A control message larger than the buffer cannot be completed in place.
+                if (Wire.HeaderSize + header.PayloadLength > buffer.Length)
+                {
+                    _session.Close($"protocol error from {_session.Peer.Name}: control message of {header.PayloadLength} bytes is too large");
+                    return false;
+                }
+                if (_start > 0)
+                    Compact(buffer);
+            }
+            else if (_start > 0 && buffer.Length - _end < Wire.HeaderSize)
+            {
+                Compact(buffer);
+            }
+            var got = Read(buffer.AsSpan(_end));
+            if (got <= 0)
+                break;
+            _end += got;
+        }
+        header = default;
+        _session.Close("peer closed the connection");
+        return false;
+    }
+
+    /// <summary>Marks buffer[.._start) as handled; an empty buffer starts over at its beginning.</summary>
+    private void Consume(int start)
+    {
+        // Only the next read overwrites the bytes just handed out, so resetting here is safe.
+        if (start >= _end)
+            _start = _end = 0;
+        else
+            _start = start;
+    }
+
+    private void Compact(byte[] buffer)
+    {
+        buffer.AsSpan(_start, _end - _start).CopyTo(buffer);
+        _end -= _start;
+        _start = 0;
+    }
+
+    /// <summary>
+    /// One recv into <paramref name="into"/> (receiver thread only). Returns bytes read, 0 when the
+    /// peer closed or the session ended, -1 on an error (the session is closed with it).
+    /// </summary>
+    public int Read(Span<byte> into)
+    {
+        fixed (byte* p = into)
+        {
+            while (!_session.IsClosed)
+            {
+                var n = LibC.Recv(_fd, p, (nuint)into.Length, 0);
+                if (n >= 0)
+                    return (int)n;
+                var errno = LibC.LastError;
+                if (errno == LibC.EINTR)
+                    continue;
+                if (errno != LibC.EAGAIN)
+                {
+                    _session.Close($"receive failed: {LibC.ErrorText(errno)}");
+                    return -1;
+                }
+                // Nothing more to read now: what the frames read so far produced goes out first.
+                TransmitBatch.Flush();
+                var pfd = new LibC.PollFd { Fd = _fd, Events = LibC.POLLIN };
+                LibC.Poll(&pfd, 1, 200);
+            }
+            return 0;
+        }
+    }
+
+    /// <summary>Reads and drops <paramref name="bytes"/> bytes (a payload there is no frame for).</summary>
+    public bool Discard(int bytes)
+    {
+        Span<byte> sink = stackalloc byte[4096];
+        while (bytes > 0)
+        {
+            var got = Read(sink.Slice(0, Math.Min(bytes, sink.Length)));
+            if (got <= 0)
+            {
+                _session.Close("peer closed the connection");
+                return false;
+            }
+            bytes -= got;
+        }
+        return true;
+    }
+
+    // ---------------------------------------------------------------- ending
+
+    /// <summary>Wakes both threads (blocked in poll) without freeing the descriptor they use.</summary>
+    public void Shutdown()
+    {
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (SocketException)
+        {
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+
+    /// <summary>Frees the descriptor and the buffer; only once both of the session's threads are done.</summary>
+    public void Dispose()
+    {
+        _socket.Dispose();
+        _buffer = null;
+    }
+}
