@@ -258,6 +258,7 @@ internal static class ControlCli
         Console.WriteLine($"buffers   {s.BuffersCreated} created, {s.BuffersInPool} free; udp rejected {s.UdpRejected}");
         Console.WriteLine($"memory    {TableWriter.Bytes(s.AllocatedBytes)} allocated since start, {s.Gen0Collections} gen0 collections");
         Console.WriteLine($"directory {s.DirectoryRepairs} repairs; {s.BadPeerMessages} bad peer messages; {s.LearnRefused} VMs over an interface's limit");
+        Console.WriteLine($"control   {TableWriter.Bytes(s.PeerBytesSent)} sent to peers, {TableWriter.Bytes(s.PeerBytesReceived)} received; loop busy {s.ControlLoopBusySeconds:0.###} s");
     }
 
     private static void PrintDirectory(JsonNode? data)

@@ -15,12 +15,20 @@ public sealed class ControlLoop : IAsyncDisposable
     private readonly Task _runner;
     private readonly Action<Exception> _onError;
     private int _loopThread = -1;
+    private long _busyTicks;
+    private long _done;
 
     public ControlLoop(Action<Exception> onError)
     {
         _onError = onError;
         _runner = Task.Run(Run);
     }
+
+    /// <summary>Time the loop spent running work, since start: the control plane's share of a core.</summary>
+    public TimeSpan BusyTime => TimeSpan.FromSeconds(Interlocked.Read(ref _busyTicks) / (double)System.Diagnostics.Stopwatch.Frequency);
+
+    /// <summary>Work items run, since start.</summary>
+    public long Done => Interlocked.Read(ref _done);
 
     /// <summary>Whether the caller runs on the loop (services assert it where they touch their state).</summary>
     public bool IsCurrent => Environment.CurrentManagedThreadId == Volatile.Read(ref _loopThread);
@@ -103,6 +111,7 @@ public sealed class ControlLoop : IAsyncDisposable
         {
             // Continuations of the awaits above may resume on another pool thread: note ours each time.
             Volatile.Write(ref _loopThread, Environment.CurrentManagedThreadId);
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
             while (reader.TryRead(out var work))
             {
                 try
@@ -113,7 +122,9 @@ public sealed class ControlLoop : IAsyncDisposable
                 {
                     _onError(e);
                 }
+                Interlocked.Increment(ref _done);
             }
+            Interlocked.Add(ref _busyTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
             Volatile.Write(ref _loopThread, -1);
         }
     }

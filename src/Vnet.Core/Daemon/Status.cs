@@ -27,7 +27,10 @@ public sealed record DaemonStatus(
     int Gen0Collections,
     long DirectoryRepairs = 0,
     long BadPeerMessages = 0,
-    long LearnRefused = 0);
+    long LearnRefused = 0,
+    long PeerBytesSent = 0,
+    long PeerBytesReceived = 0,
+    double ControlLoopBusySeconds = 0);
 
 public sealed record LinkStatus(
     string Peer,

@@ -159,7 +159,8 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         return new DaemonStatus(Name, Config.Role, Links.LocalEndPoint?.ToString() ?? "", VersionText,
             Stopwatch.GetElapsedTime(_started).TotalSeconds, Switch.ForwardedFrames, drops, Rules.Count, links.Count, up,
             Interfaces.Count, Vms.LocalCount, Vms.Locations.Count, Pool.Created, Pool.Available, Links.Udp?.Rejected ?? 0,
-            GC.GetTotalAllocatedBytes(precise: true), GC.CollectionCount(0), Vms.Repairs, Peers.BadMessages, Vms.LearnRefused);
+            GC.GetTotalAllocatedBytes(precise: true), GC.CollectionCount(0), Vms.Repairs, Peers.BadMessages, Vms.LearnRefused,
+            Peers.Traffic.BytesSent, Peers.Traffic.BytesReceived, Loop.BusyTime.TotalSeconds);
     }
 
     /// <summary>The daemon's interfaces, links and rules, for the Proxy's dumps, diffs and traces, with their version.</summary>

@@ -21,6 +21,9 @@ public sealed record CommandResult(bool Ok, JsonNode? Data, string? Error)
     public static CommandResult Failure(string error) => new(false, null, error);
 }
 
+/// <summary>Control messages between daemons, counted (what the directory and VTTIF cost on the wire).</summary>
+public readonly record struct PeerTraffic(long MessagesSent, long BytesSent, long MessagesReceived, long BytesReceived);
+
 /// <summary>A message as a service receives it: which link and which session it came on.</summary>
 public readonly record struct PeerEnvelope(LinkPort Port, LinkSession Session, PeerMessage Message)
 {
@@ -60,6 +63,10 @@ public sealed partial class PeerChannel : ILinkEvents
     private long _badMessages;
     private long _refused;
     private long _staleDropped;
+    private long _messagesSent;
+    private long _bytesSent;
+    private long _messagesReceived;
+    private long _bytesReceived;
 
     private sealed record PendingRequest(string Peer, TaskCompletionSource<JsonNode?> Done);
 
@@ -104,13 +111,35 @@ public sealed partial class PeerChannel : ILinkEvents
     // ---------------------------------------------------------------- sending
 
     /// <summary>Sends on a session; false when it has closed.</summary>
-    public static bool Send(LinkSession session, PeerMessage message)
+    public bool Send(LinkSession session, PeerMessage message)
     {
         if (session.IsClosed)
             return false;
-        session.SendControl(MessageType.Control, message.Serialize());
+        var bytes = message.Serialize();
+        session.SendControl(MessageType.Control, bytes);
+        Interlocked.Add(ref _bytesSent, bytes.Length);
+        Interlocked.Increment(ref _messagesSent);
         return true;
     }
+
+    /// <summary>Sends one message on several sessions, serialized once.</summary>
+    public void Send(IEnumerable<LinkSession> sessions, PeerMessage message)
+    {
+        byte[]? bytes = null;
+        foreach (var session in sessions)
+        {
+            if (session.IsClosed)
+                continue;
+            bytes ??= message.Serialize();
+            session.SendControl(MessageType.Control, bytes);
+            Interlocked.Add(ref _bytesSent, bytes.Length);
+            Interlocked.Increment(ref _messagesSent);
+        }
+    }
+
+    /// <summary>Control messages and their bytes (JSON payloads) sent and received, since start.</summary>
+    public PeerTraffic Traffic => new(Interlocked.Read(ref _messagesSent), Interlocked.Read(ref _bytesSent),
+        Interlocked.Read(ref _messagesReceived), Interlocked.Read(ref _bytesReceived));
 
     /// <summary>Sends on the current session of the link to <paramref name="peer"/>; false when it is down.</summary>
     public bool Send(string peer, PeerMessage message) =>
@@ -132,6 +161,8 @@ public sealed partial class PeerChannel : ILinkEvents
 
     void ILinkEvents.OnControl(LinkPort port, LinkSession session, byte[] payload)
     {
+        Interlocked.Increment(ref _messagesReceived);
+        Interlocked.Add(ref _bytesReceived, payload.Length);
         var message = PeerMessage.TryParse(payload, out var error);
         if (message is null)
         {

@@ -20,7 +20,7 @@ public sealed partial class VmDirectory
     /// <summary>The star is (back) up: the Proxy gets our whole map first, deltas after.</summary>
     private void OnProxyUp(LinkSession session)
     {
-        PeerChannel.Send(session, PeerMessage.ForSnapshot(PeerMessageType.Vms, _local.Snapshot()));
+        _peers.Send(session, PeerMessage.ForSnapshot(PeerMessageType.Vms, _local.Snapshot()));
         _syncedStar = session;
     }
 
@@ -28,13 +28,13 @@ public sealed partial class VmDirectory
     {
         // Without a synced star the snapshot that opens the next session carries this change.
         if (_syncedStar is { } session)
-            PeerChannel.Send(session, PeerMessage.ForDelta(PeerMessageType.Vms, delta));
+            _peers.Send(session, PeerMessage.ForDelta(PeerMessageType.Vms, delta));
     }
 
     private void SendLocalDigest()
     {
         if (_syncedStar is { } session)
-            PeerChannel.Send(session, PeerMessage.ForDigest(MapTopic.Vms, _local.Digest()));
+            _peers.Send(session, PeerMessage.ForDigest(MapTopic.Vms, _local.Digest()));
     }
 
     /// <summary>A snapshot or delta of the Proxy's locations.</summary>

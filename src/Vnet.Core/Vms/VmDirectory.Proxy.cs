@@ -39,7 +39,7 @@ public sealed partial class VmDirectory
     /// <summary>A host's star is up: it gets every location, then the deltas.</summary>
     private void OnHostUp(LinkPort port, LinkSession session)
     {
-        PeerChannel.Send(session, PeerMessage.ForSnapshot(PeerMessageType.Locations, _locations.Snapshot()));
+        _peers.Send(session, PeerMessage.ForSnapshot(PeerMessageType.Locations, _locations.Snapshot()));
         _syncedHosts.Add(session);
     }
 
@@ -47,22 +47,13 @@ public sealed partial class VmDirectory
     {
         if (_syncedHosts.Count == 0)
             return;
-        var digest = PeerMessage.ForDigest(MapTopic.Locations, _locations.Digest());
-        foreach (var session in _syncedHosts)
-            PeerChannel.Send(session, digest);
+        _peers.Send(_syncedHosts, PeerMessage.ForDigest(MapTopic.Locations, _locations.Digest()));
     }
 
     private void BroadcastLocations(MapDelta delta)
     {
-        if (_syncedHosts.Count == 0)
-            return;
-        var message = PeerMessage.ForDelta(PeerMessageType.Locations, delta);
-        var bytes = message.Serialize();
-        foreach (var session in _syncedHosts)
-        {
-            if (!session.IsClosed)
-                session.SendControl(MessageType.Control, bytes);
-        }
+        if (_syncedHosts.Count > 0)
+            _peers.Send(_syncedHosts, PeerMessage.ForDelta(PeerMessageType.Locations, delta));
     }
 
     /// <summary>A host's snapshot or delta of its VMs.</summary>

@@ -469,12 +469,12 @@ public sealed partial class VmDirectory
         {
             case MapTopic.Vms when !IsProxy:
                 LogSyncAsked(m);
-                PeerChannel.Send(m.Session, PeerMessage.ForSnapshot(PeerMessageType.Vms, _local.Snapshot()));
+                _peers.Send(m.Session, PeerMessage.ForSnapshot(PeerMessageType.Vms, _local.Snapshot()));
                 _syncedStar = m.Session;
                 return;
             case MapTopic.Locations when IsProxy:
                 LogSyncAsked(m);
-                PeerChannel.Send(m.Session, PeerMessage.ForSnapshot(PeerMessageType.Locations, _locations.Snapshot()));
+                _peers.Send(m.Session, PeerMessage.ForSnapshot(PeerMessageType.Locations, _locations.Snapshot()));
                 _syncedHosts.Add(m.Session);
                 return;
         }
@@ -500,7 +500,7 @@ public sealed partial class VmDirectory
         while (_recentRepairs.Count > 32)
             _recentRepairs.Dequeue();
         Log.Repair(_logger, topic, peer, kind);
-        PeerChannel.Send(session, new PeerMessage { Type = PeerMessageType.Sync, Topic = topic, Reason = kind.ToString() });
+        _peers.Send(session, new PeerMessage { Type = PeerMessageType.Sync, Topic = topic, Reason = kind.ToString() });
     }
 
     private static ulong NewEpoch()
