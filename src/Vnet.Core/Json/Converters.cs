@@ -8,58 +8,68 @@ namespace Vnet.Json;
 /// <summary>
 /// Domain values as tools and peers read and write them in JSON: the same text the CLI prints and
 /// the language uses (<c>"02:00:00:00:00:01"</c>, <c>"any"</c>, <c>"link:h2"</c>, <c>"udp"</c>), while
-/// the code holds typed values and never compares strings.
+/// the code holds typed values and never compares strings. Text that does not parse is refused
+/// with what was expected.
 /// </summary>
-public sealed class MacAddressJsonConverter : JsonConverter<MacAddress>
+public abstract class TextJsonConverter<T> : JsonConverter<T>
 {
-    public override MacAddress Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
-        reader.TokenType == JsonTokenType.String && reader.GetString() is { } text && MacAddress.TryParse(text, out var mac)
-            ? mac
-            : throw new JsonException("expected a MAC address such as \"02:00:00:00:00:01\"");
+    /// <summary>What a valid text looks like, for the error.</summary>
+    protected abstract string Expected { get; }
 
-    public override void Write(Utf8JsonWriter writer, MacAddress value, JsonSerializerOptions options) =>
-        writer.WriteStringValue(value.ToString());
+    protected abstract bool TryParse(string text, out T value);
+
+    public sealed override T Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
+        reader.TokenType == JsonTokenType.String && reader.GetString() is { } text && TryParse(text, out var value)
+            ? value
+            : throw new JsonException($"expected {Expected}");
+
+    public sealed override void Write(Utf8JsonWriter writer, T value, JsonSerializerOptions options) =>
+        writer.WriteStringValue(value?.ToString());
+}
+
+public sealed class MacAddressJsonConverter : TextJsonConverter<MacAddress>
+{
+    protected override string Expected => "a MAC address such as \"02:00:00:00:00:01\"";
+
+    protected override bool TryParse(string text, out MacAddress value) => MacAddress.TryParse(text, out value);
 }
 
 /// <summary>A rule side: an address, <c>any</c>, <c>multicast</c> or <c>none</c>.</summary>
-public sealed class MacMatchJsonConverter : JsonConverter<MacMatch>
+public sealed class MacMatchJsonConverter : TextJsonConverter<MacMatch>
 {
-    public override MacMatch Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
-        reader.TokenType == JsonTokenType.String && reader.GetString() is { } text && MacMatch.TryParse(text, out var match)
-            ? match
-            : throw new JsonException("expected a MAC address, \"any\", \"multicast\" or \"none\"");
+    protected override string Expected => "a MAC address, \"any\", \"multicast\" or \"none\"";
 
-    public override void Write(Utf8JsonWriter writer, MacMatch value, JsonSerializerOptions options) =>
-        writer.WriteStringValue(value.ToString());
+    protected override bool TryParse(string text, out MacMatch value) => MacMatch.TryParse(text, out value);
 }
 
 /// <summary>A port: <c>if:NAME</c> or <c>link:NAME</c>.</summary>
-public sealed class PortRefJsonConverter : JsonConverter<PortRef>
+public sealed class PortRefJsonConverter : TextJsonConverter<PortRef>
 {
-    public override PortRef Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
-        reader.TokenType == JsonTokenType.String && reader.GetString() is { } text && PortRef.TryParse(text, out var port)
-            ? port.Value
-            : throw new JsonException("expected a port such as \"link:h2\" or \"if:tap0\"");
+    protected override string Expected => "a port such as \"link:h2\" or \"if:tap0\"";
 
-    public override void Write(Utf8JsonWriter writer, PortRef value, JsonSerializerOptions options) =>
-        writer.WriteStringValue(value.ToString());
+    protected override bool TryParse(string text, out PortRef value)
+    {
+        var ok = PortRef.TryParse(text, out var port);
+        value = port ?? default;
+        return ok;
+    }
 }
 
 /// <summary>A rule's action: <c>flood</c> or a port.</summary>
-public sealed class RuleActionJsonConverter : JsonConverter<RuleAction>
+public sealed class RuleActionJsonConverter : TextJsonConverter<RuleAction>
 {
-    public override RuleAction Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
-    {
-        var text = reader.TokenType == JsonTokenType.String ? reader.GetString() : null;
-        if (text == "flood")
-            return RuleAction.Flood;
-        return text is not null && PortRef.TryParse(text, out var port)
-            ? RuleAction.To(port.Value)
-            : throw new JsonException("expected \"flood\" or a port such as \"link:h2\"");
-    }
+    protected override string Expected => "\"flood\" or a port such as \"link:h2\"";
 
-    public override void Write(Utf8JsonWriter writer, RuleAction value, JsonSerializerOptions options) =>
-        writer.WriteStringValue(value.ToString());
+    protected override bool TryParse(string text, out RuleAction value)
+    {
+        value = text == "flood" ? RuleAction.Flood : default;
+        if (text == "flood")
+            return true;
+        if (!PortRef.TryParse(text, out var port))
+            return false;
+        value = RuleAction.To(port.Value);
+        return true;
+    }
 }
 
 /// <summary>
