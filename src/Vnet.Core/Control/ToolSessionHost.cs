@@ -2,6 +2,7 @@ using System.Net.Sockets;
 using System.Text.Json;
 using Vnet.Daemon;
 using Vnet.Links;
+using Vnet.Links.Security;
 using Vnet.Peers;
 
 namespace Vnet.Control;
@@ -15,25 +16,26 @@ public sealed class ToolSessionHost(ICommandHandler commands) : IToolSessionHost
 {
     private static readonly TimeSpan IdleTimeout = TimeSpan.FromSeconds(60);
 
-    public async Task ServeAsync(Socket socket, PeerIdentity peer, CancellationToken ct)
+    public async Task ServeAsync(Socket socket, PeerIdentity peer, uint localSession, CancellationToken ct)
     {
+        using var channel = new SecureChannel(socket, peer, localSession);
         while (!ct.IsCancellationRequested)
         {
-            LinkHeader header;
+            MessageType type;
             byte[] payload;
             using (var idle = CancellationTokenSource.CreateLinkedTokenSource(ct))
             {
                 idle.CancelAfter(IdleTimeout);
                 try
                 {
-                    (header, payload) = await HandshakeChannel.ReadAsync(socket, Wire.MaxControlPayload, idle.Token).ConfigureAwait(false);
+                    (type, payload) = await channel.ReadAsync(Wire.MaxControlPayload - SealedRecordOverhead, idle.Token).ConfigureAwait(false);
                 }
                 catch (Exception e) when (e is HandshakeException or SocketException or IOException or OperationCanceledException or ObjectDisposedException)
                 {
                     return;
                 }
             }
-            if (header.Type != MessageType.Control)
+            if (type != MessageType.Control)
                 return;
             ControlResponse response;
             try
@@ -49,8 +51,8 @@ public sealed class ToolSessionHost(ICommandHandler commands) : IToolSessionHost
             }
             try
             {
-                await HandshakeChannel.WriteAsync(socket, MessageType.Control, peer.RemoteSession,
-                    JsonSerializer.SerializeToUtf8Bytes(response, ControlJson.Default.ControlResponse), ct).ConfigureAwait(false);
+                await channel.WriteAsync(MessageType.Control, JsonSerializer.SerializeToUtf8Bytes(response, ControlJson.Default.ControlResponse), ct)
+                    .ConfigureAwait(false);
             }
             catch (Exception e) when (e is SocketException or IOException or OperationCanceledException or ObjectDisposedException)
             {
@@ -58,6 +60,9 @@ public sealed class ToolSessionHost(ICommandHandler commands) : IToolSessionHost
             }
         }
     }
+
+    /// <summary>What sealing adds to a payload (counter and tag).</summary>
+    private const int SealedRecordOverhead = Wire.CounterSize + Wire.TagSize;
 }
 
 /// <summary>Attaches the command side to a daemon: whoever hosts a daemon (the CLI, a test) calls this once, before starting it.</summary>

@@ -37,6 +37,7 @@ public sealed record DaemonOptions
 /// <item><see cref="InterfaceService"/>: local interfaces (TAP, pcap, memory) and their ports.</item>
 /// <item><see cref="VmDirectory"/>: the daemon's VMs, where every VM lives, learning, anti-entropy.</item>
 /// <item><see cref="PeerChannel"/>: messages, requests and responses with other daemons.</item>
+/// <item><see cref="KeyRing"/>: who may be who on the links (admitted hosts, pinned keys, administrators).</item>
 /// <item><see cref="LinkService"/> and <see cref="RuleService"/>: link and rule commands.</item>
 /// <item><see cref="ChangeSetService"/>: change sets applied whole or undone.</item>
 /// <item><see cref="VttifService"/> and <see cref="AdaptationService"/>: traffic inference and adaptation.</item>
@@ -48,23 +49,29 @@ public sealed record DaemonOptions
 public sealed partial class VnetDaemon : IAsyncDisposable
 {
     private readonly ILogger _logger;
+    private readonly DirectoryOptions _directoryOptions;
     private readonly long _started = Stopwatch.GetTimestamp();
     private bool _disposed;
 
     public VnetDaemon(DaemonConfig config, ILoggerFactory loggers, DaemonOptions? options = null)
     {
         options ??= new DaemonOptions();
+        _directoryOptions = options.Directory;
         Config = config;
         _logger = loggers.CreateLogger("vnet.daemon");
         Loop = new ControlLoop(e => Log.ControlError(_logger, e));
         Pool = options.Pool ?? new FramePool(4096);
         Switch = new VirtualSwitch();
         Rules = new RuleBook(Switch);
+        Keys = new KeyRing(config, loggers.CreateLogger("vnet.keys"));
         Links = new LinkManager(new LinkManagerOptions
         {
             Name = config.Name,
             Role = config.Role,
-            Key = config.Key,
+            Identity = config.Identity,
+            Peers = Keys,
+            Psk = config.Psk,
+            AcceptTools = config.ServesTools,
             Listen = config.Listen,
             QueueCapacity = config.QueueCapacity,
         }, Switch, Pool, loggers.CreateLogger("vnet.links"));
@@ -95,6 +102,9 @@ public sealed partial class VnetDaemon : IAsyncDisposable
     public RuleBook Rules { get; }
 
     public LinkManager Links { get; }
+
+    /// <summary>Who may be who on the links: admitted hosts, the pinned Proxy key, administrators.</summary>
+    public KeyRing Keys { get; }
 
     public PeerChannel Peers { get; }
 
@@ -129,6 +139,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             Origin = RuleOrigin.System,
         }));
         Peers.PeerUp += LinkCommands.OnPeerUp;
+        Keys.Start(Peers, Links, Loop, _directoryOptions.AntiEntropyInterval);
         Vms.Start();
         Interfaces.Start();
         LinkCommands.Start();

@@ -57,7 +57,7 @@ public sealed partial class PeerChannel : ILinkEvents
     private readonly LinkManager _links;
     private readonly ControlLoop _loop;
     private readonly ILogger _logger;
-    private readonly Action<PeerEnvelope>?[] _handlers = new Action<PeerEnvelope>?[Enum.GetValues<PeerMessageType>().Length];
+    private readonly List<Action<PeerEnvelope>>[] _handlers = [.. Enum.GetValues<PeerMessageType>().Select(_ => new List<Action<PeerEnvelope>>())];
     private readonly ConcurrentDictionary<long, PendingRequest> _pending = new();
     private long _nextRequestId;
     private long _badMessages;
@@ -105,8 +105,8 @@ public sealed partial class PeerChannel : ILinkEvents
     /// <summary>Messages dropped because their session had ended before the loop got to them.</summary>
     public long StaleDropped => Interlocked.Read(ref _staleDropped);
 
-    /// <summary>Registers the (one) handler of a message type; it runs on the control loop.</summary>
-    public void On(PeerMessageType type, Action<PeerEnvelope> handler) => _handlers[(int)type] = handler;
+    /// <summary>Registers a handler of a message type (before start); handlers run on the control loop, in order.</summary>
+    public void On(PeerMessageType type, Action<PeerEnvelope> handler) => _handlers[(int)type].Add(handler);
 
     // ---------------------------------------------------------------- sending
 
@@ -201,7 +201,7 @@ public sealed partial class PeerChannel : ILinkEvents
         {
             PeerMessageType.Vms or PeerMessageType.Traffic or PeerMessageType.Response when !fromStarHost =>
                 "only a host on the star sends this, to the Proxy",
-            PeerMessageType.Locations or PeerMessageType.Request when !fromProxy =>
+            PeerMessageType.Locations or PeerMessageType.Request or PeerMessageType.Keys when !fromProxy =>
                 "only the Proxy sends this, over the star",
             PeerMessageType.Digest or PeerMessageType.Sync when !fromProxy && !fromStarHost =>
                 "directory messages travel over the star only",
@@ -217,10 +217,11 @@ public sealed partial class PeerChannel : ILinkEvents
             Interlocked.Increment(ref _staleDropped);
             return;
         }
-        if (_handlers[(int)envelope.Message.Type] is { } handler)
-            handler(envelope);
-        else
+        var handlers = _handlers[(int)envelope.Message.Type];
+        if (handlers.Count == 0)
             Log.Refused(_logger, envelope.Message.Type, envelope.Peer, "no handler for it on this daemon");
+        foreach (var handler in handlers)
+            handler(envelope);
     }
 
     // ---------------------------------------------------------------- requests (Proxy -> host)
