@@ -141,12 +141,20 @@ public sealed partial class FaultTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>A Proxy with the LAN, hosts h1 and h2 with vm1 and vm2, converged before the fault.</summary>
+    /// <summary>
+    /// A Proxy with the LAN, hosts h1 and h2 with vm1 and vm2, converged before the fault. The VMs
+    /// come one after the other, as VMs usually boot (VMs that appear at the same moment are
+    /// StartupConvergenceTests' subject).
+    /// </summary>
     private static void Prepare(OverlayBed o, string transport)
     {
         o.StartAll(transport);
-        o.AddVm(1, 1);
-        o.AddVm(2, 2);
+        foreach (var n in Vms)
+        {
+            o.AddVm(n, n);
+            var unreached = Convergence.WaitMeshPing(o, [n], lan: true, ConvergeTimeout);
+            Assert.True(unreached.Count == 0, $"vm{n} does not reach the LAN: {string.Join("; ", unreached)}");
+        }
         Convergence.AssertConverged(o, Vms, lan: true, ConvergeTimeout, "before the fault");
     }
 
