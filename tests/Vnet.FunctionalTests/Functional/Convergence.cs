@@ -29,14 +29,14 @@ internal static class Convergence
     private static List<string> ProxyViewProblems(OverlayBed o, IReadOnlyList<int> vms)
     {
         var problems = new List<string>();
-        var proxy = o.Vms("proxy").ToDictionary(v => v.Mac, v => v.Daemon);
+        var proxy = o.Vms("proxy").ToDictionary(v => v.Mac.ToString(), v => v.Daemon);
         var hosts = new Dictionary<string, HashSet<string>>();
         foreach (var n in vms)
         {
             var mac = OverlayBed.VmMac(n);
             var host = o.HostOf(n);
             if (!hosts.TryGetValue(host, out var local))
-                hosts[host] = local = o.Vms(host).Where(v => v.Local).Select(v => v.Mac).ToHashSet();
+                hosts[host] = local = o.Vms(host).Where(v => v.Local).Select(v => v.Mac.ToString()).ToHashSet();
             if (!local.Contains(mac))
                 problems.Add($"vm{n} ({mac}) is not a local VM of {host}");
             if (!proxy.TryGetValue(mac, out var where))
