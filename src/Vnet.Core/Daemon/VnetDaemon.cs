@@ -58,7 +58,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         _logger = loggers.CreateLogger("vnet.daemon");
         Loop = new ControlLoop(e => Log.ControlError(_logger, e));
         Pool = options.Pool ?? new FramePool(4096);
-        Switch = new VirtualSwitch();
+        Switch = new VirtualSwitch { HopLimit = config.HopLimit };
         Rules = new RuleBook(Switch);
         Links = new LinkManager(new LinkManagerOptions
         {
