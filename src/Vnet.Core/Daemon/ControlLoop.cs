@@ -16,7 +16,8 @@ namespace Vnet.Daemon;
 /// waiting per link, a session beyond that is cut; links are at most the switch's 256 ports;</item>
 /// <item>the Proxy's requests at a host: at most <c>PeerChannel.MaxConcurrentRequests</c> running,
 /// each with at most one item here at a time;</item>
-/// <item>remote CLI sessions: one request at a time each; the local socket is the owner's;</item>
+/// <item>remote CLI sessions: at most <c>VnetDaemon.MaxToolSessions</c>, one request at a time each;
+/// the local socket is the owner's;</item>
 /// <item>link up and down: one each per session, and sessions need a completed handshake (which
 /// the link layer limits);</item>
 /// <item>learned VMs: only frames from local interfaces, never from links; the <c>LearningGate</c>

@@ -33,6 +33,7 @@ public sealed record DaemonStatus(
     double ControlLoopBusySeconds = 0,
     long PeersCutForFlooding = 0,
     long PeerRequestsRefused = 0,
+    long ToolSessionsRefused = 0,
     IReadOnlyDictionary<string, long>? OffloadFaults = null,
     long ControlLoopPending = 0);
 

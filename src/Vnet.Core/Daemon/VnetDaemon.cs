@@ -47,6 +47,9 @@ public sealed record DaemonOptions
 /// </summary>
 public sealed partial class VnetDaemon : IAsyncDisposable
 {
+    /// <summary>Remote CLI sessions (over TCP, with the key) served at once; more are refused.</summary>
+    public const int MaxToolSessions = 16;
+
     private readonly ILogger _logger;
     private readonly long _started = Stopwatch.GetTimestamp();
     // An exception on the loop is a bug, but one a peer's message may trigger again and again.
@@ -57,6 +60,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
     {
         options ??= new DaemonOptions();
         Config = config;
+        Loggers = loggers;
         _logger = loggers.CreateLogger("vnet.daemon");
         Loop = new ControlLoop(OnControlError);
         // A burst of errors followed by quiet still gets its "N more" line.
@@ -85,6 +89,12 @@ public sealed partial class VnetDaemon : IAsyncDisposable
     }
 
     public DaemonConfig Config { get; }
+
+    /// <summary>For the control side that the host attaches (DaemonControl), so that its lines go where the daemon's go.</summary>
+    internal ILoggerFactory Loggers { get; }
+
+    /// <summary>Remote CLI sessions running and refused (the control side takes a slot per session).</summary>
+    public ConcurrencyLimit ToolSessions { get; } = new(MaxToolSessions);
 
     public string Name => Config.Name;
 
@@ -165,7 +175,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             Interfaces.Count, Vms.LocalCount, Vms.Locations.Count, Pool.Created, Pool.Available, Links.Udp?.Rejected ?? 0,
             GC.GetTotalAllocatedBytes(precise: true), GC.CollectionCount(0), Vms.Repairs, Peers.BadMessages, Vms.LearnRefused,
             Peers.Traffic.BytesSent, Peers.Traffic.BytesReceived, Loop.BusyTime.TotalSeconds,
-            Peers.Floods, Peers.RequestsRefused, OffloadFaults(), Loop.Pending);
+            Peers.Floods, Peers.RequestsRefused, ToolSessions.Refused, OffloadFaults(), Loop.Pending);
     }
 
     /// <summary>Frames from links refused for their offload header, by the check they failed (only those that happened).</summary>

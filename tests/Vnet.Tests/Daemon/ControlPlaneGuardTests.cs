@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Vnet.Control;
 using Vnet.Daemon;
 using Vnet.Frames;
 using Vnet.Peers;
@@ -8,10 +9,10 @@ namespace Vnet.Tests.Daemon;
 /// <summary>
 /// Nothing from outside grows a daemon's control plane without bound, on real daemons over loopback:
 /// a peer that sends faster than the control loop handles is cut off (the daemon and its other
-/// peers carry on), the Proxy's requests at a host run a bounded number at once and the rest are
-/// answered "busy" at once; a peer's text cannot forge log lines, and lines about its faults are
-/// rate-limited. A test holds a daemon's control loop with a gate to be "slower than the peer"
-/// deterministically.
+/// peers carry on), the Proxy's requests at a host and remote CLI sessions run a bounded number at
+/// once and the rest are answered "busy" at once; a peer's text cannot forge log lines, and lines
+/// about its faults are rate-limited. A test holds a daemon's control loop with a gate to be
+/// "slower than the peer" deterministically.
 /// </summary>
 public sealed class ControlPlaneGuardTests
 {
@@ -141,6 +142,32 @@ public sealed class ControlPlaneGuardTests
             Assert.Equal("h1", (await ran)!["name"]!.GetValue<string>());
         Assert.Equal(Extra, h1.Peers.RequestsRefused);
         Assert.Equal(Extra, (await h1.Run(h1.Status)).PeerRequestsRefused);
+    }
+
+    [Fact]
+    public async Task RemoteCliSessionsBeyondTheLimit_RefusedWithAnError_FreedSlotsServeAgain()
+    {
+        await using var net = await DaemonNet.StartAsync("h1");
+        var proxy = net.Proxy;
+        var at = proxy.Links.LocalEndPoint!;
+        List<Task<JsonNode?>> sessions;
+
+        using (HoldLoop(proxy))
+        {
+            // Each session waits for the held loop with its one request: all slots taken.
+            sessions = [.. Enumerable.Range(0, VnetDaemon.MaxToolSessions).Select(_ => RemoteControlClient.SendAsync(at, proxy.Config.Key, "status"))];
+            await DaemonNet.Until(() => proxy.ToolSessions.Active == VnetDaemon.MaxToolSessions, Quick, "every remote session slot taken");
+
+            var refused = await Assert.ThrowsAsync<ControlException>(() => RemoteControlClient.SendAsync(at, proxy.Config.Key, "status"));
+            Assert.Contains("busy", refused.Message, StringComparison.Ordinal);
+            Assert.Equal(1, proxy.ToolSessions.Refused);
+        }
+
+        foreach (var served in sessions)
+            Assert.Equal("proxy", (await served)!["name"]!.GetValue<string>());
+        await DaemonNet.Until(() => proxy.ToolSessions.Active == 0, Quick, "the sessions to end");
+        Assert.Equal("proxy", (await RemoteControlClient.SendAsync(at, proxy.Config.Key, "status"))!["name"]!.GetValue<string>());
+        Assert.Equal(1, (await proxy.Run(proxy.Status)).ToolSessionsRefused);
     }
 
     /// <summary>Holds the daemon's control loop (as a long command would) until disposed.</summary>
