@@ -103,6 +103,7 @@ public sealed partial class LinkManager : IAsyncDisposable
     private readonly SemaphoreSlim _handshakeSlots = new(MaxPendingHandshakes);
     private readonly HandshakeLimiter _limiter = new();
     private readonly Dictionary<PublicKeyId, ulong> _lastInit = [];
+    private readonly RecentTimestamps _toolInits = new();
     private readonly Lock _attachLock = new();
     private Socket? _listener;
     private UdpTransport? _udp;
@@ -473,7 +474,7 @@ public sealed partial class LinkManager : IAsyncDisposable
                 await TryReject(socket, hello.Session, "not admitted");
                 throw new HandshakeException($"'{hello.Name}' with key {key} is not admitted: {admission.Reason}");
             }
-            if (!IsNewer(key, hello.Timestamp))
+            if (!IsNewer(key, hello.Timestamp, hello.Role, payload))
                 throw new HandshakeException($"'{hello.Name}' sent a handshake that is not newer than its last (a replay?)");
             if (hello.Star && _options.Role != DaemonRole.Proxy)
             {
@@ -538,10 +539,12 @@ public sealed partial class LinkManager : IAsyncDisposable
     }
 
     /// <summary>Each key's INITs must carry growing timestamps: a recorded INIT replayed later gets nowhere.</summary>
-    private bool IsNewer(PublicKeyId key, ulong timestamp)
+    private bool IsNewer(PublicKeyId key, ulong timestamp, DaemonRole role, ReadOnlySpan<byte> init)
     {
         lock (_lastInit)
         {
+            if (role == DaemonRole.Tool)
+                return _toolInits.IsFresh(key, timestamp, NoiseHandshake.EphemeralFingerprint(init));
             if (_lastInit.TryGetValue(key, out var last) && timestamp <= last)
                 return false;
             // Only admitted keys get here, so the table stays as small as the overlay.

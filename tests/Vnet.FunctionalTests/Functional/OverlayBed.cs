@@ -123,9 +123,29 @@ internal sealed class OverlayBed : IDisposable
     /// </summary>
     public BackgroundProcess StartHost(int i, string transport = "tcp", string? key = null, bool bridgeInConfig = true)
     {
+        var process = LaunchHost(i, transport, key, bridgeInConfig);
+        WaitReady(process);
+        if (!bridgeInConfig)
+            Bed.Attach($"h{i}", "tap0", "br0");
+        return process;
+    }
+
+    /// <summary>
+    /// Starts several hosts at once, as after a site's power cut: every daemon is launched before
+    /// any is waited for, so that they come up (and dial the Proxy) together.
+    /// </summary>
+    public void StartHosts(IEnumerable<int> hosts, string transport = "tcp")
+    {
+        var launched = hosts.Select(i => LaunchHost(i, transport, key: null, bridgeInConfig: true)).ToList();
+        foreach (var process in launched)
+            WaitReady(process);
+    }
+
+    private BackgroundProcess LaunchHost(int i, string transport, string? key, bool bridgeInConfig)
+    {
         var name = $"h{i}";
         var bridge = bridgeInConfig ? "bridge = \"br0\"" : "";
-        var process = StartDaemon(name, $"""
+        return LaunchDaemon(name, $"""
             name = "{name}"
             role = "host"
             listen = "{HostIp(i)}:5500"
@@ -141,12 +161,17 @@ internal sealed class OverlayBed : IDisposable
             name = "tap0"
             {bridge}
             """);
-        if (!bridgeInConfig)
-            Bed.Attach(name, "tap0", "br0");
-        return process;
     }
 
     private BackgroundProcess StartDaemon(string name, string config)
+    {
+        var process = LaunchDaemon(name, config);
+        WaitReady(process);
+        return process;
+    }
+
+    /// <summary>Starts a daemon (stopping the one of that name, if any) without waiting for it.</summary>
+    private BackgroundProcess LaunchDaemon(string name, string config)
     {
         var path = Path.Combine(_dir, name + ".toml");
         File.WriteAllText(path, config);
@@ -154,9 +179,11 @@ internal sealed class OverlayBed : IDisposable
             old.Stop();
         var process = Bed.Start(name, name, "dotnet", VnetDll, "daemon", "--config", path, "--log-level", "debug");
         _daemons[name] = process;
-        process.WaitForOutput("Control socket", TimeSpan.FromSeconds(30));
         return process;
     }
+
+    private static void WaitReady(BackgroundProcess daemon) =>
+        daemon.WaitForOutput("Control socket", TimeSpan.FromSeconds(30));
 
     public BackgroundProcess Daemon(string name) => _daemons[name];
 
@@ -186,6 +213,9 @@ internal sealed class OverlayBed : IDisposable
         _vmHost[vm] = $"h{host}";
         return vm;
     }
+
+    /// <summary>The host (h1, h2 ...) whose bridge VM number n is on now.</summary>
+    public string HostOf(int n) => _vmHost[$"vm{n}"];
 
     /// <summary>
     /// Live migration as the network sees it: the VM's NIC now reaches another host's bridge. With
@@ -226,11 +256,30 @@ internal sealed class OverlayBed : IDisposable
     {
         foreach (var name in _daemons.Keys)
         {
-            foreach (var what in new[] { "status", "show links", "show interfaces", "rule list" })
+            foreach (var what in new[] { "status", "show links", "show interfaces", "rule list", "vms" })
             {
                 var r = Sh.TryRun($"dotnet {Sh.Quote(VnetDll)} {what} --socket {Sh.Quote(SocketOf(name))}", 15);
                 Output.WriteLine($"--- {name}: vnet {what}\n{r.Stdout}{r.Stderr}");
             }
+        }
+    }
+
+    /// <summary>Everything a failed test wants to show: each daemon's tables and counters, and its log's tail.</summary>
+    public void DumpAll()
+    {
+        DumpCounters();
+        DumpLogs();
+    }
+
+    /// <summary>Writes the last lines of every daemon's log to the test output (for failures).</summary>
+    public void DumpLogs(int lines = 40)
+    {
+        foreach (var (name, daemon) in _daemons)
+        {
+            var all = daemon.Lines;
+            Output.WriteLine($"--- {name}: last {Math.Min(lines, all.Count)} of {all.Count} log lines ({daemon.LogPath})");
+            foreach (var line in all.Skip(Math.Max(0, all.Count - lines)))
+                Output.WriteLine(line);
         }
     }
 

@@ -69,6 +69,7 @@ internal sealed class DaemonNet : IAsyncDisposable
                 Listen = new IPEndPoint(IPAddress.Loopback, FreePort()),
                 Identity = net.IdentityOf("proxy"),
                 Hosts = [.. hosts.Select(h => new AdmittedHost(h.Name, net.IdentityOf(h.Name).Public))],
+                AdminKeys = [net.Admin.Public],
                 Interfaces = lan ? [new InterfaceConfig { Name = Lan, Kind = InterfaceKind.Pcap, Lan = true, Learn = false }] : [],
             };
             if (lan)
@@ -132,6 +133,9 @@ internal sealed class DaemonNet : IAsyncDisposable
     }
 
     /// <summary>A daemon's key pair (made the first time it is asked for, kept across restarts).</summary>
+    /// <summary>The key of this overlay's administrator: the Proxy takes remote CLI sessions made with it.</summary>
+    public StaticKeyPair Admin { get; } = StaticKeyPair.Generate();
+
     public StaticKeyPair IdentityOf(string name)
     {
         lock (_identities)

@@ -4,13 +4,17 @@ using System.Net;
 namespace Vnet.Links.Security;
 
 /// <summary>
-/// Keeps a flood of handshakes from one address from delaying anyone else's: each source address
-/// gets at most <see cref="PerAddressInProgress"/> handshakes in progress and a budget of
-/// <see cref="Burst"/> that refills at <see cref="PerSecond"/> a second (a re-dialing host needs a
-/// few a second at most). The table of addresses is bounded; when full, the quietest entries go.
+/// Keeps a flood of handshakes from one address from delaying anyone else's. Under load (at least
+/// <see cref="UnderLoad"/> handshakes in progress, as WireGuard turns on its cookies only under
+/// load) each source address gets at most <see cref="PerAddressInProgress"/> handshakes in progress
+/// and a budget of <see cref="Burst"/> that refills at <see cref="PerSecond"/> a second (a
+/// re-dialing host needs a few a second at most). Below that nobody is limited: many hosts behind
+/// one address (a site's NAT) all re-dial at once after a Proxy restart. The table of addresses is
+/// bounded; when full, the quietest entries go.
 /// </summary>
 internal sealed class HandshakeLimiter
 {
+    public const int UnderLoad = 16;
     public const int PerAddressInProgress = 4;
     public const double Burst = 10;
     public const double PerSecond = 5;
@@ -19,6 +23,7 @@ internal sealed class HandshakeLimiter
     private readonly Dictionary<IPAddress, Entry> _entries = [];
     private readonly Lock _lock = new();
     private long _refused;
+    private int _inProgress;
 
     private sealed class Entry
     {
@@ -44,13 +49,15 @@ internal sealed class HandshakeLimiter
             var now = Stopwatch.GetTimestamp();
             entry.Tokens = Math.Min(Burst, entry.Tokens + (Stopwatch.GetElapsedTime(entry.Refilled, now).TotalSeconds * PerSecond));
             entry.Refilled = now;
-            if (entry.InProgress >= PerAddressInProgress || entry.Tokens < 1)
+            if (_inProgress >= UnderLoad && (entry.InProgress >= PerAddressInProgress || entry.Tokens < 1))
             {
                 Interlocked.Increment(ref _refused);
                 return false;
             }
-            entry.Tokens -= 1;
+            // Spent in any case: an address that was busy before the load began has less left once it does.
+            entry.Tokens = Math.Max(0, entry.Tokens - 1);
             entry.InProgress++;
+            _inProgress++;
             return true;
         }
     }
@@ -61,7 +68,10 @@ internal sealed class HandshakeLimiter
         lock (_lock)
         {
             if (_entries.TryGetValue(address, out var entry) && entry.InProgress > 0)
+            {
                 entry.InProgress--;
+                _inProgress--;
+            }
         }
     }
 

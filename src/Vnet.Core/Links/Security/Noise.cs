@@ -209,6 +209,10 @@ public static class NoiseHandshake
         mac1AndMessage.Length > Mac1Size &&
         CryptographicOperations.FixedTimeEquals(Mac1(self, mac1AndMessage[Mac1Size..]), mac1AndMessage[..Mac1Size]);
 
+    /// <summary>The first 8 bytes of an INIT's ephemeral public key (right after mac1): what a replay repeats. The INIT was read whole before.</summary>
+    public static ulong EphemeralFingerprint(ReadOnlySpan<byte> mac1AndMessage) =>
+        System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(mac1AndMessage.Slice(Mac1Size, sizeof(ulong)));
+
     private static byte[] Dh(Key own, ReadOnlySpan<byte> theirs)
     {
         if (!NSec.Cryptography.PublicKey.TryImport(X25519, theirs, KeyBlobFormat.RawPublicKey, out var peer) || peer is null)

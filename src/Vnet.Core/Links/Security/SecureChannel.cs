@@ -20,8 +20,9 @@ public sealed class SecureChannel : IDisposable
         _socket = socket;
         _remoteSession = peer.RemoteSession;
         _localSession = localSession;
-        _seal = new SendCipher(peer.Keys.Send);
-        _open = new ReceiveCipher(peer.Keys.Receive);
+        var stream = peer.Keys.For(SessionChannel.Stream);
+        _seal = new SendCipher(stream.Send);
+        _open = new ReceiveCipher(stream.Receive);
     }
 
     public Task WriteAsync(MessageType type, ReadOnlySpan<byte> payload, CancellationToken ct)
