@@ -119,7 +119,11 @@ for i in $(seq 1 "$hosts"); do
     bridge "h$i" br0
 done
 
-key=$($vnet keygen)
+# A key pair per daemon (files only root reads); the Proxy admits the hosts', the hosts pin the Proxy's.
+for name in proxy $(seq -f 'h%g' 1 "$hosts"); do $vnet keygen -o "$run/$name.key" >/dev/null; done
+pub() { $vnet pubkey <"$run/$1.key"; }
+admitted=""
+for i in $(seq 1 "$hosts"); do admitted+=$'\n[[host]]\n'"name = \"h$i\""$'\n'"public_key = \"$(pub "h$i")\""$'\n'; done
 start_daemon() {
     local name=$1 config="$run/$1.toml"
     cat >"$config"
@@ -129,13 +133,14 @@ start_daemon proxy <<EOF
 name = "proxy"
 role = "proxy"
 listen = "192.0.2.1:5500"
-key = "$key"
+key_file = "$run/proxy.key"
 control_socket = "$run/proxy.sock"
 
 [[interface]]
 name = "lan0"
 kind = "pcap"
 lan = true
+$admitted
 EOF
 for i in $(seq 1 "$hosts"); do
     transport=tcp; [ $((i % 2)) = 0 ] && transport=udp
@@ -143,12 +148,13 @@ for i in $(seq 1 "$hosts"); do
 name = "h$i"
 role = "host"
 listen = "192.0.2.$((10 + i)):5500"
-key = "$key"
+key_file = "$run/h$i.key"
 control_socket = "$run/h$i.sock"
 
 [proxy]
 name = "proxy"
 address = "192.0.2.1:5500"
+public_key = "$(pub proxy)"
 transport = "$transport"
 
 [[interface]]

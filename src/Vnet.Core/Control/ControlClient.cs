@@ -109,7 +109,7 @@ public static class RemoteControlClient
         }
         catch (Exception e) when (e is SocketException or IOException or HandshakeException)
         {
-            throw new ControlException($"remote control of {daemon} failed: {e.Message}");
+            throw new ControlException($"{daemon}: {e.Message}");
         }
     }
 }

@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
 using Vnet.Control;
 using Vnet.Daemon;
-using Vnet.Links;
+using Vnet.Links.Security;
 using Vnet.Tests.TestBed;
 using NetnsBed = Vnet.Tests.TestBed.TestBed;
 using Xunit.Abstractions;
@@ -33,7 +33,6 @@ internal sealed class OverlayBed : IDisposable
     {
         Bed = new NetnsBed(output, testName);
         Output = output;
-        Key = NetworkKey.Generate().ToString();
         _dir = Directory.CreateTempSubdirectory("vnet-overlay-").FullName;
         HostCount = hosts;
         try
@@ -51,7 +50,28 @@ internal sealed class OverlayBed : IDisposable
 
     public ITestOutputHelper Output { get; }
 
-    public string Key { get; }
+    /// <summary>Key pairs of the daemons (proxy, h1 ...) and of the overlay's administrator ("admin"), made on first use.</summary>
+    private readonly Dictionary<string, StaticKeyPair> _keys = new(StringComparer.Ordinal);
+
+    public PublicKeyId PublicKeyOf(string name) => Keys(name).Public;
+
+    /// <summary>The private key of <paramref name="name"/> in a file only its owner reads, as the daemon demands.</summary>
+    public string KeyFileOf(string name) => WriteKeyFile(name, Keys(name));
+
+    private StaticKeyPair Keys(string name)
+    {
+        if (!_keys.TryGetValue(name, out var pair))
+            _keys[name] = pair = StaticKeyPair.Generate();
+        return pair;
+    }
+
+    private string WriteKeyFile(string name, StaticKeyPair pair)
+    {
+        var path = Path.Combine(_dir, name + ".key");
+        File.WriteAllText(path, pair.ExportPrivate() + "\n");
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        return path;
+    }
 
     public int HostCount { get; }
 
@@ -102,17 +122,22 @@ internal sealed class OverlayBed : IDisposable
 
     public string SocketOf(string daemon) => Path.Combine(_dir, daemon + ".sock");
 
-    /// <summary>Starts the Proxy with the LAN NIC (lan0) through pcap, or with no interface.</summary>
-    public BackgroundProcess StartProxy(bool lanNic = true, string? key = null)
+    /// <summary>
+    /// Starts the Proxy with the LAN NIC (lan0) through pcap, or with no interface. It admits every
+    /// host of the bed (h1 ... hN, each with its key) and takes remote CLI sessions made with the admin key.
+    /// </summary>
+    public BackgroundProcess StartProxy(bool lanNic = true)
     {
         var iface = lanNic ? "\n[[interface]]\nname = \"lan0\"\nkind = \"pcap\"\nlan = true\n" : "";
+        var hosts = string.Concat(Enumerable.Range(1, HostCount).Select(i => $"\n[[host]]\nname = \"h{i}\"\npublic_key = \"{PublicKeyOf($"h{i}")}\"\n"));
         return StartDaemon("proxy", $"""
             name = "proxy"
             role = "proxy"
             listen = "192.0.2.1:5500"
-            key = "{key ?? Key}"
+            key_file = "{KeyFileOf("proxy")}"
+            admin_keys = ["{PublicKeyOf("admin")}"]
             control_socket = "{SocketOf("proxy")}"
-            {iface}
+            {iface}{hosts}
             """);
     }
 
@@ -121,9 +146,10 @@ internal sealed class OverlayBed : IDisposable
     /// <paramref name="bridgeInConfig"/> false the daemon's TAP has no bridge setting and the bed
     /// puts it on br0 itself, as a VM manager would: the interface is then what <c>vnet topo gen</c> writes.
     /// </summary>
-    public BackgroundProcess StartHost(int i, string transport = "tcp", string? key = null, bool bridgeInConfig = true)
+    /// <param name="identity">A key pair other than hN's own (the Proxy admitted hN's): an intruder's.</param>
+    public BackgroundProcess StartHost(int i, string transport = "tcp", StaticKeyPair? identity = null, bool bridgeInConfig = true)
     {
-        var process = LaunchHost(i, transport, key, bridgeInConfig);
+        var process = LaunchHost(i, transport, identity, bridgeInConfig);
         WaitReady(process);
         if (!bridgeInConfig)
             Bed.Attach($"h{i}", "tap0", "br0");
@@ -136,25 +162,27 @@ internal sealed class OverlayBed : IDisposable
     /// </summary>
     public void StartHosts(IEnumerable<int> hosts, string transport = "tcp")
     {
-        var launched = hosts.Select(i => LaunchHost(i, transport, key: null, bridgeInConfig: true)).ToList();
+        var launched = hosts.Select(i => LaunchHost(i, transport, identity: null, bridgeInConfig: true)).ToList();
         foreach (var process in launched)
             WaitReady(process);
     }
 
-    private BackgroundProcess LaunchHost(int i, string transport, string? key, bool bridgeInConfig)
+    private BackgroundProcess LaunchHost(int i, string transport, StaticKeyPair? identity, bool bridgeInConfig)
     {
         var name = $"h{i}";
+        var keyFile = identity is null ? KeyFileOf(name) : WriteKeyFile(name + "-other", identity);
         var bridge = bridgeInConfig ? "bridge = \"br0\"" : "";
         return LaunchDaemon(name, $"""
             name = "{name}"
             role = "host"
             listen = "{HostIp(i)}:5500"
-            key = "{key ?? Key}"
+            key_file = "{keyFile}"
             control_socket = "{SocketOf(name)}"
 
             [proxy]
             name = "proxy"
             address = "192.0.2.1:5500"
+            public_key = "{PublicKeyOf("proxy")}"
             transport = "{transport}"
 
             [[interface]]

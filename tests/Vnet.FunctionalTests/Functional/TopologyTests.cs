@@ -3,7 +3,6 @@ using Vnet.Control;
 using Vnet.Daemon;
 using Vnet.Forwarding;
 using Vnet.Language;
-using Vnet.Links;
 using Vnet.Tests.TestBed;
 using Xunit.Abstractions;
 using static Vnet.Tests.Functional.OverlayBed;
@@ -296,8 +295,8 @@ public sealed class TopologyTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(1, fromHost.ExitCode);
         Assert.Contains("only the Proxy reaches other daemons", fromHost.Stderr, StringComparison.Ordinal);
 
-        var key = Write("key", o.Key + "\n");
-        var wrongKey = Write("wrong-key", NetworkKey.Generate() + "\n");
+        var key = o.KeyFileOf("admin");
+        var wrongKey = o.KeyFileOf("not-an-admin");
         // From inside h1's namespace: the Proxy is reached over the network, not through its socket.
         var vms = RemoteFromH1(o, "vms", key);
         Assert.True(vms.Ok, vms.Stderr);
@@ -314,7 +313,7 @@ public sealed class TopologyTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(1, refused.ExitCode);
         Assert.Equal("", refused.Stdout);
         Assert.StartsWith("vnet: 192.0.2.1:5500: ", refused.Stderr, StringComparison.Ordinal);
-        Assert.Contains("does not hold the network key", refused.Stderr, StringComparison.Ordinal);
+        Assert.Contains("refused by the daemon: not admitted", refused.Stderr, StringComparison.Ordinal);
     }
 
     // ---------------------------------------------------------------- helpers
@@ -325,7 +324,7 @@ public sealed class TopologyTests(ITestOutputHelper output) : IDisposable
     private static Sh.Result Topo(OverlayBed o, string arguments) => Vnet($"{arguments} --socket {Sh.Quote(o.SocketOf("proxy"))}");
 
     private static Sh.Result RemoteFromH1(OverlayBed o, string arguments, string keyFile) =>
-        o.Bed.Exec("h1", $"dotnet {Sh.Quote(VnetDll)} {arguments} --remote 192.0.2.1:5500 --key-file {Sh.Quote(keyFile)}", 60);
+        o.Bed.Exec("h1", $"dotnet {Sh.Quote(VnetDll)} {arguments} --remote 192.0.2.1:5500 --remote-key {o.PublicKeyOf("proxy")} --admin-key-file {Sh.Quote(keyFile)}", 60);
 
     private string Ok(Sh.Result r)
     {
