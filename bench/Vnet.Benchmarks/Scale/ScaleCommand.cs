@@ -255,7 +255,7 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
             _problems.Add($"directory repairs: Proxy {directory.Repairs}, hosts {health.Repairs}");
         if (status.BadPeerMessages + health.BadMessages > 0)
             _problems.Add($"bad peer messages: Proxy {status.BadPeerMessages}, hosts {health.BadMessages}");
-        var reconnects = start.StarReconnects + (migration?.StarReconnects ?? 0);
+        var reconnects = start.StarReconnects + (migration?.StarReconnects ?? 0) + (steady?.StarReconnects ?? 0) + (after?.StarReconnects ?? 0);
         if (reconnects > 0)
             _problems.Add($"{reconnects} star links went down and came back (hosts' log: {string.Join("; ", Hosts.Log.Tally.Top(3))})");
         if (_loopTimeouts + _proxyTimeouts > 0)
@@ -446,11 +446,12 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
     // ---------------------------------------------------------------- measurements
 
     private sealed record Marker(ProxySample Proxy, Dictionary<int, (string Kind, double CpuSeconds)> ProxyThreads, ProcSample Self,
-        InboundCounts Inbound, (long Sent, long Received) HostBytes, long StarSessions, (long Timeouts, long WhileControlFlowed) Silences);
+        InboundCounts Inbound, (long Sent, long Received) HostBytes, long StarSessions, (long Timeouts, long WhileControlFlowed) Silences,
+        TimeSpan GcPause, int Gen2);
 
     private async Task<Marker> Mark(CancellationToken ct) =>
         new(await Proxy.SampleAsync(ct), ProcStats.ReadThreads(Proxy.Pid), ProcStats.Read(Environment.ProcessId) ?? ProcSample.None,
-            Hosts.Inbound(), Hosts.PeerBytes(), Hosts.StarSessions(), Hosts.SilenceTimeouts());
+            Hosts.Inbound(), Hosts.PeerBytes(), Hosts.StarSessions(), Hosts.SilenceTimeouts(), GC.GetTotalPauseDuration(), GC.CollectionCount(2));
 
     private static string Split(IReadOnlyDictionary<string, double> cpu) =>
         string.Join(", ", cpu.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} {kv.Value:0.00}"));
@@ -475,14 +476,15 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
         var gap = Hosts.TakeLongestPumpGap();
         var silences = end.Silences.Timeouts - before.Silences.Timeouts;
         var whileControl = end.Silences.WhileControlFlowed - before.Silences.WhileControlFlowed;
+        var gcPause = (end.GcPause - before.GcPause).TotalSeconds;
         Say($"  star sessions begun: {end.StarSessions - before.StarSessions} ({reconnects} reconnections); hosts that ended their star " +
             $"for silence: {silences} ({whileControl} with control messages from the Proxy in the second before); " +
-            $"the VMs' longest silence in this process: {gap.TotalSeconds:0.00} s");
+            $"the VMs' longest silence in this process: {gap.TotalSeconds:0.00} s; its GC paused it {gcPause:0.00} s ({end.Gen2 - before.Gen2} full collections)");
         return new PhaseResult(converged.Ok, converged.Seconds, converged.StarsUp, moved, reconnects, silences, whileControl,
             p1.Proc.CpuSeconds - p0.Proc.CpuSeconds, byThread, p1.Status.ControlLoopBusySeconds - p0.Status.ControlLoopBusySeconds,
             sent, received, sent / vms, received / vms, p1.Status.ForwardedFrames - p0.Status.ForwardedFrames + Dropped(p1.Status) - Dropped(p0.Status),
             p1.Proc.CpuSeconds, p1.Proc.RssBytes, p1.Proc.PeakRssBytes, p1.Proc.Threads, p1.Proc.Files, end.Self.CpuSeconds - before.Self.CpuSeconds,
-            gap.TotalSeconds, inbound, converged.Lines);
+            gap.TotalSeconds, gcPause, inbound, converged.Lines);
     }
 
     /// <summary>A window in which nothing moves: the cost of standing still, then a full check that nothing drifted.</summary>
@@ -500,6 +502,8 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
         var vms = (double)Hosts.VmCount;
         var byThread = ProcStats.ThreadCpu(before.ProxyThreads, end.ProxyThreads);
         var gap = Hosts.TakeLongestPumpGap();
+        var reconnects = end.StarSessions - before.StarSessions;
+        var silences = end.Silences.Timeouts - before.Silences.Timeouts;
         var result = new SteadyResult(seconds,
             100 * (p1.Proc.CpuSeconds - p0.Proc.CpuSeconds) / seconds,
             byThread.ToDictionary(kv => kv.Key, kv => 100 * kv.Value / seconds, StringComparer.Ordinal),
@@ -508,11 +512,13 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
             (p1.Status.PeerBytesReceived - p0.Status.PeerBytesReceived) / vms / seconds,
             (p1.Status.ForwardedFrames - p0.Status.ForwardedFrames + Dropped(p1.Status) - Dropped(p0.Status)) / seconds,
             100 * (end.Self.CpuSeconds - before.Self.CpuSeconds) / seconds,
-            gap.TotalSeconds, still, p1.Proc.RssBytes, p1.Proc.Threads, end.Inbound.Minus(before.Inbound));
+            gap.TotalSeconds, (end.GcPause - before.GcPause).TotalSeconds, reconnects, silences, still, p1.Proc.RssBytes, p1.Proc.Threads,
+            end.Inbound.Minus(before.Inbound));
         Say($"quiet {seconds:0.0} s {what}: Proxy CPU {result.ProxyCpuPercent:0.0}% ({Split(byThread)} s; control loop {result.ProxyLoopBusyPercent:0.0}%), " +
             $"{result.BytesSentPerVmPerSecond:0.0} B/s per VM sent, {result.BytesReceivedPerVmPerSecond:0.0} received, " +
             $"{result.ProxyFramesPerSecond:0} frames/s, {result.HostsReceived.Requests} requests to hosts; " +
-            $"hosts' process {result.HostsCpuPercent:0}% CPU; still converged: {still}");
+            $"hosts' process {result.HostsCpuPercent:0}% CPU (longest silence of its VMs {gap.TotalSeconds:0.00} s, GC pauses {result.HostsGcPauseSeconds:0.00} s); " +
+            $"star reconnections {reconnects} ({silences} for silence); still converged: {still}");
         return result;
     }
 

@@ -33,6 +33,7 @@ internal sealed record PhaseResult(
     int ProxyFiles,
     double HostsCpuSeconds,
     double PumpLongestGapSeconds,
+    double HostsGcPauseSeconds,
     InboundCounts HostsReceived,
     IReadOnlyList<string> Disagreements);
 
@@ -47,6 +48,9 @@ internal sealed record SteadyResult(
     double ProxyFramesPerSecond,
     double HostsCpuPercent,
     double PumpLongestGapSeconds,
+    double HostsGcPauseSeconds,
+    long StarReconnects,
+    long HostSilenceTimeouts,
     bool StillConverged,
     long ProxyRssBytes,
     int ProxyThreads,
@@ -134,8 +138,8 @@ internal static class ScaleTable
         Line(text, "");
         Line(text, "Quiet windows (VMs sending, nothing moving; the first one still has the JIT tiering up the Proxy's code):");
         Line(text, "");
-        Line(text, "| hosts | after | window s | Proxy CPU % | control loop busy % | Proxy sent B/s per VM | Proxy received B/s per VM | frames/s at the Proxy | hosts' CPU % | still converged |");
-        Line(text, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
+        Line(text, "| hosts | after | window s | Proxy CPU % | control loop busy % | Proxy sent B/s per VM | Proxy received B/s per VM | frames/s at the Proxy | hosts' CPU % | star reconnections | still converged |");
+        Line(text, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         foreach (var r in runs)
         {
             foreach (var (after, w) in (ReadOnlySpan<(string, SteadyResult?)>)[("start", r.Steady), ("migrations", r.After)])
@@ -143,7 +147,7 @@ internal static class ScaleTable
                 if (w is not { } s)
                     continue;
                 Line(text, $"| {r.Hosts} | {after} | {s.Seconds:0.0} | {s.ProxyCpuPercent:0.0} | {s.ProxyLoopBusyPercent:0.0} | {s.BytesSentPerVmPerSecond:0.0} | " +
-                    $"{s.BytesReceivedPerVmPerSecond:0.0} | {s.ProxyFramesPerSecond:0} | {s.HostsCpuPercent:0} | {(s.StillConverged ? "yes" : "NO")} |");
+                    $"{s.BytesReceivedPerVmPerSecond:0.0} | {s.ProxyFramesPerSecond:0} | {s.HostsCpuPercent:0} | {s.StarReconnects} | {(s.StillConverged ? "yes" : "NO")} |");
             }
         }
         Line(text, "");
@@ -160,13 +164,13 @@ internal static class ScaleTable
                 Line(text, Kinds(r.Hosts, "quiet, %", a.ProxyCpuPercent, a.ProxyCpuPercentByThread, "0.0"));
         }
         Line(text, "");
-        Line(text, "| hosts | repairs (Proxy / hosts) | warnings (Proxy / hosts) | bad peer messages | VMs refused | VMs' longest silence s (start / migration) | Proxy open files | hosts' process threads / open files | load avg at end | problems |");
+        Line(text, "| hosts | repairs (Proxy / hosts) | warnings (Proxy / hosts) | bad peer messages | VMs refused | hosts' process: longest stall s, GC pauses s (start / migration) | Proxy open files | hosts' process threads / open files | load avg at end | problems |");
         Line(text, "|---:|---|---|---:|---:|---|---:|---|---:|---|");
         foreach (var r in runs)
         {
             var problems = r.Problems.Count == 0 ? "none" : string.Join("; ", r.Problems);
             Line(text, $"| {r.Hosts} | {r.ProxyRepairs} / {r.HostRepairs} | {r.ProxyWarnings} / {r.HostWarnings} | {r.BadPeerMessages} | {r.LearnRefused} | " +
-                $"{r.Start.PumpLongestGapSeconds:0.00} / {S(r.Migration?.PumpLongestGapSeconds)} | {r.Start.ProxyFiles} | {r.BenchThreads} / {r.BenchFiles} | {r.LoadAverageEnd:0.0} | {problems} |");
+                $"{r.Start.PumpLongestGapSeconds:0.00}, {r.Start.HostsGcPauseSeconds:0.00} / {S(r.Migration?.PumpLongestGapSeconds)}, {S(r.Migration?.HostsGcPauseSeconds)} | {r.Start.ProxyFiles} | {r.BenchThreads} / {r.BenchFiles} | {r.LoadAverageEnd:0.0} | {problems} |");
         }
         return text.ToString();
     }
