@@ -64,7 +64,10 @@ for n in "${counts[@]}"; do
     echo "== $n hosts ($(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg))"
     # In the background and waited for, so that Ctrl-C reaches the trap at once; the run itself
     # then gets SIGTERM from stop_run (a background job of a script ignores SIGINT).
-    dotnet "$bench_dir/Vnet.Benchmarks.dll" scale --vnet "$vnet_dir/vnet.dll" --hosts "$n" \
+    # The server GC for the hosts' process: 200 daemons share its heap, and a workstation GC's
+    # pauses (seconds at 200 hosts) stop them all at once, longer than a star link may be silent.
+    # The Proxy keeps its own GC (ProxyProcess removes the variable).
+    DOTNET_gcServer=1 dotnet "$bench_dir/Vnet.Benchmarks.dll" scale --vnet "$vnet_dir/vnet.dll" --hosts "$n" \
         --timeout "${TIMEOUT:-120}" --frame-period-ms "${FRAME_PERIOD_MS:-1000}" --transport "${TRANSPORT:-tcp}" --work-dir "$work/n$n" --json "$out/scale-$n.json" --proxy-log "$out/proxy-$n.log" &
     run=$!
     rc=0

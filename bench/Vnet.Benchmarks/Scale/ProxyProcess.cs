@@ -109,6 +109,10 @@ internal sealed class ProxyProcess : IAsyncDisposable
     {
         var listen = new IPEndPoint(IPAddress.Loopback, FreePort());
         var info = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        // The hosts' process may run the server GC (bench/scale.sh asks for it); the Proxy runs with
+        // the GC its own runtimeconfig names, as users run it.
+        info.Environment.Remove("DOTNET_gcServer");
+        info.Environment.Remove("COMPlus_gcServer");
         foreach (var arg in (string[])[vnetDll, "daemon", "--name", "proxy", "--role", "proxy", "--listen", listen.ToString(),
             "--key-file", keyFile, "--control-socket", socket])
         {

@@ -195,6 +195,10 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
         await File.WriteAllTextAsync(_pidFile, Proxy.Pid.ToString(CultureInfo.InvariantCulture), ct);
         await Proxy.WaitReadyAsync(TimeSpan.FromSeconds(30), ct);
         Say($"Proxy pid {Proxy.Pid} listening on {Proxy.Listen}");
+        // One process stands in for N machines: with the workstation GC, each of its collections stops
+        // every host at once, and at 200 hosts the pauses outlast a star link's 3 s of silence.
+        if (!System.Runtime.GCSettings.IsServerGC)
+            Say("note: the hosts' process runs the workstation GC; its pauses stall every host at once (DOTNET_gcServer=1, as bench/scale.sh sets)");
         // Real hosts each have a thread pool of their own; here they share one, whose control loops,
         // timers (keep-alives) and the VMs' pump would otherwise wait behind each other while the
         // pool grows by a thread or two a second. One thread per daemon may start at once.
@@ -275,7 +279,7 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
             Say($"note: {frames.Refused} of {frames.Sent + frames.Refused} VM frames found their TAP's queue full");
         var self = ProcStats.Read(Environment.ProcessId) ?? ProcSample.None;
         return new ScaleResult(DateTimeOffset.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture), hosts, vmsPerHost,
-            Hosts.VmCount, framePeriod.TotalMilliseconds, transport.ToString().ToLowerInvariant(), Environment.ProcessorCount, loadStart, ProcStats.LoadAverage(),
+            Hosts.VmCount, framePeriod.TotalMilliseconds, System.Runtime.GCSettings.IsServerGC, transport.ToString().ToLowerInvariant(), Environment.ProcessorCount, loadStart, ProcStats.LoadAverage(),
             start, steady, migration, after, directory.Repairs, health.Repairs, Proxy.WarningCount, Hosts.Log.Count,
             status.BadPeerMessages + health.BadMessages, health.LearnRefused, self.Threads, self.Files, Proxy.Tally.Top(10), Hosts.Log.Tally.Top(10),
             [.. _problems]);

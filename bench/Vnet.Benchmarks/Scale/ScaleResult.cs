@@ -63,6 +63,7 @@ internal sealed record ScaleResult(
     int VmsPerHost,
     int Vms,
     double FramePeriodMs,
+    bool HostsServerGc,
     string Transport,
     int Cores,
     double LoadAverageStart,
