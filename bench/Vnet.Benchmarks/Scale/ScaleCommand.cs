@@ -220,7 +220,7 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
             Say($"the hosts did not all start within {timeout.TotalSeconds:0} s");
         }
         var converged = await WaitConvergedAsync(clock, trackStars: true, ct);
-        var start = await Phase(before, converged, 0, ct);
+        var start = await Phase(before, converged, 0, starting: true, ct);
         Say(converged.Ok
             ? $"start converged in {converged.Seconds:0.00} s (every star link up at one poll: {(converged.StarsUp is { } up ? $"{up:0.00} s" : "never")})"
             : $"start did NOT converge within {timeout.TotalSeconds:0} s; who disagrees is listed below");
@@ -237,7 +237,7 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
             clock.Restart();
             Hosts.Migrate(count, new Random(seed), Hosts.Period);
             converged = await WaitConvergedAsync(clock, trackStars: false, ct);
-            migration = await Phase(before, converged, count, ct);
+            migration = await Phase(before, converged, count, starting: false, ct);
             Say(converged.Ok
                 ? $"{count} migrations converged in {converged.Seconds:0.00} s"
                 : $"{count} migrations did NOT converge within {timeout.TotalSeconds:0} s");
@@ -460,7 +460,7 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
     private static string Split(IReadOnlyDictionary<string, double> cpu) =>
         string.Join(", ", cpu.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} {kv.Value:0.00}"));
 
-    private async Task<PhaseResult> Phase(Marker before, Convergence converged, int moved, CancellationToken ct)
+    private async Task<PhaseResult> Phase(Marker before, Convergence converged, int moved, bool starting, CancellationToken ct)
     {
         var end = await Mark(ct);
         var (p0, p1) = (before.Proxy, end.Proxy);
@@ -476,7 +476,7 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
             $"{inbound.Requests} requests (answered with {inbound.ResponseBytes} B); hosts sent {end.HostBytes.Sent - before.HostBytes.Sent} B, " +
             $"received {end.HostBytes.Received - before.HostBytes.Received} B; hosts' process CPU {end.Self.CpuSeconds - before.Self.CpuSeconds:0.0} s");
         // At the start every host begins one star session; any other is a star link that went down and came back.
-        var reconnects = end.StarSessions - before.StarSessions - (moved == 0 ? Hosts.HostCount : 0);
+        var reconnects = end.StarSessions - before.StarSessions - (starting ? Hosts.HostCount : 0);
         var gap = Hosts.TakeLongestPumpGap();
         var silences = end.Silences.Timeouts - before.Silences.Timeouts;
         var whileControl = end.Silences.WhileControlFlowed - before.Silences.WhileControlFlowed;
