@@ -258,7 +258,10 @@ internal static class ControlCli
         Console.WriteLine($"buffers   {s.BuffersCreated} created, {s.BuffersInPool} free; udp rejected {s.UdpRejected}");
         Console.WriteLine($"memory    {TableWriter.Bytes(s.AllocatedBytes)} allocated since start, {s.Gen0Collections} gen0 collections");
         Console.WriteLine($"directory {s.DirectoryRepairs} repairs; {s.BadPeerMessages} bad peer messages; {s.LearnRefused} VMs over an interface's limit");
-        Console.WriteLine($"control   {TableWriter.Bytes(s.PeerBytesSent)} sent to peers, {TableWriter.Bytes(s.PeerBytesReceived)} received; loop busy {s.ControlLoopBusySeconds:0.###} s");
+        Console.WriteLine($"control   {TableWriter.Bytes(s.PeerBytesSent)} sent to peers, {TableWriter.Bytes(s.PeerBytesReceived)} received; loop busy {s.ControlLoopBusySeconds:0.###} s, {s.ControlLoopPending} waiting");
+        Console.WriteLine($"guards    {s.PeersCutForFlooding} sessions cut for flooding; {s.PeerRequestsRefused} Proxy requests and {s.ToolSessionsRefused} remote CLI sessions refused as busy");
+        if (s.OffloadFaults is { Count: > 0 } faults)
+            Console.WriteLine($"offloads  refused from links: {string.Join(", ", faults.Select(kv => $"{kv.Key} {kv.Value}"))}");
     }
 
     private static void PrintDirectory(JsonNode? data)

@@ -372,7 +372,13 @@ public sealed partial class AdaptationService
             if (_log.Count > LogSize)
                 _log.RemoveAt(0);
         }
-        Log.Adapted(_logger, action.Applied ? "applied" : "advised", action.Daemon, action.Change, action.Reason);
+        if (!_logger.IsEnabled(LogLevel.Information))
+            return;
+        // Names and errors in an action come from other daemons' states and answers.
+        var daemon = LogText.Safe(action.Daemon);
+        var change = LogText.Safe(action.Change);
+        var reason = LogText.Safe(action.Reason);
+        Log.Adapted(_logger, action.Applied ? "applied" : "advised", daemon, change, reason);
     }
 
     /// <summary>Placement advice: which VMs to move so that the heaviest traffic stays inside hosts (control loop).</summary>

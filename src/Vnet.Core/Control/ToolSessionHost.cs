@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using System.Text.Json;
+using Microsoft.Extensions.Logging;
 using Vnet.Daemon;
 using Vnet.Links;
 using Vnet.Peers;
@@ -9,13 +10,61 @@ namespace Vnet.Control;
 /// <summary>
 /// Remote control: the vnet CLI, authenticated with the network key like a daemon, sends control
 /// requests as CONTROL messages over TCP and gets one response each, the same protocol as the
-/// local socket, through the same dispatcher.
+/// local socket, through the same dispatcher. At most <see cref="ConcurrencyLimit.Max"/> sessions
+/// are served at once (each holds a socket, a task and up to one command): a session beyond that
+/// gets one error response ("busy") and is closed.
 /// </summary>
-public sealed class ToolSessionHost(ICommandHandler commands) : IToolSessionHost
+public sealed partial class ToolSessionHost(ICommandHandler commands, ConcurrencyLimit sessions, ILogger logger) : IToolSessionHost
 {
     private static readonly TimeSpan IdleTimeout = TimeSpan.FromSeconds(60);
 
+    /// <summary>How long a refused session may take to send the request it is refused on.</summary>
+    private static readonly TimeSpan RefusalTimeout = TimeSpan.FromSeconds(5);
+
+    private readonly LogLimiter _logLimit = new();
+
     public async Task ServeAsync(Socket socket, PeerIdentity peer, CancellationToken ct)
+    {
+        if (!sessions.TryEnter())
+        {
+            await RefuseAsync(socket, peer, ct).ConfigureAwait(false);
+            return;
+        }
+        try
+        {
+            await ServeRequestsAsync(socket, peer, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            sessions.Exit();
+        }
+    }
+
+    /// <summary>
+    /// Reads the session's first request and answers it with the refusal: a CLI reads its answer
+    /// after sending, and closing on a request not yet read would reset the connection under it.
+    /// </summary>
+    private async Task RefuseAsync(Socket socket, PeerIdentity peer, CancellationToken ct)
+    {
+        if (_logLimit.TryAcquire("busy", out var suppressed))
+            Log.Busy(logger, LogText.Safe(peer.Name), sessions.Max, suppressed);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(RefusalTimeout);
+        try
+        {
+            var (header, _) = await HandshakeChannel.ReadAsync(socket, Wire.MaxControlPayload, timeout.Token).ConfigureAwait(false);
+            if (header.Type != MessageType.Control)
+                return;
+            var response = new ControlResponse(false, null, $"busy: {sessions.Max} remote control sessions are open; try again");
+            await HandshakeChannel.WriteAsync(socket, MessageType.Control, peer.RemoteSession,
+                JsonSerializer.SerializeToUtf8Bytes(response, ControlJson.Default.ControlResponse), timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is HandshakeException or SocketException or IOException or OperationCanceledException or ObjectDisposedException)
+        {
+        }
+    }
+
+    private async Task ServeRequestsAsync(Socket socket, PeerIdentity peer, CancellationToken ct)
     {
         while (!ct.IsCancellationRequested)
         {
@@ -58,6 +107,13 @@ public sealed class ToolSessionHost(ICommandHandler commands) : IToolSessionHost
             }
         }
     }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 201, Level = LogLevel.Warning,
+            Message = "Refused remote control from {Tool}: {Max} sessions are open ({Suppressed} more refusals not logged before this one)")]
+        public static partial void Busy(ILogger logger, string tool, int max, long suppressed);
+    }
 }
 
 /// <summary>Attaches the command side to a daemon: whoever hosts a daemon (the CLI, a test) calls this once, before starting it.</summary>
@@ -68,7 +124,7 @@ public static class DaemonControl
     {
         var dispatcher = new CommandDispatcher(daemon);
         daemon.Peers.Commands = dispatcher;
-        daemon.Links.ToolSessions = new ToolSessionHost(dispatcher);
+        daemon.Links.ToolSessions = new ToolSessionHost(dispatcher, daemon.ToolSessions, daemon.Loggers.CreateLogger("vnet.control"));
         return dispatcher;
     }
 }

@@ -47,18 +47,26 @@ public sealed record DaemonOptions
 /// </summary>
 public sealed partial class VnetDaemon : IAsyncDisposable
 {
+    /// <summary>Remote CLI sessions (over TCP, with the key) served at once; more are refused.</summary>
+    public const int MaxToolSessions = 16;
+
     private readonly ILogger _logger;
     private readonly long _started = Stopwatch.GetTimestamp();
+    // An exception on the loop is a bug, but one a peer's message may trigger again and again.
+    private readonly LogLimiter _errorLog = new();
     private bool _disposed;
 
     public VnetDaemon(DaemonConfig config, ILoggerFactory loggers, DaemonOptions? options = null)
     {
         options ??= new DaemonOptions();
         Config = config;
+        Loggers = loggers;
         _logger = loggers.CreateLogger("vnet.daemon");
-        Loop = new ControlLoop(e => Log.ControlError(_logger, e));
+        Loop = new ControlLoop(OnControlError);
+        // A burst of errors followed by quiet still gets its "N more" line.
+        Loop.Every(LogLimiter.Window, () => _errorLog.Drain((_, count) => Log.ErrorsSuppressed(_logger, count)));
         Pool = options.Pool ?? new FramePool(4096);
-        Switch = new VirtualSwitch();
+        Switch = new VirtualSwitch { HopLimit = config.HopLimit };
         Rules = new RuleBook(Switch);
         Links = new LinkManager(new LinkManagerOptions
         {
@@ -81,6 +89,12 @@ public sealed partial class VnetDaemon : IAsyncDisposable
     }
 
     public DaemonConfig Config { get; }
+
+    /// <summary>For the control side that the host attaches (DaemonControl), so that its lines go where the daemon's go.</summary>
+    internal ILoggerFactory Loggers { get; }
+
+    /// <summary>Remote CLI sessions running and refused (the control side takes a slot per session).</summary>
+    public ConcurrencyLimit ToolSessions { get; } = new(MaxToolSessions);
 
     public string Name => Config.Name;
 
@@ -160,7 +174,29 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             Stopwatch.GetElapsedTime(_started).TotalSeconds, Switch.ForwardedFrames, drops, Rules.Count, links.Count, up,
             Interfaces.Count, Vms.LocalCount, Vms.Locations.Count, Pool.Created, Pool.Available, Links.Udp?.Rejected ?? 0,
             GC.GetTotalAllocatedBytes(precise: true), GC.CollectionCount(0), Vms.Repairs, Peers.BadMessages, Vms.LearnRefused,
-            Peers.Traffic.BytesSent, Peers.Traffic.BytesReceived, Loop.BusyTime.TotalSeconds);
+            Peers.Traffic.BytesSent, Peers.Traffic.BytesReceived, Loop.BusyTime.TotalSeconds,
+            Peers.Floods, Peers.RequestsRefused, ToolSessions.Refused, OffloadFaults(), Loop.Pending);
+    }
+
+    /// <summary>Frames from links refused for their offload header, by the check they failed (only those that happened).</summary>
+    private Dictionary<string, long> OffloadFaults()
+    {
+        var faults = new Dictionary<string, long>();
+        foreach (var fault in Enum.GetValues<OffloadFault>())
+        {
+            if (Switch.OffloadFaults(fault) is > 0 and var n)
+                faults[fault.ToString()] = n;
+        }
+        return faults;
+    }
+
+    private void OnControlError(Exception e)
+    {
+        if (!_errorLog.TryAcquire("control-plane errors", out var suppressed))
+            return;
+        if (suppressed > 0)
+            Log.ErrorsSuppressed(_logger, suppressed);
+        Log.ControlError(_logger, e);
     }
 
     /// <summary>The daemon's interfaces, links and rules, for the Proxy's dumps, diffs and traces, with their version.</summary>
@@ -235,5 +271,8 @@ public sealed partial class VnetDaemon : IAsyncDisposable
 
         [LoggerMessage(EventId = 4, Level = LogLevel.Debug, Message = "Stopping {Part}")]
         public static partial void Stopping(ILogger logger, string part);
+
+        [LoggerMessage(EventId = 5, Level = LogLevel.Error, Message = "{Count} more control-plane errors in the last minute were not logged")]
+        public static partial void ErrorsSuppressed(ILogger logger, long count);
     }
 }

@@ -366,13 +366,15 @@ public sealed class LinkSession : IDisposable, IFlushable
         }
     }
 
-    /// <summary>Hands a received frame to the switch (from the TCP receiver or the UDP transport).</summary>
+    /// <summary>
+    /// Hands a received frame to the switch (from the TCP receiver or the UDP transport), which checks
+    /// its offload header and clamps its hop limit before forwarding: both come from the peer.
+    /// </summary>
     internal void DeliverFrame(Frame frame, byte hopLimit)
     {
         _port.Counters.CountRx(frame.Length);
         frame.IngressPort = _port.Id;
-        frame.HopLimit = hopLimit;
-        _switch.Forward(frame);
+        _switch.ForwardFromLink(frame, hopLimit);
     }
 
     /// <summary>
