@@ -178,6 +178,14 @@ public sealed partial class AdaptationService
     /// </summary>
     private async Task<AdaptState> AdaptAsync(PlanInput input, string trigger)
     {
+        // Off with nothing of ours installed: nothing to plan or undo, so no host is asked for its
+        // state (every VM that appears or moves triggers this; with 200 hosts, a round is 200 requests).
+        if (input.Policy == AdaptationPolicy.Off && input.Current.Links.Count == 0 && input.Current.Rules.Values.All(r => r.Count == 0))
+        {
+            lock (_log)
+                _lastPlan = [];
+            return input.Current;
+        }
         var states = await _overlay.GatherStates().ConfigureAwait(false);
         var userLinks = new HashSet<(string, string)>();
         var userSteered = new HashSet<(string, MacAddress)>();
