@@ -1,10 +1,12 @@
 using System.Diagnostics;
-using System.Net;
 using System.Net.Sockets;
+using System.Net;
+using System.Text;
+using Vnet.Configuration;
 using Vnet.Control;
 using Vnet.Daemon;
 using Vnet.Json;
-using Vnet.Links;
+using Vnet.Links.Security;
 using Vnet.Vms;
 
 namespace Vnet.Benchmarks.Scale;
@@ -74,38 +76,27 @@ internal sealed class ProxyProcess : IAsyncDisposable
     }
 
     /// <summary>
-    /// Makes a network key with <c>vnet keygen</c> and writes it to a file created with mode 0600,
-    /// so the key never shows on a command line and no other user can read it.
+    /// Makes the key pairs: the Proxy's private key goes to a file created with mode 0600 (never on a
+    /// command line), and every host's public key to the Proxy's hosts file (NAME PUBLIC_KEY), so it
+    /// admits them. The hosts run in this process and take their pairs from here.
     /// </summary>
-    public static async Task<NetworkKey> MakeKeyAsync(string vnetDll, string keyFile, CancellationToken ct)
+    public static (StaticKeyPair Proxy, StaticKeyPair[] Hosts) MakeKeys(string keyFile, string hostsFile, int hosts)
     {
-        var info = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        info.ArgumentList.Add(vnetDll);
-        info.ArgumentList.Add("keygen");
-        using var keygen = Process.Start(info) ?? throw new InvalidOperationException("cannot start dotnet");
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        timeout.CancelAfter(TimeSpan.FromSeconds(30));
-        var text = await keygen.StandardOutput.ReadToEndAsync(timeout.Token);
-        var error = await keygen.StandardError.ReadToEndAsync(timeout.Token);
-        await keygen.WaitForExitAsync(timeout.Token);
-        NetworkKey? key = null;
-        string? why = null;
-        if (keygen.ExitCode != 0 || !NetworkKey.TryParse(text, out key, out why))
-            throw new InvalidOperationException($"'dotnet {vnetDll} keygen' failed: {error.Trim()} {why}");
-        var options = new FileStreamOptions
+        var proxy = StaticKeyPair.Generate();
+        KeyFiles.Write(keyFile, proxy.ExportPrivate());
+        var pairs = new StaticKeyPair[hosts];
+        var admitted = new StringBuilder();
+        for (var h = 0; h < hosts; h++)
         {
-            Mode = FileMode.CreateNew,
-            Access = FileAccess.Write,
-            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-        };
-        await using (var file = new FileStream(keyFile, options))
-        await using (var writer = new StreamWriter(file))
-            await writer.WriteAsync(text);
-        return key!;
+            pairs[h] = StaticKeyPair.Generate();
+            admitted.Append(SimHosts.NameOf(h)).Append(' ').Append(pairs[h].Public).Append('\n');
+        }
+        File.WriteAllText(hostsFile, admitted.ToString());
+        return (proxy, pairs);
     }
 
     /// <summary>Starts the Proxy on a free loopback port; its standard output and error go to <paramref name="logFile"/>.</summary>
-    public static ProxyProcess Start(string vnetDll, string keyFile, string socket, string logFile)
+    public static ProxyProcess Start(string vnetDll, string keyFile, string hostsFile, string socket, string logFile)
     {
         var listen = new IPEndPoint(IPAddress.Loopback, FreePort());
         var info = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
@@ -114,7 +105,7 @@ internal sealed class ProxyProcess : IAsyncDisposable
         info.Environment.Remove("DOTNET_gcServer");
         info.Environment.Remove("COMPlus_gcServer");
         foreach (var arg in (string[])[vnetDll, "daemon", "--name", "proxy", "--role", "proxy", "--listen", listen.ToString(),
-            "--key-file", keyFile, "--control-socket", socket])
+            "--key-file", keyFile, "--hosts-file", hostsFile, "--control-socket", socket])
         {
             info.ArgumentList.Add(arg);
         }

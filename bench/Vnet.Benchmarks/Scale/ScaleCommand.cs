@@ -173,7 +173,8 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
 
     private readonly Stopwatch _since = Stopwatch.StartNew();
     private readonly List<string> _problems = [];
-    private readonly string _keyFile = Path.Combine(work, "network.key");
+    private readonly string _keyFile = Path.Combine(work, "proxy.key");
+    private readonly string _hostsFile = Path.Combine(work, "hosts");
     private readonly string _pidFile = Path.Combine(work, "proxy.pid");
     private readonly string _logFile = Path.Combine(work, "proxy.log");
     private ProxyProcess? _proxy;
@@ -189,8 +190,8 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
     {
         var loadStart = ProcStats.LoadAverage();
         Say($"{hosts} hosts x {vmsPerHost} VMs (a frame each every {framePeriod.TotalMilliseconds:0} ms) over {transport} star links; {Environment.ProcessorCount} cores, load average {loadStart:0.00}");
-        var key = await ProxyProcess.MakeKeyAsync(vnetDll, _keyFile, ct);
-        _proxy = ProxyProcess.Start(vnetDll, _keyFile, Path.Combine(work, "proxy.sock"), _logFile);
+        var keys = ProxyProcess.MakeKeys(_keyFile, _hostsFile, hosts);
+        _proxy = ProxyProcess.Start(vnetDll, _keyFile, _hostsFile, Path.Combine(work, "proxy.sock"), _logFile);
         // For bench/scale.sh: if this process dies without cleaning up, the script stops the Proxy.
         await File.WriteAllTextAsync(_pidFile, Proxy.Pid.ToString(CultureInfo.InvariantCulture), ct);
         await Proxy.WaitReadyAsync(TimeSpan.FromSeconds(30), ct);
@@ -204,7 +205,7 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
         // pool grows by a thread or two a second. One thread per daemon may start at once.
         ThreadPool.GetMinThreads(out var workers, out var io);
         ThreadPool.SetMinThreads(Math.Max(workers, hosts), io);
-        _hosts = new SimHosts(hosts, vmsPerHost, framePeriod, key, Proxy.Listen, transport);
+        _hosts = new SimHosts(hosts, vmsPerHost, framePeriod, keys.Hosts, keys.Proxy.Public, Proxy.Listen, transport);
 
         // ---- start
         var before = await Mark(ct);
@@ -551,7 +552,7 @@ internal sealed class ScaleRun(string vnetDll, int hosts, int vmsPerHost, TimeSp
                 Console.Error.WriteLine($"scale: the Proxy had exited; its last lines:\n{string.Join('\n', _proxy.Tail)}");
             await _proxy.StopAsync(proxyLog);
         }
-        foreach (var file in (string[])[_keyFile, _pidFile, _logFile])
+        foreach (var file in (string[])[_keyFile, _hostsFile, _pidFile, _logFile])
             File.Delete(file);
     }
 }

@@ -7,6 +7,7 @@ using Vnet.Control;
 using Vnet.Daemon;
 using Vnet.Frames;
 using Vnet.Interfaces;
+using Vnet.Links.Security;
 using Vnet.Links;
 using Vnet.Peers;
 using Vnet.Vms;
@@ -62,7 +63,7 @@ internal sealed class SimHosts : IAsyncDisposable
     private long _silenceTimeouts;
     private long _silenceWhileControlFlowed;
 
-    public SimHosts(int hosts, int vmsPerHost, TimeSpan period, NetworkKey key, IPEndPoint proxy, LinkTransport transport)
+    public SimHosts(int hosts, int vmsPerHost, TimeSpan period, StaticKeyPair[] identities, PublicKeyId proxyKey, IPEndPoint proxy, LinkTransport transport)
     {
         Period = period;
         _hosts = new VnetDaemon[hosts];
@@ -83,7 +84,8 @@ internal sealed class SimHosts : IAsyncDisposable
                 Name = NameOf(h),
                 Role = DaemonRole.Host,
                 Listen = new IPEndPoint(IPAddress.Loopback, 0),
-                Key = key,
+                Identity = identities[h],
+                ProxyKey = proxyKey,
                 ProxyAddress = proxy,
                 ProxyTransport = transport,
                 Interfaces = [new InterfaceConfig { Name = Tap, Kind = InterfaceKind.Tap }],
