@@ -345,22 +345,28 @@ public sealed class SendQueueTests
 
     // Helpers.
 
-    /// <summary>Runs Wait(10 s) on another thread, pokes the queue once it sleeps, returns how long the wait took.</summary>
+    /// <summary>
+    /// Runs Wait(10 s) on a thread of its own, pokes the queue once it sleeps, and returns how long
+    /// after the poke the sleeper woke: measured from the poke, so that a loaded machine delaying
+    /// the poke itself (the test runner's pool busy) is not taken for a lost wake-up.
+    /// </summary>
     private static async Task<TimeSpan> SleepAndPoke(SendQueue queue, Action poke)
     {
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var sleeper = Task.Run(() =>
+        var woke = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var sleeper = new Thread(() =>
         {
             started.SetResult();
-            var clock = Stopwatch.StartNew();
             queue.Wait(10_000);
-            return clock.Elapsed;
-        });
+            woke.SetResult(Stopwatch.GetTimestamp());
+        }) { IsBackground = true };
+        sleeper.Start();
         await started.Task.WaitAsync(Deadline);
         // Give the sleeper time to reach its wait, so the poke tests the wake-up, not the fast path.
         await Task.Delay(100);
+        var poked = Stopwatch.GetTimestamp();
         poke();
-        return await sleeper.WaitAsync(TimeSpan.FromSeconds(15));
+        return Stopwatch.GetElapsedTime(poked, await woke.Task.WaitAsync(TimeSpan.FromSeconds(15)));
     }
 
     private List<Frame> Rent(int n)
