@@ -35,7 +35,7 @@ trap 'rm -rf "$work"' EXIT
 keys_for() {
     local vnet="dotnet $1/vnet.dll" dir=$2
     mkdir -p "$dir"
-    if $vnet pubkey --help >/dev/null 2>&1; then
+    if $vnet daemon --help 2>/dev/null | grep -q -- --proxy-key; then
         $vnet keygen -o "$dir/a.key" >/dev/null
         $vnet keygen -o "$dir/b.key" >/dev/null
         a_keys="--key-file $dir/a.key --admit b=$($vnet pubkey <"$dir/b.key")"
