@@ -505,10 +505,10 @@ public sealed class LinkSession : IDisposable, IFlushable
         _connection.Dispose();
         _delay.Clear();
         _queue.Dispose();
-        _seal.Dispose();
-        _open.Dispose();
-        _datagramSeal?.Dispose();
-        _datagramOpen?.Dispose();
+        // The ciphers are not disposed here: an interface thread may be sealing a batch in Flush, a
+        // probe on the link manager's tick, and UdpTransport's thread opening a datagram, each with
+        // no lock shared with this end (a disposed key there threw and ended the daemon). Their keys
+        // are SafeHandles, freed when the session is unreachable.
         try
         {
             _events.OnSessionDown(_port, this, _closeReason);

@@ -164,7 +164,15 @@ public sealed record PeerMessage
             case PeerMessageType.Sync:
                 return Topic is null ? "sync without a topic" : null;
             case PeerMessageType.Keys:
-                return Seq is null || Keys is null || Keys.Count > 100_000 ? "keys without a version or list" : null;
+                if (Seq is null || Keys is null || Keys.Count > 100_000)
+                    return "keys without a version or list";
+                foreach (var k in Keys)
+                {
+                    // JSON null where an entry or a field should be (found by fuzzing: the host then threw).
+                    if (k is null || k.Name is null || k.Key is null)
+                        return "keys with an empty entry";
+                }
+                return null;
             default:
                 return null;
         }

@@ -253,10 +253,12 @@ internal sealed class ReplayWindow
     {
         if (!_any || counter > _highest)
         {
-            // Clear the words the window slides over.
+            // Clear the words the window slides over: none when the new highest shares the old one's
+            // word (from is then past to; unsigned, to - from would wrap and wipe every bit, and every
+            // counter below the highest would open again: a replay).
             var from = _any ? (_highest / 64) + 1 : counter / 64;
             var to = counter / 64;
-            if (!_any || to - from >= Words)
+            if (!_any || (to >= from && to - from >= Words))
             {
                 Array.Clear(_bits);
             }

@@ -75,6 +75,25 @@ public sealed class RecordCipherTests
         Assert.Null(Open(receive, messages[^2], stream: false));
     }
 
+    /// <summary>The replay a window that forgot let through (found by AttackerTests): counters in order, then one again.</summary>
+    [Theory]
+    [InlineData(0, 3)]
+    [InlineData(60, 70)]
+    [InlineData(100, 5000)]
+    public void Datagrams_InOrderThenAnEarlierOneAgain_Refused(int first, int last)
+    {
+        var window = new ReplayWindow();
+        for (var c = first; c <= last; c++)
+        {
+            Assert.True(window.MayAccept((ulong)c));
+            window.Accept((ulong)c);
+        }
+
+        for (var c = Math.Max(first, last - ReplayWindow.Size + 1); c <= last; c++)
+            Assert.False(window.MayAccept((ulong)c), $"counter {c} accepted twice");
+        Assert.True(window.MayAccept((ulong)last + 1));
+    }
+
     [Fact]
     public void Rekey_ReceiverFollowsTheNextEpochAndStillOpensAStragglerOfThePrevious()
     {
