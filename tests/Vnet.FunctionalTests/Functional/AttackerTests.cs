@@ -15,8 +15,9 @@ namespace Vnet.Tests.Functional;
 /// between h1 and the Proxy, as a machine on the path would. Eve sniffs one datagram of h1's UDP
 /// star link to learn the session id and sends spoofed datagrams as h1 (a raw socket, IP header
 /// built here). Before encryption each attack worked: a KEEPALIVE of 200 bytes stopped the Proxy, a
-/// DATA datagram put a frame from a made-up MAC on the home LAN. Now each is refused and counted,
-/// the Proxy stays up, h1 keeps the same session and its VM still reaches the LAN.
+/// DATA datagram put a frame from a made-up MAC on the home LAN, a replayed probe redirected a
+/// session. Now each is refused and counted, the Proxy stays up, h1 keeps the same session and its
+/// VM still reaches the LAN.
 /// </summary>
 [Collection("Netns")]
 public sealed class AttackerTests(ITestOutputHelper output)
@@ -135,6 +136,98 @@ public sealed class AttackerTests(ITestOutputHelper output)
             Assert.True(fromVm > 0, "the LAN capture saw none of vm1's frames: it proves nothing");
             Assert.True(Foreign().Count == 0, $"frames not from vm1 reached the LAN:\n{string.Join('\n', Foreign())}");
             Assert.DoesNotContain(o.Vms("proxy"), v => v.Mac.ToString() == ForgedMac);
+        }
+        catch
+        {
+            o.DumpAll();
+            throw;
+        }
+    }
+
+    [Fact]
+    public void UdpKeepAlive_ReplayedFromAnotherAddressNowOrLater_RefusedAndTheSessionStaysWithTheHost()
+    {
+        using var o = new OverlayBed(output, hosts: 1);
+        try
+        {
+            using var eve = Eve.Join(o);
+            o.StartAll(transport: "udp");
+            o.AddVm(1, 1);
+            AssertVmReachesTheLan(o);
+            // Where the Proxy would send h1's traffic if a replay moved the session: eve's own port.
+            using var trap = eve.Listen(new IPEndPoint(IPAddress.Parse(EveIp), LinkPort));
+            using var sniffer = eve.OpenSniffer();
+            var captured = sniffer.Datagram((h, _) => h.Type == MessageType.KeepAlive, "a KEEPALIVE of h1's star link");
+            output.WriteLine($"eve sniffed {captured}");
+            var before = StarOf(o);
+            var rejected = Refused(o);
+
+            // A genuine KEEPALIVE, byte for byte, from eve's address and from h1's: had one been taken
+            // from eve's, the Proxy would answer there at once (and send h1's frames after it).
+            // Replayed at once, and again once h1 has sent newer datagrams, as whoever recorded it
+            // would replay it later (two, so that the Proxy surely took the first before the replay).
+            void Replay()
+            {
+                trap.SendTo(captured.Bytes, Proxy);
+                eve.Spoof(H1, Proxy, captured.Bytes);
+            }
+            Replay();
+            WaitForNewer(sniffer, WaitForNewer(sniffer, captured));
+            Replay();
+            Wait.Until(() => trap.Available > 0 || Refused(o) - rejected >= 4, TimeSpan.FromSeconds(10),
+                "the Proxy to refuse 4 replays (or to answer one at eve's address)");
+            Assert.True(trap.Available == 0, $"the Proxy sent {trap.Available} bytes to eve's address: a replay from there moved h1's session");
+            Assert.True(Refused(o) - rejected >= 4, "the Proxy did not count the replays it refused");
+
+            AssertUnharmed(o, before);
+            // Checked again after seconds of keep-alives and pings, which the Proxy sent to wherever it thought h1 was.
+            Assert.True(trap.Available == 0, $"the Proxy sent {trap.Available} bytes to eve's address after a replay");
+        }
+        catch
+        {
+            o.DumpAll();
+            throw;
+        }
+    }
+
+    [Fact]
+    public void UdpData_ReplayedAfterNewerDatagrams_RefusedAndNoFrameReachesTheLanTwice()
+    {
+        using var o = new OverlayBed(output, hosts: 1);
+        try
+        {
+            using var eve = Eve.Join(o);
+            o.StartAll(transport: "udp");
+            o.AddVm(1, 1);
+            AssertVmReachesTheLan(o);
+            var lan = o.Bed.Start("lanhost", "tcpdump-lan", "tcpdump", "-i", "eth0", "-n", "-e", "-l",
+                $"icmp[icmptype] == icmp-echo and ether src {OverlayBed.VmMac(1)}");
+            lan.WaitForOutput("listening on", TimeSpan.FromSeconds(10));
+            int EchoRequests() => lan.Lines.Count(l => l.Contains("ICMP echo request", StringComparison.Ordinal));
+
+            // One echo request of 1000 bytes from vm1: the one large DATA datagram h1 sends the Proxy.
+            using var sniffer = eve.OpenSniffer();
+            o.Bed.Run("vm1", $"ping -n -q -c 1 -s 1000 -W 5 {OverlayBed.LanHostIp}", timeoutSeconds: 15);
+            var data = sniffer.Datagram((h, s) => h.Type == MessageType.Data && s.Bytes.Length > 1000, "h1's DATA datagram with vm1's echo request");
+            output.WriteLine($"eve sniffed {data}");
+            WaitForNewer(sniffer, WaitForNewer(sniffer, data));
+            Wait.Until(() => EchoRequests() >= 1, TimeSpan.FromSeconds(5), "the LAN capture to show vm1's echo request");
+            var before = StarOf(o);
+            var rejected = Refused(o);
+
+            // Sealed and genuine, replayed after newer ones: a window that forgot it would hand the
+            // frame to the LAN again.
+            for (var i = 0; i < 3; i++)
+            {
+                eve.Spoof(H1, Proxy, data.Bytes);
+                eve.Spoof(new IPEndPoint(IPAddress.Parse(EveIp), LinkPort), Proxy, data.Bytes);
+            }
+            Wait.Until(() => EchoRequests() > 1 || Refused(o) - rejected >= 6, TimeSpan.FromSeconds(10),
+                "the Proxy to refuse 6 replays (or the LAN to see the frame again)");
+            lan.Stop(TimeSpan.FromSeconds(3));
+            Assert.True(EchoRequests() == 1, $"vm1's one echo request reached the LAN {EchoRequests()} times:\n{string.Join('\n', lan.Lines)}");
+            Assert.True(Refused(o) - rejected >= 6, "the Proxy did not count the replays it refused");
+            AssertUnharmed(o, before);
         }
         catch
         {
@@ -264,6 +357,11 @@ public sealed class AttackerTests(ITestOutputHelper output)
             BinaryPrimitives.ReadUInt64BigEndian(message.AsSpan(Wire.HeaderSize)));
     }
 
+    /// <summary>Waits for a datagram h1 sealed after <paramref name="earlier"/> (same key, higher counter) and returns it.</summary>
+    private static Sniffed WaitForNewer(Sniffer sniffer, Sniffed earlier) =>
+        sniffer.Datagram((_, s) => s.Session == earlier.Session && s.Epoch == earlier.Epoch && s.Counter > earlier.Counter,
+            $"a datagram from h1 newer than counter {earlier.Counter}");
+
     /// <summary>A link message with the sniffed session and epoch; the header claims <paramref name="claimedLength"/> (the payload's length by default).</summary>
     private static byte[] Message(MessageType type, MessageFlags flags, Sniffed sniffed, ReadOnlySpan<byte> payload, int? claimedLength = null)
     {
@@ -391,6 +489,15 @@ public sealed class AttackerTests(ITestOutputHelper output)
                 return new Sniffer();
         }
 
+        /// <summary>A UDP socket of eve's own, bound in its namespace.</summary>
+        public Socket Listen(IPEndPoint at)
+        {
+            using var _ = Netns.Enter(NetnsName);
+            var s = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            s.Bind(at);
+            return s;
+        }
+
         public Socket Connect(IPEndPoint to)
         {
             Socket s;
@@ -423,7 +530,7 @@ public sealed class AttackerTests(ITestOutputHelper output)
     /// <summary>
     /// Every IPv4 packet on eve's interface, including those flooded to it for other machines: an
     /// AF_PACKET socket (cooked: the IP packet without its Ethernet header), opened in eve's namespace.
-    /// It also sees what eve sends; the callers sniff before eve sends anything.
+    /// It also sees what eve sends; the callers match only what eve never sent (a newer counter).
     /// </summary>
     private sealed unsafe class Sniffer : IDisposable
     {
