@@ -53,18 +53,21 @@ for i in 1 2 3; do
     ip -n $P-h$i link add br0 type bridge; ip -n $P-h$i link set br0 up
 done
 
-key=$($VNET keygen)
+# Every daemon has its own key pair (private key in a file only root reads); the Proxy admits each
+# host's public key, and each host pins the Proxy's. No key ever goes on a command line.
+for d in proxy h1 h2 h3; do $VNET keygen -o "$run/$d.key" >/dev/null; done
+pub() { $VNET pubkey < "$run/$1.key"; }
 daemon() { # name args...
     local name=$1; shift
-    ip netns exec "$P-$name" setsid $VNET daemon --name "$name" --key "$key" --control-socket "$run/$name.sock" --log-level information "$@" \
+    ip netns exec "$P-$name" setsid $VNET daemon --name "$name" --key-file "$run/$name.key" --control-socket "$run/$name.sock" --log-level information "$@" \
         >"$run/$name.log" 2>&1 < /dev/null &
     echo $! > "$run/$name.pid"
 }
 say "Starting the Proxy (its NIC lan0 on the home LAN, opened through libpcap) and three host daemons"
-daemon proxy --role proxy --listen 192.0.2.1:5500 --pcap lan0
+daemon proxy --role proxy --listen 192.0.2.1:5500 --pcap lan0 --admit "h1=$(pub h1)" --admit "h2=$(pub h2)" --admit "h3=$(pub h3)"
 for i in 1 2 3; do
     transport=tcp; [ $i = 3 ] && transport=udp
-    daemon h$i --role host --listen 192.0.2.1$i:5500 --proxy 192.0.2.1:5500 --transport $transport --tap tap0
+    daemon h$i --role host --listen 192.0.2.1$i:5500 --proxy 192.0.2.1:5500 --proxy-key "$(pub proxy)" --transport $transport --tap tap0
 done
 for i in $(seq 1 100); do
     ok=1; for d in proxy h1 h2 h3; do [ -S "$run/$d.sock" ] || ok=0; done

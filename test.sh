@@ -15,7 +15,7 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 # missing ones (as .ci/run does) so that this one command is all a newcomer needs.
 missing=()
 for need in libpcap0.8:/usr/lib/x86_64-linux-gnu/libpcap.so.0.8 iperf3:iperf3 dnsmasq-base:dnsmasq udhcpc:udhcpc \
-            iputils-ping:ping iputils-arping:arping ethtool:ethtool iproute2:ip; do
+            iputils-ping:ping iputils-arping:arping ethtool:ethtool iproute2:ip nftables:nft; do
     pkg=${need%%:*} what=${need#*:}
     if [[ $what == /* ]]; then [ -e "$what" ] || missing+=("$pkg"); else command -v "$what" >/dev/null || missing+=("$pkg"); fi
 done

@@ -57,19 +57,23 @@ for n in $names; do
 done
 ip -n $P-wan link add br0 type bridge; ip -n $P-wan link set br0 up
 veth proxy wan0 wan p; ip -n $P-wan link set p master br0; ip -n $P-proxy addr add 192.0.2.1/24 dev wan0
-key=$($vnet keygen)
+# A key pair per daemon (files only root reads); the Proxy admits the hosts', the hosts pin the Proxy's.
+for name in proxy $(seq -f 'h%g' 1 "$hosts"); do $vnet keygen -o "$run/$name.key" >/dev/null; done
+pub() { $vnet pubkey <"$run/$1.key"; }
+admits=()
+for i in $(seq 1 "$hosts"); do admits+=(--admit "h$i=$(pub "h$i")"); done
 start() {
     local name=$1; shift
-    ip netns exec "$P-$name" setsid $vnet daemon --name "$name" --key "$key" --control-socket "$run/$name.sock" --log-level warning "$@" \
+    ip netns exec "$P-$name" setsid $vnet daemon --name "$name" --key-file "$run/$name.key" --control-socket "$run/$name.sock" --log-level warning "$@" \
         >"$run/$name.log" 2>&1 </dev/null &
     echo $! >"$run/$name.pid"
 }
-start proxy --role proxy --listen 192.0.2.1:5500
+start proxy --role proxy --listen 192.0.2.1:5500 "${admits[@]}"
 peers=""
 for i in $(seq 1 "$hosts"); do
     veth "h$i" wan0 wan "h$i"; ip -n $P-wan link set "h$i" master br0; ip -n "$P-h$i" addr add "192.0.2.$((10 + i))/24" dev wan0
     ip -n "$P-h$i" link add br0 type bridge; ip -n "$P-h$i" link set br0 up
-    start "h$i" --role host --listen "192.0.2.$((10 + i)):5500" --proxy 192.0.2.1:5500 --transport udp --tap tap0
+    start "h$i" --role host --listen "192.0.2.$((10 + i)):5500" --proxy 192.0.2.1:5500 --proxy-key "$(pub proxy)" --transport udp --tap tap0
     peers="$peers${peers:+,}10.50.0.$((10 + i)):7000"
 done
 for i in $(seq 1 100); do

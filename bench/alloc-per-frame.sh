@@ -15,8 +15,8 @@ fi
 vnet="dotnet $out/vnet.dll"
 P=${PREFIX:-vab}
 [[ $P =~ ^[a-z0-9]{1,8}$ ]] || { echo "PREFIX must be 1-8 of [a-z0-9]" >&2; exit 2; }
-# The key goes in a file that only root reads, not on the daemons' command lines.
-keyfile=$(mktemp /tmp/vnet-alloc-key.XXXXXX)
+# Keys go in files that only root reads (mktemp -d makes the directory 0700), not on the daemons' command lines.
+keys=$(mktemp -d /tmp/vnet-alloc-keys.XXXXXX)
 pids=()
 # Stops exactly the daemons this script started (by PID: `ip netns exec` and the dotnet host exec
 # into the daemon), then deletes this script's namespaces.
@@ -27,7 +27,7 @@ stop() {
     pids=()
     for n in a b va vb; do ip netns del $P$n 2>/dev/null || true; done
 }
-cleanup() { stop; rm -f "$keyfile"; }
+cleanup() { stop; rm -rf "$keys"; }
 trap cleanup EXIT
 measure() {
     local transport=$1
@@ -43,10 +43,12 @@ measure() {
     done
     ip -n ${P}va link set eth0 up; ip -n ${P}va addr add 10.9.0.1/24 dev eth0
     ip -n ${P}vb link set eth0 up; ip -n ${P}vb addr add 10.9.0.2/24 dev eth0
-    $vnet keygen >"$keyfile"
-    ip netns exec ${P}a $vnet daemon --name ${P}-a --role proxy --listen 192.0.2.1:5500 --key-file "$keyfile" --tap tap0 --lan tap0 --control-socket /tmp/$P-a.sock --log-level warning >/dev/null 2>&1 &
+    rm -f "$keys"/*.key
+    $vnet keygen -o "$keys/a.key" >/dev/null
+    $vnet keygen -o "$keys/b.key" >/dev/null
+    ip netns exec ${P}a $vnet daemon --name ${P}-a --role proxy --listen 192.0.2.1:5500 --key-file "$keys/a.key" --admit "${P}-b=$($vnet pubkey <"$keys/b.key")" --tap tap0 --lan tap0 --control-socket /tmp/$P-a.sock --log-level warning >/dev/null 2>&1 &
     pids+=($!)
-    ip netns exec ${P}b $vnet daemon --name ${P}-b --role host --listen 192.0.2.2:5500 --key-file "$keyfile" --proxy 192.0.2.1:5500 --proxy-name ${P}-a --transport "$transport" --tap tap0 --control-socket /tmp/$P-b.sock --log-level warning >/dev/null 2>&1 &
+    ip netns exec ${P}b $vnet daemon --name ${P}-b --role host --listen 192.0.2.2:5500 --key-file "$keys/b.key" --proxy 192.0.2.1:5500 --proxy-key "$($vnet pubkey <"$keys/a.key")" --proxy-name ${P}-a --transport "$transport" --tap tap0 --control-socket /tmp/$P-b.sock --log-level warning >/dev/null 2>&1 &
     pids+=($!)
     for i in $(seq 1 100); do [ -S /tmp/$P-a.sock ] && [ -S /tmp/$P-b.sock ] && ip -n ${P}a link show tap0 >/dev/null 2>&1 && ip -n ${P}b link show tap0 >/dev/null 2>&1 && break; sleep 0.1; done
     ip -n ${P}a link set tap0 master br0; ip -n ${P}b link set tap0 master br0

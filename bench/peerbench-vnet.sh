@@ -25,11 +25,27 @@ else
     dotnet publish "$repo/src/Vnet.Cli" -c Release -o "$out" -nologo -clp:ErrorsOnly >/dev/null
     builds=("=$out")
 fi
-# The key goes in a file that only root reads, not on the daemons' command lines.
-first=${builds[0]}
-keyfile=$(mktemp /tmp/vnet-bench-key.XXXXXX)
-trap 'rm -f "$keyfile"' EXIT
-dotnet "${first#*=}/vnet.dll" keygen >"$keyfile"
+# Keys go in files that only root reads (mktemp -d makes the directory 0700), never on the
+# daemons' command lines. A build with daemon identities (it has `vnet pubkey`) gets a key pair
+# per daemon, the Proxy admitting B's and B pinning A's; an older build, one network key.
+work=$(mktemp -d /tmp/vnet-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# Sets a_keys and b_keys: the key options of daemons A and B of build $1 (its directory), files in $2.
+keys_for() {
+    local vnet="dotnet $1/vnet.dll" dir=$2
+    mkdir -p "$dir"
+    if $vnet pubkey --help >/dev/null 2>&1; then
+        $vnet keygen -o "$dir/a.key" >/dev/null
+        $vnet keygen -o "$dir/b.key" >/dev/null
+        a_keys="--key-file $dir/a.key --admit b=$($vnet pubkey <"$dir/b.key")"
+        b_keys="--key-file $dir/b.key --proxy-key $($vnet pubkey <"$dir/a.key")"
+    else
+        (umask 077; $vnet keygen >"$dir/network.key")
+        a_keys="--key-file $dir/network.key"
+        b_keys="--key-file $dir/network.key"
+    fi
+}
 
 # Host A is the Proxy with its TAP as the "LAN"; host B is a host whose TAP faces its VM and
 # whose star link to A uses the given transport.
@@ -37,10 +53,10 @@ command_for() {
     local transport=$1 vnet=$2
     cat <<CMD
 if [ "\$PB_SIDE" = A ]; then
-  exec $vnet daemon --name a --role proxy --listen \$PB_LOCAL_IP:\$PB_PORT --key-file $keyfile \
+  exec $vnet daemon --name a --role proxy --listen \$PB_LOCAL_IP:\$PB_PORT $a_keys \
     --tap \$PB_TAP --lan \$PB_TAP --mtu \$PB_VM_MTU --control-socket \$PB_WORKDIR/vnet.sock --log-level warning
 else
-  exec $vnet daemon --name b --role host --listen \$PB_LOCAL_IP:\$PB_PORT --key-file $keyfile \
+  exec $vnet daemon --name b --role host --listen \$PB_LOCAL_IP:\$PB_PORT $b_keys \
     --proxy \$PB_PEER_IP:\$PB_PORT --proxy-name a --transport $transport \
     --tap \$PB_TAP --mtu \$PB_VM_MTU --control-socket \$PB_WORKDIR/vnet.sock --log-level warning
 fi
@@ -55,6 +71,7 @@ for transport in tcp udp; do
         name=vnet${b%%=*}
         [ "$name" = vnet ] || name=vnet-${b%%=*}
         name=$name-$transport
+        keys_for "${b#*=}" "$work/$name"
         cmd=$(command_for "$transport" "dotnet ${b#*=}/vnet.dll")
         customs+=(--custom-name "$name" --custom "$cmd" "$cmd")
         names+=("$name")

@@ -1,7 +1,9 @@
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Vnet.Configuration;
 using Vnet.Json;
+using Vnet.Links.Security;
 using Vnet.Overlay;
 using Vnet.Control;
 using Vnet.Daemon;
@@ -27,20 +29,32 @@ internal static class ControlCli
 
     private static readonly Option<string?> RemoteOption = new("--remote")
     {
-        Description = "Control a daemon over TCP at ADDRESS:PORT, authenticated with the network key",
+        Description = "Control a daemon over TCP at ADDRESS:PORT with an administrator's key (needs --remote-key and --admin-key-file)",
         Recursive = true,
     };
 
-    private static readonly Option<string?> KeyFileOption = new("--key-file")
+    private static readonly Option<string?> RemoteKeyOption = new("--remote-key")
     {
-        Description = "Network key file for --remote (default: $VNET_KEY_FILE)",
+        Description = "The public key of the daemon named by --remote (default: $VNET_REMOTE_KEY)",
+        Recursive = true,
+    };
+
+    private static readonly Option<string?> AdminKeyFileOption = new("--admin-key-file")
+    {
+        Description = "An administrator's private key file for --remote, mode 0600 (default: $VNET_ADMIN_KEY_FILE)",
+        Recursive = true,
+    };
+
+    private static readonly Option<string?> PskFileOption = new("--psk-file")
+    {
+        Description = "The overlay's preshared key file, when it has one (default: $VNET_PSK_FILE)",
         Recursive = true,
     };
 
     internal static Option<bool> JsonFlag => JsonOption;
 
     /// <summary>Options every daemon-facing command takes.</summary>
-    internal static IEnumerable<Option> CommonOptions => [SocketOption, JsonOption, AtOption, RemoteOption, KeyFileOption];
+    internal static IEnumerable<Option> CommonOptions => [SocketOption, JsonOption, AtOption, RemoteOption, RemoteKeyOption, AdminKeyFileOption, PskFileOption];
 
     private static readonly JsonSerializerOptions Pretty = new() { WriteIndented = true };
 
@@ -61,6 +75,7 @@ internal static class ControlCli
         yield return status;
 
         yield return LinkCommands();
+        yield return HostCommands();
         yield return RuleCommands();
         yield return InterfaceCommands();
 
@@ -95,6 +110,36 @@ internal static class ControlCli
             show.Add(sub);
         }
         yield return show;
+    }
+
+    private static Command HostCommands()
+    {
+        var host = new Command("host", "Admit, revoke and list the hosts of the overlay, by public key (ask the Proxy).");
+        var list = new Command("list", "List the admitted hosts and their public keys.") { };
+        list.SetAction((p, ct) => Call(p, "host.list", null, PrintHosts, ct));
+        var name = new Argument<string>("name") { Description = "The host daemon's name" };
+        var key = new Argument<string>("public-key") { Description = "Its public key ('vnet pubkey' on its key file prints it)" };
+        var admit = new Command("admit", "Admit a host (or give it a new key; its old key's sessions end).") { name, key };
+        admit.SetAction((p, ct) => Call(p, "host.admit", new JsonObject { ["name"] = p.GetValue(name), ["publicKey"] = p.GetValue(key) },
+            d => Console.WriteLine($"admitted {d?["name"]} {d?["publicKey"]}"), ct));
+        var revokeName = new Argument<string>("name") { Description = "The host daemon's name" };
+        var revoke = new Command("revoke", "Revoke a host: its sessions end and it is refused from now on.") { revokeName };
+        revoke.SetAction((p, ct) => Call(p, "host.revoke", new JsonObject { ["name"] = p.GetValue(revokeName) }, _ => Console.WriteLine("revoked"), ct));
+        var pubkey = new Command("pubkey", "Print this daemon's public key.") { };
+        pubkey.SetAction((p, ct) => Call(p, "pubkey", null, d => Console.WriteLine(d?.GetValue<string>()), ct));
+        host.Add(list);
+        host.Add(admit);
+        host.Add(revoke);
+        host.Add(pubkey);
+        return host;
+    }
+
+    private static void PrintHosts(JsonNode? data)
+    {
+        var t = new TableWriter("NAME", "PUBLIC KEY");
+        foreach (var h in data?.AsArray() ?? [])
+            t.Add(h?["name"]?.GetValue<string>(), h?["publicKey"]?.GetValue<string>());
+        Console.Write(t);
     }
 
     private static Command LinkCommands()
@@ -227,20 +272,28 @@ internal static class ControlCli
         {
             if (!System.Net.IPEndPoint.TryParse(remote, out var endPoint) || endPoint.Port == 0)
                 throw new ControlException($"'{remote}' is not an address:port");
-            var keyFile = p.GetValue(KeyFileOption) ?? Environment.GetEnvironmentVariable("VNET_KEY_FILE")
-                ?? throw new ControlException("--remote needs the network key: --key-file FILE or $VNET_KEY_FILE");
-            string text;
+            var daemonKeyText = p.GetValue(RemoteKeyOption) ?? Environment.GetEnvironmentVariable("VNET_REMOTE_KEY")
+                ?? throw new ControlException("--remote needs the daemon's public key: --remote-key KEY or $VNET_REMOTE_KEY");
+            if (!PublicKeyId.TryParse(daemonKeyText, out var daemonKey))
+                throw new ControlException($"'{daemonKeyText}' is not a public key");
+            var adminFile = p.GetValue(AdminKeyFileOption) ?? Environment.GetEnvironmentVariable("VNET_ADMIN_KEY_FILE")
+                ?? throw new ControlException("--remote needs an administrator's key: --admin-key-file FILE or $VNET_ADMIN_KEY_FILE");
+            StaticKeyPair admin;
+            PresharedKey psk;
             try
             {
-                text = await File.ReadAllTextAsync(keyFile, ct);
+                admin = StaticKeyPair.TryParse(KeyFiles.Read(adminFile, "--admin-key-file"), out var error)
+                    ?? throw new ControlException($"{adminFile}: {error}");
+                var pskFile = p.GetValue(PskFileOption) ?? Environment.GetEnvironmentVariable("VNET_PSK_FILE");
+                psk = pskFile is null ? PresharedKey.None
+                    : PresharedKey.TryParse(KeyFiles.Read(pskFile, "--psk-file"), out error) ?? throw new ControlException($"{pskFile}: {error}");
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            catch (ConfigException e)
             {
-                throw new ControlException($"cannot read the key: {e.Message}");
+                throw new ControlException(e.Message);
             }
-            if (!Vnet.Links.NetworkKey.TryParse(text, out var key, out var error))
-                throw new ControlException($"{keyFile}: {error}");
-            return await RemoteControlClient.SendAsync(endPoint, key!, command, args, ct);
+            using (admin)
+                return await RemoteControlClient.SendAsync(endPoint, admin, daemonKey, psk, command, args, ct);
         }
         var socket = ControlClient.ResolveSocket(p.GetValue(SocketOption));
         return await ControlClient.SendAsync(socket, command, args, ct);
@@ -258,7 +311,10 @@ internal static class ControlCli
         Console.WriteLine($"buffers   {s.BuffersCreated} created, {s.BuffersInPool} free; udp rejected {s.UdpRejected}");
         Console.WriteLine($"memory    {TableWriter.Bytes(s.AllocatedBytes)} allocated since start, {s.Gen0Collections} gen0 collections");
         Console.WriteLine($"directory {s.DirectoryRepairs} repairs; {s.BadPeerMessages} bad peer messages; {s.LearnRefused} VMs over an interface's limit");
-        Console.WriteLine($"control   {TableWriter.Bytes(s.PeerBytesSent)} sent to peers, {TableWriter.Bytes(s.PeerBytesReceived)} received; loop busy {s.ControlLoopBusySeconds:0.###} s");
+        Console.WriteLine($"control   {TableWriter.Bytes(s.PeerBytesSent)} sent to peers, {TableWriter.Bytes(s.PeerBytesReceived)} received; loop busy {s.ControlLoopBusySeconds:0.###} s, {s.ControlLoopPending} waiting");
+        Console.WriteLine($"guards    {s.PeersCutForFlooding} sessions cut for flooding; {s.PeerRequestsRefused} Proxy requests and {s.ToolSessionsRefused} remote CLI sessions refused as busy");
+        if (s.OffloadFaults is { Count: > 0 } faults)
+            Console.WriteLine($"offloads  refused from links: {string.Join(", ", faults.Select(kv => $"{kv.Key} {kv.Value}"))}");
     }
 
     private static void PrintDirectory(JsonNode? data)

@@ -7,6 +7,7 @@ using Vnet.Configuration;
 using Vnet.Control;
 using Vnet.Daemon;
 using Vnet.Links;
+using Vnet.Links.Security;
 
 namespace Vnet.Cli;
 
@@ -20,9 +21,14 @@ internal static class DaemonCommand
         var role = new Option<string?>("--role") { Description = "host or proxy (without --config)" };
         role.AcceptOnlyFromAmong("host", "proxy");
         var listen = new Option<string?>("--listen") { Description = "TCP and UDP address:port to listen on (default 0.0.0.0:5500)" };
-        var key = new Option<string?>("--key") { Description = "Network key, base64 (see 'vnet keygen')" };
-        var keyFile = new Option<FileInfo?>("--key-file") { Description = "File holding the network key" };
+        var keyFile = new Option<string?>("--key-file") { Description = "This daemon's private key file, mode 0600 ('vnet keygen'); - reads it from standard input" };
+        var pskFile = new Option<string?>("--psk-file") { Description = "The overlay's preshared key file, if it has one (mode 0600)" };
         var proxy = new Option<string?>("--proxy") { Description = "Hosts: the Proxy's address:port" };
+        var proxyKey = new Option<string?>("--proxy-key") { Description = "Hosts: the Proxy's public key" };
+        var admit = new Option<string[]>("--admit") { Description = "Proxy: admit a host, NAME=PUBLIC_KEY (repeatable)", Arity = ArgumentArity.ZeroOrMore };
+        var hostsFile = new Option<string?>("--hosts-file") { Description = "Proxy: keep run-time admissions in this file" };
+        var adminKeys = new Option<string[]>("--admin-key") { Description = "An administrator's public key for 'vnet --remote' (repeatable)", Arity = ArgumentArity.ZeroOrMore };
+        var acceptTools = new Option<bool?>("--accept-tools") { Description = "Serve 'vnet --remote' (default: on the Proxy when it has administrators)" };
         var proxyName = new Option<string?>("--proxy-name") { Description = "Hosts: the Proxy's daemon name (default proxy)" };
         var transport = new Option<string?>("--transport") { Description = "Hosts: star link transport, tcp or udp (default tcp)" };
         transport.AcceptOnlyFromAmong("tcp", "udp");
@@ -37,7 +43,8 @@ internal static class DaemonCommand
 
         var command = new Command("daemon", "Run a VNET daemon (a host, or the Proxy) until SIGTERM or SIGINT.")
         {
-            config, name, role, listen, key, keyFile, proxy, proxyName, transport, taps, pcaps, lans, mtu, noOffloads, socket, logLevel,
+            config, name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, admit, hostsFile, adminKeys, acceptTools,
+            taps, pcaps, lans, mtu, noOffloads, socket, logLevel,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -55,7 +62,8 @@ internal static class DaemonCommand
                 }
                 else
                 {
-                    daemonConfig = FromOptions(parse, name, role, listen, key, keyFile, proxy, proxyName, transport, taps, pcaps, lans, mtu, noOffloads, socket);
+                    daemonConfig = FromOptions(parse, new Options(name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, admit, hostsFile,
+                        adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, socket));
                 }
             }
             catch (ConfigException e)
@@ -68,38 +76,52 @@ internal static class DaemonCommand
         return command;
     }
 
-    private static DaemonConfig FromOptions(ParseResult p, Option<string?> name, Option<string?> role, Option<string?> listen,
-        Option<string?> key, Option<FileInfo?> keyFile, Option<string?> proxy, Option<string?> proxyName, Option<string?> transport,
-        Option<string[]> taps, Option<string[]> pcaps, Option<string[]> lans, Option<int?> mtu, Option<bool> noOffloads, Option<string?> socket)
+    private sealed record Options(Option<string?> Name, Option<string?> Role, Option<string?> Listen, Option<string?> KeyFile, Option<string?> PskFile,
+        Option<string?> Proxy, Option<string?> ProxyKey, Option<string?> ProxyName, Option<string?> Transport, Option<string[]> Admit,
+        Option<string?> HostsFile, Option<string[]> AdminKeys, Option<bool?> AcceptTools, Option<string[]> Taps, Option<string[]> Pcaps,
+        Option<string[]> Lans, Option<int?> Mtu, Option<bool> NoOffloads, Option<string?> Socket);
+
+    private static DaemonConfig FromOptions(ParseResult p, Options o)
     {
-        var n = p.GetValue(name) ?? throw new ConfigException("--name", "missing (or give --config)");
-        var r = p.GetValue(role) switch
+        var n = p.GetValue(o.Name) ?? throw new ConfigException("--name", "missing (or give --config)");
+        var r = p.GetValue(o.Role) switch
         {
             "proxy" => DaemonRole.Proxy,
             "host" => DaemonRole.Host,
             _ => throw new ConfigException("--role", "missing: host or proxy"),
         };
-        var listenText = p.GetValue(listen) ?? "0.0.0.0:5500";
+        var listenText = p.GetValue(o.Listen) ?? "0.0.0.0:5500";
         if (!IPEndPoint.TryParse(listenText, out var listenEp) || listenEp.Port == 0)
             throw new ConfigException("--listen", $"'{listenText}' is not an address:port");
-        string keyText;
-        if (p.GetValue(key) is { } k)
-            keyText = k;
-        else if (p.GetValue(keyFile) is { } f)
-            keyText = File.Exists(f.FullName) ? File.ReadAllText(f.FullName) : throw new ConfigException("--key-file", $"{f.FullName} does not exist");
-        else
-            throw new ConfigException("--key", "missing (--key or --key-file; make one with 'vnet keygen')");
-        if (!NetworkKey.TryParse(keyText, out var networkKey, out var keyError))
-            throw new ConfigException("--key", keyError!);
+        // Keys come from files only: a command line is visible to every user in /proc.
+        var keyPath = p.GetValue(o.KeyFile) ?? throw new ConfigException("--key-file", "missing (this daemon's private key; make one with 'vnet keygen')");
+        var identity = StaticKeyPair.TryParse(KeyFiles.Read(keyPath, "--key-file"), out var keyError) ?? throw new ConfigException("--key-file", keyError!);
+        var psk = PresharedKey.None;
+        if (p.GetValue(o.PskFile) is { } pskPath)
+            psk = PresharedKey.TryParse(KeyFiles.Read(pskPath, "--psk-file"), out keyError) ?? throw new ConfigException("--psk-file", keyError!);
         IPEndPoint? proxyEp = null;
-        if (p.GetValue(proxy) is { } proxyText && (!IPEndPoint.TryParse(proxyText, out proxyEp) || proxyEp.Port == 0))
+        if (p.GetValue(o.Proxy) is { } proxyText && (!IPEndPoint.TryParse(proxyText, out proxyEp) || proxyEp.Port == 0))
             throw new ConfigException("--proxy", $"'{proxyText}' is not an address:port");
-        var lanSet = new HashSet<string>(p.GetValue(lans) ?? [], StringComparer.Ordinal);
+        PublicKeyId? proxyKey = null;
+        if (p.GetValue(o.ProxyKey) is { } proxyKeyText && !PublicKeyId.TryParse(proxyKeyText, out proxyKey))
+            throw new ConfigException("--proxy-key", $"'{proxyKeyText}' is not a public key");
+        var hosts = new List<AdmittedHost>();
+        foreach (var entry in p.GetValue(o.Admit) ?? [])
+        {
+            var eq = entry.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0 || !PublicKeyId.TryParse(entry[(eq + 1)..], out var hostKey))
+                throw new ConfigException("--admit", $"'{entry}' is not NAME=PUBLIC_KEY");
+            hosts.Add(new AdmittedHost(entry[..eq], hostKey));
+        }
+        var admins = new List<PublicKeyId>();
+        foreach (var text in p.GetValue(o.AdminKeys) ?? [])
+            admins.Add(PublicKeyId.TryParse(text, out var admin) ? admin : throw new ConfigException("--admin-key", $"'{text}' is not a public key"));
+        var lanSet = new HashSet<string>(p.GetValue(o.Lans) ?? [], StringComparer.Ordinal);
         var interfaces = new List<InterfaceConfig>();
-        var m = p.GetValue(mtu) ?? 1500;
-        foreach (var t in p.GetValue(taps) ?? [])
-            interfaces.Add(new InterfaceConfig { Name = t, Kind = InterfaceKind.Tap, Mtu = m, Lan = lanSet.Contains(t), Learn = !lanSet.Contains(t), Offloads = !p.GetValue(noOffloads) });
-        foreach (var c in p.GetValue(pcaps) ?? [])
+        var m = p.GetValue(o.Mtu) ?? 1500;
+        foreach (var t in p.GetValue(o.Taps) ?? [])
+            interfaces.Add(new InterfaceConfig { Name = t, Kind = InterfaceKind.Tap, Mtu = m, Lan = lanSet.Contains(t), Learn = !lanSet.Contains(t), Offloads = !p.GetValue(o.NoOffloads) });
+        foreach (var c in p.GetValue(o.Pcaps) ?? [])
         {
             var lan = lanSet.Contains(c) || r == DaemonRole.Proxy;
             interfaces.Add(new InterfaceConfig { Name = c, Kind = InterfaceKind.Pcap, Mtu = m, Lan = lan, Learn = !lan });
@@ -114,12 +136,18 @@ internal static class DaemonCommand
             Name = n,
             Role = r,
             Listen = listenEp,
-            Key = networkKey!,
+            Identity = identity,
+            Psk = psk,
             ProxyAddress = proxyEp,
-            ProxyName = p.GetValue(proxyName) ?? "proxy",
-            ProxyTransport = p.GetValue(transport) == "udp" ? LinkTransport.Udp : LinkTransport.Tcp,
+            ProxyKey = proxyKey,
+            ProxyName = p.GetValue(o.ProxyName) ?? "proxy",
+            ProxyTransport = p.GetValue(o.Transport) == "udp" ? LinkTransport.Udp : LinkTransport.Tcp,
+            Hosts = hosts,
+            HostsFile = p.GetValue(o.HostsFile),
+            AdminKeys = admins,
+            AcceptTools = p.GetValue(o.AcceptTools),
             Interfaces = interfaces,
-            ControlSocket = p.GetValue(socket),
+            ControlSocket = p.GetValue(o.Socket),
         }.Validated();
     }
 

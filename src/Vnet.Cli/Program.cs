@@ -4,6 +4,7 @@ using Vnet.Cli;
 var root = new RootCommand("VNET: a layer-2 virtual network that puts VMs spread over many sites on their owner's LAN.");
 root.Add(DaemonCommand.Create());
 root.Add(KeygenCommand.Create());
+root.Add(KeygenCommand.CreatePubkey());
 root.Add(TopoCli.Create());
 root.Add(PatternsCommand.Create());
 root.Add(VttifCli.Create());

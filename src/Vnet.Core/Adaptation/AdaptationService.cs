@@ -178,6 +178,14 @@ public sealed partial class AdaptationService
     /// </summary>
     private async Task<AdaptState> AdaptAsync(PlanInput input, string trigger)
     {
+        // Off with nothing of ours installed: nothing to plan or undo, so no host is asked for its
+        // state (every VM that appears or moves triggers this; with 200 hosts, a round is 200 requests).
+        if (input.Policy == AdaptationPolicy.Off && input.Current.Links.Count == 0 && input.Current.Rules.Values.All(r => r.Count == 0))
+        {
+            lock (_log)
+                _lastPlan = [];
+            return input.Current;
+        }
         var states = await _overlay.GatherStates().ConfigureAwait(false);
         var userLinks = new HashSet<(string, string)>();
         var userSteered = new HashSet<(string, MacAddress)>();
@@ -364,7 +372,13 @@ public sealed partial class AdaptationService
             if (_log.Count > LogSize)
                 _log.RemoveAt(0);
         }
-        Log.Adapted(_logger, action.Applied ? "applied" : "advised", action.Daemon, action.Change, action.Reason);
+        if (!_logger.IsEnabled(LogLevel.Information))
+            return;
+        // Names and errors in an action come from other daemons' states and answers.
+        var daemon = LogText.Safe(action.Daemon);
+        var change = LogText.Safe(action.Change);
+        var reason = LogText.Safe(action.Reason);
+        Log.Adapted(_logger, action.Applied ? "applied" : "advised", daemon, change, reason);
     }
 
     /// <summary>Placement advice: which VMs to move so that the heaviest traffic stays inside hosts (control loop).</summary>

@@ -92,7 +92,8 @@ public sealed partial class ChangeSetService
                         rollback += $"; undoing '{d.Change}' failed too: {u.Message}";
                     }
                 }
-                Log.ApplyFailed(_logger, change.ToString(), e.Message);
+                // The change set may come from the Proxy, and the error may quote it.
+                Log.ApplyFailed(_logger, LogText.Safe(change.ToString()), LogText.Safe(e.Message));
                 return new ApplyResult(false, 0, $"{Name} could not {change}: {e.Message}; the changes before it were undone{rollback}");
             }
         }

@@ -7,6 +7,7 @@ using Tomlyn.Syntax;
 using Vnet.Forwarding;
 using Vnet.Frames;
 using Vnet.Links;
+using Vnet.Links.Security;
 
 namespace Vnet.Configuration;
 
@@ -44,8 +45,11 @@ public sealed record InterfaceConfig
     public bool Offloads { get; init; } = true;
 }
 
-/// <summary>A link this daemon dials at start (besides the star link to the Proxy).</summary>
-public sealed record LinkConfig(string Peer, IPEndPoint Address, LinkTransport Transport);
+/// <summary>A link this daemon dials at start (besides the star link to the Proxy); the peer's key when it is not learned from the Proxy.</summary>
+public sealed record LinkConfig(string Peer, IPEndPoint Address, LinkTransport Transport, PublicKeyId? PublicKey = null);
+
+/// <summary>Proxy: a host admitted to the overlay, by name and public key.</summary>
+public sealed record AdmittedHost(string Name, PublicKeyId PublicKey);
 
 /// <summary>
 /// A daemon's own settings: who it is, where it listens, its key, its interfaces. What the overlay
@@ -59,7 +63,28 @@ public sealed record DaemonConfig
 
     public required IPEndPoint Listen { get; init; }
 
-    public required NetworkKey Key { get; init; }
+    /// <summary>This daemon's key pair (its private key file): its identity on every link.</summary>
+    public required StaticKeyPair Identity { get; init; }
+
+    /// <summary>The overlay's optional shared secret, mixed into every handshake (as WireGuard's preshared key).</summary>
+    public PresharedKey Psk { get; init; } = PresharedKey.None;
+
+    /// <summary>Hosts: the Proxy's public key, pinned (a host talks to no other Proxy).</summary>
+    public PublicKeyId? ProxyKey { get; init; }
+
+    /// <summary>Proxy: the hosts admitted to the overlay (more can be admitted at run time).</summary>
+    public IReadOnlyList<AdmittedHost> Hosts { get; init; } = [];
+
+    /// <summary>Proxy: a file that keeps the hosts admitted at run time across restarts (one "NAME KEY" a line).</summary>
+    public string? HostsFile { get; init; }
+
+    /// <summary>Keys that may control this daemon remotely (<c>vnet --remote</c>).</summary>
+    public IReadOnlyList<PublicKeyId> AdminKeys { get; init; } = [];
+
+    /// <summary>Whether remote control is served here at all (default: on the Proxy when it has administrators).</summary>
+    public bool? AcceptTools { get; init; }
+
+    public bool ServesTools => AcceptTools ?? (Role == DaemonRole.Proxy && AdminKeys.Count > 0);
 
     /// <summary>Hosts: the Proxy's name and address, and the transport of the star link.</summary>
     public string ProxyName { get; init; } = "proxy";
@@ -104,6 +129,16 @@ public sealed record DaemonConfig
             throw new ConfigException("name", $"'{Name}' is not a valid daemon name (letters, digits, '-', '_', '.'; at most {Names.MaxLength})");
         if (Role == DaemonRole.Host && ProxyAddress is null)
             throw new ConfigException("proxy.address", "a host needs the Proxy's address");
+        if (Role == DaemonRole.Host && ProxyKey is null)
+            throw new ConfigException("proxy.public_key", "a host needs the Proxy's public key ('vnet pubkey' on the Proxy's key file prints it)");
+        if (Role == DaemonRole.Host && Hosts.Count > 0)
+            throw new ConfigException("host", "only the Proxy admits hosts");
+        var admitted = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var h in Hosts)
+        {
+            if (!Names.IsValid(h.Name) || h.Name == Name || !admitted.Add(h.Name))
+                throw new ConfigException($"host '{h.Name}'", "needs a valid name, not the Proxy's own, listed once");
+        }
         if (Role == DaemonRole.Proxy && ProxyAddress is not null)
             throw new ConfigException("proxy", "the Proxy does not link to another Proxy");
         if (!Names.IsValid(ProxyName))
@@ -222,17 +257,29 @@ public sealed record DaemonConfig
             var r => throw new ConfigException("role", $"'{r}' is neither host nor proxy"),
         };
         var listen = reader.EndPoint("listen") ?? new IPEndPoint(IPAddress.Any, 5500);
-        var key = ReadKey(reader, source);
+        var identity = ReadIdentity(reader, source);
+        var psk = ReadPsk(reader, source);
 
         string proxyName = "proxy";
         IPEndPoint? proxyAddress = null;
+        PublicKeyId? proxyKey = null;
         var proxyTransport = LinkTransport.Tcp;
         if (reader.Table("proxy") is { } p)
         {
             proxyName = p.String("name") ?? "proxy";
             proxyAddress = p.EndPoint("address") ?? throw new ConfigException("proxy.address", "missing");
             proxyTransport = p.Transport("transport") ?? LinkTransport.Tcp;
-            p.RejectUnknown("name", "address", "transport");
+            proxyKey = p.PublicKey("public_key") ?? throw new ConfigException("proxy.public_key", "missing (the Proxy's public key)");
+            p.RejectUnknown("name", "address", "transport", "public_key");
+        }
+
+        var hosts = new List<AdmittedHost>();
+        foreach (var h in reader.Tables("host"))
+        {
+            hosts.Add(new AdmittedHost(
+                h.String("name") ?? throw new ConfigException(h.Path + ".name", "missing"),
+                h.PublicKey("public_key") ?? throw new ConfigException(h.Path + ".public_key", "missing")));
+            h.RejectUnknown("name", "public_key");
         }
 
         var interfaces = new List<InterfaceConfig>();
@@ -265,8 +312,9 @@ public sealed record DaemonConfig
             links.Add(new LinkConfig(
                 l.String("peer") ?? throw new ConfigException(l.Path + ".peer", "missing"),
                 l.EndPoint("address") ?? throw new ConfigException(l.Path + ".address", "missing"),
-                l.Transport("transport") ?? LinkTransport.Tcp));
-            l.RejectUnknown("peer", "address", "transport");
+                l.Transport("transport") ?? LinkTransport.Tcp,
+                l.PublicKey("public_key")));
+            l.RejectUnknown("peer", "address", "transport", "public_key");
         }
 
         var emulation = new Dictionary<string, LinkEmulation>(StringComparer.Ordinal);
@@ -291,7 +339,13 @@ public sealed record DaemonConfig
             Name = name,
             Role = role,
             Listen = listen,
-            Key = key,
+            Identity = identity,
+            Psk = psk,
+            ProxyKey = proxyKey,
+            Hosts = hosts,
+            HostsFile = reader.String("hosts_file"),
+            AdminKeys = reader.PublicKeys("admin_keys"),
+            AcceptTools = reader.Bool("accept_tools"),
             ProxyName = proxyName,
             ProxyAddress = proxyAddress,
             ProxyTransport = proxyTransport,
@@ -312,7 +366,7 @@ public sealed record DaemonConfig
             AdaptationBudget = reader.Int("adaptation_budget") ?? 2,
             Vttif = ReadVttif(reader),
         };
-        reader.RejectUnknown("name", "role", "listen", "key", "key_file", "proxy", "interface", "link", "control_socket",
+        reader.RejectUnknown("name", "role", "listen", "key_file", "psk_file", "host", "hosts_file", "admin_keys", "accept_tools", "proxy", "interface", "link", "control_socket",
             "hop_limit", "max_learned_per_interface", "queue_capacity", "emulate", "adaptation", "adaptation_budget", "vttif");
         return config;
     }
@@ -342,32 +396,25 @@ public sealed record DaemonConfig
         }
     }
 
-    private static NetworkKey ReadKey(TableReader reader, string source)
+    /// <summary>A path in the configuration, relative to the configuration file's folder.</summary>
+    private static string PathOf(string file, string source) =>
+        Path.IsPathRooted(file) || source == "config" ? file : Path.Combine(Path.GetDirectoryName(Path.GetFullPath(source)) ?? "", file);
+
+    private static StaticKeyPair ReadIdentity(TableReader reader, string source)
     {
-        var inline = reader.String("key");
-        var file = reader.String("key_file");
-        if (inline is not null && file is not null)
-            throw new ConfigException("key", "give either key or key_file, not both");
-        string text;
-        if (file is not null)
-        {
-            var path = Path.IsPathRooted(file) || source == "config" ? file : Path.Combine(Path.GetDirectoryName(Path.GetFullPath(source)) ?? "", file);
-            try
-            {
-                text = File.ReadAllText(path);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                throw new ConfigException("key_file", e.Message);
-            }
-        }
-        else
-        {
-            text = inline ?? throw new ConfigException("key", "missing (key = \"...\" or key_file = \"...\"; make one with 'vnet keygen')");
-        }
-        if (!NetworkKey.TryParse(text, out var key, out var error))
-            throw new ConfigException(file is null ? "key" : "key_file", error!);
-        return key!;
+        if (reader.String("key") is not null)
+            throw new ConfigException("key", "a key is never written in the configuration: put it in a file of its own (key_file, mode 0600; 'vnet keygen')");
+        var file = reader.String("key_file") ?? throw new ConfigException("key_file", "missing (this daemon's private key; make one with 'vnet keygen')");
+        var text = KeyFiles.Read(PathOf(file, source), "key_file");
+        return StaticKeyPair.TryParse(text, out var error) ?? throw new ConfigException("key_file", error!);
+    }
+
+    private static PresharedKey ReadPsk(TableReader reader, string source)
+    {
+        if (reader.String("psk_file") is not { } file)
+            return PresharedKey.None;
+        var text = KeyFiles.Read(PathOf(file, source), "psk_file");
+        return PresharedKey.TryParse(text, out var error) ?? throw new ConfigException("psk_file", error!);
     }
 
     /// <summary>Typed access to a TOML table with field paths for error messages.</summary>
@@ -406,6 +453,31 @@ public sealed record DaemonConfig
             if (!IPEndPoint.TryParse(s, out var ep) || ep.Port == 0)
                 throw new ConfigException(Field(key), $"'{s}' is not an address:port such as 192.0.2.1:5500");
             return ep;
+        }
+
+        public PublicKeyId? PublicKey(string key)
+        {
+            var s = String(key);
+            if (s is null)
+                return null;
+            return PublicKeyId.TryParse(s, out var id) ? id : throw new ConfigException(Field(key), $"'{s}' is not a public key (32 bytes in base64; 'vnet pubkey' prints one)");
+        }
+
+        public List<PublicKeyId> PublicKeys(string key)
+        {
+            var v = Get(key);
+            if (v is null)
+                return [];
+            if (v is not TomlArray array)
+                throw new ConfigException(Field(key), $"expected a list of public keys, found {Describe(v)}");
+            var list = new List<PublicKeyId>();
+            foreach (var item in array)
+            {
+                if (item is not string text || !PublicKeyId.TryParse(text, out var id))
+                    throw new ConfigException(Field(key), $"'{item}' is not a public key");
+                list.Add(id);
+            }
+            return list;
         }
 
         public LinkTransport? Transport(string key) => String(key) switch

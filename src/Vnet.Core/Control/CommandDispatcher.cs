@@ -55,6 +55,14 @@ public sealed class CommandDispatcher : ICommandHandler
             ["interface.add"] = AddInterface,
             ["interface.del"] = a => Do(() => d.Interfaces.Remove(ControlArgs.Required(a, "name"))),
             ["vm.list"] = _ => Run(d.Vms.List),
+            ["host.list"] = _ => d.Run(() => (JsonNode?)new JsonArray([.. d.Keys.List().Select(k => (JsonNode)new JsonObject { ["name"] = k.Name, ["publicKey"] = k.Key.ToString() })])),
+            ["host.admit"] = a => d.Run(() =>
+            {
+                var k = d.Keys.AdmitHost(ControlArgs.Required(a, "name"), ControlArgs.Required(a, "publicKey"));
+                return (JsonNode?)new JsonObject { ["name"] = k.Name, ["publicKey"] = k.Key.ToString() };
+            }),
+            ["host.revoke"] = a => Do(() => d.Keys.RevokeHost(ControlArgs.Required(a, "name"))),
+            ["pubkey"] = _ => Task.FromResult((JsonNode?)JsonValue.Create(d.Config.Identity.Public.ToString())),
             ["directory"] = _ => Run(d.Vms.Status),
             ["apply"] = Apply,
             ["remote"] = a => d.Peers.CallAsync(ControlArgs.Required(a, "at"), ControlArgs.Required(a, "command"), a["args"] as JsonObject),

@@ -3,6 +3,9 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
+using Vnet.Links;
+using Vnet.Links.Security;
+
 namespace Vnet.Control;
 
 /// <summary>Talks to a daemon's control socket: one request, one response.</summary>
@@ -72,13 +75,14 @@ public static class ControlClient
 }
 
 /// <summary>
-/// Remote control over TCP: the CLI authenticates to a daemon's link port with the network key
-/// (handshake role Tool) and sends the same requests as over the local socket.
+/// Remote control over TCP: the CLI proves an administrator's key to a daemon's link port (a Noise
+/// handshake as role Tool, to the daemon's pinned public key) and sends the same requests as over
+/// the local socket, sealed.
 /// </summary>
 public static class RemoteControlClient
 {
-    public static async Task<JsonNode?> SendAsync(System.Net.IPEndPoint daemon, Links.NetworkKey key, string command,
-        JsonObject? args = null, CancellationToken ct = default)
+    public static async Task<JsonNode?> SendAsync(System.Net.IPEndPoint daemon, StaticKeyPair admin, PublicKeyId daemonKey, PresharedKey psk,
+        string command, JsonObject? args = null, CancellationToken ct = default)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(ControlClient.Timeout);
@@ -86,22 +90,13 @@ public static class RemoteControlClient
         try
         {
             await socket.ConnectAsync(daemon, timeout.Token);
-            var session = (uint)Random.Shared.Next(1, int.MaxValue);
-            var initiator = new Links.Handshake.Initiator(key, $"vnet-cli-{Environment.ProcessId}", Links.DaemonRole.Tool,
-                Links.LinkTransport.Tcp, star: false, session);
-            await Links.HandshakeChannel.WriteAsync(socket, Links.MessageType.Hello, 0, initiator.CreateHello(), timeout.Token);
-            var (header, payload) = await Links.HandshakeChannel.ReadAsync(socket, timeout.Token);
-            if (header.Type != Links.MessageType.Challenge)
-                throw new ControlException($"{daemon} did not accept the connection ({header.Type})");
-            var auth = initiator.OnChallenge(payload, out var peer, out var error)
-                ?? throw new ControlException($"{daemon}: {error}");
-            await Links.HandshakeChannel.WriteAsync(socket, Links.MessageType.Auth, peer!.RemoteSession, auth, timeout.Token);
-            (header, payload) = await Links.HandshakeChannel.ReadAsync(socket, timeout.Token);
-            if (header.Type != Links.MessageType.Welcome)
-                throw new ControlException($"{peer.Name} refused remote control: {Encoding.UTF8.GetString(payload)}");
+            var (peer, local) = await LinkManager.HandshakeAsTool(socket, admin, daemonKey, psk, $"vnet-cli-{Environment.ProcessId}", timeout.Token);
+            using var channel = new SecureChannel(socket, peer, local);
             var request = JsonSerializer.SerializeToUtf8Bytes(new ControlRequest(command, args), ControlJson.Default.ControlRequest);
-            await Links.HandshakeChannel.WriteAsync(socket, Links.MessageType.Control, peer.RemoteSession, request, timeout.Token);
-            (header, payload) = await Links.HandshakeChannel.ReadAsync(socket, Links.Wire.MaxControlPayload, timeout.Token);
+            await channel.WriteAsync(MessageType.Control, request, timeout.Token);
+            var (type, payload) = await channel.ReadAsync(Wire.MaxControlPayload - Wire.CounterSize - Wire.TagSize, timeout.Token);
+            if (type != MessageType.Control)
+                throw new ControlException($"{peer.Name} answered with {type}");
             var response = JsonSerializer.Deserialize(payload, ControlJson.Default.ControlResponse)
                 ?? throw new ControlException("empty answer from the daemon");
             if (!response.Ok)
@@ -112,9 +107,9 @@ public static class RemoteControlClient
         {
             throw new ControlException($"{daemon} did not answer '{command}' within {ControlClient.Timeout.TotalSeconds:0} s");
         }
-        catch (Exception e) when (e is SocketException or IOException or Links.HandshakeException)
+        catch (Exception e) when (e is SocketException or IOException or HandshakeException)
         {
-            throw new ControlException($"remote control of {daemon} failed: {e.Message}");
+            throw new ControlException($"{daemon}: {e.Message}");
         }
     }
 }

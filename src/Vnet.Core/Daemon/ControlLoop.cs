@@ -6,6 +6,24 @@ namespace Vnet.Daemon;
 /// Runs every control-plane change of a daemon, one at a time, on one task: commands, messages from
 /// peers, link events, learned VMs, timers. The services of a daemon keep their state here and only
 /// here, so no two changes ever interleave; nothing on the data path waits for the loop.
+/// <para>
+/// The queue is unbounded on purpose: local work must never be refused or block its poster (a
+/// timer, a link event, a command awaiting its answer), and a bound here could only drop or stall
+/// it. It is safe because every producer that the network drives is bounded before it posts:
+/// </para>
+/// <list type="bullet">
+/// <item>peer messages: at most <c>PeerChannel.MaxBacklogMessages</c> (and <c>MaxBacklogBytes</c>)
+/// waiting per link, a session beyond that is cut; links are at most the switch's 256 ports;</item>
+/// <item>the Proxy's requests at a host: at most <c>PeerChannel.MaxConcurrentRequests</c> running,
+/// each with at most one item here at a time;</item>
+/// <item>remote CLI sessions: at most <c>VnetDaemon.MaxToolSessions</c>, one request at a time each;
+/// the local socket is the owner's;</item>
+/// <item>link up and down: one each per session, and sessions need a completed handshake (which
+/// the link layer limits);</item>
+/// <item>learned VMs: only frames from local interfaces, never from links; the <c>LearningGate</c>
+/// posts each MAC at most once a second and tracks at most <c>LearningGate.MaxTracked</c>;</item>
+/// <item>timers: a fixed set.</item>
+/// </list>
 /// </summary>
 public sealed class ControlLoop : IAsyncDisposable
 {
@@ -17,6 +35,7 @@ public sealed class ControlLoop : IAsyncDisposable
     private int _loopThread = -1;
     private long _busyTicks;
     private long _done;
+    private long _pending;
 
     public ControlLoop(Action<Exception> onError)
     {
@@ -30,11 +49,17 @@ public sealed class ControlLoop : IAsyncDisposable
     /// <summary>Work items run, since start.</summary>
     public long Done => Interlocked.Read(ref _done);
 
+    /// <summary>
+    /// Work items queued and not yet started: what the loop holds in memory. The queue has no bound
+    /// of its own (see above), so this is how tests and status show that its producers keep it small.
+    /// </summary>
+    public long Pending => Interlocked.Read(ref _pending);
+
     /// <summary>Whether the caller runs on the loop (services assert it where they touch their state).</summary>
     public bool IsCurrent => Environment.CurrentManagedThreadId == Volatile.Read(ref _loopThread);
 
     /// <summary>Queues work without waiting for it.</summary>
-    public void Post(Action work) => _work.Writer.TryWrite(work);
+    public void Post(Action work) => Write(work);
 
     /// <summary>Queues work after a delay (a message held back by a test's fault injection, a retry).</summary>
     public void PostAfter(TimeSpan delay, Action work)
@@ -66,7 +91,7 @@ public sealed class ControlLoop : IAsyncDisposable
             }
         }
         var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!_work.Writer.TryWrite(() =>
+        if (!Write(() =>
         {
             try
             {
@@ -81,6 +106,16 @@ public sealed class ControlLoop : IAsyncDisposable
             done.SetException(new ObjectDisposedException("daemon is stopping"));
         }
         return done.Task;
+    }
+
+    private bool Write(Action work)
+    {
+        // Counted before the write: the loop may take the item before TryWrite returns.
+        Interlocked.Increment(ref _pending);
+        if (_work.Writer.TryWrite(work))
+            return true;
+        Interlocked.Decrement(ref _pending);
+        return false;
     }
 
     /// <summary>Runs <paramref name="work"/> on the loop every <paramref name="period"/> until the loop stops.</summary>
@@ -114,6 +149,7 @@ public sealed class ControlLoop : IAsyncDisposable
             var started = System.Diagnostics.Stopwatch.GetTimestamp();
             while (reader.TryRead(out var work))
             {
+                Interlocked.Decrement(ref _pending);
                 try
                 {
                     work();

@@ -30,7 +30,12 @@ public sealed record DaemonStatus(
     long LearnRefused = 0,
     long PeerBytesSent = 0,
     long PeerBytesReceived = 0,
-    double ControlLoopBusySeconds = 0);
+    double ControlLoopBusySeconds = 0,
+    long PeersCutForFlooding = 0,
+    long PeerRequestsRefused = 0,
+    long ToolSessionsRefused = 0,
+    IReadOnlyDictionary<string, long>? OffloadFaults = null,
+    long ControlLoopPending = 0);
 
 public sealed record LinkStatus(
     string Peer,

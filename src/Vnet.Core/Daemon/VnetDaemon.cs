@@ -37,6 +37,7 @@ public sealed record DaemonOptions
 /// <item><see cref="InterfaceService"/>: local interfaces (TAP, pcap, memory) and their ports.</item>
 /// <item><see cref="VmDirectory"/>: the daemon's VMs, where every VM lives, learning, anti-entropy.</item>
 /// <item><see cref="PeerChannel"/>: messages, requests and responses with other daemons.</item>
+/// <item><see cref="KeyRing"/>: who may be who on the links (admitted hosts, pinned keys, administrators).</item>
 /// <item><see cref="LinkService"/> and <see cref="RuleService"/>: link and rule commands.</item>
 /// <item><see cref="ChangeSetService"/>: change sets applied whole or undone.</item>
 /// <item><see cref="VttifService"/> and <see cref="AdaptationService"/>: traffic inference and adaptation.</item>
@@ -47,24 +48,38 @@ public sealed record DaemonOptions
 /// </summary>
 public sealed partial class VnetDaemon : IAsyncDisposable
 {
+    /// <summary>Remote CLI sessions (over TCP, with the key) served at once; more are refused.</summary>
+    public const int MaxToolSessions = 16;
+
     private readonly ILogger _logger;
+    private readonly DirectoryOptions _directoryOptions;
     private readonly long _started = Stopwatch.GetTimestamp();
+    // An exception on the loop is a bug, but one a peer's message may trigger again and again.
+    private readonly LogLimiter _errorLog = new();
     private bool _disposed;
 
     public VnetDaemon(DaemonConfig config, ILoggerFactory loggers, DaemonOptions? options = null)
     {
         options ??= new DaemonOptions();
+        _directoryOptions = options.Directory;
         Config = config;
+        Loggers = loggers;
         _logger = loggers.CreateLogger("vnet.daemon");
-        Loop = new ControlLoop(e => Log.ControlError(_logger, e));
+        Loop = new ControlLoop(OnControlError);
+        // A burst of errors followed by quiet still gets its "N more" line.
+        Loop.Every(LogLimiter.Window, () => _errorLog.Drain((_, count) => Log.ErrorsSuppressed(_logger, count)));
         Pool = options.Pool ?? new FramePool(4096);
-        Switch = new VirtualSwitch();
+        Switch = new VirtualSwitch { HopLimit = config.HopLimit };
         Rules = new RuleBook(Switch);
+        Keys = new KeyRing(config, loggers.CreateLogger("vnet.keys"));
         Links = new LinkManager(new LinkManagerOptions
         {
             Name = config.Name,
             Role = config.Role,
-            Key = config.Key,
+            Identity = config.Identity,
+            Peers = Keys,
+            Psk = config.Psk,
+            AcceptTools = config.ServesTools,
             Listen = config.Listen,
             QueueCapacity = config.QueueCapacity,
         }, Switch, Pool, loggers.CreateLogger("vnet.links"));
@@ -82,6 +97,12 @@ public sealed partial class VnetDaemon : IAsyncDisposable
 
     public DaemonConfig Config { get; }
 
+    /// <summary>For the control side that the host attaches (DaemonControl), so that its lines go where the daemon's go.</summary>
+    internal ILoggerFactory Loggers { get; }
+
+    /// <summary>Remote CLI sessions running and refused (the control side takes a slot per session).</summary>
+    public ConcurrencyLimit ToolSessions { get; } = new(MaxToolSessions);
+
     public string Name => Config.Name;
 
     public bool IsProxy => Config.Role == DaemonRole.Proxy;
@@ -95,6 +116,9 @@ public sealed partial class VnetDaemon : IAsyncDisposable
     public RuleBook Rules { get; }
 
     public LinkManager Links { get; }
+
+    /// <summary>Who may be who on the links: admitted hosts, the pinned Proxy key, administrators.</summary>
+    public KeyRing Keys { get; }
 
     public PeerChannel Peers { get; }
 
@@ -129,6 +153,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             Origin = RuleOrigin.System,
         }));
         Peers.PeerUp += LinkCommands.OnPeerUp;
+        Keys.Start(Peers, Links, Loop, _directoryOptions.AntiEntropyInterval);
         Vms.Start();
         Interfaces.Start();
         LinkCommands.Start();
@@ -160,7 +185,29 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             Stopwatch.GetElapsedTime(_started).TotalSeconds, Switch.ForwardedFrames, drops, Rules.Count, links.Count, up,
             Interfaces.Count, Vms.LocalCount, Vms.Locations.Count, Pool.Created, Pool.Available, Links.Udp?.Rejected ?? 0,
             GC.GetTotalAllocatedBytes(precise: true), GC.CollectionCount(0), Vms.Repairs, Peers.BadMessages, Vms.LearnRefused,
-            Peers.Traffic.BytesSent, Peers.Traffic.BytesReceived, Loop.BusyTime.TotalSeconds);
+            Peers.Traffic.BytesSent, Peers.Traffic.BytesReceived, Loop.BusyTime.TotalSeconds,
+            Peers.Floods, Peers.RequestsRefused, ToolSessions.Refused, OffloadFaults(), Loop.Pending);
+    }
+
+    /// <summary>Frames from links refused for their offload header, by the check they failed (only those that happened).</summary>
+    private Dictionary<string, long> OffloadFaults()
+    {
+        var faults = new Dictionary<string, long>();
+        foreach (var fault in Enum.GetValues<OffloadFault>())
+        {
+            if (Switch.OffloadFaults(fault) is > 0 and var n)
+                faults[fault.ToString()] = n;
+        }
+        return faults;
+    }
+
+    private void OnControlError(Exception e)
+    {
+        if (!_errorLog.TryAcquire("control-plane errors", out var suppressed))
+            return;
+        if (suppressed > 0)
+            Log.ErrorsSuppressed(_logger, suppressed);
+        Log.ControlError(_logger, e);
     }
 
     /// <summary>The daemon's interfaces, links and rules, for the Proxy's dumps, diffs and traces, with their version.</summary>
@@ -235,5 +282,8 @@ public sealed partial class VnetDaemon : IAsyncDisposable
 
         [LoggerMessage(EventId = 4, Level = LogLevel.Debug, Message = "Stopping {Part}")]
         public static partial void Stopping(ILogger logger, string part);
+
+        [LoggerMessage(EventId = 5, Level = LogLevel.Error, Message = "{Count} more control-plane errors in the last minute were not logged")]
+        public static partial void ErrorsSuppressed(ILogger logger, long count);
     }
 }

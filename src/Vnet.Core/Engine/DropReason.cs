@@ -17,4 +17,10 @@ public enum DropReason
 
     /// <summary>No free buffer.</summary>
     NoBuffer,
+
+    /// <summary>
+    /// A frame from a link whose offload header (<c>virtio_net_hdr</c>) failed its checks
+    /// (<see cref="Frames.OffloadCheck"/>; which check: <see cref="VirtualSwitch.OffloadFaults"/>).
+    /// </summary>
+    BadOffload,
 }

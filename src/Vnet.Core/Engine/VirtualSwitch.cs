@@ -27,6 +27,7 @@ public sealed class VirtualSwitch
 
     private readonly Lock _portsLock = new();
     private readonly long[] _drops = new long[Enum.GetValues<DropReason>().Length];
+    private readonly long[] _offloadFaults = new long[Enum.GetValues<OffloadFault>().Length];
     private Port?[] _ports = [];
     private int[] _treePorts = [];
     private int[] _interfacePorts = [];
@@ -55,6 +56,15 @@ public sealed class VirtualSwitch
     public long ForwardedFrames => Volatile.Read(ref _forwarded);
 
     public long Dropped(DropReason reason) => Volatile.Read(ref _drops[(int)reason]);
+
+    /// <summary>
+    /// The daemon's hop limit (<c>hop_limit</c>): a frame from a link keeps at most this many hops,
+    /// whatever its sender wrote, so a peer cannot make frames circle longer than the daemon allows.
+    /// </summary>
+    public byte HopLimit { get; init; } = 8;
+
+    /// <summary>Frames from links dropped as <see cref="DropReason.BadOffload"/>, by the check they failed (zero for <see cref="OffloadFault.None"/>).</summary>
+    public long OffloadFaults(OffloadFault fault) => Volatile.Read(ref _offloadFaults[(int)fault]);
 
     public IReadOnlyList<Port> Ports
     {
@@ -263,6 +273,30 @@ public sealed class VirtualSwitch
                 frame.AddReference();
             ports[targets[i]]!.Transmit(frame);
         }
+    }
+
+    /// <summary>
+    /// Forwards a frame that a peer sent over a link, taking over the caller's reference. Its offload
+    /// header and hop limit came off the wire: the header is checked (and <c>DATA_VALID</c> stripped)
+    /// before anything acts on it, a bad one drops the frame (counted, never logged: a peer could
+    /// send millions), and the hop limit is clamped to <see cref="HopLimit"/>.
+    /// </summary>
+    public void ForwardFromLink(Frame frame, byte hopLimit)
+    {
+        // Any field set, not only flags or a GSO type: a kernel reads the rest of a header too.
+        if (frame.Offload != VirtioNetHeader.None)
+        {
+            var fault = OffloadCheck.FromPeer(ref frame.Offload, frame.Data);
+            if (fault != OffloadFault.None)
+            {
+                Interlocked.Increment(ref _offloadFaults[(int)fault]);
+                Drop(frame, DropReason.BadOffload);
+                return;
+            }
+        }
+        var limit = HopLimit;
+        frame.HopLimit = hopLimit < limit ? hopLimit : limit;
+        Forward(frame);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -53,6 +53,13 @@ public sealed class Frame
 
     public Span<byte> Data => Buffer.AsSpan(Offset, Length);
 
+    /// <summary>
+    /// Whether the frame's bytes lie inside its buffer. <see cref="Length"/> is set freely, and native
+    /// writes take a pointer and a length: they check this first rather than hand the kernel memory
+    /// past the buffer.
+    /// </summary>
+    public bool FitsBuffer => (uint)Length <= (uint)(Buffer.Length - Offset);
+
     public Memory<byte> Memory => Buffer.AsMemory(Offset, Length);
 
     public MacAddress Destination => MacAddress.Read(Buffer.AsSpan(Offset, 6));

@@ -17,8 +17,13 @@ public static partial class Offloads
     /// on the segment that ends the run, a payload of at most <c>GsoSize</c> bytes (a shorter one
     /// ends the run), and a merged IP length of at most 65535. The window may differ; the last one
     /// is kept. A segment with a complete checksum is merged only when that checksum is right (the
-    /// merged frame's partial checksum would otherwise hide the damage); a <c>NEEDS_CSUM</c> or
-    /// <c>DATA_VALID</c> one is trusted.
+    /// merged frame's partial checksum would otherwise hide the damage); a <c>NEEDS_CSUM</c> one is
+    /// trusted (its sender asks for the sum to be made, as it could for any bytes), a
+    /// <c>DATA_VALID</c> one is not (the segments come from the wire, and that flag would make a
+    /// damaged segment's bytes part of a super-frame whose checksum a kernel then computes anew).
+    /// A run stays within what <see cref="OffloadCheck"/> accepts from a link: at most
+    /// <see cref="OffloadCheck.MaxSegments"/> segments of at least <see cref="OffloadCheck.MinGsoSize"/>
+    /// payload bytes each.
     /// </para>
     /// <para>
     /// Ownership: every reference in <paramref name="input"/> is consumed and the list is cleared;
@@ -80,8 +85,9 @@ public static partial class Offloads
         var d = frame.Data;
         var payload = layout.PayloadLength;
         var flags = d[layout.L4 + 13];
-        // A PSH segment would end the run at once (Linux flushes it); an empty one has nothing to add.
-        if (payload == 0 || (flags & TcpPsh) != 0)
+        // A PSH segment would end the run at once (Linux flushes it); a tiny one would set a GSO size
+        // that a link's receiver refuses (and Linux never sends such segments in bulk).
+        if (payload < OffloadCheck.MinGsoSize || (flags & TcpPsh) != 0)
             return;
         run = new Run
         {
@@ -126,7 +132,7 @@ public static partial class Offloads
         ref readonly var hl = ref run.Layout;
         var payload = layout.PayloadLength;
         if (layout.L3 != hl.L3 || layout.IsV6 != hl.IsV6 || layout.L4HeaderLength != hl.L4HeaderLength ||
-            payload == 0 || payload > run.GsoSize)
+            payload == 0 || payload > run.GsoSize || run.Count >= OffloadCheck.MaxSegments)
             return false;
 
         var d = frame.Data;
@@ -217,8 +223,7 @@ public static partial class Offloads
 
     private static bool HasGoodChecksum(Frame frame, in PacketLayout layout)
     {
-        var offload = frame.Offload;
-        if (offload.NeedsChecksum || (offload.Flags & VirtioNetHeader.FlagDataValid) != 0)
+        if (frame.Offload.NeedsChecksum)
             return true;
         var d = frame.Data;
         var l4Length = layout.End - layout.L4;

@@ -52,7 +52,8 @@ public static partial class Offloads
     /// <c>CsumStart</c>/<c>CsumOffset</c> and no GSO. Same ownership rules as
     /// <see cref="Finalize"/>. With <paramref name="maxFrameLength"/> above zero, segments are cut
     /// smaller than <c>GsoSize</c> where needed so that no segment frame is longer than that: a link
-    /// whose path MTU is below the VM's MTU still carries every segment unfragmented.
+    /// whose path MTU is below the VM's MTU still carries every segment unfragmented. A super-frame
+    /// that would make more than <see cref="OffloadCheck.MaxSegments"/> segments is refused.
     /// </summary>
     public static bool Segment(Frame frame, FramePool pool, List<Frame> output, bool completeChecksums, int maxFrameLength = 0)
     {
@@ -124,6 +125,11 @@ public static partial class Offloads
         }
         var payload = layout.PayloadLength;
         var count = payload <= mss ? 1 : (payload + mss - 1) / mss;
+        // A header from a peer was checked (OffloadCheck), but against the TCP header its CsumStart
+        // names; the count here follows the IP header, so it is bounded again: no frame may empty
+        // the pool or grow the caller's list.
+        if (count > OffloadCheck.MaxSegments)
+            return Fail(frame);
         var tcp = layout.Protocol == PacketLayout.ProtocolTcp;
         var id = layout.ReadId(data);
         var seq = tcp ? BinaryPrimitives.ReadUInt32BigEndian(data.Slice(layout.L4 + 4, 4)) : 0;

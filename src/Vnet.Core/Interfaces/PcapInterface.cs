@@ -324,7 +324,7 @@ public sealed unsafe class PcapInterface : ILocalInterface
         ArgumentNullException.ThrowIfNull(frame);
         lock (_writeLock)
         {
-            if (Volatile.Read(ref _closed) != 0)
+            if (Volatile.Read(ref _closed) != 0 || !frame.FitsBuffer)
                 return false;
             fixed (byte* p = &frame.Buffer[frame.Offset])
                 return Native.SendPacket(_handle, p, frame.Length) == 0;

@@ -126,7 +126,7 @@ public sealed unsafe class TapInterface : ILocalInterface
 
     public bool Write(Frame frame)
     {
-        if (Volatile.Read(ref _closed) != 0)
+        if (Volatile.Read(ref _closed) != 0 || !frame.FitsBuffer)
             return false;
         nint n;
         if (_headerSize > 0)

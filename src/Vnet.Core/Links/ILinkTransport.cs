@@ -44,7 +44,7 @@ internal interface ILinkTransport
 
     /// <summary>
     /// The session's receiver thread: reads the TCP connection until the session ends (closing it
-    /// with the reason), handing control messages to <see cref="LinkSession.ReceiveControl"/>.
+    /// with the reason), handing control messages to <see cref="LinkSession.ReceiveSealedControl"/>.
     /// </summary>
     void Receive();
 }

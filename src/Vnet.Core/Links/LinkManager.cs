@@ -5,6 +5,7 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Vnet.Engine;
 using Vnet.Frames;
+using Vnet.Links.Security;
 
 namespace Vnet.Links;
 
@@ -15,7 +16,20 @@ public sealed record LinkManagerOptions
 
     public required DaemonRole Role { get; init; }
 
-    public required NetworkKey Key { get; init; }
+    /// <summary>This daemon's static key pair: what peers pin and admit.</summary>
+    public required StaticKeyPair Identity { get; init; }
+
+    /// <summary>Who may be who (admitted hosts, pinned keys, administrators).</summary>
+    public required IPeerKeys Peers { get; init; }
+
+    /// <summary>The overlay's optional shared secret, mixed into every handshake.</summary>
+    public PresharedKey Psk { get; init; } = PresharedKey.None;
+
+    /// <summary>Whether CLI sessions (role Tool) are served here at all.</summary>
+    public bool AcceptTools { get; init; }
+
+    /// <summary>How long a handshake may take from connect (or accept) to the end.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>TCP and UDP address the daemon listens on.</summary>
     public required IPEndPoint Listen { get; init; }
@@ -50,7 +64,7 @@ public interface ILinkEvents
 /// <summary>Serves an authenticated vnet CLI (role Tool) that connected over TCP, until it leaves.</summary>
 public interface IToolSessionHost
 {
-    Task ServeAsync(Socket socket, PeerIdentity peer, CancellationToken ct);
+    Task ServeAsync(Socket socket, PeerIdentity peer, uint localSession, CancellationToken ct);
 }
 
 /// <summary>
@@ -58,12 +72,15 @@ public interface IToolSessionHost
 /// resilient star and direct links), the handshake, and the clock that sends keep-alives and
 /// declares silent sessions dead.
 /// <code>
-/// Dialer: connect (3 s timeout) -> handshake (5 s) -> [UDP: probe until acknowledged] -> attach
-///         -> wait for the session to end -> back off (250 ms doubling to 10 s, with jitter; a
-///         refused connection, i.e. a peer host that is up but restarting its daemon, is retried
-///         within 1 s) -> again, until the link is removed.
-/// Listener: accept -> handshake as responder (bounded, at most 64 at once) -> attach to the port
-///           named after the peer, creating it for an inbound link.
+/// Dialer: connect (3 s timeout) -> Noise handshake as initiator, to the key the peer must have
+///         (5 s) -> [UDP: sealed probe until acknowledged] -> attach -> wait for the session to end
+///         -> back off (250 ms doubling to 10 s, with jitter; a refused connection, i.e. a peer host
+///         that is up but restarting its daemon, is retried within 1 s) -> again, until removed.
+/// Listener: accept -> per-address limits (HandshakeLimiter; at most 64 at once overall) -> INIT:
+///           mac1 checked before any Diffie-Hellman -> Noise handshake as responder -> the proven
+///           key must be admitted as the name it claims, and its INIT newer than its last ->
+///           attach to the port named after the peer, creating it for an inbound link. A second
+///           session for a name can only come from the holder of that name's key.
 /// Either way the session gets the transport the handshake agreed on (CreateSession): a
 /// TcpLinkTransport, or a UdpLinkTransport registered with the shared UdpTransport by session id
 /// (and unregistered when the session reports down).
@@ -84,6 +101,9 @@ public sealed partial class LinkManager : IAsyncDisposable
     private readonly ConcurrentDictionary<string, CancellationTokenSource> _dialers = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stop = new();
     private readonly SemaphoreSlim _handshakeSlots = new(MaxPendingHandshakes);
+    private readonly HandshakeLimiter _limiter = new();
+    private readonly Dictionary<PublicKeyId, ulong> _lastInit = [];
+    private readonly RecentTimestamps _toolInits = new();
     private readonly Lock _attachLock = new();
     private Socket? _listener;
     private UdpTransport? _udp;
@@ -109,6 +129,14 @@ public sealed partial class LinkManager : IAsyncDisposable
     public IReadOnlyCollection<LinkPort> Links => [.. _links.Values];
 
     public UdpTransport? Udp => _udp;
+
+    /// <summary>Handshakes refused by the per-address limits.</summary>
+    public long HandshakesLimited => _limiter.Refused;
+
+    /// <summary>Handshakes refused for any other reason (bad mac1, not admitted, replayed, malformed).</summary>
+    public long HandshakesRefused => Interlocked.Read(ref _handshakesRefused);
+
+    private long _handshakesRefused;
 
     public LinkPort? Find(string peer) => _links.TryGetValue(peer, out var port) ? port : null;
 
@@ -242,6 +270,8 @@ public sealed partial class LinkManager : IAsyncDisposable
     private async Task<LinkSession> DialOnce(LinkPort port, CancellationToken ct)
     {
         var address = port.DialAddress!;
+        var expected = _options.Peers.KeyOf(port.Peer)
+            ?? throw new HandshakeException($"no public key is known for {port.Peer}");
         var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
         {
@@ -258,31 +288,9 @@ public sealed partial class LinkManager : IAsyncDisposable
                 }
             }
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-            timeout.CancelAfter(Handshake.Timeout);
+            timeout.CancelAfter(_options.HandshakeTimeout);
             var local = NewSessionId();
-            var initiator = new Handshake.Initiator(_options.Key, _options.Name, _options.Role, port.Transport, port.Star, local);
-            await HandshakeChannel.WriteAsync(socket, MessageType.Hello, 0, initiator.CreateHello(), timeout.Token);
-            var (header, payload) = await HandshakeChannel.ReadAsync(socket, timeout.Token);
-            if (header.Type == MessageType.Reject)
-                throw new HandshakeException($"refused by the peer: {System.Text.Encoding.UTF8.GetString(payload)}");
-            if (header.Type != MessageType.Challenge)
-                throw new HandshakeException($"expected CHALLENGE, got {header.Type}");
-            var auth = initiator.OnChallenge(payload, out var peer, out var error);
-            if (auth is null)
-            {
-                // Say why, so the operator of the other daemon sees it in its log too.
-                await TryReject(socket, 0, $"'{_options.Name}' says: {error}");
-                throw new HandshakeException(error!);
-            }
-            if (peer!.Name != port.Peer)
-                throw new HandshakeException($"expected daemon '{port.Peer}' at {address}, found '{peer.Name}'");
-            await HandshakeChannel.WriteAsync(socket, MessageType.Auth, peer.RemoteSession, auth, timeout.Token);
-            (header, payload) = await HandshakeChannel.ReadAsync(socket, timeout.Token);
-            if (header.Type == MessageType.Reject)
-                throw new HandshakeException($"refused by the peer: {System.Text.Encoding.UTF8.GetString(payload)}");
-            if (header.Type != MessageType.Welcome)
-                throw new HandshakeException($"expected WELCOME, got {header.Type}");
-
+            var peer = await Initiate(socket, expected, port.Peer, port.Transport, port.Star, local, timeout.Token);
             var session = CreateSession(socket, peer, local, port);
             if (session.DataChannel is UdpLinkTransport udp)
             {
@@ -309,13 +317,57 @@ public sealed partial class LinkManager : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The initiator's half of the handshake over a connected socket: INIT, then RESPONSE (or a
+    /// REJECT with the peer's reason). Returns who answered, proven to hold <paramref name="expected"/>.
+    /// </summary>
+    private async Task<PeerIdentity> Initiate(Socket socket, PublicKeyId expected, string peerName, LinkTransport transport, bool star, uint local,
+        CancellationToken ct)
+    {
+        using var initiator = new NoiseHandshake.Initiator(_options.Identity, expected, _options.Psk);
+        var init = initiator.CreateInit(new InitiatorHello(_options.Name, _options.Role, transport, star, local, NoiseHandshake.Timestamp()));
+        await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeInit, 0, init, ct);
+        var (header, payload) = await HandshakeChannel.ReadAsync(socket, ct);
+        if (header.Type == MessageType.Reject)
+            throw new HandshakeException($"refused by the peer: {Daemon.LogText.Safe(System.Text.Encoding.UTF8.GetString(payload))}");
+        if (header.Type != MessageType.HandshakeResponse || header.Session != local)
+            throw new HandshakeException($"expected a handshake response, got {header.Type}");
+        var answer = initiator.ReadResponse(payload, out var error) ?? throw new HandshakeException(error!);
+        if (answer.Hello.Name != peerName)
+            throw new HandshakeException($"expected daemon '{peerName}', found '{answer.Hello.Name}'");
+        await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeConfirm, answer.Hello.Session, answer.Keys.InitiatorConfirmation(), ct);
+        return new PeerIdentity(answer.Hello.Name, answer.Hello.Role, transport, star, answer.Hello.Session, expected, answer.Keys);
+    }
+
+    /// <summary>
+    /// The vnet CLI's side of a remote session: a handshake as role Tool with an administrator's key,
+    /// to the daemon's pinned key. Returns the identity of the daemon and the session id to use.
+    /// </summary>
+    public static async Task<(PeerIdentity Daemon, uint Local)> HandshakeAsTool(Socket socket, StaticKeyPair admin, PublicKeyId daemon,
+        PresharedKey psk, string toolName, CancellationToken ct)
+    {
+        var local = NewSessionId();
+        using var initiator = new NoiseHandshake.Initiator(admin, daemon, psk);
+        var init = initiator.CreateInit(new InitiatorHello(toolName, DaemonRole.Tool, LinkTransport.Tcp, false, local, NoiseHandshake.Timestamp()));
+        await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeInit, 0, init, ct).ConfigureAwait(false);
+        var (header, payload) = await HandshakeChannel.ReadAsync(socket, ct).ConfigureAwait(false);
+        if (header.Type == MessageType.Reject)
+            throw new HandshakeException($"refused by the daemon: {Daemon.LogText.Safe(System.Text.Encoding.UTF8.GetString(payload))}");
+        if (header.Type != MessageType.HandshakeResponse || header.Session != local)
+            throw new HandshakeException($"expected a handshake response, got {header.Type}");
+        var answer = initiator.ReadResponse(payload, out var error) ?? throw new HandshakeException(error!);
+        await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeConfirm, answer.Hello.Session, answer.Keys.InitiatorConfirmation(), ct)
+            .ConfigureAwait(false);
+        return (new PeerIdentity(answer.Hello.Name, answer.Hello.Role, LinkTransport.Tcp, false, answer.Hello.Session, daemon, answer.Keys), local);
+    }
+
     private async Task<bool> ProbeUdp(UdpLinkTransport link, CancellationToken ct)
     {
         var session = link.Session;
-        var probe = UdpTransport.ProbePayload(session);
         for (var i = 0; i < 25 && !ct.IsCancellationRequested && !session.IsClosed; i++)
         {
-            _udp!.SendMessage(link.Peer!, MessageType.UdpProbe, session.Peer.RemoteSession, probe);
+            // Sealed like every datagram: its opening at the peer is what proves this address.
+            _udp!.SendSealed(link.Peer!, session.DatagramSealer.Current, MessageType.UdpProbe, session.Peer.RemoteSession, ReadOnlySpan<byte>.Empty);
             try
             {
                 await Task.Delay(TimeSpan.FromMilliseconds(i < 5 ? 40 : 200), ct);
@@ -353,9 +405,18 @@ public sealed partial class LinkManager : IAsyncDisposable
             {
                 return;
             }
+            var from = (socket.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None;
+            if (!_limiter.TryBegin(from))
+            {
+                // Said once per refusal burst at most: a flood must not become a flood of log lines.
+                LogRefusal(from.ToString(), "too many handshakes from this address");
+                socket.Dispose();
+                continue;
+            }
             if (!await _handshakeSlots.WaitAsync(0))
             {
-                Log.Rejected(_logger, socket.RemoteEndPoint?.ToString() ?? "?", "too many handshakes in progress");
+                _limiter.End(from);
+                LogRefusal(from.ToString(), "too many handshakes in progress");
                 socket.Dispose();
                 continue;
             }
@@ -368,9 +429,23 @@ public sealed partial class LinkManager : IAsyncDisposable
                 finally
                 {
                     _handshakeSlots.Release();
+                    _limiter.End(from);
                 }
             });
         }
+    }
+
+    private long _lastRefusalLog;
+
+    /// <summary>At most one refusal line a second: what a flood costs is counted, not written out.</summary>
+    private void LogRefusal(string remote, string reason)
+    {
+        Interlocked.Increment(ref _handshakesRefused);
+        var now = System.Diagnostics.Stopwatch.GetTimestamp();
+        var last = Interlocked.Read(ref _lastRefusalLog);
+        if (System.Diagnostics.Stopwatch.GetElapsedTime(last, now) < TimeSpan.FromSeconds(1) || Interlocked.CompareExchange(ref _lastRefusalLog, now, last) != last)
+            return;
+        Log.Rejected(_logger, remote, reason);
     }
 
     private async Task Respond(Socket socket)
@@ -378,32 +453,48 @@ public sealed partial class LinkManager : IAsyncDisposable
         var remote = socket.RemoteEndPoint?.ToString() ?? "?";
         socket.NoDelay = true;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
-        timeout.CancelAfter(Handshake.Timeout);
+        timeout.CancelAfter(_options.HandshakeTimeout);
         var local = NewSessionId();
-        var responder = new Handshake.Responder(_options.Key, _options.Name, _options.Role, local);
         string reason;
         try
         {
             var (header, payload) = await HandshakeChannel.ReadAsync(socket, timeout.Token);
-            if (header.Type != MessageType.Hello)
-                throw new HandshakeException($"expected HELLO, got {header.Type}");
-            var challenge = responder.OnHello(payload, out var error) ?? throw new HandshakeException(error!);
-            var helloSession = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(payload.AsSpan(2 + Handshake.NonceSize + 3));
-            await HandshakeChannel.WriteAsync(socket, MessageType.Challenge, helloSession, challenge, timeout.Token);
-            (header, payload) = await HandshakeChannel.ReadAsync(socket, timeout.Token);
-            if (header.Type == MessageType.Reject)
-                throw new HandshakeException($"the peer refused: {System.Text.Encoding.UTF8.GetString(payload)}");
-            if (header.Type != MessageType.Auth)
-                throw new HandshakeException($"expected AUTH, got {header.Type}");
-            var peer = responder.OnAuth(payload, out error);
-            if (peer is null)
+            if (header.Type != MessageType.HandshakeInit)
+                throw new HandshakeException($"expected a handshake, got {header.Type}");
+            // The cheap check first: whoever does not know this daemon's public key gets nothing, not even a reason.
+            if (!NoiseHandshake.Mac1Valid(_options.Identity.Public, payload))
+                throw new HandshakeException("bad mac1 (the sender does not know this daemon's public key)");
+            using var responder = new NoiseHandshake.Responder(_options.Identity, _options.Psk);
+            var (key, hello) = responder.ReadInit(payload, out var error) ?? throw new HandshakeException(error!);
+            var admission = hello.Role == DaemonRole.Tool && !_options.AcceptTools
+                ? Admission.No("this daemon takes no remote commands")
+                : _options.Peers.Admit(key, hello.Name, hello.Role);
+            if (!admission.Admitted)
             {
-                await TryReject(socket, helloSession, "authentication failed");
-                throw new HandshakeException(error!);
+                await TryReject(socket, hello.Session, "not admitted");
+                throw new HandshakeException($"'{hello.Name}' with key {key} is not admitted: {admission.Reason}");
             }
+            if (!IsNewer(key, hello.Timestamp, hello.Role, payload))
+                throw new HandshakeException($"'{hello.Name}' sent a handshake that is not newer than its last (a replay?)");
+            if (hello.Star && _options.Role != DaemonRole.Proxy)
+            {
+                await TryReject(socket, hello.Session, "this daemon is not a Proxy");
+                throw new HandshakeException($"'{hello.Name}' wants a star link but this daemon is not a Proxy");
+            }
+            if (hello.Name == _options.Name)
+            {
+                await TryReject(socket, hello.Session, "that is this daemon's own name");
+                throw new HandshakeException($"a peer uses this daemon's own name '{hello.Name}'");
+            }
+            var (response, keys) = responder.CreateResponse(new ResponderHello(_options.Name, _options.Role, local));
+            await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeResponse, hello.Session, response, timeout.Token);
+            // Nothing is taken from this peer (no port, no session) until it proves it has the keys.
+            var (confirmHeader, confirmation) = await HandshakeChannel.ReadAsync(socket, timeout.Token);
+            if (confirmHeader.Type != MessageType.HandshakeConfirm || confirmHeader.Session != local || !keys.ConfirmsInitiator(confirmation))
+                throw new HandshakeException($"'{hello.Name}' did not confirm the session keys (another preshared key?)");
+            var peer = new PeerIdentity(hello.Name, hello.Role, hello.Transport, hello.Star, hello.Session, key, keys);
             if (peer.Role == DaemonRole.Tool)
             {
-                await HandshakeChannel.WriteAsync(socket, MessageType.Welcome, peer.RemoteSession, [], timeout.Token);
                 Log.ToolConnected(_logger, remote, peer.Name);
                 // Served on its own task: a long session must not hold a handshake slot.
                 var tools = ToolSessions;
@@ -411,16 +502,10 @@ public sealed partial class LinkManager : IAsyncDisposable
                 {
                     using var _ = socket;
                     if (tools is not null)
-                        await tools.ServeAsync(socket, peer, _stop.Token);
+                        await tools.ServeAsync(socket, peer, local, _stop.Token);
                 });
                 return;
             }
-            if (peer.Star && _options.Role != DaemonRole.Proxy)
-            {
-                await TryReject(socket, peer.RemoteSession, "this daemon is not a Proxy");
-                throw new HandshakeException($"'{peer.Name}' wants a star link but this daemon is not a Proxy");
-            }
-            await HandshakeChannel.WriteAsync(socket, MessageType.Welcome, peer.RemoteSession, [], timeout.Token);
 
             LinkPort port;
             lock (_attachLock)
@@ -441,12 +526,31 @@ public sealed partial class LinkManager : IAsyncDisposable
         {
             reason = "handshake timed out";
         }
+        catch (InvalidOperationException e) when (e.Message.Contains("ports", StringComparison.Ordinal))
+        {
+            reason = e.Message;
+        }
         catch (Exception e) when (e is HandshakeException or SocketException or IOException or ObjectDisposedException)
         {
             reason = e.Message;
         }
-        Log.Rejected(_logger, remote, reason);
+        LogRefusal(remote, reason);
         socket.Dispose();
+    }
+
+    /// <summary>Each key's INITs must carry growing timestamps: a recorded INIT replayed later gets nowhere.</summary>
+    private bool IsNewer(PublicKeyId key, ulong timestamp, DaemonRole role, ReadOnlySpan<byte> init)
+    {
+        lock (_lastInit)
+        {
+            if (role == DaemonRole.Tool)
+                return _toolInits.IsFresh(key, timestamp, NoiseHandshake.EphemeralFingerprint(init));
+            if (_lastInit.TryGetValue(key, out var last) && timestamp <= last)
+                return false;
+            // Only admitted keys get here, so the table stays as small as the overlay.
+            _lastInit[key] = timestamp;
+            return true;
+        }
     }
 
     private static async Task TryReject(Socket socket, uint session, string reason)

@@ -3,23 +3,27 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using Vnet.Engine;
 using Vnet.Frames;
+using Vnet.Links.Security;
 
 namespace Vnet.Links;
 
 /// <summary>
-/// One authenticated session between two daemons, over a TCP connection (<see cref="LinkConnection"/>)
+/// One authenticated, encrypted session between two daemons, over a TCP connection (<see cref="LinkConnection"/>)
 /// that carries its control messages, and a transport (<see cref="ILinkTransport"/>) that carries
 /// its frames and keep-alives: the same connection (<see cref="TcpLinkTransport"/>) or datagrams
 /// (<see cref="UdpLinkTransport"/>).
 /// <code>
+/// Every message after the handshake is sealed (SealedRecord: AES-256-GCM with this direction's key,
+/// the header as associated data, an explicit counter); the key steps to its next epoch every two
+/// minutes (SendCipher, ReceiveCipher).
 /// Outbound (sender thread, or a reader thread flushing inline under the same send lock):
-///  1. Queued control messages (and keep-alives of a TCP link) are written first, in order; a BYE
-///     from Leave ends the session once it is out.
+///  1. Queued control messages (and keep-alives of a TCP link) are sealed and written first, in
+///     order; a BYE from Leave ends the session once it is out.
 ///  2. Frames due from the emulation delay line, else up to 64 queued frames, are taken at once.
 ///  3. The transport sends the batch (one call per batch).
 ///  4. The frames' references are released.
 /// Inbound (receiver thread): the transport reads the connection until the session ends; control
-///   messages come back to ReceiveControl, frames go to DeliverFrame (VirtualSwitch.Forward on this
+///   messages come back to ReceiveSealedControl, frames go to DeliverFrame (VirtualSwitch.Forward on this
 ///   thread). A UDP link's frames arrive on UdpTransport's receive thread, also through DeliverFrame.
 /// Clock (LinkManager, every 250 ms): Tick sends a keep-alive each second and ends a silent session.
 /// End: Close shuts the connection down, which wakes both threads; the last one to finish frees
@@ -45,7 +49,11 @@ public sealed class LinkSession : IDisposable, IFlushable
     private readonly VirtualSwitch _switch;
     private readonly LinkManager _events;
     private readonly SendQueue _queue;
-    private readonly Queue<byte[]> _control = new();
+    private readonly Queue<(MessageType Type, byte[] Payload)> _control = new();
+    private readonly SendCipher _seal;
+    private readonly ReceiveCipher _open;
+    private readonly SendCipher? _datagramSeal;
+    private readonly ReceiveCipher? _datagramOpen;
     private readonly Lock _controlLock = new();
     private readonly Thread _sender;
     private readonly Thread _receiver;
@@ -79,6 +87,15 @@ public sealed class LinkSession : IDisposable, IFlushable
         _queue = new SendQueue(queueCapacity);
         _lastDataRxTicks = Stopwatch.GetTimestamp();
         Started = DateTimeOffset.UtcNow;
+        var stream = peer.Keys.For(SessionChannel.Stream);
+        _seal = new SendCipher(stream.Send);
+        _open = new ReceiveCipher(stream.Receive);
+        if (peer.Transport == LinkTransport.Udp)
+        {
+            var datagram = peer.Keys.For(SessionChannel.Datagram);
+            _datagramSeal = new SendCipher(datagram.Send);
+            _datagramOpen = new ReceiveCipher(datagram.Receive);
+        }
         _connection = new LinkConnection(tcp, this);
         _sender = new Thread(SendLoop) { IsBackground = true, Name = $"link-{peer.Name}-tx" };
         _receiver = new Thread(ReceiveLoop) { IsBackground = true, Name = $"link-{peer.Name}-rx" };
@@ -122,6 +139,24 @@ public sealed class LinkSession : IDisposable, IFlushable
     internal LinkConnection Connection => _connection;
 
     internal PortCounters Counters => _port.Counters;
+
+    /// <summary>What this daemon sends on its connection is sealed with this (by the send lock's holder).</summary>
+    internal SendCipher Sealer => _seal;
+
+    /// <summary>What arrives on the connection is opened with this (by the connection's receiving thread only).</summary>
+    internal ReceiveCipher Opener => _open;
+
+    /// <summary>A UDP link's datagrams are sealed with this (frames by the send lock's holder; probes from any thread).</summary>
+    internal SendCipher DatagramSealer => _datagramSeal ?? throw new InvalidOperationException("a TCP link has no datagrams");
+
+    /// <summary>A UDP link's datagrams are opened with this (by UdpTransport's receiving thread only).</summary>
+    internal ReceiveCipher DatagramOpener => _datagramOpen ?? throw new InvalidOperationException("a TCP link has no datagrams");
+
+    /// <summary>Messages that did not open (forged, replayed, or from a stale key), since the session began.</summary>
+    public long RefusedMessages => _open.Refused + (_datagramOpen?.Refused ?? 0);
+
+    /// <summary>Times the send key stepped to its next epoch.</summary>
+    public long Rekeys => _seal.Rekeys + (_datagramSeal?.Rekeys ?? 0);
 
     internal void Start()
     {
@@ -167,6 +202,8 @@ public sealed class LinkSession : IDisposable, IFlushable
                 var n = _queue.DequeueBatch(_batch);
                 if (n > 0)
                 {
+                    _seal.RekeyIfDue();
+                    _datagramSeal?.RekeyIfDue();
                     if (_transport.SendBatch(_batch, n, inline: true) == LinkSendOutcome.WouldBlock)
                     {
                         for (var dropped = _queue.RequeueFront(_batch, n); dropped > 0; dropped--)
@@ -190,14 +227,12 @@ public sealed class LinkSession : IDisposable, IFlushable
             _queue.Wake();
     }
 
-    /// <summary>Sends a control message over the reliable (TCP) channel.</summary>
+    /// <summary>Sends a control message over the reliable (TCP) channel; it is sealed when it is written.</summary>
     public void SendControl(MessageType type, ReadOnlySpan<byte> payload)
     {
-        var message = new byte[Wire.HeaderSize + payload.Length];
-        Wire.Write(message, new LinkHeader(type, MessageFlags.None, 0, Peer.RemoteSession, payload.Length));
-        payload.CopyTo(message.AsSpan(Wire.HeaderSize));
+        var copy = payload.ToArray();
         lock (_controlLock)
-            _control.Enqueue(message);
+            _control.Enqueue((type, copy));
         _queue.Wake();
     }
 
@@ -212,6 +247,8 @@ public sealed class LinkSession : IDisposable, IFlushable
                 var outcome = LinkSendOutcome.Sent;
                 lock (_sendLock)
                 {
+                    _seal.RekeyIfDue();
+                    _datagramSeal?.RekeyIfDue();
                     // Read before the flush: a BYE queued by Leave is then surely written by it.
                     var leaving = Volatile.Read(ref _leaving);
                     if (!FlushControl())
@@ -258,17 +295,18 @@ public sealed class LinkSession : IDisposable, IFlushable
         }
     }
 
-    /// <summary>Writes the queued control messages (under the send lock); false when the session ended.</summary>
+    /// <summary>Seals and writes the queued control messages (under the send lock); false when the session ended.</summary>
     private bool FlushControl()
     {
         while (true)
         {
-            byte[]? message;
+            (MessageType Type, byte[] Payload) next;
             lock (_controlLock)
             {
-                if (!_control.TryDequeue(out message))
+                if (!_control.TryDequeue(out next))
                     return true;
             }
+            var message = SealedRecord.SealToArray(_seal, next.Type, Peer.RemoteSession, next.Payload);
             if (_connection.Write(message) != LinkSendOutcome.Sent)
                 return false;
         }
@@ -317,17 +355,25 @@ public sealed class LinkSession : IDisposable, IFlushable
             _transport.SendProbe(type, payload);
     }
 
+    /// <summary>Longest keep-alive payload that is answered (ours are 12 bytes): an answer never amplifies.</summary>
+    internal const int MaxProbePayload = 32;
+
     /// <summary>
-    /// A keep-alive or its answer arrived on the data channel (from the transport's receiver: the
-    /// session's own thread for TCP, UdpTransport's for UDP): the peer is alive; answer, or take the RTT.
+    /// A keep-alive or its answer arrived (opened) on the data channel (from the transport's receiver:
+    /// the session's own thread for TCP, UdpTransport's for UDP): the peer is alive; answer, or take the RTT.
     /// </summary>
     internal void ReceiveProbe(MessageType type, ReadOnlySpan<byte> payload)
     {
         NoteDataReceived();
         if (type == MessageType.KeepAlive)
-            SendProbe(MessageType.KeepAliveAck, payload);
+        {
+            if (payload.Length <= MaxProbePayload)
+                SendProbe(MessageType.KeepAliveAck, payload);
+        }
         else
+        {
             OnKeepAliveAck(payload);
+        }
     }
 
     internal void NoteDataReceived() => Interlocked.Exchange(ref _lastDataRxTicks, Stopwatch.GetTimestamp());
@@ -359,6 +405,13 @@ public sealed class LinkSession : IDisposable, IFlushable
         {
             Close($"receive failed: {e.Message}");
         }
+#pragma warning disable CA1031 // Whatever a peer's bytes cause ends this session, never the daemon.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            _port.Counters.CountRxError();
+            Close($"receive fault ({e.GetType().Name}): {Daemon.LogText.Safe(e.Message)}");
+        }
         finally
         {
             TransmitBatch.End();
@@ -366,20 +419,40 @@ public sealed class LinkSession : IDisposable, IFlushable
         }
     }
 
-    /// <summary>Hands a received frame to the switch (from the TCP receiver or the UDP transport).</summary>
+    /// <summary>
+    /// Hands a received frame to the switch (from the TCP receiver or the UDP transport), which checks
+    /// its offload header and clamps its hop limit before forwarding: both come from the peer.
+    /// </summary>
     internal void DeliverFrame(Frame frame, byte hopLimit)
     {
         _port.Counters.CountRx(frame.Length);
         frame.IngressPort = _port.Id;
-        frame.HopLimit = hopLimit;
-        _switch.Forward(frame);
+        _switch.ForwardFromLink(frame, hopLimit);
     }
 
     /// <summary>
     /// A message on the connection that is neither data nor keep-alive, which every transport hands
     /// here (receiver thread). False when the session must end.
     /// </summary>
-    internal bool ReceiveControl(in LinkHeader header, ReadOnlySpan<byte> payload)
+    /// <summary>
+    /// A sealed message other than a frame or probe from the connection (the receiving thread):
+    /// opened with the stream keys, then handled; false when the session ended (it did not open, or said goodbye).
+    /// </summary>
+    internal bool ReceiveSealedControl(in LinkHeader header, ReadOnlySpan<byte> headerBytes, ReadOnlySpan<byte> payload)
+    {
+        var length = SealedRecord.PlaintextLength(payload.Length);
+        // Control messages are rare and become messages of their own (PeerChannel keeps them): a copy is fine here.
+        var plain = length >= 0 ? new byte[length] : null;
+        if (plain is null || !SealedRecord.Open(_open, header, headerBytes, payload, stream: true, plain))
+        {
+            Counters.CountRxError();
+            Close($"protocol error from {Peer.Name}: a {header.Type} message that does not open");
+            return false;
+        }
+        return ReceiveControl(header, plain);
+    }
+
+    private bool ReceiveControl(in LinkHeader header, ReadOnlySpan<byte> payload)
     {
         switch (header.Type)
         {
@@ -387,7 +460,7 @@ public sealed class LinkSession : IDisposable, IFlushable
                 _events.OnSessionControl(_port, this, payload.ToArray());
                 return true;
             case MessageType.Bye:
-                Close($"peer said goodbye: {System.Text.Encoding.UTF8.GetString(payload)}");
+                Close($"peer said goodbye: {Daemon.LogText.Safe(System.Text.Encoding.UTF8.GetString(payload))}");
                 return false;
             default:
                 Close($"protocol error from {Peer.Name}: unexpected {header.Type} after the handshake");
@@ -432,6 +505,10 @@ public sealed class LinkSession : IDisposable, IFlushable
         _connection.Dispose();
         _delay.Clear();
         _queue.Dispose();
+        _seal.Dispose();
+        _open.Dispose();
+        _datagramSeal?.Dispose();
+        _datagramOpen?.Dispose();
         try
         {
             _events.OnSessionDown(_port, this, _closeReason);

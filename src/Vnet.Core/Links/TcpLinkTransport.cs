@@ -1,39 +1,46 @@
 using Vnet.Engine;
 using Vnet.Frames;
+using Vnet.Links.Security;
 using Vnet.Native;
 
 namespace Vnet.Links;
 
 /// <summary>
-/// A TCP link: frames, keep-alives and control messages all travel on the session's connection.
+/// A TCP link: frames, keep-alives and control messages all travel on the session's connection,
+/// each sealed (<see cref="SealedRecord"/>).
 /// <code>
 /// Sending a batch (whoever holds the session's send lock: its sender thread, or a reader inline):
-///  1. Every frame gets a 16-byte header (and its virtio header) in a scratch slot; a frame with no
-///     hop left is dropped and counted.
-///  2. One writev sends headers and frames of the whole batch; a 64 KiB super-frame travels whole.
-///  3. Partial writes continue; EAGAIN before anything went out defers an inline batch to the
-///     sender thread (WouldBlock), which waits for the socket instead.
+///  1. A frame with no hop left is dropped and counted.
+///  2. Each frame is laid out in a pinned scratch area as header, counter, virtio header and frame,
+///     and sealed there in place (the frame itself may be shared by a flood, so it is never
+///     changed); a 64 KiB super-frame travels whole.
+///  3. One write per scratch area's worth (a batch usually fits); partial writes continue; EAGAIN
+///     before anything went out defers an inline batch to the sender thread (WouldBlock), which
+///     waits for the socket instead. Counters a deferred batch used are simply skipped (the
+///     receiver only needs them to grow).
 /// Keep-alives and their answers go in-band, through the session's control queue.
 /// Receiving (the session's receiver thread):
 ///  1. The connection hands out every message; a DATA payload that is only partly buffered is
-///     completed by reading straight into a pooled frame, which goes to VirtualSwitch.Forward on
-///     this thread.
-///  2. Keep-alives count as traffic on the data channel and are answered (or give the RTT).
-///  3. Everything else goes to the session (control messages, BYE, protocol errors).
+///     completed by reading straight into a pooled frame, where it is opened in place and goes to
+///     VirtualSwitch.Forward on this thread. A payload that would not fit a frame is refused first.
+///  2. Everything else is opened into a buffer of its own: keep-alives count as traffic on the data
+///     channel and are answered (or give the RTT); the rest goes to the session (control, BYE).
+///  3. A message that does not open ends the session (on TCP nothing can be lost or reordered, so
+///     it is an attack or a bug).
 /// </code>
 /// </summary>
 internal sealed unsafe class TcpLinkTransport : ILinkTransport
 {
-    private const int HeaderSlot = 32;
+    /// <summary>Sealed frames are laid out here before a write; a larger batch goes out in several writes.</summary>
+    private const int ScratchSize = 512 * 1024;
 
     private readonly LinkSession _session;
     private readonly LinkConnection _connection;
     private readonly VirtualSwitch _switch;
     private readonly FramePool _pool;
 
-    // Scratch of the send lock's holder (see LinkSession): one header slot and two iovecs a frame.
-    private readonly byte[] _headers = GC.AllocateUninitializedArray<byte>(LinkSession.BatchSize * HeaderSlot, pinned: true);
-    private readonly LibC.IoVec[] _iov = new LibC.IoVec[LinkSession.BatchSize * 2];
+    // The send lock holder's (see LinkSession); allocated with the first batch, freed with the session.
+    private byte[]? _scratch;
 
     public TcpLinkTransport(LinkSession session, VirtualSwitch sw, FramePool pool)
     {
@@ -45,98 +52,138 @@ internal sealed unsafe class TcpLinkTransport : ILinkTransport
 
     public LinkSendOutcome SendBatch(Frame?[] batch, int count, bool inline)
     {
+        var scratch = _scratch ??= GC.AllocateUninitializedArray<byte>(ScratchSize, pinned: true);
         var counters = _session.Counters;
         var remote = _session.Peer.RemoteSession;
-        var total = 0;
-        var vectors = 0;
+        var key = _session.Sealer.Current;
+        var used = 0;
         var frames = 0;
         var bytes = 0;
-        fixed (byte* h = _headers)
-        fixed (LibC.IoVec* v = _iov)
+        var wroteAny = false;
+        for (var i = 0; i < count; i++)
         {
-            for (var i = 0; i < count; i++)
+            var frame = batch[i]!;
+            if (frame.HopLimit == 0)
             {
-                var frame = batch[i]!;
-                if (frame.HopLimit == 0)
-                {
-                    counters.CountTxDrop();
-                    continue;
-                }
-                // An AEAD layer would seal the frame here (this header as associated data, its tag in
-                // a third iovec), and ReceiveData below would open it once the payload is complete.
-                var offload = !frame.Offload.IsPlain;
-                var extra = offload ? VirtioNetHeader.Size : 0;
-                var hdr = new Span<byte>(h + (i * HeaderSlot), HeaderSlot);
-                Wire.Write(hdr, new LinkHeader(MessageType.Data, offload ? MessageFlags.Offload : MessageFlags.None,
-                    (byte)(frame.HopLimit - 1), remote, extra + frame.Length));
-                if (offload)
-                    frame.Offload.Write(hdr.Slice(Wire.HeaderSize));
-                v[vectors++] = new LibC.IoVec { Base = h + (i * HeaderSlot), Length = (nuint)(Wire.HeaderSize + extra) };
-                // Frame buffers live on the pinned object heap: their address is stable.
-                fixed (byte* f = &frame.Buffer[frame.Offset])
-                    v[vectors++] = new LibC.IoVec { Base = f, Length = (nuint)frame.Length };
-                total += Wire.HeaderSize + extra + frame.Length;
-                frames++;
-                bytes += frame.Length;
+                counters.CountTxDrop();
+                continue;
             }
-            if (vectors == 0)
-                return LinkSendOutcome.Sent;
-            var outcome = _connection.Write(v, vectors, total, mayDefer: inline);
-            if (outcome == LinkSendOutcome.Sent)
+            var offload = !frame.Offload.IsPlain;
+            var extra = offload ? VirtioNetHeader.Size : 0;
+            var size = Wire.HeaderSize + SealedRecord.Overhead + extra + frame.Length;
+            if (used + size > scratch.Length)
+            {
+                var outcome = Write(scratch, used, mayDefer: inline && !wroteAny);
+                if (outcome != LinkSendOutcome.Sent)
+                    return outcome;
+                wroteAny = true;
                 counters.CountTx(frames, bytes);
-            return outcome;
+                used = frames = bytes = 0;
+            }
+            // The plaintext goes where the ciphertext will be, then is sealed in place.
+            var plain = scratch.AsSpan(used + Wire.HeaderSize + Wire.CounterSize, extra + frame.Length);
+            if (offload)
+                frame.Offload.Write(plain);
+            frame.Data.CopyTo(plain[extra..]);
+            used += SealedRecord.Seal(scratch.AsSpan(used), key, MessageType.Data, offload ? MessageFlags.Offload : MessageFlags.None,
+                (byte)(frame.HopLimit - 1), remote, plain);
+            frames++;
+            bytes += frame.Length;
+        }
+        if (used == 0)
+            return LinkSendOutcome.Sent;
+        var last = Write(scratch, used, mayDefer: inline && !wroteAny);
+        if (last == LinkSendOutcome.Sent)
+            counters.CountTx(frames, bytes);
+        return last;
+    }
+
+    private LinkSendOutcome Write(byte[] scratch, int length, bool mayDefer)
+    {
+        fixed (byte* p = scratch)
+        {
+            var iov = new LibC.IoVec { Base = p, Length = (nuint)length };
+            return _connection.Write(&iov, 1, length, mayDefer);
         }
     }
 
-    /// <summary>In-band: the connection is the data channel, so a keep-alive is one more message on it.</summary>
+    /// <summary>In-band: the connection is the data channel, so a keep-alive is one more (sealed) message on it.</summary>
     public void SendProbe(MessageType type, ReadOnlySpan<byte> payload) => _session.SendControl(type, payload);
 
     public void Receive()
     {
+        Span<byte> headerBytes = stackalloc byte[Wire.HeaderSize];
+        Span<byte> probe = stackalloc byte[LinkSession.MaxProbePayload + SealedRecord.Overhead];
         while (_connection.ReadMessage(out var header, out var payload))
         {
+            // The header as received (TryRead checked every field Write sets) is the associated data.
+            Wire.Write(headerBytes, header);
             switch (header.Type)
             {
                 case MessageType.Data:
-                    if (!ReceiveData(header, payload))
+                    if (!ReceiveData(header, headerBytes, payload))
                         return;
                     break;
                 case MessageType.KeepAlive:
                 case MessageType.KeepAliveAck:
-                    _session.ReceiveProbe(header.Type, payload);
+                {
+                    var length = SealedRecord.PlaintextLength(payload.Length);
+                    if (length < 0 || length > LinkSession.MaxProbePayload)
+                    {
+                        Refuse("a keep-alive of the wrong size");
+                        return;
+                    }
+                    if (!SealedRecord.Open(_session.Opener, header, headerBytes, payload, stream: true, probe))
+                    {
+                        Refuse("a keep-alive that does not open");
+                        return;
+                    }
+                    _session.ReceiveProbe(header.Type, probe[..length]);
                     break;
+                }
                 default:
-                    if (!_session.ReceiveControl(header, payload))
+                    if (!_session.ReceiveSealedControl(header, headerBytes, payload))
                         return;
                     break;
             }
         }
     }
 
+    private void Refuse(string what)
+    {
+        _session.Counters.CountRxError();
+        _session.Close($"protocol error from {_session.Peer.Name}: {what}");
+    }
+
     /// <summary>
-    /// Completes a data message whose first bytes are in <paramref name="partial"/>: the rest is read
-    /// from the socket straight into the frame.
+    /// Completes a sealed data message whose first bytes are in <paramref name="partial"/>: the rest
+    /// is read from the socket straight into the frame, where it is opened in place. Layout in the
+    /// frame: counter just before the virtio header (in the headroom), frame at its usual offset,
+    /// tag after it (the tailroom), all inside the buffer by the bounds checked first.
     /// </summary>
-    private bool ReceiveData(LinkHeader header, ReadOnlySpan<byte> partial)
+    private bool ReceiveData(LinkHeader header, ReadOnlySpan<byte> headerBytes, ReadOnlySpan<byte> partial)
     {
         _session.NoteDataReceived();
         var extra = (header.Flags & MessageFlags.Offload) != 0 ? VirtioNetHeader.Size : 0;
-        var frameLength = header.PayloadLength - extra;
-        var frame = frameLength >= 14 ? _pool.TryRent() : null;
+        var frameLength = SealedRecord.PlaintextLength(header.PayloadLength) - extra;
+        if (frameLength < 14 || frameLength > Frame.MaxLength - Wire.TagSize)
+        {
+            Refuse($"a frame of {frameLength} bytes");
+            return false;
+        }
+        var frame = _pool.TryRent();
         if (frame is null)
         {
-            if (frameLength < 14)
-                _session.Counters.CountRxError();
-            else
-                _switch.CountDrop(DropReason.NoBuffer);
+            _switch.CountDrop(DropReason.NoBuffer);
             return _connection.Discard(header.PayloadLength - partial.Length);
         }
-        var at = Frame.Headroom - extra;
-        partial.CopyTo(frame.Buffer.AsSpan(at));
+        var at = Frame.Headroom - extra - Wire.CounterSize;
+        var sealedPayload = frame.Buffer.AsSpan(at, header.PayloadLength);
+        partial.CopyTo(sealedPayload);
         var filled = partial.Length;
         while (filled < header.PayloadLength)
         {
-            var got = _connection.Read(frame.Buffer.AsSpan(at + filled, header.PayloadLength - filled));
+            var got = _connection.Read(sealedPayload[filled..]);
             if (got <= 0)
             {
                 frame.Release();
@@ -145,8 +192,15 @@ internal sealed unsafe class TcpLinkTransport : ILinkTransport
             }
             filled += got;
         }
+        var plain = frame.Buffer.AsSpan(at + Wire.CounterSize, extra + frameLength);
+        if (!SealedRecord.Open(_session.Opener, header, headerBytes, sealedPayload, stream: true, plain))
+        {
+            frame.Release();
+            Refuse("a frame that does not open");
+            return false;
+        }
         if (extra > 0)
-            frame.Offload = VirtioNetHeader.Read(frame.Buffer.AsSpan(at, extra));
+            frame.Offload = VirtioNetHeader.Read(plain);
         frame.SetBounds(Frame.Headroom, frameLength);
         _session.DeliverFrame(frame, header.HopLimit);
         return true;

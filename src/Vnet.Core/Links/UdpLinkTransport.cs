@@ -1,26 +1,29 @@
 using Vnet.Engine;
 using Vnet.Frames;
+using Vnet.Links.Security;
 using Vnet.Native;
 
 namespace Vnet.Links;
 
 /// <summary>
-/// A UDP link: frames and keep-alives travel as datagrams on the daemon's one <see cref="UdpTransport"/>
-/// socket, addressed to the peer proven by its probe; the session's TCP connection carries control
-/// messages only.
+/// A UDP link: frames and keep-alives travel as sealed datagrams (<see cref="SealedRecord"/>) on the
+/// daemon's one <see cref="UdpTransport"/> socket, addressed to where the peer's latest authenticated
+/// datagram came from; the session's TCP connection carries control messages only.
 /// <code>
 /// Sending a batch (whoever holds the session's send lock: its sender thread, or a reader inline):
 ///  1. A frame with no hop left, or any frame before the peer's address is known, is dropped and counted.
-///  2. A plain frame is one datagram: header, virtio header, frame, copied into a pinned scratch.
+///  2. A plain frame is one datagram: header, counter, virtio header, frame, tag, copied into a
+///     pinned scratch and sealed there in place.
 ///  3. A super-frame is cut into segments that fit the path MTU (user-space GSO, partial checksums
 ///     kept), laid out back to back and sent with as few sendmsg(UDP_SEGMENT) calls as the kernel
 ///     allows. A UDP send never blocks the caller: a full socket buffer drops (and counts).
-/// Keep-alives and their answers are single datagrams.
+/// Keep-alives and their answers are single sealed datagrams.
 /// Receiving:
 ///  1. The session's receiver thread reads the connection: control messages go to the session;
 ///     DATA there is a protocol error, keep-alives there are ignored.
-///  2. Datagrams arrive on UdpTransport's receive thread, which checks the sender, batches runs and
-///     calls <see cref="ReadFrame"/>, <see cref="LinkSession.ReceiveProbe"/> and
+///  2. Datagrams arrive on UdpTransport's receive thread, which opens them (and follows the peer to a
+///     new address once a datagram from there authenticates), batches runs and calls
+///     <see cref="ReadFrame"/>, <see cref="LinkSession.ReceiveProbe"/> and
 ///     <see cref="LinkSession.DeliverFrame"/> of this link.
 /// </code>
 /// </summary>
@@ -32,7 +35,7 @@ internal sealed class UdpLinkTransport : ILinkTransport
     /// </summary>
     public const int PathMtu = 1500;
 
-    private const int MaxFrame = PathMtu - 20 - 8 - Wire.HeaderSize - VirtioNetHeader.Size;
+    private const int MaxFrame = PathMtu - 20 - 8 - Wire.HeaderSize - SealedRecord.Overhead - VirtioNetHeader.Size;
 
     private readonly LinkSession _session;
     private readonly UdpTransport _udp;
@@ -53,8 +56,14 @@ internal sealed class UdpLinkTransport : ILinkTransport
 
     public LinkSession Session => _session;
 
-    /// <summary>Where the peer's datagrams come from (learned from its probe, or dialed).</summary>
-    public UdpPeer? Peer { get; set; }
+    /// <summary>Where the peer's datagrams come from (dialed, or its latest authenticated datagram's source).</summary>
+    public UdpPeer? Peer
+    {
+        get => Volatile.Read(ref _peer);
+        set => Volatile.Write(ref _peer, value);
+    }
+
+    private UdpPeer? _peer;
 
     /// <summary>For links started here: the peer confirmed our probe, so the UDP path works.</summary>
     public volatile bool ProbeAcknowledged;
@@ -98,7 +107,7 @@ internal sealed class UdpLinkTransport : ILinkTransport
     public void SendProbe(MessageType type, ReadOnlySpan<byte> payload)
     {
         if (Peer is { } peer)
-            _udp.SendMessage(peer, type, _session.Peer.RemoteSession, payload);
+            _udp.SendSealed(peer, _session.DatagramSealer.Current, type, _session.Peer.RemoteSession, payload);
     }
 
     /// <summary>
@@ -158,23 +167,19 @@ internal sealed class UdpLinkTransport : ILinkTransport
     }
 
     private static int DatagramSize(Frame frame) =>
-        Wire.HeaderSize + (frame.Offload.IsPlain ? 0 : VirtioNetHeader.Size) + frame.Length;
+        Wire.HeaderSize + SealedRecord.Overhead + (frame.Offload.IsPlain ? 0 : VirtioNetHeader.Size) + frame.Length;
 
-    /// <summary>
-    /// One data datagram. An AEAD layer would seal here (header as associated data, nonce after it,
-    /// tag at the end; <see cref="DatagramSize"/> and <see cref="MaxFrame"/> grow by that much) and
-    /// open in <see cref="ReadFrame"/>, its inverse.
-    /// </summary>
+    /// <summary>One sealed data datagram: the plaintext goes where the ciphertext will be and is sealed in place.</summary>
     private int WriteDatagram(Frame frame, Span<byte> span)
     {
         var offload = !frame.Offload.IsPlain;
         var extra = offload ? VirtioNetHeader.Size : 0;
-        Wire.Write(span, new LinkHeader(MessageType.Data, offload ? MessageFlags.Offload : MessageFlags.None,
-            (byte)(frame.HopLimit - 1), _session.Peer.RemoteSession, extra + frame.Length));
+        var plain = span.Slice(Wire.HeaderSize + Wire.CounterSize, extra + frame.Length);
         if (offload)
-            frame.Offload.Write(span.Slice(Wire.HeaderSize));
-        frame.Data.CopyTo(span.Slice(Wire.HeaderSize + extra));
-        return Wire.HeaderSize + extra + frame.Length;
+            frame.Offload.Write(plain);
+        frame.Data.CopyTo(plain[extra..]);
+        return SealedRecord.Seal(span, _session.DatagramSealer.Current, MessageType.Data, offload ? MessageFlags.Offload : MessageFlags.None,
+            (byte)(frame.HopLimit - 1), _session.Peer.RemoteSession, plain);
     }
 
     // ---------------------------------------------------------------- receiving
@@ -182,19 +187,22 @@ internal sealed class UdpLinkTransport : ILinkTransport
     /// <summary>The connection of a UDP link carries control messages only (frames come as datagrams).</summary>
     public void Receive()
     {
+        Span<byte> headerBytes = stackalloc byte[Wire.HeaderSize];
         while (_session.Connection.ReadMessage(out var header, out var payload))
         {
             switch (header.Type)
             {
                 case MessageType.Data:
-                    _session.Close($"protocol error from {_session.Peer.Name}: data on the control channel of a UDP link");
-                    return;
                 case MessageType.KeepAlive:
                 case MessageType.KeepAliveAck:
-                    // This link's keep-alives travel in datagrams; one on the connection proves nothing about them.
-                    break;
+                    // This link's frames and keep-alives travel in datagrams; the peer never sends them here.
+                    _session.Counters.CountRxError();
+                    _session.Close($"protocol error from {_session.Peer.Name}: {header.Type} on the connection of a UDP link");
+                    return;
                 default:
-                    if (!_session.ReceiveControl(header, payload))
+                    // The header as received (TryRead checked every field Write sets) is the associated data.
+                    Wire.Write(headerBytes, header);
+                    if (!_session.ReceiveSealedControl(header, headerBytes, payload))
                         return;
                     break;
             }
@@ -202,8 +210,8 @@ internal sealed class UdpLinkTransport : ILinkTransport
     }
 
     /// <summary>
-    /// Copies the payload of a data datagram (at least a minimal frame, checked by the caller) into a
-    /// pooled frame; null when the pool is empty (counted as a drop). On UdpTransport's receive thread.
+    /// Copies the opened payload of a data datagram (at least a minimal frame, checked by the caller)
+    /// into a pooled frame; null when the pool is empty (counted as a drop). On UdpTransport's receive thread.
     /// </summary>
     public Frame? ReadFrame(in LinkHeader header, ReadOnlySpan<byte> payload)
     {

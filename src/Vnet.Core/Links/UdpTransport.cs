@@ -1,15 +1,14 @@
-using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
-using System.Security.Cryptography;
 using Vnet.Engine;
 using Vnet.Frames;
+using Vnet.Links.Security;
 using Vnet.Native;
 
 namespace Vnet.Links;
 
-/// <summary>Where a UDP link's peer sends from; learned from its authenticated probe.</summary>
+/// <summary>Where a UDP link's peer sends from: dialed, or the source of its latest authenticated datagram.</summary>
 internal sealed class UdpPeer(SocketAddress address)
 {
     public SocketAddress Address { get; } = address;
@@ -17,19 +16,22 @@ internal sealed class UdpPeer(SocketAddress address)
 
 /// <summary>
 /// The daemon's one UDP socket, shared by all UDP links (each a <see cref="UdpLinkTransport"/>,
-/// registered under its session id). Datagrams carry the receiver's session id; a datagram is
-/// accepted only for a live session and only from the address that session's peer proved with a
-/// probe (HMAC under the session key), so a host without the key gets no frame in.
+/// registered under its session id). Every datagram is sealed with its session's key: one that does
+/// not open (a stranger, a forgery, a replay) is dropped and counted, and the session's peer address
+/// follows the source of the latest datagram that does (roaming, as WireGuard does), so nothing
+/// unauthenticated can redirect a link.
 /// <code>
 /// Receive thread ("udp-rx"), per recvmsg (one datagram, or a UDP GRO run of same-sized ones):
-///  1. Each datagram: parse the header, find the link by session id (a closed session counts as unknown).
-///  2. UDP_PROBE: check its HMAC, learn (or move) the peer's address, answer UDP_PROBE_ACK.
-///  3. Anything else must come from that address: DATA is read into a pooled frame by the link
-///     (UdpLinkTransport.ReadFrame) and added to the current run; keep-alives go to the session
-///     (LinkSession.ReceiveProbe); UDP_PROBE_ACK marks the link's probe as answered.
-///  4. At the end of the receive (or when the run's link or hop limit changes) the run's frames are
+///  1. Each datagram: parse the header, find the link by session id (a closed session counts as
+///     unknown), check the length.
+///  2. Open it in place in the receive buffer (the replay window refuses a counter seen before).
+///  3. From a new address: the link's peer moves there.
+///  4. DATA is read into a pooled frame by the link (UdpLinkTransport.ReadFrame) and added to the
+///     current run; keep-alives go to the session (LinkSession.ReceiveProbe); UDP_PROBE is answered
+///     with UDP_PROBE_ACK; UDP_PROBE_ACK marks the link's probe as answered.
+///  5. At the end of the receive (or when the run's link or hop limit changes) the run's frames are
 ///     coalesced back into super-frames (user-space GRO) and delivered (LinkSession.DeliverFrame).
-///  5. Nothing more to read: flush what the frames produced (TransmitBatch), then poll.
+///  6. Nothing more to read: flush what the frames produced (TransmitBatch), then poll.
 /// Sending (any link's send-lock holder): SendSegmented, one sendmsg(UDP_SEGMENT) per run of
 /// equal-sized datagrams, falling back to one datagram per call where the kernel refuses GSO.
 /// </code>
@@ -127,41 +129,24 @@ public sealed class UdpTransport : IDisposable
         }
     }
 
-    internal void SendMessage(UdpPeer peer, MessageType type, uint session, ReadOnlySpan<byte> payload)
+    /// <summary>Longest payload of a sealed message sent by <see cref="SendSealed"/> (probes and keep-alives).</summary>
+    internal const int MaxSmallPayload = 64;
+
+    /// <summary>
+    /// Sends a small sealed message (a probe, a keep-alive or its answer); a payload over
+    /// <see cref="MaxSmallPayload"/> is refused rather than sent (it never comes from a peer: answers
+    /// echo at most <see cref="LinkSession.MaxProbePayload"/> bytes).
+    /// </summary>
+    internal void SendSealed(UdpPeer peer, EpochKey key, MessageType type, uint session, ReadOnlySpan<byte> payload)
     {
-        Span<byte> message = stackalloc byte[Wire.HeaderSize + 64];
-        Wire.Write(message, new LinkHeader(type, MessageFlags.None, 0, session, payload.Length));
-        payload.CopyTo(message.Slice(Wire.HeaderSize));
-        Send(message.Slice(0, Wire.HeaderSize + payload.Length), peer);
+        if (payload.Length > MaxSmallPayload)
+            return;
+        Span<byte> message = stackalloc byte[Wire.HeaderSize + SealedRecord.Overhead + MaxSmallPayload];
+        var length = SealedRecord.Seal(message, key, type, MessageFlags.None, 0, session, payload);
+        Send(message[..length], peer);
     }
 
     internal static UdpPeer PeerFor(IPEndPoint endPoint) => new(endPoint.Serialize());
-
-    /// <summary>The probe proves the sender holds this session's key: HMAC(session key, "probe" | ids).</summary>
-    internal static byte[] ProbePayload(LinkSession session)
-    {
-        Span<byte> ids = stackalloc byte[13];
-        "probe"u8.CopyTo(ids);
-        BinaryPrimitives.WriteUInt32BigEndian(ids.Slice(5), session.LocalSession);
-        BinaryPrimitives.WriteUInt32BigEndian(ids.Slice(9), session.Peer.RemoteSession);
-        var payload = new byte[4 + 32];
-        BinaryPrimitives.WriteUInt32BigEndian(payload, session.LocalSession);
-        HMACSHA256.HashData(session.Peer.SessionKey, ids, payload.AsSpan(4));
-        return payload;
-    }
-
-    private static bool ProbeValid(LinkSession session, ReadOnlySpan<byte> payload)
-    {
-        if (payload.Length != 36 || BinaryPrimitives.ReadUInt32BigEndian(payload) != session.Peer.RemoteSession)
-            return false;
-        Span<byte> ids = stackalloc byte[13];
-        "probe"u8.CopyTo(ids);
-        BinaryPrimitives.WriteUInt32BigEndian(ids.Slice(5), session.Peer.RemoteSession);
-        BinaryPrimitives.WriteUInt32BigEndian(ids.Slice(9), session.LocalSession);
-        Span<byte> mac = stackalloc byte[32];
-        HMACSHA256.HashData(session.Peer.SessionKey, ids, mac);
-        return CryptographicOperations.FixedTimeEquals(mac, payload.Slice(4));
-    }
 
     /// <summary>
     /// One receive returns a single datagram or, with UDP GRO, a run of same-sized datagrams from one
@@ -202,7 +187,7 @@ public sealed class UdpTransport : IDisposable
                 if (segment <= 0)
                     segment = (int)n;
                 for (var off = 0; off < n; off += segment)
-                    Handle(buffer.AsSpan(off, (int)Math.Min(segment, n - off)), sender, from);
+                    HandleSafely(buffer.AsSpan(off, (int)Math.Min(segment, n - off)), sender, from);
                 FlushBatch();
             }
         }
@@ -229,48 +214,65 @@ public sealed class UdpTransport : IDisposable
         _merged.Clear();
     }
 
-    private void Handle(ReadOnlySpan<byte> datagram, ReadOnlySpan<byte> sender, SocketAddress scratch)
+    /// <summary>Datagrams that made the receive path throw (a bug; the datagram is dropped, the thread goes on).</summary>
+    public long Faults => Interlocked.Read(ref _faults);
+
+    private long _faults;
+
+    /// <summary>Whatever a datagram causes, the receive thread (every UDP link of the daemon) goes on.</summary>
+    private void HandleSafely(Span<byte> datagram, ReadOnlySpan<byte> sender, SocketAddress scratch)
+    {
+        try
+        {
+            Handle(datagram, sender, scratch);
+        }
+#pragma warning disable CA1031 // One datagram must never stop the receiver of every link.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            Interlocked.Increment(ref _faults);
+            Interlocked.Increment(ref _rejected);
+        }
+    }
+
+    private void Handle(Span<byte> datagram, ReadOnlySpan<byte> sender, SocketAddress scratch)
     {
         if (Wire.TryRead(datagram, out var header) != WireError.None ||
             header.PayloadLength != datagram.Length - Wire.HeaderSize ||
+            header.PayloadLength < SealedRecord.Overhead ||
             !_links.TryGetValue(header.Session, out var link) || link.Session.IsClosed)
         {
             Interlocked.Increment(ref _rejected);
             return;
         }
         var session = link.Session;
-        var payload = datagram.Slice(Wire.HeaderSize);
-        if (header.Type == MessageType.UdpProbe)
-        {
-            if (!ProbeValid(session, payload))
-            {
-                Interlocked.Increment(ref _rejected);
-                return;
-            }
-            if (link.Peer is not { } known || !SameAddress(known, sender))
-            {
-                var copy = new SocketAddress(scratch.Family, sender.Length);
-                sender.CopyTo(copy.Buffer.Span);
-                link.Peer = new UdpPeer(copy);
-            }
-            session.NoteDataReceived();
-            SendMessage(link.Peer!, MessageType.UdpProbeAck, session.Peer.RemoteSession, ReadOnlySpan<byte>.Empty);
-            return;
-        }
-        if (link.Peer is not { } peer || !SameAddress(peer, sender))
+        var sealedPayload = datagram[Wire.HeaderSize..];
+        var plain = sealedPayload.Slice(Wire.CounterSize, sealedPayload.Length - SealedRecord.Overhead);
+        if (!SealedRecord.Open(session.DatagramOpener, header, datagram, sealedPayload, stream: false, plain))
         {
             Interlocked.Increment(ref _rejected);
             return;
+        }
+        // Authenticated: the peer is where this came from (roaming), whatever it was before.
+        if (link.Peer is not { } known || !SameAddress(known, sender))
+        {
+            var copy = new SocketAddress(scratch.Family, sender.Length);
+            sender.CopyTo(copy.Buffer.Span);
+            link.Peer = new UdpPeer(copy);
         }
         switch (header.Type)
         {
             case MessageType.Data:
                 session.NoteDataReceived();
-                CollectData(link, header, payload);
+                CollectData(link, header, plain);
                 break;
             case MessageType.KeepAlive:
             case MessageType.KeepAliveAck:
-                session.ReceiveProbe(header.Type, payload);
+                session.ReceiveProbe(header.Type, plain);
+                break;
+            case MessageType.UdpProbe:
+                session.NoteDataReceived();
+                SendSealed(link.Peer!, session.DatagramSealer.Current, MessageType.UdpProbeAck, session.Peer.RemoteSession, ReadOnlySpan<byte>.Empty);
                 break;
             case MessageType.UdpProbeAck:
                 session.NoteDataReceived();

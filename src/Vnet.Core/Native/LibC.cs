@@ -57,6 +57,22 @@ internal static unsafe partial class LibC
         public nuint Length;
     }
 
+    [LibraryImport(Lib, EntryPoint = "geteuid")]
+    public static partial uint GetEffectiveUserId();
+
+    [LibraryImport(Lib, EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int StatRaw(string path, byte* buffer);
+
+    /// <summary>The owner's uid of a file; -1 when it cannot be read. (st_uid's place in struct stat: 28 on x86-64, 24 on arm64.)</summary>
+    public static long OwnerOf(string path)
+    {
+        var offset = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.Arm64 ? 24 : 28;
+        var buffer = stackalloc byte[256];
+        if (StatRaw(path, buffer) != 0)
+            return -1;
+        return *(uint*)(buffer + offset);
+    }
+
     [LibraryImport(Lib, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Open(string path, int flags);
 

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Vnet.Daemon;
@@ -39,11 +40,15 @@ public readonly record struct PeerEnvelope(LinkPort Port, LinkSession Session, P
 ///  2. Refuse what this peer may not send (hosts take directory messages and requests only from
 ///     the Proxy over the star; the Proxy takes them only from hosts on the star).
 ///  3. A response completes its pending request here; a request runs off the loop (it may wait for
-///     the loop) and its response goes back on the same session.
+///     the loop), at most MaxConcurrentRequests at once (more are answered "busy" at once), and
+///     its response goes back on the same session.
 ///  4. Anything else is posted to the control loop (after an injected delay in tests), where a
-///     message whose session has closed meanwhile is dropped: a newer session starts afresh.
+///     message whose session has closed meanwhile is dropped: a newer session starts afresh. A
+///     link may have at most MaxBacklogMessages (and MaxBacklogBytes) posted and not yet handled;
+///     a session that would exceed that is cut ("flooding the control plane"), not queued for.
 ///  5. The handler registered for the type runs, on the loop.
 /// Link up and down: posted to the loop the same way and raised as PeerUp / PeerDown there.
+/// Every log line a peer can cause is cleaned (LogText) and rate-limited per reason (LogLimiter).
 /// </code>
 /// </summary>
 public sealed partial class PeerChannel : ILinkEvents
@@ -51,15 +56,38 @@ public sealed partial class PeerChannel : ILinkEvents
     /// <summary>How long the Proxy waits for a host to answer a request.</summary>
     public static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// Messages of one link posted to the control loop and not yet handled. A healthy peer has a
+    /// handful (a digest every 3 s, deltas as VMs come and go, a traffic report per period): only a
+    /// peer that sends faster than the loop handles, for long, gets near this.
+    /// </summary>
+    public const int MaxBacklogMessages = 1024;
+
+    /// <summary>Their JSON bytes: a message may be up to 2 MiB, so a count alone would allow 2 GiB.</summary>
+    public const long MaxBacklogBytes = 16L << 20;
+
+    /// <summary>The Proxy's requests a host runs at once (each may wait for the host's loop).</summary>
+    public const int MaxConcurrentRequests = 16;
+
+    // Reasons of rate-limited log lines (LogLimiter keys: constants, never peer text).
+    private const string BadMessageLine = "bad control messages";
+    private const string RefusedLine = "refused control messages";
+    private const string FloodLine = "peers flooding the control plane";
+    private const string BusyLine = "requests refused as busy";
+
     private readonly string _name;
     private readonly bool _isProxy;
     private readonly string _proxyName;
     private readonly LinkManager _links;
     private readonly ControlLoop _loop;
     private readonly ILogger _logger;
-    private readonly Action<PeerEnvelope>?[] _handlers = new Action<PeerEnvelope>?[Enum.GetValues<PeerMessageType>().Length];
+    private readonly List<Action<PeerEnvelope>>[] _handlers = [.. Enum.GetValues<PeerMessageType>().Select(_ => new List<Action<PeerEnvelope>>())];
     private readonly ConcurrentDictionary<long, PendingRequest> _pending = new();
+    private readonly ConditionalWeakTable<LinkPort, Backlog> _backlogs = new();
+    private readonly ConcurrencyLimit _requests = new(MaxConcurrentRequests);
+    private readonly LogLimiter _logLimit = new();
     private long _nextRequestId;
+    private long _floods;
     private long _badMessages;
     private long _refused;
     private long _staleDropped;
@@ -70,6 +98,35 @@ public sealed partial class PeerChannel : ILinkEvents
 
     private sealed record PendingRequest(string Peer, TaskCompletionSource<JsonNode?> Done);
 
+    /// <summary>
+    /// What one link has waiting on the control loop. Per link, not per session: a peer that
+    /// reconnects does not start a fresh budget while its earlier messages still wait.
+    /// </summary>
+    private sealed class Backlog
+    {
+        public int Messages;
+        public long Bytes;
+
+        /// <summary>The session being cut for flooding: what it still delivers is dropped unparsed.</summary>
+        public LinkSession? Cut;
+
+        public bool TryAdd(int bytes)
+        {
+            var messages = Interlocked.Increment(ref Messages);
+            var total = Interlocked.Add(ref Bytes, bytes);
+            if (messages <= MaxBacklogMessages && total <= MaxBacklogBytes)
+                return true;
+            Remove(bytes);
+            return false;
+        }
+
+        public void Remove(int bytes)
+        {
+            Interlocked.Decrement(ref Messages);
+            Interlocked.Add(ref Bytes, -bytes);
+        }
+    }
+
     public PeerChannel(string name, bool isProxy, string proxyName, LinkManager links, ControlLoop loop, ILogger logger)
     {
         _name = name;
@@ -78,6 +135,8 @@ public sealed partial class PeerChannel : ILinkEvents
         _links = links;
         _loop = loop;
         _logger = logger;
+        // A burst of faults followed by silence still gets its "N more" line.
+        _loop.Every(LogLimiter.Window, () => _logLimit.Drain((reason, count) => Log.Suppressed(_logger, count, reason)));
     }
 
     /// <summary>A link's session came up (on the loop; the session is the port's current one).</summary>
@@ -105,8 +164,17 @@ public sealed partial class PeerChannel : ILinkEvents
     /// <summary>Messages dropped because their session had ended before the loop got to them.</summary>
     public long StaleDropped => Interlocked.Read(ref _staleDropped);
 
-    /// <summary>Registers the (one) handler of a message type; it runs on the control loop.</summary>
-    public void On(PeerMessageType type, Action<PeerEnvelope> handler) => _handlers[(int)type] = handler;
+    /// <summary>Sessions cut because their link had too much waiting on the control loop.</summary>
+    public long Floods => Interlocked.Read(ref _floods);
+
+    /// <summary>The Proxy's requests answered "busy" because <see cref="MaxConcurrentRequests"/> were running.</summary>
+    public long RequestsRefused => _requests.Refused;
+
+    /// <summary>Log lines about peer faults left out by the rate limit, since start.</summary>
+    public long LogLinesSuppressed => _logLimit.Suppressed;
+
+    /// <summary>Registers a handler of a message type (before start); handlers run on the control loop, in order.</summary>
+    public void On(PeerMessageType type, Action<PeerEnvelope> handler) => _handlers[(int)type].Add(handler);
 
     // ---------------------------------------------------------------- sending
 
@@ -163,18 +231,23 @@ public sealed partial class PeerChannel : ILinkEvents
     {
         Interlocked.Increment(ref _messagesReceived);
         Interlocked.Add(ref _bytesReceived, payload.Length);
+        var backlog = _backlogs.GetValue(port, static _ => new Backlog());
+        if (ReferenceEquals(Volatile.Read(ref backlog.Cut), session))
+            return;
         var message = PeerMessage.TryParse(payload, out var error);
         if (message is null)
         {
             Interlocked.Increment(ref _badMessages);
             port.Counters.CountRxError();
-            Log.BadMessage(_logger, port.Peer, LogText.Safe(error!));
+            if (MayLog(BadMessageLine))
+                Log.BadMessage(_logger, LogText.Safe(port.Peer), LogText.Safe(error));
             return;
         }
         if (RefusalOf(port, message.Type) is { } why)
         {
             Interlocked.Increment(ref _refused);
-            Log.Refused(_logger, message.Type, port.Peer, why);
+            if (MayLog(RefusedLine))
+                Log.Refused(_logger, message.Type, LogText.Safe(port.Peer), why);
             return;
         }
         switch (message.Type)
@@ -189,7 +262,52 @@ public sealed partial class PeerChannel : ILinkEvents
         var delay = InboundDelay?.Invoke(port, message) ?? TimeSpan.Zero;
         if (delay < TimeSpan.Zero)
             return;
-        _loop.PostAfter(delay, () => Dispatch(new PeerEnvelope(port, session, message)));
+        var bytes = payload.Length;
+        if (!backlog.TryAdd(bytes))
+        {
+            CutFlooding(port, session, backlog);
+            return;
+        }
+        _loop.PostAfter(delay, () =>
+        {
+            try
+            {
+                // A session cut for flooding may take a moment to close: its queue goes now.
+                if (ReferenceEquals(Volatile.Read(ref backlog.Cut), session))
+                    Interlocked.Increment(ref _staleDropped);
+                else
+                    Dispatch(new PeerEnvelope(port, session, message));
+            }
+            finally
+            {
+                backlog.Remove(bytes);
+            }
+        });
+    }
+
+    /// <summary>
+    /// The session's link has as much waiting on the loop as it may: the session ends (telling the
+    /// peer why) instead of the daemon queueing more. The dialer or the peer may bring a new one;
+    /// the messages already posted are dropped as stale when the loop gets to them.
+    /// </summary>
+    private void CutFlooding(LinkPort port, LinkSession session, Backlog backlog)
+    {
+        if (ReferenceEquals(Interlocked.Exchange(ref backlog.Cut, session), session))
+            return;
+        Interlocked.Increment(ref _floods);
+        if (MayLog(FloodLine))
+            Log.Flooding(_logger, LogText.Safe(port.Peer), Volatile.Read(ref backlog.Messages), Volatile.Read(ref backlog.Bytes));
+        session.Leave($"flooding the control plane: more than {MaxBacklogMessages} messages or {MaxBacklogBytes >> 20} MiB waiting to be handled");
+    }
+
+    /// <summary>Whether a line about a peer fault may be logged now (after the line about what the limit left out, if any).</summary>
+    private bool MayLog(string reason)
+    {
+        if (!_logLimit.TryAcquire(reason, out var suppressed))
+            return false;
+        if (suppressed > 0)
+            Log.Suppressed(_logger, suppressed, reason);
+        return true;
     }
 
     /// <summary>Who may send what: the star carries the directory and requests, each way once.</summary>
@@ -201,7 +319,7 @@ public sealed partial class PeerChannel : ILinkEvents
         {
             PeerMessageType.Vms or PeerMessageType.Traffic or PeerMessageType.Response when !fromStarHost =>
                 "only a host on the star sends this, to the Proxy",
-            PeerMessageType.Locations or PeerMessageType.Request when !fromProxy =>
+            PeerMessageType.Locations or PeerMessageType.Request or PeerMessageType.Keys when !fromProxy =>
                 "only the Proxy sends this, over the star",
             PeerMessageType.Digest or PeerMessageType.Sync when !fromProxy && !fromStarHost =>
                 "directory messages travel over the star only",
@@ -217,10 +335,11 @@ public sealed partial class PeerChannel : ILinkEvents
             Interlocked.Increment(ref _staleDropped);
             return;
         }
-        if (_handlers[(int)envelope.Message.Type] is { } handler)
+        var handlers = _handlers[(int)envelope.Message.Type];
+        if (handlers.Count == 0 && MayLog(RefusedLine))
+            Log.Refused(_logger, envelope.Message.Type, LogText.Safe(envelope.Peer), "no handler for it on this daemon");
+        foreach (var handler in handlers)
             handler(envelope);
-        else
-            Log.Refused(_logger, envelope.Message.Type, envelope.Peer, "no handler for it on this daemon");
     }
 
     // ---------------------------------------------------------------- requests (Proxy -> host)
@@ -264,7 +383,8 @@ public sealed partial class PeerChannel : ILinkEvents
     {
         if (!_pending.TryGetValue(message.Id, out var pending) || pending.Peer != port.Peer)
         {
-            Log.Refused(_logger, message.Type, port.Peer, "a response to no request of ours");
+            if (MayLog(RefusedLine))
+                Log.Refused(_logger, message.Type, LogText.Safe(port.Peer), "a response to no request of ours");
             return;
         }
         if (message.Ok)
@@ -273,21 +393,48 @@ public sealed partial class PeerChannel : ILinkEvents
             pending.Done.TrySetException(new DaemonCommandException(message.Error ?? $"{port.Peer} refused the command"));
     }
 
-    /// <summary>Host: a command from the Proxy; runs off the loop, answers on the same session.</summary>
-    private void OnRequest(LinkPort port, LinkSession session, PeerMessage message) => _ = Task.Run(async () =>
+    /// <summary>
+    /// Host: a command from the Proxy; runs off the loop, answers on the same session. At most
+    /// <see cref="MaxConcurrentRequests"/> run at once: each holds a task and, while it waits for the
+    /// loop, a loop item; more are answered at once with an error, which the Proxy reports.
+    /// </summary>
+    private void OnRequest(LinkPort port, LinkSession session, PeerMessage message)
     {
-        var result = Commands is { } commands
-            ? await commands.HandleAsync(message.Command ?? "", message.Args).ConfigureAwait(false)
-            : CommandResult.Failure($"{_name} takes no commands");
-        Send(session, new PeerMessage
+        if (!_requests.TryEnter())
         {
-            Type = PeerMessageType.Response,
-            Id = message.Id,
-            Ok = result.Ok,
-            Data = result.Data,
-            Error = result.Error,
+            if (MayLog(BusyLine))
+                Log.Busy(_logger, LogText.Safe(port.Peer), MaxConcurrentRequests);
+            Send(session, new PeerMessage
+            {
+                Type = PeerMessageType.Response,
+                Id = message.Id,
+                Ok = false,
+                Error = $"{_name} is busy: {MaxConcurrentRequests} requests from the Proxy are running; try again",
+            });
+            return;
+        }
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                var result = Commands is { } commands
+                    ? await commands.HandleAsync(message.Command ?? "", message.Args).ConfigureAwait(false)
+                    : CommandResult.Failure($"{_name} takes no commands");
+                Send(session, new PeerMessage
+                {
+                    Type = PeerMessageType.Response,
+                    Id = message.Id,
+                    Ok = result.Ok,
+                    Data = result.Data,
+                    Error = result.Error,
+                });
+            }
+            finally
+            {
+                _requests.Exit();
+            }
         });
-    });
+    }
 
     /// <summary>Requests to a host that went away fail at once rather than time out.</summary>
     private void FailPending(string peer, string reason)
@@ -295,7 +442,7 @@ public sealed partial class PeerChannel : ILinkEvents
         foreach (var (_, pending) in _pending)
         {
             if (pending.Peer == peer)
-                pending.Done.TrySetException(new DaemonCommandException($"daemon {peer} went away: {reason}"));
+                pending.Done.TrySetException(new DaemonCommandException($"daemon {peer} went away: {LogText.Safe(reason)}"));
         }
     }
 
@@ -306,5 +453,15 @@ public sealed partial class PeerChannel : ILinkEvents
 
         [LoggerMessage(EventId = 301, Level = LogLevel.Warning, Message = "Refused {Type} from {Peer}: {Reason}")]
         public static partial void Refused(ILogger logger, PeerMessageType type, string peer, string reason);
+
+        [LoggerMessage(EventId = 302, Level = LogLevel.Warning,
+            Message = "Cutting the session with {Peer}: flooding the control plane ({Messages} messages, {Bytes} bytes waiting for the control loop)")]
+        public static partial void Flooding(ILogger logger, string peer, int messages, long bytes);
+
+        [LoggerMessage(EventId = 303, Level = LogLevel.Warning, Message = "Refused a request from {Peer}: {Max} are running already")]
+        public static partial void Busy(ILogger logger, string peer, int max);
+
+        [LoggerMessage(EventId = 304, Level = LogLevel.Warning, Message = "{Count} more lines about {Reason} in the last minute were not logged")]
+        public static partial void Suppressed(ILogger logger, long count, string reason);
     }
 }

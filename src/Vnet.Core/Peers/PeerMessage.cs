@@ -30,6 +30,9 @@ public enum PeerMessageType
     Request,
 
     Response,
+
+    /// <summary>Proxy → hosts: every admitted daemon's name and public key (hosts link to each other with them).</summary>
+    Keys,
 }
 
 /// <summary>The replicated maps daemons keep of each other.</summary>
@@ -40,10 +43,16 @@ public enum MapTopic
 
     /// <summary>The Proxy's VM locations, as every host replicates them.</summary>
     Locations,
+
+    /// <summary>The Proxy's list of admitted daemons' keys, as every host keeps it.</summary>
+    Keys,
 }
 
 /// <summary>One entry of a map message: a VM and its interface (Vms) or daemon (Locations); null in a delta removes it.</summary>
 public sealed record MapEntry(MacAddress Mac, string? Value);
+
+/// <summary>A daemon's name and public key (base64) in the Proxy's list.</summary>
+public sealed record KeyEntry(string Name, string Key);
 
 /// <summary>A VM's MAC on a daemon's interface.</summary>
 public sealed record VmEntry(MacAddress Mac, string Interface);
@@ -85,6 +94,9 @@ public sealed record PeerMessage
 
     /// <summary>Sync: why the replica asks (logged by the source).</summary>
     public string? Reason { get; init; }
+
+    /// <summary>Keys: the admitted daemons (the version is in <see cref="Seq"/>).</summary>
+    public IReadOnlyList<KeyEntry>? Keys { get; init; }
 
     /// <summary>Traffic: the sender's cumulative matrix (its VMs' rows) and its links' measurements.</summary>
     public IReadOnlyList<TrafficEntry>? Matrix { get; init; }
@@ -161,6 +173,8 @@ public sealed record PeerMessage
                 if (Measurements is not null && Measurements.Any(l => l is null || !Names.IsValid(l.Peer)))
                     return "traffic with an empty measurement or one without a valid peer name";
                 return null;
+            case PeerMessageType.Keys:
+                return Seq is null || Keys is null || Keys.Count > 100_000 ? "keys without a version or list" : null;
             default:
                 return null;
         }

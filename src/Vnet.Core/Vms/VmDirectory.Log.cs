@@ -29,5 +29,8 @@ public sealed partial class VmDirectory
 
         [LoggerMessage(EventId = 26, Level = LogLevel.Information, Message = "{Peer} asked for a snapshot of the {Topic} map ({Reason})")]
         public static partial void SyncAsked(ILogger logger, string peer, MapTopic topic, string reason);
+
+        [LoggerMessage(EventId = 27, Level = LogLevel.Information, Message = "{Count} more snapshot requests in the last minute were not logged")]
+        public static partial void SyncAskedSuppressed(ILogger logger, long count);
     }
 }

@@ -88,6 +88,9 @@ public sealed partial class VmDirectory
     private readonly MapPublisher _local;
     private readonly Dictionary<MacAddress, long> _heldDown = [];
     private readonly Queue<RepairRecord> _recentRepairs = new();
+
+    // A peer can ask for snapshots as often as it likes; the log says so a few times a minute.
+    private readonly LogLimiter _syncLog = new();
     private HashSet<MacAddress> _localDevices = [];
     private long _localDevicesRead = long.MinValue;
     private long _learnRefused;
@@ -482,10 +485,13 @@ public sealed partial class VmDirectory
 
     private void LogSyncAsked(PeerEnvelope m)
     {
-        if (!_logger.IsEnabled(LogLevel.Information))
+        if (!_logger.IsEnabled(LogLevel.Information) || !_syncLog.TryAcquire("sync", out var suppressed))
             return;
+        if (suppressed > 0)
+            Log.SyncAskedSuppressed(_logger, suppressed);
+        var peer = LogText.Safe(m.Peer);
         var reason = LogText.Safe(m.Message.Reason);
-        Log.SyncAsked(_logger, m.Peer, m.Message.Topic ?? MapTopic.Vms, reason);
+        Log.SyncAsked(_logger, peer, m.Message.Topic ?? MapTopic.Vms, reason);
     }
 
     /// <summary>Asks a source for a snapshot (at most once per anti-entropy interval per replica), counting the repair.</summary>

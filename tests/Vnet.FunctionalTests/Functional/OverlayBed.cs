@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
 using Vnet.Control;
 using Vnet.Daemon;
-using Vnet.Links;
+using Vnet.Links.Security;
 using Vnet.Tests.TestBed;
 using NetnsBed = Vnet.Tests.TestBed.TestBed;
 using Xunit.Abstractions;
@@ -33,7 +33,6 @@ internal sealed class OverlayBed : IDisposable
     {
         Bed = new NetnsBed(output, testName);
         Output = output;
-        Key = NetworkKey.Generate().ToString();
         _dir = Directory.CreateTempSubdirectory("vnet-overlay-").FullName;
         HostCount = hosts;
         try
@@ -51,7 +50,28 @@ internal sealed class OverlayBed : IDisposable
 
     public ITestOutputHelper Output { get; }
 
-    public string Key { get; }
+    /// <summary>Key pairs of the daemons (proxy, h1 ...) and of the overlay's administrator ("admin"), made on first use.</summary>
+    private readonly Dictionary<string, StaticKeyPair> _keys = new(StringComparer.Ordinal);
+
+    public PublicKeyId PublicKeyOf(string name) => Keys(name).Public;
+
+    /// <summary>The private key of <paramref name="name"/> in a file only its owner reads, as the daemon demands.</summary>
+    public string KeyFileOf(string name) => WriteKeyFile(name, Keys(name));
+
+    private StaticKeyPair Keys(string name)
+    {
+        if (!_keys.TryGetValue(name, out var pair))
+            _keys[name] = pair = StaticKeyPair.Generate();
+        return pair;
+    }
+
+    private string WriteKeyFile(string name, StaticKeyPair pair)
+    {
+        var path = Path.Combine(_dir, name + ".key");
+        File.WriteAllText(path, pair.ExportPrivate() + "\n");
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        return path;
+    }
 
     public int HostCount { get; }
 
@@ -102,17 +122,22 @@ internal sealed class OverlayBed : IDisposable
 
     public string SocketOf(string daemon) => Path.Combine(_dir, daemon + ".sock");
 
-    /// <summary>Starts the Proxy with the LAN NIC (lan0) through pcap, or with no interface.</summary>
-    public BackgroundProcess StartProxy(bool lanNic = true, string? key = null)
+    /// <summary>
+    /// Starts the Proxy with the LAN NIC (lan0) through pcap, or with no interface. It admits every
+    /// host of the bed (h1 ... hN, each with its key) and takes remote CLI sessions made with the admin key.
+    /// </summary>
+    public BackgroundProcess StartProxy(bool lanNic = true)
     {
         var iface = lanNic ? "\n[[interface]]\nname = \"lan0\"\nkind = \"pcap\"\nlan = true\n" : "";
+        var hosts = string.Concat(Enumerable.Range(1, HostCount).Select(i => $"\n[[host]]\nname = \"h{i}\"\npublic_key = \"{PublicKeyOf($"h{i}")}\"\n"));
         return StartDaemon("proxy", $"""
             name = "proxy"
             role = "proxy"
             listen = "192.0.2.1:5500"
-            key = "{key ?? Key}"
+            key_file = "{KeyFileOf("proxy")}"
+            admin_keys = ["{PublicKeyOf("admin")}"]
             control_socket = "{SocketOf("proxy")}"
-            {iface}
+            {iface}{hosts}
             """);
     }
 
@@ -121,32 +146,60 @@ internal sealed class OverlayBed : IDisposable
     /// <paramref name="bridgeInConfig"/> false the daemon's TAP has no bridge setting and the bed
     /// puts it on br0 itself, as a VM manager would: the interface is then what <c>vnet topo gen</c> writes.
     /// </summary>
-    public BackgroundProcess StartHost(int i, string transport = "tcp", string? key = null, bool bridgeInConfig = true)
+    /// <param name="identity">A key pair other than hN's own (the Proxy admitted hN's): an intruder's.</param>
+    public BackgroundProcess StartHost(int i, string transport = "tcp", StaticKeyPair? identity = null, bool bridgeInConfig = true)
+    {
+        var process = LaunchHost(i, transport, identity, bridgeInConfig);
+        WaitReady(process);
+        if (!bridgeInConfig)
+            Bed.Attach($"h{i}", "tap0", "br0");
+        return process;
+    }
+
+    /// <summary>
+    /// Starts several hosts at once, as after a site's power cut: every daemon is launched before
+    /// any is waited for, so that they come up (and dial the Proxy) together.
+    /// </summary>
+    public void StartHosts(IEnumerable<int> hosts, string transport = "tcp")
+    {
+        var launched = hosts.Select(i => LaunchHost(i, transport, identity: null, bridgeInConfig: true)).ToList();
+        foreach (var process in launched)
+            WaitReady(process);
+    }
+
+    private BackgroundProcess LaunchHost(int i, string transport, StaticKeyPair? identity, bool bridgeInConfig)
     {
         var name = $"h{i}";
+        var keyFile = identity is null ? KeyFileOf(name) : WriteKeyFile(name + "-other", identity);
         var bridge = bridgeInConfig ? "bridge = \"br0\"" : "";
-        var process = StartDaemon(name, $"""
+        return LaunchDaemon(name, $"""
             name = "{name}"
             role = "host"
             listen = "{HostIp(i)}:5500"
-            key = "{key ?? Key}"
+            key_file = "{keyFile}"
             control_socket = "{SocketOf(name)}"
 
             [proxy]
             name = "proxy"
             address = "192.0.2.1:5500"
+            public_key = "{PublicKeyOf("proxy")}"
             transport = "{transport}"
 
             [[interface]]
             name = "tap0"
             {bridge}
             """);
-        if (!bridgeInConfig)
-            Bed.Attach(name, "tap0", "br0");
-        return process;
     }
 
     private BackgroundProcess StartDaemon(string name, string config)
+    {
+        var process = LaunchDaemon(name, config);
+        WaitReady(process);
+        return process;
+    }
+
+    /// <summary>Starts a daemon (stopping the one of that name, if any) without waiting for it.</summary>
+    private BackgroundProcess LaunchDaemon(string name, string config)
     {
         var path = Path.Combine(_dir, name + ".toml");
         File.WriteAllText(path, config);
@@ -154,9 +207,11 @@ internal sealed class OverlayBed : IDisposable
             old.Stop();
         var process = Bed.Start(name, name, "dotnet", VnetDll, "daemon", "--config", path, "--log-level", "debug");
         _daemons[name] = process;
-        process.WaitForOutput("Control socket", TimeSpan.FromSeconds(30));
         return process;
     }
+
+    private static void WaitReady(BackgroundProcess daemon) =>
+        daemon.WaitForOutput("Control socket", TimeSpan.FromSeconds(30));
 
     public BackgroundProcess Daemon(string name) => _daemons[name];
 
@@ -186,6 +241,9 @@ internal sealed class OverlayBed : IDisposable
         _vmHost[vm] = $"h{host}";
         return vm;
     }
+
+    /// <summary>The host (h1, h2 ...) whose bridge VM number n is on now.</summary>
+    public string HostOf(int n) => _vmHost[$"vm{n}"];
 
     /// <summary>
     /// Live migration as the network sees it: the VM's NIC now reaches another host's bridge. With
@@ -226,11 +284,30 @@ internal sealed class OverlayBed : IDisposable
     {
         foreach (var name in _daemons.Keys)
         {
-            foreach (var what in new[] { "status", "show links", "show interfaces", "rule list" })
+            foreach (var what in new[] { "status", "show links", "show interfaces", "rule list", "vms" })
             {
                 var r = Sh.TryRun($"dotnet {Sh.Quote(VnetDll)} {what} --socket {Sh.Quote(SocketOf(name))}", 15);
                 Output.WriteLine($"--- {name}: vnet {what}\n{r.Stdout}{r.Stderr}");
             }
+        }
+    }
+
+    /// <summary>Everything a failed test wants to show: each daemon's tables and counters, and its log's tail.</summary>
+    public void DumpAll()
+    {
+        DumpCounters();
+        DumpLogs();
+    }
+
+    /// <summary>Writes the last lines of every daemon's log to the test output (for failures).</summary>
+    public void DumpLogs(int lines = 40)
+    {
+        foreach (var (name, daemon) in _daemons)
+        {
+            var all = daemon.Lines;
+            Output.WriteLine($"--- {name}: last {Math.Min(lines, all.Count)} of {all.Count} log lines ({daemon.LogPath})");
+            foreach (var line in all.Skip(Math.Max(0, all.Count - lines)))
+                Output.WriteLine(line);
         }
     }
 

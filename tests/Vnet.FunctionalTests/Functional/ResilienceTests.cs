@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using Vnet.Links;
+using Vnet.Links.Security;
 using Vnet.Tests.TestBed;
 using Xunit.Abstractions;
 
@@ -44,19 +44,21 @@ public sealed class ResilienceTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Host_WithoutTheKey_CannotJoinAndGetsNoFrameThrough()
+    public void Host_WithAKeyTheProxyDidNotAdmit_CannotJoinAndGetsNoFrameThrough()
     {
         using var o = new OverlayBed(output, hosts: 2);
         o.StartProxy(lanNic: false);
         o.StartHost(1);
-        var intruder = o.StartHost(2, key: NetworkKey.Generate().ToString());
+        // h2's name, but not the key the Proxy admitted for h2.
+        using var stranger = StaticKeyPair.Generate();
+        var intruder = o.StartHost(2, identity: stranger);
         o.WaitStar(1);
         o.AddVm(1, 1);
         o.AddVm(2, 2);
 
-        // Both sides log why: the intruder finds the Proxy's proof wrong and says so.
-        intruder.WaitForOutput("does not hold the network key", TimeSpan.FromSeconds(15));
-        o.Daemon("proxy").WaitForOutput("the peer refused: 'h2' says: the peer does not hold the network key", TimeSpan.FromSeconds(15));
+        // Both sides log why: the Proxy names the key it does not admit, the intruder hears it is not admitted.
+        o.Daemon("proxy").WaitForOutput($"'h2' with key {stranger.Public} is not admitted", TimeSpan.FromSeconds(15));
+        intruder.WaitForOutput("refused by the peer: not admitted", TimeSpan.FromSeconds(15));
         Assert.False(o.Bed.Ping("vm2", OverlayBed.VmIp(1), count: 2, timeoutSeconds: 4), "a VM behind a host without the key reached the overlay");
         Assert.DoesNotContain(o.Links("proxy"), l => l.Peer == "h2" && l.Up);
         Assert.DoesNotContain(o.Vms("proxy"), v => v.Mac.ToString() == OverlayBed.VmMac(2));

@@ -2,6 +2,7 @@ using System.Net;
 using Vnet.Configuration;
 using Vnet.Frames;
 using Vnet.Links;
+using Vnet.Links.Security;
 
 namespace Vnet.Tests.Configuration;
 
@@ -11,13 +12,40 @@ namespace Vnet.Tests.Configuration;
 /// </summary>
 public sealed class DaemonConfigTests
 {
-    private static readonly string Key = Convert.ToBase64String([.. Enumerable.Range(1, 32).Select(i => (byte)i)]);
+    /// <summary>This test run's key files (mode 0600, as the daemon insists): a private key and a preshared key.</summary>
+    private static readonly string KeyDir = Directory.CreateTempSubdirectory("vnet-config-keys-").FullName;
+
+    private static readonly StaticKeyPair Pair = StaticKeyPair.Generate();
+
+    private static readonly string Key = WriteKey("daemon.key", Pair.ExportPrivate());
+
+    private static readonly string ProxyPub = StaticKeyPair.Generate().Public.ToString();
+
+    /// <summary>A key file readable by everyone (what the daemon must refuse).</summary>
+    private static string OpenKey()
+    {
+        var path = Path.Combine(KeyDir, "open.key");
+        if (!File.Exists(path))
+        {
+            File.WriteAllText(path, Pair.ExportPrivate());
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        }
+        return path;
+    }
+
+    private static string WriteKey(string name, string secret)
+    {
+        var path = Path.Combine(KeyDir, name);
+        if (!File.Exists(path))
+            KeyFiles.Write(path, secret);
+        return path;
+    }
 
     private static string HostToml => $"""
         name = "host1"
         role = "host"
         listen = "192.0.2.10:5501"
-        key = "{Key}"
+        key_file = "{Key}"
         control_socket = "/tmp/vnet-host1.sock"
         hop_limit = 6
         max_learned_per_interface = 32
@@ -27,6 +55,7 @@ public sealed class DaemonConfigTests
         name = "gateway"
         address = "192.0.2.1:5500"
         transport = "udp"
+        public_key = "{ProxyPub}"
 
         [[interface]]
         name = "tap0"
@@ -52,7 +81,7 @@ public sealed class DaemonConfigTests
     private static string ProxyToml => $"""
         name = "proxy"
         role = "proxy"
-        key = "{Key}"
+        key_file = "{Key}"
         """;
 
     // Valid files.
@@ -65,7 +94,8 @@ public sealed class DaemonConfigTests
         Assert.Equal("host1", c.Name);
         Assert.Equal(DaemonRole.Host, c.Role);
         Assert.Equal(IPEndPoint.Parse("192.0.2.10:5501"), c.Listen);
-        Assert.Equal(Key, c.Key.ToString());
+        Assert.Equal(Pair.Public, c.Identity.Public);
+        Assert.Equal(ProxyPub, c.ProxyKey?.ToString());
         Assert.Equal("/tmp/vnet-host1.sock", c.ControlSocket);
         Assert.Equal("/tmp/vnet-host1.sock", c.ControlSocketPath);
         Assert.Equal(6, c.HopLimit);
@@ -129,9 +159,10 @@ public sealed class DaemonConfigTests
         var c = DaemonConfig.Parse($"""
             name = "h"
             role = "host"
-            key = "{Key}"
+            key_file = "{Key}"
             [proxy]
             address = "10.0.0.1:5500"
+            public_key = "{ProxyPub}"
             """);
 
         Assert.Equal("proxy", c.ProxyName);
@@ -202,7 +233,7 @@ public sealed class DaemonConfigTests
         var dir = Directory.CreateTempSubdirectory("vnet-config-");
         try
         {
-            File.WriteAllText(Path.Combine(dir.FullName, "net.key"), Key + "\n");
+            KeyFiles.Write(Path.Combine(dir.FullName, "net.key"), Pair.ExportPrivate());
             var path = Path.Combine(dir.FullName, "vnet.toml");
             File.WriteAllText(path, """
                 name = "proxy"
@@ -212,7 +243,7 @@ public sealed class DaemonConfigTests
 
             var c = DaemonConfig.Load(path);
 
-            Assert.Equal(Key, c.Key.ToString());
+            Assert.Equal(Pair.Public, c.Identity.Public);
         }
         finally
         {
@@ -259,21 +290,21 @@ public sealed class DaemonConfigTests
     public static TheoryData<string, string, string> Errors() => new()
     {
         // case, TOML, expected message (after the source prefix)
-        { "missing name", $"role = \"proxy\"\nkey = \"{Key}\"", "name: missing" },
-        { "name not a string", $"name = 5\nrole = \"proxy\"\nkey = \"{Key}\"", "name: expected a string, found 5" },
-        { "invalid name", $"name = \"my host\"\nrole = \"proxy\"\nkey = \"{Key}\"", "name: 'my host' is not a valid daemon name" },
-        { "missing role", $"name = \"p\"\nkey = \"{Key}\"", "role: missing (host or proxy)" },
-        { "bad role", $"name = \"p\"\nrole = \"router\"\nkey = \"{Key}\"", "role: 'router' is neither host nor proxy" },
+        { "missing name", $"role = \"proxy\"\nkey_file = \"{Key}\"", "name: missing" },
+        { "name not a string", $"name = 5\nrole = \"proxy\"\nkey_file = \"{Key}\"", "name: expected a string, found 5" },
+        { "invalid name", $"name = \"my host\"\nrole = \"proxy\"\nkey_file = \"{Key}\"", "name: 'my host' is not a valid daemon name" },
+        { "missing role", $"name = \"p\"\nkey_file = \"{Key}\"", "role: missing (host or proxy)" },
+        { "bad role", $"name = \"p\"\nrole = \"router\"\nkey_file = \"{Key}\"", "role: 'router' is neither host nor proxy" },
         { "listen without port", $"{ProxyBase}\nlisten = \"10.0.0.1\"", "listen: '10.0.0.1' is not an address:port" },
         { "listen port zero", $"{ProxyBase}\nlisten = \"10.0.0.1:0\"", "listen: '10.0.0.1:0' is not an address:port" },
         { "listen a name", $"{ProxyBase}\nlisten = \"proxy.example:5500\"", "listen: 'proxy.example:5500' is not an address:port" },
-        { "host without proxy", $"name = \"h\"\nrole = \"host\"\nkey = \"{Key}\"", "proxy.address: a host needs the Proxy's address" },
-        { "proxy section without address", $"name = \"h\"\nrole = \"host\"\nkey = \"{Key}\"\n[proxy]\nname = \"p\"", "proxy.address: missing" },
-        { "bad proxy address", $"name = \"h\"\nrole = \"host\"\nkey = \"{Key}\"\n[proxy]\naddress = \"nowhere\"", "proxy.address: 'nowhere' is not an address:port" },
-        { "proxy with proxy section", $"{ProxyBase}\n[proxy]\naddress = \"10.0.0.1:5500\"", "proxy: the Proxy does not link to another Proxy" },
-        { "host is its own proxy", $"name = \"p\"\nrole = \"host\"\nkey = \"{Key}\"\n[proxy]\nname = \"p\"\naddress = \"10.0.0.1:5500\"", "proxy.name: a host cannot be its own Proxy" },
+        { "host without proxy", $"name = \"h\"\nrole = \"host\"\nkey_file = \"{Key}\"", "proxy.address: a host needs the Proxy's address" },
+        { "proxy section without address", $"name = \"h\"\nrole = \"host\"\nkey_file = \"{Key}\"\n[proxy]\nname = \"p\"", "proxy.address: missing" },
+        { "bad proxy address", $"name = \"h\"\nrole = \"host\"\nkey_file = \"{Key}\"\n[proxy]\naddress = \"nowhere\"", "proxy.address: 'nowhere' is not an address:port" },
+        { "proxy with proxy section", $"{ProxyBase}\n[proxy]\naddress = \"10.0.0.1:5500\"\npublic_key = \"{ProxyPub}\"", "proxy: the Proxy does not link to another Proxy" },
+        { "host is its own proxy", $"name = \"p\"\nrole = \"host\"\nkey_file = \"{Key}\"\n[proxy]\nname = \"p\"\naddress = \"10.0.0.1:5500\"\npublic_key = \"{ProxyPub}\"", "proxy.name: a host cannot be its own Proxy" },
         { "typo at top level", $"{ProxyBase}\nlisen = \"0.0.0.0:5500\"", "lisen: unknown setting" },
-        { "typo in proxy", $"name = \"h\"\nrole = \"host\"\nkey = \"{Key}\"\n[proxy]\nadress = \"10.0.0.1:5500\"\naddress = \"10.0.0.1:5500\"", "proxy.adress: unknown setting" },
+        { "typo in proxy", $"name = \"h\"\nrole = \"host\"\nkey_file = \"{Key}\"\n[proxy]\nadress = \"10.0.0.1:5500\"\naddress = \"10.0.0.1:5500\"\npublic_key = \"{ProxyPub}\"", "proxy.adress: unknown setting" },
         { "typo in interface", $"{ProxyBase}\n[[interface]]\nname = \"tap0\"\nbrige = \"br0\"", "interface[0].brige: unknown setting" },
         { "typo in second interface", $"{ProxyBase}\n[[interface]]\nname = \"tap0\"\n[[interface]]\nname = \"tap1\"\nmac = []", "interface[1].mac: unknown setting" },
         { "typo in link", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\ntransprot = \"udp\"", "link[0].transprot: unknown setting" },
@@ -282,7 +313,7 @@ public sealed class DaemonConfigTests
         { "macs not a list", $"{ProxyBase}\n[[interface]]\nname = \"tap0\"\nmacs = \"52:54:00:00:00:01\"", "interface[0].macs: expected a list of MAC addresses" },
         { "group mac", $"{ProxyBase}\n[[interface]]\nname = \"tap0\"\nmacs = [\"01:00:5e:00:00:01\"]", "interface 'tap0'.macs: 01:00:5e:00:00:01 is a group address" },
         { "broadcast mac", $"{ProxyBase}\n[[interface]]\nname = \"tap0\"\nmacs = [\"ff:ff:ff:ff:ff:ff\"]", "interface 'tap0'.macs: ff:ff:ff:ff:ff:ff is a group address" },
-        { "bad proxy transport", $"name = \"h\"\nrole = \"host\"\nkey = \"{Key}\"\n[proxy]\naddress = \"10.0.0.1:5500\"\ntransport = \"sctp\"", "proxy.transport: 'sctp' is neither tcp nor udp" },
+        { "bad proxy transport", $"name = \"h\"\nrole = \"host\"\nkey_file = \"{Key}\"\n[proxy]\naddress = \"10.0.0.1:5500\"\npublic_key = \"{ProxyPub}\"\ntransport = \"sctp\"", "proxy.transport: 'sctp' is neither tcp nor udp" },
         { "bad link transport", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\ntransport = \"TCP\"", "link[0].transport: 'TCP' is neither tcp nor udp" },
         { "bad interface kind", $"{ProxyBase}\n[[interface]]\nname = \"tap0\"\nkind = \"tun\"", "interface[0].kind: 'tun' is neither tap nor pcap" },
         { "interface without name", $"{ProxyBase}\n[[interface]]\nmtu = 1500", "interface[0].name: missing" },
@@ -291,7 +322,7 @@ public sealed class DaemonConfigTests
         { "mtu too small", $"{ProxyBase}\n[[interface]]\nname = \"tap0\"\nmtu = 100", "interface 'tap0'.mtu: 100 is out of range (576..65000)" },
         { "mtu not an integer", $"{ProxyBase}\n[[interface]]\nname = \"tap0\"\nmtu = \"big\"", "interface[0].mtu: expected an integer, found \"big\"" },
         { "bridge on pcap", $"{ProxyBase}\n[[interface]]\nname = \"eth0\"\nkind = \"pcap\"\nbridge = \"br0\"", "interface 'eth0'.bridge: a bridge applies to TAP interfaces" },
-        { "lan on a host", $"name = \"h\"\nrole = \"host\"\nkey = \"{Key}\"\n[proxy]\naddress = \"10.0.0.1:5500\"\n[[interface]]\nname = \"eth0\"\nlan = true", "interface 'eth0'.lan: only the Proxy has a LAN interface" },
+        { "lan on a host", $"name = \"h\"\nrole = \"host\"\nkey_file = \"{Key}\"\n[proxy]\naddress = \"10.0.0.1:5500\"\npublic_key = \"{ProxyPub}\"\n[[interface]]\nname = \"eth0\"\nlan = true", "interface 'eth0'.lan: only the Proxy has a LAN interface" },
         { "lan not a bool", $"{ProxyBase}\n[[interface]]\nname = \"eth0\"\nlan = \"yes\"", "interface[0].lan: expected true or false, found \"yes\"" },
         { "link without address", $"{ProxyBase}\n[[link]]\npeer = \"h2\"", "link[0].address: missing" },
         { "link to itself", $"{ProxyBase}\n[[link]]\npeer = \"proxy\"\naddress = \"10.0.0.2:5500\"", "link 'proxy': needs a valid peer name" },
@@ -299,12 +330,17 @@ public sealed class DaemonConfigTests
         { "hop limit zero", $"{ProxyBase}\nhop_limit = 0", "hop_limit: must be between 1 and 64" },
         { "hop limit huge", $"{ProxyBase}\nhop_limit = 1000", "hop_limit: must be between 1 and 64" },
         { "interface not an array of tables", $"{ProxyBase}\ninterface = \"tap0\"", "interface: expected [[interface]] entries" },
-        { "proxy not a table", $"name = \"h\"\nrole = \"host\"\nkey = \"{Key}\"\nproxy = \"10.0.0.1:5500\"", "proxy: expected a table [proxy]" },
-        { "key and key_file", $"name = \"p\"\nrole = \"proxy\"\nkey = \"{Key}\"\nkey_file = \"/etc/vnet/key\"", "key: give either key or key_file, not both" },
-        { "missing key", "name = \"p\"\nrole = \"proxy\"", "key: missing" },
-        { "short key", "name = \"p\"\nrole = \"proxy\"\nkey = \"AAAA\"", "key: the network key must be 32 bytes in base64" },
-        { "garbage key", "name = \"p\"\nrole = \"proxy\"\nkey = \"not a key!\"", "key: the network key must be 32 bytes in base64" },
-        { "empty key", "name = \"p\"\nrole = \"proxy\"\nkey = \"\"", "key: the network key is empty" },
+        { "proxy not a table", $"name = \"h\"\nrole = \"host\"\nkey_file = \"{Key}\"\nproxy = \"10.0.0.1:5500\"", "proxy: expected a table [proxy]" },
+        { "key inline", "name = \"p\"\nrole = \"proxy\"\nkey = \"AAAA\"", "key: a key is never written in the configuration" },
+        { "missing key", "name = \"p\"\nrole = \"proxy\"", "key_file: missing" },
+        { "short key", $"name = \"p\"\nrole = \"proxy\"\nkey_file = \"{WriteKey("short.key", "AAAA")}\"", "key_file: a private key is 32 bytes in base64" },
+        { "garbage key", $"name = \"p\"\nrole = \"proxy\"\nkey_file = \"{WriteKey("garbage.key", "not a key!")}\"", "key_file: a private key is 32 bytes in base64" },
+        { "key file open to others", $"name = \"p\"\nrole = \"proxy\"\nkey_file = \"{OpenKey()}\"", $"key_file: {OpenKey()} is open to other users (mode 644); make it private: chmod 600" },
+        { "host without the Proxy's key", $"name = \"h\"\nrole = \"host\"\nkey_file = \"{Key}\"\n[proxy]\naddress = \"10.0.0.1:5501\"", "proxy.public_key: missing" },
+        { "bad Proxy key", $"name = \"h\"\nrole = \"host\"\nkey_file = \"{Key}\"\n[proxy]\naddress = \"10.0.0.1:5501\"\npublic_key = \"xyz\"", "proxy.public_key: 'xyz' is not a public key" },
+        { "bad admin key", $"{ProxyBase}\nadmin_keys = [\"nope\"]", "admin_keys: 'nope' is not a public key" },
+        { "host admitting hosts", $"{HostBase}\n[[host]]\nname = \"h2\"\npublic_key = \"{ProxyPub}\"", "host: only the Proxy admits hosts" },
+        { "admitted host without a key", $"{ProxyBase}\n[[host]]\nname = \"h2\"", "host[0].public_key: missing" },
     };
 
     [Theory]
@@ -398,7 +434,7 @@ public sealed class DaemonConfigTests
     [InlineData("name = \"p\"\nrole = proxy\n", 2)]
     [InlineData("name = \"p\"\n\n\n[[interface]\nname = \"tap0\"\n", 4)]
     [InlineData("name = \"p\"\nname = \"q\"\n", 2)]
-    [InlineData("name = \"p\"\n[proxy]\nname = \"a\"\n[proxy]\naddress = \"10.0.0.1:5500\"\n", 4)]
+    [InlineData("name = \"p\"\n[proxy]\nname = \"a\"\n[proxy]\naddress = \"10.0.0.1:5500\"\npublic_key = \"{ProxyPub}\"\n", 4)]
     [InlineData("name = \"p\"\n[proxy]\nname = \"a\"\nname = \"b\"\n", 4)]
     public void Parse_TomlSyntaxError_NamesSourceAndLine(string toml, int line)
     {
@@ -432,7 +468,7 @@ public sealed class DaemonConfigTests
         Assert.Equal("link 'gateway'", e.Field);
     }
 
-    private static string HostBase => $"name = \"host1\"\nrole = \"host\"\nkey = \"{Key}\"\n[proxy]\naddress = \"10.0.0.1:5500\"";
+    private static string HostBase => $"name = \"host1\"\nrole = \"host\"\nkey_file = \"{Key}\"\n[proxy]\naddress = \"10.0.0.1:5500\"\npublic_key = \"{ProxyPub}\"";
 
-    private static string ProxyBase => $"name = \"proxy\"\nrole = \"proxy\"\nkey = \"{Key}\"";
+    private static string ProxyBase => $"name = \"proxy\"\nrole = \"proxy\"\nkey_file = \"{Key}\"";
 }

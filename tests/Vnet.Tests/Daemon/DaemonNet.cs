@@ -7,6 +7,7 @@ using Vnet.Control;
 using Vnet.Daemon;
 using Vnet.Interfaces;
 using Vnet.Links;
+using Vnet.Links.Security;
 using Vnet.Tests.Links;
 using Vnet.Vms;
 
@@ -26,7 +27,7 @@ internal sealed class DaemonNet : IAsyncDisposable
     /// <summary>The Proxy's LAN NIC when the net has one.</summary>
     public const string Lan = "lan0";
 
-    private readonly NetworkKey _key = NetworkKey.Generate();
+    private readonly Dictionary<string, StaticKeyPair> _identities = new(StringComparer.Ordinal);
     private readonly Dictionary<string, VnetDaemon> _daemons = new(StringComparer.Ordinal);
     private readonly Dictionary<string, DaemonConfig> _configs = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ListLogger> _logs = new(StringComparer.Ordinal);
@@ -66,7 +67,9 @@ internal sealed class DaemonNet : IAsyncDisposable
                 Name = "proxy",
                 Role = DaemonRole.Proxy,
                 Listen = new IPEndPoint(IPAddress.Loopback, FreePort()),
-                Key = net._key,
+                Identity = net.IdentityOf("proxy"),
+                Hosts = [.. hosts.Select(h => new AdmittedHost(h.Name, net.IdentityOf(h.Name).Public))],
+                AdminKeys = [net.Admin.Public],
                 Interfaces = lan ? [new InterfaceConfig { Name = Lan, Kind = InterfaceKind.Pcap, Lan = true, Learn = false }] : [],
             };
             if (lan)
@@ -82,7 +85,8 @@ internal sealed class DaemonNet : IAsyncDisposable
                     Name = h,
                     Role = DaemonRole.Host,
                     Listen = new IPEndPoint(IPAddress.Loopback, FreePort()),
-                    Key = net._key,
+                    Identity = net.IdentityOf(h),
+                    ProxyKey = net.IdentityOf("proxy").Public,
                     ProxyAddress = proxy.Links.LocalEndPoint,
                     ProxyTransport = transport,
                     Interfaces = interfaces,
@@ -128,16 +132,35 @@ internal sealed class DaemonNet : IAsyncDisposable
         return daemon;
     }
 
-    /// <summary>Starts one more host (no interfaces) that dials the Proxy.</summary>
-    public Task<VnetDaemon> AddHost(string name) => StartDaemon(new DaemonConfig
+    /// <summary>A daemon's key pair (made the first time it is asked for, kept across restarts).</summary>
+    /// <summary>The key of this overlay's administrator: the Proxy takes remote CLI sessions made with it.</summary>
+    public StaticKeyPair Admin { get; } = StaticKeyPair.Generate();
+
+    public StaticKeyPair IdentityOf(string name)
     {
-        Name = name,
-        Role = DaemonRole.Host,
-        Listen = new IPEndPoint(IPAddress.Loopback, FreePort()),
-        Key = _key,
-        ProxyAddress = Proxy.Links.LocalEndPoint,
-        ProxyTransport = _transport,
-    });
+        lock (_identities)
+        {
+            if (!_identities.TryGetValue(name, out var pair))
+                _identities[name] = pair = StaticKeyPair.Generate();
+            return pair;
+        }
+    }
+
+    /// <summary>Admits one more host at the Proxy (as 'vnet host admit' does) and starts it, with no interfaces.</summary>
+    public async Task<VnetDaemon> AddHost(string name)
+    {
+        await Proxy.Run(() => Proxy.Keys.AdmitHost(name, IdentityOf(name).Public.ToString()));
+        return await StartDaemon(new DaemonConfig
+        {
+            Name = name,
+            Role = DaemonRole.Host,
+            Listen = new IPEndPoint(IPAddress.Loopback, FreePort()),
+            Identity = IdentityOf(name),
+            ProxyKey = IdentityOf("proxy").Public,
+            ProxyAddress = Proxy.Links.LocalEndPoint,
+            ProxyTransport = _transport,
+        });
+    }
 
     /// <summary>Stops a daemon (its links close, its peers see it go).</summary>
     public async Task Stop(string name)

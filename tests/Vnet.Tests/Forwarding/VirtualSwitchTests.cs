@@ -455,6 +455,74 @@ public sealed class VirtualSwitchTests
         ReleaseAllAndAssertPoolComplete();
     }
 
+    // Frames from links: offload header checked, hop limit clamped.
+
+    [Fact]
+    public void ForwardFromLink_BadOffloadHeader_DroppedAsBadOffloadWithItsFault()
+    {
+        Install(NewRule(1, MacMatch.Any, MacMatch.Any, action: _vm1.Name));
+        var frame = NewFrame(A, B, _proxy, length: 200);
+        frame.Offload = new VirtioNetHeader { Flags = VirtioNetHeader.FlagNeedsCsum, CsumStart = 14, CsumOffset = 6 };
+
+        _switch.ForwardFromLink(frame, 7);
+
+        AssertReceived();
+        Assert.Equal(1, _switch.Dropped(DropReason.BadOffload));
+        Assert.Equal(1, _switch.OffloadFaults(OffloadFault.ChecksumStartOutOfRange));
+        Assert.Equal(0, _switch.ForwardedFrames);
+        AssertPoolComplete();
+    }
+
+    [Fact]
+    public void ForwardFromLink_FieldsWithoutFlagsOrGso_StillChecked()
+    {
+        Install(NewRule(1, MacMatch.Any, MacMatch.Any, action: _vm1.Name));
+        var frame = NewFrame(A, B, _proxy, length: 200);
+        frame.Offload = new VirtioNetHeader { GsoSize = 1448 };
+
+        _switch.ForwardFromLink(frame, 7);
+
+        AssertReceived();
+        Assert.Equal(1, _switch.OffloadFaults(OffloadFault.GsoSizeWithoutGso));
+        AssertPoolComplete();
+    }
+
+    [Fact]
+    public void ForwardFromLink_DataValid_StrippedBeforeAnyPortSeesIt()
+    {
+        Install(NewRule(1, MacMatch.Any, MacMatch.Any, action: _vm1.Name));
+        var frame = NewFrame(A, B, _proxy);
+        frame.Offload = new VirtioNetHeader { Flags = VirtioNetHeader.FlagDataValid };
+
+        _switch.ForwardFromLink(frame, 7);
+
+        AssertReceived(_vm1);
+        Assert.Equal(VirtioNetHeader.None, _vm1.Frames[0].Offload);
+        ReleaseAllAndAssertPoolComplete();
+    }
+
+    [Theory]
+    [InlineData(255, 3)]
+    [InlineData(4, 3)]
+    [InlineData(3, 3)]
+    [InlineData(2, 2)]
+    [InlineData(0, 0)]
+    public void ForwardFromLink_HopLimit_ClampedToTheSwitchsLimit(byte fromWire, byte kept)
+    {
+        var sw = new VirtualSwitch { HopLimit = 3 };
+        var link = new RecordingPort(PortRef.Link("peer"));
+        var vm = new RecordingPort(PortRef.Interface("vm"));
+        sw.AddPort(link);
+        sw.AddPort(vm);
+        sw.Publish(new ForwardingTable([NewRule(1, MacMatch.Any, MacMatch.Any, action: vm.Name)], sw.ResolvePort, _ => new RuleStats()));
+
+        sw.ForwardFromLink(NewFrame(A, B, link), fromWire);
+
+        Assert.Equal(kept, Assert.Single(vm.Frames).HopLimit);
+        vm.ReleaseAll();
+        AssertPoolComplete();
+    }
+
     // Helpers.
 
     private void Install(params Rule[] rules)

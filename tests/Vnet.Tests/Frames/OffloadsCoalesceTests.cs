@@ -278,15 +278,75 @@ public sealed class OffloadsCoalesceTests
     }
 
     [Fact]
-    public void Coalesce_PartialSegmentsWithDataValid_AreTrustedAndMerged()
+    public void Coalesce_DataValidSegmentWithAWrongChecksum_IsNotTrustedAndStaysApart()
     {
+        // Segments come from the wire: DATA_VALID there proves nothing. This one's field holds only
+        // the pseudo-header sum, so its checksum is wrong and it must not disappear into a
+        // super-frame whose checksum a kernel would then compute anew.
         var spec = new PacketSpec();
         AddSegments(spec, 0, 3, partial: true);
+        _input[1].Offload = new VirtioNetHeader { Flags = VirtioNetHeader.FlagDataValid };
+        var before = _input.Select(f => f.Data.ToArray()).ToList();
+
+        Offloads.Coalesce(_input, _pool, _output);
+
+        Assert.Equal(3, _output.Count);
+        for (var i = 0; i < 3; i++)
+            Assert.Equal(before[i], _output[i].Data.ToArray());
+        ReleaseAll(_output);
+        AssertPoolFull();
+    }
+
+    [Fact]
+    public void Coalesce_DataValidSegmentWithARightChecksum_IsCheckedAndMerged()
+    {
+        var spec = new PacketSpec();
+        AddSegments(spec, 0, 3);
         _input[1].Offload = new VirtioNetHeader { Flags = VirtioNetHeader.FlagDataValid };
 
         Offloads.Coalesce(_input, _pool, _output);
 
         AssertMergedSegments(Assert.Single(_output), spec, 0, 3);
+        ReleaseAll(_output);
+        AssertPoolFull();
+    }
+
+    [Fact]
+    public void Coalesce_LongRun_StopsAt64SegmentsAsALinkAccepts()
+    {
+        const int Small = 500;
+        var pool = new FramePool(80);
+        var spec = new PacketSpec { TcpOptions = 0 };
+        for (var i = 0; i < 70; i++)
+        {
+            var s = spec with { Seq = spec.Seq + (uint)(i * Small), Id = (ushort)(spec.Id + i) };
+            _input.Add(Partial(pool, s, StreamBytes(i * Small, Small)));
+        }
+
+        Offloads.Coalesce(_input, pool, _output);
+
+        Assert.Equal(2, _output.Count);
+        Assert.Equal(spec.HeadersLength + (64 * Small), _output[0].Length);
+        Assert.Equal(OffloadFault.None, OffloadCheck.Check(_output[0].Offload, _output[0].Data));
+        Assert.Equal(OffloadFault.None, OffloadCheck.Check(_output[1].Offload, _output[1].Data));
+        ReleaseAll(_output);
+        Assert.Equal(pool.Created, pool.Available);
+    }
+
+    [Fact]
+    public void Coalesce_TinySegments_StayApart()
+    {
+        var spec = new PacketSpec();
+        for (var i = 0; i < 4; i++)
+        {
+            var s = spec with { Seq = spec.Seq + (uint)(i * 20), Id = (ushort)(spec.Id + i) };
+            _input.Add(Partial(_pool, s, StreamBytes(i * 20, 20)));
+        }
+
+        Offloads.Coalesce(_input, _pool, _output);
+
+        Assert.Equal(4, _output.Count);
+        Assert.All(_output, f => Assert.False(f.Offload.IsGso));
         ReleaseAll(_output);
         AssertPoolFull();
     }

@@ -1,21 +1,23 @@
 using System.Diagnostics;
 using System.Net.Sockets;
 using Vnet.Links;
+using Vnet.Links.Security;
 using Vnet.Tests.Support;
 
 namespace Vnet.Tests.Links;
 
 /// <summary>
-/// The link layer facing peers that are wrong: another key, a daemon that is not a Proxy or not the
-/// expected one, raw clients sending garbage, and a peer that authenticates and then goes silent.
-/// Nothing of that may create a link, and the managers must stay usable afterwards.
+/// The link layer facing peers that are wrong: a key nobody admitted, a responder that is not the
+/// key the dialer pinned, another preshared key, a replayed handshake, a daemon that is not a Proxy,
+/// raw clients sending garbage, an authenticated peer that forges, tampers, sends unsealed
+/// messages or goes silent. Nothing of that may create a link or reach a frame port, and the
+/// managers must stay usable afterwards.
 /// </summary>
 public sealed class LinkManagerFaultTests : IAsyncLifetime
 {
-    private static readonly NetworkKey Key = NetworkKey.Generate();
-    private static readonly NetworkKey OtherKey = NetworkKey.Generate();
     private static readonly TimeSpan Quick = TimeSpan.FromSeconds(3);
 
+    private readonly TestKeys _keys = new();
     private readonly List<LinkNode> _nodes = [];
 
     public Task InitializeAsync() => Task.CompletedTask;
@@ -33,62 +35,152 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     [Theory]
     [InlineData(LinkTransport.Tcp)]
     [InlineData(LinkTransport.Udp)]
-    public void AddLink_HostHasOtherKey_NoSessionAndBothManagersStayUsable(LinkTransport transport)
+    public void AddLink_HostKeyNotAdmitted_NoSessionAndBothManagersStayUsable(LinkTransport transport)
     {
-        var proxy = Node("proxy", DaemonRole.Proxy, Key);
-        var intruder = Node("host1", DaemonRole.Host, OtherKey);
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        var intruder = Node("host1", DaemonRole.Host, TestKeys.Stranger());
 
         var port = intruder.Links.AddLink("proxy", transport, star: true, proxy.EndPoint);
 
-        Wait.Until(() => intruder.Log.Contains("bad proof"), Quick, "the host to find the Proxy's proof bad");
-        Wait.Until(() => proxy.Log.Contains("Rejected"), Quick, "the Proxy to log the refusal");
+        Wait.Until(() => intruder.Log.Contains("refused by the peer: not admitted"), Quick, "the host to hear it is not admitted");
+        Wait.Until(() => proxy.Log.Contains("is not admitted"), Quick, "the Proxy to log the refusal");
         Assert.False(port.IsUp);
         Assert.Equal(0, port.SessionsStarted);
         Assert.Empty(proxy.Links.Links);
-        Assert.Contains(proxy.Log.Lines, l => l.Contains("host1", StringComparison.Ordinal) && l.Contains("bad proof", StringComparison.Ordinal));
 
-        // The Proxy still takes a host with the right key.
-        var good = Node("host2", DaemonRole.Host, Key);
+        // The Proxy still takes an admitted host.
+        var good = Node("host2", DaemonRole.Host);
         good.Links.AddLink("proxy", transport, star: true, proxy.EndPoint);
         good.WaitUp("proxy");
         proxy.WaitUp("host2");
         Assert.Null(proxy.Links.Find("host1"));
+    }
 
-        // The host still links to a Proxy that shares its key.
-        var ownProxy = Node("proxy", DaemonRole.Proxy, OtherKey);
-        Assert.True(intruder.Links.RemoveLink("proxy"));
-        intruder.Links.AddLink("proxy", transport, star: true, ownProxy.EndPoint);
-        intruder.WaitUp("proxy");
+    [Fact]
+    public void AddLink_ResponderIsNotThePinnedKey_ItDropsTheHandshakeUnanswered()
+    {
+        // A daemon that calls itself proxy, with a key of its own: the host pinned the real one.
+        _keys.Of("proxy");
+        var impostor = Node("proxy", DaemonRole.Proxy, TestKeys.Stranger());
+        var host = Node("host1", DaemonRole.Host);
+
+        var port = host.Links.AddLink("proxy", LinkTransport.Tcp, star: true, impostor.EndPoint);
+
+        Wait.Until(() => impostor.Log.Contains("bad mac1"), Quick, "the impostor to drop a handshake meant for another key");
+        Wait.Until(() => host.Log.Contains("Dialing proxy"), Quick, "the host to give up this attempt");
         Assert.False(port.IsUp);
+        Assert.Empty(impostor.Links.Links);
+    }
+
+    [Fact]
+    public void AddLink_OtherPresharedKey_TheDialerFindsTheResponseDoesNotAuthenticate()
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy, psk: PresharedKey.Generate());
+        var host = Node("host1", DaemonRole.Host, psk: PresharedKey.Generate());
+
+        var port = host.Links.AddLink("proxy", LinkTransport.Tcp, star: true, proxy.EndPoint);
+
+        Wait.Until(() => host.Log.Contains("does not authenticate"), Quick, "the host to refuse the response");
+        Assert.False(port.IsUp);
+        Thread.Sleep(300);
+        Assert.False(proxy.Links.Find("host1") is { IsUp: true });
+    }
+
+    /// <summary>An initiator that cannot show it derived the session keys gets no port and no session.</summary>
+    [Fact]
+    public async Task Handshake_WrongKeyConfirmation_NoPortNoSession()
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        using var socket = await Connect(proxy, timeout.Token);
+        using var initiator = new NoiseHandshake.Initiator(_keys.Of("ghost"), _keys.Of("proxy").Public, PresharedKey.None);
+        var init = initiator.CreateInit(new InitiatorHello("ghost", DaemonRole.Host, LinkTransport.Tcp, true, Ghost.Local, NoiseHandshake.Timestamp()));
+        await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeInit, 0, init, timeout.Token);
+        var (_, payload) = await HandshakeChannel.ReadAsync(socket, timeout.Token);
+        var (hello, keys) = initiator.ReadResponse(payload, out var error) ?? throw new HandshakeException(error!);
+        var forged = keys.InitiatorConfirmation();
+        forged[5] ^= 1;
+
+        await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeConfirm, hello.Session, forged, timeout.Token);
+
+        Wait.Until(() => proxy.Log.Contains("did not confirm the session keys"), Quick, "the Proxy to refuse the confirmation");
+        Assert.Null(proxy.Links.Find("ghost"));
+        Assert.Equal(1, proxy.Links.HandshakesRefused);
     }
 
     [Fact]
     public void AddLink_StarLinkToAHost_RefusedBecauseItIsNotAProxy()
     {
-        var target = Node("host-b", DaemonRole.Host, Key);
-        var dialer = Node("host-a", DaemonRole.Host, Key);
+        var target = Node("host-b", DaemonRole.Host);
+        var dialer = Node("host-a", DaemonRole.Host);
 
         var port = dialer.Links.AddLink("host-b", LinkTransport.Tcp, star: true, target.EndPoint);
 
         Wait.Until(() => dialer.Log.Contains("this daemon is not a Proxy"), Quick, "the refusal at the dialer");
-        Assert.True(target.Log.Contains("wants a star link but this daemon is not a Proxy"), target.Log.ToString());
+        // The target writes its line after sending the refusal, so it may come second.
+        Wait.Until(() => target.Log.Contains("wants a star link but this daemon is not a Proxy"), Quick, "the refusal at the target");
         Assert.False(port.IsUp);
         Assert.Null(target.Links.Find("host-a"));
     }
 
     [Fact]
-    public void AddLink_SomeoneElseAnswers_RefusedWithBothNames()
+    public async Task Accept_RecordedHandshakeReplayed_RefusedAsNotNewer()
     {
-        var impostor = Node("proxy2", DaemonRole.Proxy, Key);
-        var host = Node("host1", DaemonRole.Host, Key);
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        using var timeout = new CancellationTokenSource(Quick * 2);
+        var init = new NoiseHandshake.Initiator(_keys.Of("ghost"), _keys.Of("proxy").Public, PresharedKey.None)
+            .CreateInit(new InitiatorHello("ghost", DaemonRole.Host, LinkTransport.Tcp, true, 0x0600_0001, NoiseHandshake.Timestamp()));
+        using (var first = await Connect(proxy, timeout.Token))
+        {
+            await HandshakeChannel.WriteAsync(first, MessageType.HandshakeInit, 0, init, timeout.Token);
+            var (header, _) = await HandshakeChannel.ReadAsync(first, timeout.Token);
+            Assert.Equal(MessageType.HandshakeResponse, header.Type);
+        }
 
-        var port = host.Links.AddLink("proxy", LinkTransport.Tcp, star: true, impostor.EndPoint);
+        // An eavesdropper sends the same INIT again: it may not even get the Proxy to answer.
+        using var replay = await Connect(proxy, timeout.Token);
+        await HandshakeChannel.WriteAsync(replay, MessageType.HandshakeInit, 0, init, timeout.Token);
 
-        Wait.Until(() => host.Log.Contains("expected daemon 'proxy'"), Quick, "the name check at the dialer");
-        Assert.True(host.Log.Contains("found 'proxy2'"), host.Log.ToString());
-        Assert.False(port.IsUp);
-        Thread.Sleep(200);
-        Assert.Empty(impostor.Links.Links);
+        Assert.True(await IsClosedByPeer(replay, timeout.Token), "the Proxy answered a replayed handshake");
+        // Two refusals: the first INIT was never confirmed, the second is a replay (refusals are logged
+        // at most once a second, so the count is what tells).
+        Wait.Until(() => proxy.Links.HandshakesRefused == 2, Quick, "the Proxy to refuse the replay");
+        Assert.Null(proxy.Links.Find("ghost"));
+    }
+
+    [Fact]
+    public async Task Accept_ToolWithoutAnAdministratorKey_Refused()
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy, acceptTools: true);
+        using var timeout = new CancellationTokenSource(Quick);
+        using var socket = await Connect(proxy, timeout.Token);
+
+        var e = await Assert.ThrowsAsync<HandshakeException>(() =>
+            LinkManager.HandshakeAsTool(socket, TestKeys.Stranger(), _keys.Of("proxy").Public, PresharedKey.None, "vnet-cli-1", timeout.Token));
+
+        Assert.Contains("not admitted", e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(proxy.Events.Events, x => x.StartsWith("tool", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Accept_ToolWithTheAdministratorKey_ServedOnlyWhereToolsAreAccepted()
+    {
+        var closed = Node("host1", DaemonRole.Host);
+        var open = Node("proxy", DaemonRole.Proxy, acceptTools: true);
+        using var timeout = new CancellationTokenSource(Quick);
+
+        using (var socket = await Connect(closed, timeout.Token))
+        {
+            await Assert.ThrowsAsync<HandshakeException>(() =>
+                LinkManager.HandshakeAsTool(socket, _keys.Admin, _keys.Of("host1").Public, PresharedKey.None, "vnet-cli-1", timeout.Token));
+        }
+        using (var socket = await Connect(open, timeout.Token))
+        {
+            var (daemon, _) = await LinkManager.HandshakeAsTool(socket, _keys.Admin, _keys.Of("proxy").Public, PresharedKey.None, "vnet-cli-1", timeout.Token);
+            Assert.Equal("proxy", daemon.Name);
+        }
+        Wait.Until(() => open.Events.Events.Contains("tool vnet-cli-1"), Quick, "the tool session to be served");
+        Assert.True(closed.Log.Contains("takes no remote commands"), closed.Log.ToString());
     }
 
     // Raw clients.
@@ -101,10 +193,11 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
         random[0] = 0x00;
         data.Add("random bytes", random, "bad magic");
         data.Add("http", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), "bad magic");
-        data.Add("data before hello", Header(MessageType.Data, 0), "expected HELLO, got Data");
-        data.Add("oversized hello", Header(MessageType.Hello, 1 << 20), "too large for a handshake");
-        data.Add("short hello", [.. Header(MessageType.Hello, 4), 1, 1, 0, 0], "HELLO too short");
-        data.Add("other version", [.. Header(MessageType.Hello, 0).Select((b, i) => i == 2 ? (byte)9 : b)], "unsupported protocol version");
+        data.Add("sealed data before the handshake", Header(MessageType.Data, 0, flags: MessageFlags.Encrypted), "expected a handshake, got Data");
+        data.Add("unsealed data", Header(MessageType.Data, 0), "not sealed");
+        data.Add("oversized handshake", Header(MessageType.HandshakeInit, 1 << 20), "too large for a handshake");
+        data.Add("handshake without mac1", [.. Header(MessageType.HandshakeInit, 100), .. new byte[100]], "bad mac1");
+        data.Add("other version", [.. Header(MessageType.HandshakeInit, 0).Select((b, i) => i == 2 ? (byte)1 : b)], "unsupported protocol version");
         return data;
     }
 
@@ -112,10 +205,9 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     [MemberData(nameof(Garbage))]
     public async Task Accept_RawClientSendsGarbage_DisconnectedWithoutALink(string what, byte[] bytes, string reason)
     {
-        var proxy = Node("proxy", DaemonRole.Proxy, Key);
-        using var client = new Socket(proxy.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        var proxy = Node("proxy", DaemonRole.Proxy);
         using var timeout = new CancellationTokenSource(Quick);
-        await client.ConnectAsync(proxy.EndPoint, timeout.Token);
+        using var client = await Connect(proxy, timeout.Token);
 
         await client.SendAsync(bytes, SocketFlags.None, timeout.Token);
 
@@ -124,71 +216,158 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
         Assert.Empty(proxy.Links.Links);
 
         // The listener still serves real daemons.
-        var host = Node("host1", DaemonRole.Host, Key);
+        var host = Node("host1", DaemonRole.Host);
         host.Links.AddLink("proxy", LinkTransport.Tcp, star: true, proxy.EndPoint);
         proxy.WaitUp("host1");
     }
 
-    // Silent peers.
+    // Authenticated peers that misbehave.
 
     [Theory]
     [InlineData(LinkTransport.Tcp)]
     [InlineData(LinkTransport.Udp)]
     public async Task Tick_PeerAuthenticatesThenGoesSilent_DeclaredDead(LinkTransport transport)
     {
-        var proxy = Node("proxy", DaemonRole.Proxy, Key);
-        using var ghost = new Socket(proxy.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        var proxy = Node("proxy", DaemonRole.Proxy);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
-        await ghost.ConnectAsync(proxy.EndPoint, timeout.Token);
-
-        var peer = await Authenticate(ghost, "ghost", transport, timeout.Token);
+        using var ghost = await Ghost.Connect(proxy, _keys, transport, timeout.Token);
         var up = Stopwatch.StartNew();
-        Assert.Equal("proxy", peer.Name);
+        Assert.Equal("proxy", ghost.Daemon.Name);
         var port = proxy.WaitUp("ghost");
 
         // From here on the ghost neither reads nor writes.
         proxy.WaitDown(port, LinkSession.DeadAfter + TimeSpan.FromSeconds(2));
-        Assert.True(up.Elapsed >= LinkSession.DeadAfter - TimeSpan.FromMilliseconds(300), $"declared dead after only {up.Elapsed}");
+        // Timed from after the handshake: a loaded machine may delay this thread, never the daemon's clock.
+        Assert.True(up.Elapsed >= LinkSession.DeadAfter - TimeSpan.FromSeconds(1), $"declared dead after only {up.Elapsed}");
         Assert.Null(port.Session);
         Assert.Contains("no message", port.LastDownReason, StringComparison.Ordinal);
         Assert.Contains(proxy.Events.Events, e => e.StartsWith("down ghost: no message", StringComparison.Ordinal));
-        Assert.True(await IsClosedByPeer(ghost, timeout.Token), "the Proxy kept the dead peer's connection open");
+        Assert.True(await IsClosedByPeer(ghost.Socket, timeout.Token), "the Proxy kept the dead peer's connection open");
     }
 
     [Fact]
     public async Task Accept_PeerAuthenticatesAndSendsGarbage_SessionEndsWithProtocolError()
     {
-        var proxy = Node("proxy", DaemonRole.Proxy, Key);
-        using var ghost = new Socket(proxy.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        var proxy = Node("proxy", DaemonRole.Proxy);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        await ghost.ConnectAsync(proxy.EndPoint, timeout.Token);
-        await Authenticate(ghost, "ghost", LinkTransport.Tcp, timeout.Token);
+        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
         var port = proxy.WaitUp("ghost");
 
-        await ghost.SendAsync(new byte[32], SocketFlags.None, timeout.Token);
+        await ghost.Socket.SendAsync(new byte[32], SocketFlags.None, timeout.Token);
 
         proxy.WaitDown(port, Quick);
         Assert.Contains("protocol error from ghost: not a VNET message", port.LastDownReason, StringComparison.Ordinal);
         Assert.Equal(1, port.Counters.RxErrors);
-        Assert.True(await IsClosedByPeer(ghost, timeout.Token));
+        Assert.True(await IsClosedByPeer(ghost.Socket, timeout.Token));
     }
 
     [Fact]
-    public async Task Accept_PeerSendsDataForAnotherSession_SessionEnds()
+    public async Task Accept_PeerSendsAMessageForAnotherSession_SessionEnds()
     {
-        var proxy = Node("proxy", DaemonRole.Proxy, Key);
-        using var ghost = new Socket(proxy.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        var proxy = Node("proxy", DaemonRole.Proxy);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        await ghost.ConnectAsync(proxy.EndPoint, timeout.Token);
-        var peer = await Authenticate(ghost, "ghost", LinkTransport.Tcp, timeout.Token);
+        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
         var port = proxy.WaitUp("ghost");
-        Assert.Equal(port.Session!.LocalSession, peer.RemoteSession);
+        Assert.Equal(port.Session!.LocalSession, ghost.Daemon.RemoteSession);
 
-        var message = Header(MessageType.KeepAlive, 0, session: peer.RemoteSession ^ 1);
-        await ghost.SendAsync(message, SocketFlags.None, timeout.Token);
+        await ghost.Socket.SendAsync(ghost.Seal(MessageType.KeepAlive, new byte[12], session: ghost.Daemon.RemoteSession ^ 1), SocketFlags.None, timeout.Token);
 
         proxy.WaitDown(port, Quick);
         Assert.Contains("message for session", port.LastDownReason, StringComparison.Ordinal);
+    }
+
+    /// <summary>An on-path attacker changes a byte of a sealed frame: it never reaches the switch, and the session ends.</summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(5)]
+    [InlineData(7)]
+    [InlineData(Wire.HeaderSize + 3)]
+    [InlineData(Wire.HeaderSize + Wire.CounterSize + 40)]
+    [InlineData(-1)]
+    public async Task Receive_SealedFrameWithAByteChanged_NeverForwardedAndTheSessionEnds(int offset)
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
+        var port = proxy.WaitUp("ghost");
+        proxy.Route("ghost");
+        var message = ghost.Seal(MessageType.Data, LinkNode.NewFrame(200, 3), hopLimit: 5);
+        message[offset < 0 ? message.Length - 1 : offset] ^= 0x20;
+
+        await ghost.Socket.SendAsync(message, SocketFlags.None, timeout.Token);
+
+        proxy.WaitDown(port, Quick);
+        Assert.Equal(0, proxy.Vm.Count);
+        Assert.Contains("protocol error from ghost", port.LastDownReason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Receive_UnsealedFrameAfterTheHandshake_RefusedAndNeverForwarded()
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
+        var port = proxy.WaitUp("ghost");
+        proxy.Route("ghost");
+        var frame = LinkNode.NewFrame(100, 4);
+
+        await ghost.Socket.SendAsync((byte[])[.. Header(MessageType.Data, frame.Length, ghost.Daemon.RemoteSession, hopLimit: 5), .. frame],
+            SocketFlags.None, timeout.Token);
+
+        proxy.WaitDown(port, Quick);
+        Assert.Contains("not sealed", port.LastDownReason, StringComparison.Ordinal);
+        Assert.Equal(0, proxy.Vm.Count);
+    }
+
+    /// <summary>The overrun a hostile peer once had: a DATA payload longer than a frame buffer can hold.</summary>
+    [Fact]
+    public async Task Receive_DataLargerThanAFrame_RefusedBeforeAnyByteIsCopied()
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
+        var port = proxy.WaitUp("ghost");
+
+        await ghost.Socket.SendAsync(Header(MessageType.Data, Wire.MaxDataPayload, ghost.Daemon.RemoteSession, flags: MessageFlags.Encrypted, hopLimit: 5),
+            SocketFlags.None, timeout.Token);
+
+        proxy.WaitDown(port, Quick);
+        Assert.Contains("a frame of", port.LastDownReason, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(12)]
+    [InlineData(LinkSession.MaxProbePayload)]
+    [InlineData(LinkSession.MaxProbePayload + 1)]
+    [InlineData(200)]
+    [InlineData(70_000)]
+    public async Task Receive_KeepAliveOfAnyLength_AnsweredWhenSmallRefusedOtherwiseNeverACrash(int length)
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
+        var port = proxy.WaitUp("ghost");
+        var payload = new byte[length];
+        new Random(length).NextBytes(payload);
+
+        await ghost.Socket.SendAsync(ghost.Seal(MessageType.KeepAlive, payload), SocketFlags.None, timeout.Token);
+
+        if (length <= LinkSession.MaxProbePayload)
+        {
+            Assert.True(await ghost.ReadUntil(MessageType.KeepAliveAck, payload, timeout.Token), "no answer to a keep-alive");
+            Assert.True(port.IsUp);
+        }
+        else
+        {
+            proxy.WaitDown(port, Quick);
+            Assert.Contains("keep-alive of the wrong size", port.LastDownReason, StringComparison.Ordinal);
+        }
+        // Whatever the length, the daemon goes on serving.
+        var host = Node("host1", DaemonRole.Host);
+        host.Links.AddLink("proxy", LinkTransport.Tcp, star: true, proxy.EndPoint);
+        proxy.WaitUp("host1");
     }
 
     // What a session's connection may carry, by transport.
@@ -196,11 +375,9 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     [Fact]
     public async Task Receive_TcpMessagesSplitAcrossWrites_ControlFrameAndKeepAliveHandled()
     {
-        var proxy = Node("proxy", DaemonRole.Proxy, Key);
-        using var ghost = new Socket(proxy.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var proxy = Node("proxy", DaemonRole.Proxy);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        await ghost.ConnectAsync(proxy.EndPoint, timeout.Token);
-        var peer = await Authenticate(ghost, "ghost", LinkTransport.Tcp, timeout.Token);
+        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
         var port = proxy.WaitUp("ghost");
         proxy.Route("ghost");
         var frame = LinkNode.NewFrame(1000, 7);
@@ -208,16 +385,16 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
         byte[] keepAlive = [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 42];
         byte[] stream =
         [
-            .. Header(MessageType.Control, control.Length, peer.RemoteSession), .. control,
-            .. Header(MessageType.Data, frame.Length, peer.RemoteSession, hopLimit: 5), .. frame,
-            .. Header(MessageType.KeepAlive, keepAlive.Length, peer.RemoteSession), .. keepAlive,
+            .. ghost.Seal(MessageType.Control, control),
+            .. ghost.Seal(MessageType.Data, frame, hopLimit: 5),
+            .. ghost.Seal(MessageType.KeepAlive, keepAlive),
         ];
 
         // Cut inside a header, inside the control payload and inside the frame: the receiver must
         // complete each message across reads (a frame's rest is read straight into its buffer).
         foreach (var (start, end) in new[] { (0, 7), (7, 20), (20, 60), (60, 500), (500, stream.Length) })
         {
-            await ghost.SendAsync(stream.AsMemory(start, end - start), SocketFlags.None, timeout.Token);
+            await ghost.Socket.SendAsync(stream.AsMemory(start, end - start), SocketFlags.None, timeout.Token);
             await Task.Delay(30, timeout.Token);
         }
 
@@ -225,104 +402,56 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
         Assert.Equal(frame, received.Bytes);
         Assert.Equal(5, received.HopLimit);
         Wait.Until(() => proxy.Events.Events.Contains("control ghost"), Quick, "the control message");
-        Assert.True(await ReadUntilKeepAliveAck(ghost, keepAlive, timeout.Token), "no in-band answer to the keep-alive");
+        Assert.True(await ghost.ReadUntil(MessageType.KeepAliveAck, keepAlive, timeout.Token), "no in-band answer to the keep-alive");
         Assert.True(port.IsUp);
     }
 
-    [Fact]
-    public async Task Receive_UdpLinkConnection_ControlOnlyKeepAliveIgnoredDataRefused()
+    [Theory]
+    [InlineData(MessageType.Data)]
+    [InlineData(MessageType.KeepAlive)]
+    public async Task Receive_UdpLinkConnection_ControlTakenFramesAndProbesRefused(MessageType type)
     {
-        var proxy = Node("proxy", DaemonRole.Proxy, Key);
-        using var ghost = new Socket(proxy.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var proxy = Node("proxy", DaemonRole.Proxy);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        await ghost.ConnectAsync(proxy.EndPoint, timeout.Token);
-        var peer = await Authenticate(ghost, "ghost", LinkTransport.Udp, timeout.Token);
+        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Udp, timeout.Token);
         var port = proxy.WaitUp("ghost");
+        proxy.Route("ghost");
         Assert.Equal(LinkTransport.Udp, port.Session!.Transport);
 
-        // Keep-alives of a UDP link travel in datagrams: one on the connection is ignored.
-        byte[] keepAlive = [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1];
-        await ghost.SendAsync((byte[])[.. Header(MessageType.KeepAlive, keepAlive.Length, peer.RemoteSession), .. keepAlive], SocketFlags.None, timeout.Token);
-        var control = "{}"u8.ToArray();
-        await ghost.SendAsync((byte[])[.. Header(MessageType.Control, control.Length, peer.RemoteSession), .. control], SocketFlags.None, timeout.Token);
+        // The connection of a UDP link carries control messages, sealed with the stream keys.
+        await ghost.Socket.SendAsync(ghost.Seal(MessageType.Control, "{}"u8.ToArray()), SocketFlags.None, timeout.Token);
         Wait.Until(() => proxy.Events.Events.Contains("control ghost"), Quick, "the control message");
         Assert.True(port.IsUp);
 
-        var frame = LinkNode.NewFrame(100, 1);
-        await ghost.SendAsync((byte[])[.. Header(MessageType.Data, frame.Length, peer.RemoteSession), .. frame], SocketFlags.None, timeout.Token);
+        // Frames and keep-alives of a UDP link travel in datagrams: on the connection they are a protocol error.
+        await ghost.Socket.SendAsync(ghost.Seal(type, type == MessageType.Data ? LinkNode.NewFrame(100, 1) : new byte[12]), SocketFlags.None, timeout.Token);
 
         proxy.WaitDown(port, Quick);
-        Assert.Contains("data on the control channel of a UDP link", port.LastDownReason, StringComparison.Ordinal);
+        Assert.Contains($"{type} on the connection of a UDP link", port.LastDownReason, StringComparison.Ordinal);
         Assert.Equal(0, proxy.Vm.Count);
     }
 
     // Helpers.
 
-    private LinkNode Node(string name, DaemonRole role, NetworkKey key)
+    private LinkNode Node(string name, DaemonRole role, StaticKeyPair? identity = null, PresharedKey? psk = null, bool acceptTools = false)
     {
-        var node = new LinkNode(name, role, key);
+        var node = new LinkNode(name, role, _keys, identity: identity, psk: psk, acceptTools: acceptTools);
         _nodes.Add(node);
         return node;
     }
 
-    private static byte[] Header(MessageType type, int length, uint session = 0, byte hopLimit = 0)
+    private static async Task<Socket> Connect(LinkNode node, CancellationToken ct)
+    {
+        var socket = new Socket(node.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        await socket.ConnectAsync(node.EndPoint, ct);
+        return socket;
+    }
+
+    private static byte[] Header(MessageType type, int length, uint session = 0, byte hopLimit = 0, MessageFlags flags = MessageFlags.None)
     {
         var bytes = new byte[Wire.HeaderSize];
-        Wire.Write(bytes, new LinkHeader(type, MessageFlags.None, hopLimit, session, length));
+        Wire.Write(bytes, new LinkHeader(type, flags, hopLimit, session, length));
         return bytes;
-    }
-
-    /// <summary>Reads messages (the daemon's own keep-alives among them) until the answer to ours comes.</summary>
-    private static async Task<bool> ReadUntilKeepAliveAck(Socket socket, byte[] payload, CancellationToken ct)
-    {
-        var header = new byte[Wire.HeaderSize];
-        try
-        {
-            while (true)
-            {
-                if (!await ReadExactly(socket, header, ct))
-                    return false;
-                Assert.Equal(WireError.None, Wire.TryRead(header, out var h));
-                var body = new byte[h.PayloadLength];
-                if (!await ReadExactly(socket, body, ct))
-                    return false;
-                if (h.Type == MessageType.KeepAliveAck && body.AsSpan().SequenceEqual(payload))
-                    return true;
-            }
-        }
-        catch (OperationCanceledException)
-        {
-            return false;
-        }
-    }
-
-    /// <summary>Fills <paramref name="buffer"/>; false when the peer hangs up first.</summary>
-    private static async Task<bool> ReadExactly(Socket socket, byte[] buffer, CancellationToken ct)
-    {
-        for (var filled = 0; filled < buffer.Length;)
-        {
-            var n = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, ct);
-            if (n == 0)
-                return false;
-            filled += n;
-        }
-        return true;
-    }
-
-    /// <summary>A real handshake as an initiator over a raw socket; returns who answered.</summary>
-    private static async Task<PeerIdentity> Authenticate(Socket socket, string name, LinkTransport transport, CancellationToken ct)
-    {
-        var initiator = new Handshake.Initiator(Key, name, DaemonRole.Host, transport, star: true, localSession: 0x0600_0001);
-        await HandshakeChannel.WriteAsync(socket, MessageType.Hello, 0, initiator.CreateHello(), ct);
-        var (header, payload) = await HandshakeChannel.ReadAsync(socket, ct);
-        Assert.Equal(MessageType.Challenge, header.Type);
-        Assert.Equal(0x0600_0001u, header.Session);
-        var auth = initiator.OnChallenge(payload, out var peer, out var error);
-        Assert.True(auth is not null, error);
-        await HandshakeChannel.WriteAsync(socket, MessageType.Auth, peer!.RemoteSession, auth, ct);
-        (header, _) = await HandshakeChannel.ReadAsync(socket, ct);
-        Assert.Equal(MessageType.Welcome, header.Type);
-        return peer;
     }
 
     /// <summary>Reads (and discards, e.g. keep-alives) until the peer hangs up; false if the token fires first.</summary>
@@ -344,6 +473,100 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
         catch (OperationCanceledException)
         {
             return false;
+        }
+    }
+
+    /// <summary>
+    /// An admitted peer driven by the test over a raw socket: it does the real handshake as host
+    /// "ghost", then seals (or mangles) whatever the test wants to send.
+    /// </summary>
+    private sealed class Ghost : IDisposable
+    {
+        private readonly SendCipher _seal;
+        private readonly ReceiveCipher _open;
+
+        private Ghost(Socket socket, PeerIdentity daemon)
+        {
+            Socket = socket;
+            Daemon = daemon;
+            // What travels on the connection (everything here) has the stream channel's keys.
+            var stream = daemon.Keys.For(SessionChannel.Stream);
+            _seal = new SendCipher(stream.Send);
+            _open = new ReceiveCipher(stream.Receive);
+        }
+
+        public Socket Socket { get; }
+
+        /// <summary>Who answered, and the session's keys.</summary>
+        public PeerIdentity Daemon { get; }
+
+        public const uint Local = 0x0600_0001;
+
+        public static async Task<Ghost> Connect(LinkNode node, TestKeys keys, LinkTransport transport, CancellationToken ct)
+        {
+            var socket = await LinkManagerFaultTests.Connect(node, ct);
+            using var initiator = new NoiseHandshake.Initiator(keys.Of("ghost"), keys.Of(node.Name).Public, PresharedKey.None);
+            var init = initiator.CreateInit(new InitiatorHello("ghost", DaemonRole.Host, transport, true, Local, NoiseHandshake.Timestamp()));
+            await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeInit, 0, init, ct);
+            var (header, payload) = await HandshakeChannel.ReadAsync(socket, ct);
+            Assert.Equal(MessageType.HandshakeResponse, header.Type);
+            Assert.Equal(Local, header.Session);
+            var (hello, sessionKeys) = initiator.ReadResponse(payload, out var error) ?? throw new HandshakeException(error!);
+            await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeConfirm, hello.Session, sessionKeys.InitiatorConfirmation(), ct);
+            return new Ghost(socket, new PeerIdentity(hello.Name, hello.Role, transport, true, hello.Session, keys.Of(node.Name).Public, sessionKeys));
+        }
+
+        /// <summary>A sealed message as a link sends it.</summary>
+        public byte[] Seal(MessageType type, byte[] payload, byte hopLimit = 0, uint? session = null)
+        {
+            var message = new byte[Wire.HeaderSize + SealedRecord.Overhead + payload.Length];
+            SealedRecord.Seal(message, _seal.Current, type, MessageFlags.None, hopLimit, session ?? Daemon.RemoteSession, payload);
+            return message;
+        }
+
+        /// <summary>Reads messages (the daemon's own keep-alives among them) until one of <paramref name="type"/> with this payload comes.</summary>
+        public async Task<bool> ReadUntil(MessageType type, byte[] expected, CancellationToken ct)
+        {
+            var header = new byte[Wire.HeaderSize];
+            try
+            {
+                while (true)
+                {
+                    if (!await ReadExactly(header, ct))
+                        return false;
+                    Assert.Equal(WireError.None, Wire.TryRead(header, out var h));
+                    var body = new byte[h.PayloadLength];
+                    if (!await ReadExactly(body, ct))
+                        return false;
+                    var plain = new byte[SealedRecord.PlaintextLength(body.Length)];
+                    Assert.True(SealedRecord.Open(_open, h, header, body, stream: true, plain), "a message from the daemon did not open");
+                    if (h.Type == type && plain.AsSpan().SequenceEqual(expected))
+                        return true;
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
+            }
+        }
+
+        private async Task<bool> ReadExactly(byte[] buffer, CancellationToken ct)
+        {
+            for (var filled = 0; filled < buffer.Length;)
+            {
+                var n = await Socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, ct);
+                if (n == 0)
+                    return false;
+                filled += n;
+            }
+            return true;
+        }
+
+        public void Dispose()
+        {
+            Socket.Dispose();
+            _seal.Dispose();
+            _open.Dispose();
         }
     }
 }

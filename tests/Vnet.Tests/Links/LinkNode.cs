@@ -5,6 +5,7 @@ using Vnet.Engine;
 using Vnet.Forwarding;
 using Vnet.Frames;
 using Vnet.Links;
+using Vnet.Links.Security;
 using Vnet.Tests.Support;
 
 namespace Vnet.Tests.Links;
@@ -21,12 +22,23 @@ internal sealed class LinkNode : IAsyncDisposable
     private readonly List<string> _routes = [];
     private bool _disposed;
 
-    public LinkNode(string name, DaemonRole role, NetworkKey key, int port = 0)
+    /// <param name="keys">Who is who in this test's overlay (this node's key is taken from it unless <paramref name="identity"/> is given).</param>
+    public LinkNode(string name, DaemonRole role, TestKeys keys, int port = 0, StaticKeyPair? identity = null, PresharedKey? psk = null,
+        bool acceptTools = false)
     {
         Name = name;
         Switch.AddPort(Vm);
         Links = new LinkManager(
-            new LinkManagerOptions { Name = name, Role = role, Key = key, Listen = new IPEndPoint(IPAddress.Loopback, port) },
+            new LinkManagerOptions
+            {
+                Name = name,
+                Role = role,
+                Identity = identity ?? keys.Of(name),
+                Peers = keys,
+                Psk = psk ?? PresharedKey.None,
+                AcceptTools = acceptTools,
+                Listen = new IPEndPoint(IPAddress.Loopback, port),
+            },
             Switch,
             Pool,
             Log);
@@ -175,7 +187,7 @@ internal sealed class RecordingObserver : ILinkEvents, IToolSessionHost
 
     public void OnControl(LinkPort port, LinkSession session, byte[] payload) => _events.Enqueue($"control {port.Peer}");
 
-    public Task ServeAsync(System.Net.Sockets.Socket socket, PeerIdentity peer, CancellationToken ct)
+    public Task ServeAsync(System.Net.Sockets.Socket socket, PeerIdentity peer, uint localSession, CancellationToken ct)
     {
         _events.Enqueue($"tool {peer.Name}");
         return Task.CompletedTask;
@@ -203,4 +215,39 @@ internal sealed class ListLogger : ILogger
     }
 
     public override string ToString() => string.Join('\n', _lines);
+}
+
+/// <summary>
+/// The keys of a test's overlay: every name gets a key pair the first time it is asked for, and is
+/// admitted under it (every node trusts every other, as a Proxy that admitted them all would have
+/// them). A stranger is a key pair nobody admitted; administrators may use tool sessions.
+/// </summary>
+internal sealed class TestKeys : IPeerKeys
+{
+    private readonly ConcurrentDictionary<string, StaticKeyPair> _pairs = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, PublicKeyId> _admitted = new(StringComparer.Ordinal);
+
+    public StaticKeyPair Admin { get; } = StaticKeyPair.Generate();
+
+    /// <summary>The key pair of <paramref name="name"/>, admitted.</summary>
+    public StaticKeyPair Of(string name)
+    {
+        var pair = _pairs.GetOrAdd(name, _ => StaticKeyPair.Generate());
+        _admitted.TryAdd(name, pair.Public);
+        return pair;
+    }
+
+    /// <summary>A key pair nobody admitted (the name stays the admitted one's, if any).</summary>
+    public static StaticKeyPair Stranger() => StaticKeyPair.Generate();
+
+    public void Revoke(string name) => _admitted.TryRemove(name, out _);
+
+    public PublicKeyId? KeyOf(string peer) => _admitted.GetValueOrDefault(peer);
+
+    public Admission Admit(PublicKeyId key, string name, DaemonRole role)
+    {
+        if (role == DaemonRole.Tool)
+            return key.Equals(Admin.Public) ? Admission.Yes : Admission.No("not an administrator's key");
+        return _admitted.TryGetValue(name, out var expected) && expected.Equals(key) ? Admission.Yes : Admission.No("not admitted");
+    }
 }

@@ -33,22 +33,24 @@ public sealed class WireTests
     [MemberData(nameof(TypesAndFlags))]
     public void TryRead_WrittenHeader_RoundTripsOrRefusesFlags(MessageType type, MessageFlags flags)
     {
-        var written = new LinkHeader(type, flags, HopLimit: 7, Session: 0xDEAD_BEEF, PayloadLength: 1234);
+        var sealedType = !Wire.IsHandshake(type);
+        var written = new LinkHeader(type, flags, HopLimit: 7, Session: 0xDEAD_BEEF, PayloadLength: 1234, Epoch: sealedType ? (byte)3 : (byte)0);
         var bytes = new byte[Wire.HeaderSize];
         Wire.Write(bytes, written);
 
         var error = Wire.TryRead(bytes, out var read);
 
-        // Version 1 knows one flag, and only on data; Encrypted is reserved for a later revision.
-        var valid = flags == MessageFlags.None || (type == MessageType.Data && flags == MessageFlags.Offload);
-        if (valid)
+        // Offload only on data; every message after the handshake sealed, the handshake's never.
+        var offloadMisplaced = (flags & MessageFlags.Offload) != 0 && type != MessageType.Data;
+        var sealedRight = ((flags & MessageFlags.Encrypted) != 0) == sealedType;
+        if (!offloadMisplaced && sealedRight)
         {
             Assert.Equal(WireError.None, error);
             Assert.Equal(written, read);
         }
         else
         {
-            Assert.Equal(WireError.UnknownFlags, error);
+            Assert.Equal(offloadMisplaced ? WireError.UnknownFlags : WireError.NotSealed, error);
             Assert.Equal(default, read);
         }
     }
@@ -59,7 +61,7 @@ public sealed class WireTests
     [InlineData((byte)255, uint.MaxValue)]
     public void TryRead_ExtremeHopLimitAndSession_RoundTrip(byte hopLimit, uint session)
     {
-        var written = new LinkHeader(MessageType.Data, MessageFlags.None, hopLimit, session, 0);
+        var written = new LinkHeader(MessageType.Data, MessageFlags.Encrypted, hopLimit, session, 0);
         var bytes = new byte[Wire.HeaderSize];
         Wire.Write(bytes, written);
 
@@ -72,16 +74,17 @@ public sealed class WireTests
     {
         var bytes = new byte[Wire.HeaderSize];
 
-        Wire.Write(bytes, new LinkHeader(MessageType.Data, MessageFlags.Offload, 7, 0x0102_0304, 0x0000_05DC));
+        Wire.Write(bytes, new LinkHeader(MessageType.Data, MessageFlags.Offload | MessageFlags.Encrypted, 7, 0x0102_0304, 0x0000_05DC, 9));
 
         byte[] golden =
         [
             0x56, 0x4E,             // 'V' 'N'
-            0x01,                   // version
+            0x02,                   // version
             0x10,                   // type: Data (16)
-            0x01,                   // flags: Offload
+            0x03,                   // flags: Offload | Encrypted
             0x07,                   // hop limit
-            0x00, 0x00,             // reserved
+            0x09,                   // key epoch
+            0x00,                   // reserved
             0x01, 0x02, 0x03, 0x04, // session id
             0x00, 0x00, 0x05, 0xDC, // payload length 1500
         ];
@@ -93,13 +96,13 @@ public sealed class WireTests
     {
         byte[] golden =
         [
-            0x56, 0x4E, 0x01, 0x20, 0x00, 0x00, 0x00, 0x00,
+            0x56, 0x4E, 0x02, 0x20, 0x02, 0x00, 0x05, 0x00,
             0xA1, 0xB2, 0xC3, 0xD4, 0x00, 0x01, 0x02, 0x03,
         ];
 
         Assert.Equal(WireError.None, Wire.TryRead(golden, out var header));
 
-        Assert.Equal(new LinkHeader(MessageType.Control, MessageFlags.None, 0, 0xA1B2_C3D4, 0x0001_0203), header);
+        Assert.Equal(new LinkHeader(MessageType.Control, MessageFlags.Encrypted, 0, 0xA1B2_C3D4, 0x0001_0203, 5), header);
     }
 
     [Fact]
@@ -107,7 +110,7 @@ public sealed class WireTests
     {
         // Renumbering a type would make two builds misread each other.
         Assert.Equal(
-            [1, 2, 3, 4, 5, 16, 17, 18, 19, 20, 32, 33],
+            [5, 6, 7, 8, 16, 17, 18, 19, 20, 32, 33],
             Enum.GetValues<MessageType>().Select(t => (int)t).ToArray());
         Assert.Equal(1, (int)MessageFlags.Offload);
         Assert.Equal(2, (int)MessageFlags.Encrypted);
@@ -120,7 +123,7 @@ public sealed class WireTests
     {
         var bytes = new byte[Wire.HeaderSize + 100];
         bytes.AsSpan(Wire.HeaderSize).Fill(0xFF);
-        Wire.Write(bytes, new LinkHeader(MessageType.KeepAlive, MessageFlags.None, 0, 5, 100));
+        Wire.Write(bytes, new LinkHeader(MessageType.KeepAlive, MessageFlags.Encrypted, 0, 5, 100));
 
         Assert.Equal(WireError.None, Wire.TryRead(bytes, out var header));
         Assert.Equal(100, header.PayloadLength);
@@ -157,7 +160,7 @@ public sealed class WireTests
 
     [Theory]
     [InlineData(0)]
-    [InlineData(2)]
+    [InlineData(1)]
     [InlineData(255)]
     public void TryRead_OtherVersion_BadVersion(byte version)
     {
@@ -169,7 +172,7 @@ public sealed class WireTests
 
     [Theory]
     [InlineData(0)]
-    [InlineData(6)]
+    [InlineData(9)]
     [InlineData(15)]
     [InlineData(21)]
     [InlineData(31)]
@@ -185,7 +188,7 @@ public sealed class WireTests
     }
 
     [Theory]
-    [InlineData(0x02)]
+    [InlineData(0x06)]
     [InlineData(0x04)]
     [InlineData(0x80)]
     [InlineData(0xFF)]
@@ -198,27 +201,28 @@ public sealed class WireTests
     }
 
     [Theory]
-    [InlineData(MessageType.Hello)]
+    [InlineData(MessageType.HandshakeInit)]
     [InlineData(MessageType.KeepAlive)]
     [InlineData(MessageType.Control)]
     [InlineData(MessageType.Bye)]
     public void TryRead_OffloadFlagOnNonDataMessage_UnknownFlags(MessageType type)
     {
         var bytes = Valid(type);
-        bytes[4] = (byte)MessageFlags.Offload;
+        bytes[4] |= (byte)MessageFlags.Offload;
 
         Assert.Equal(WireError.UnknownFlags, Wire.TryRead(bytes, out _));
     }
 
     [Theory]
-    [InlineData(0x00, 0x01)]
-    [InlineData(0x01, 0x00)]
-    [InlineData(0xFF, 0xFF)]
-    public void TryRead_ReservedFieldNotZero_ReservedNotZero(byte high, byte low)
+    [InlineData(MessageType.KeepAlive, 0x00, 0x01)]
+    [InlineData(MessageType.Data, 0xFF, 0xFF)]
+    [InlineData(MessageType.HandshakeInit, 0x01, 0x00)]
+    [InlineData(MessageType.Reject, 0x00, 0x01)]
+    public void TryRead_ReservedFieldOrAHandshakeEpochNotZero_ReservedNotZero(MessageType type, byte epoch, byte reserved)
     {
-        var bytes = Valid();
-        bytes[6] = high;
-        bytes[7] = low;
+        var bytes = Valid(type);
+        bytes[6] = epoch;
+        bytes[7] = reserved;
 
         Assert.Equal(WireError.ReservedNotZero, Wire.TryRead(bytes, out _));
     }
@@ -231,7 +235,7 @@ public sealed class WireTests
     [InlineData(MessageType.Data, int.MaxValue)]
     [InlineData(MessageType.Control, -1)]
     [InlineData(MessageType.Control, Wire.MaxControlPayload + 1)]
-    [InlineData(MessageType.Hello, Wire.MaxControlPayload + 1)]
+    [InlineData(MessageType.HandshakeInit, Wire.MaxControlPayload + 1)]
     [InlineData(MessageType.KeepAlive, int.MaxValue)]
     public void TryRead_LengthOutOfRange_TooLong(MessageType type, int length)
     {
@@ -257,9 +261,9 @@ public sealed class WireTests
     }
 
     [Fact]
-    public void MaxDataPayload_HoldsVirtioHeaderAndLargestFrame()
+    public void MaxDataPayload_HoldsCounterVirtioHeaderLargestFrameAndTag()
     {
-        Assert.Equal(10 + Vnet.Frames.Frame.MaxLength, Wire.MaxDataPayload);
+        Assert.Equal(8 + 10 + Vnet.Frames.Frame.MaxLength + 16, Wire.MaxDataPayload);
         Assert.True(Wire.MaxControlPayload > Wire.MaxDataPayload);
     }
 
@@ -278,7 +282,7 @@ public sealed class WireTests
     private static byte[] Valid(MessageType type = MessageType.KeepAlive)
     {
         var bytes = new byte[Wire.HeaderSize];
-        Wire.Write(bytes, new LinkHeader(type, MessageFlags.None, 3, 42, 12));
+        Wire.Write(bytes, new LinkHeader(type, Wire.IsHandshake(type) ? MessageFlags.None : MessageFlags.Encrypted, 3, 42, 12));
         return bytes;
     }
 }
