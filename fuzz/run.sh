@@ -27,9 +27,8 @@ findings="$here/findings"
 sharpfuzz_version=2.3.0
 
 # Targets whose decoders are being rewritten (encryption); the lead adds them later:
-#   handshake      Vnet.Links.Handshake: HELLO/CHALLENGE/AUTH/WELCOME payloads
 #   udp-datagram   Vnet.Links.UdpTransport: one received datagram (header, session demultiplexing, payload)
-placeholders=(handshake udp-datagram)
+placeholders=(udp-datagram)
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
