@@ -93,6 +93,23 @@ public sealed class OffloadsTarget : FuzzTarget
         return bytes;
     }
 
+    /// <summary>Consecutive TCP/IPv4 segments of one flow with complete checksums, as a peer sends them (seeds of other targets).</summary>
+    internal static IEnumerable<byte[]> TcpFlow(int count, int payload)
+    {
+        var first = Packet(v6: false, udp: false, payload: payload, partial: false);
+        var layout = Layout(first);
+        for (var i = 0; i < count; i++)
+        {
+            var f = (byte[])first.Clone();
+            var seq = BinaryPrimitives.ReadUInt32BigEndian(f.AsSpan(layout.L4 + 4)) + (uint)(i * payload);
+            BinaryPrimitives.WriteUInt32BigEndian(f.AsSpan(layout.L4 + 4), seq);
+            layout.WriteIpLengthAndId(f, f.Length, (ushort)(layout.ReadId(first) + i));
+            var field = f.AsSpan(layout.L4 + PacketLayout.TcpChecksumOffset, 2);
+            CompleteChecksum(f.AsSpan(layout.L4), field, layout.PseudoHeader(f, f.Length - layout.L4));
+            yield return f;
+        }
+    }
+
     /// <summary>An Ethernet frame with IPv4 or IPv6 and TCP (with a timestamp option) or UDP, checksum complete or partial.</summary>
     private static byte[] Packet(bool v6, bool udp, int payload, bool partial, bool vlan = false)
     {
