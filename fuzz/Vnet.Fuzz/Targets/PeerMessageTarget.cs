@@ -1,6 +1,9 @@
 using System.Text.Json.Nodes;
+using Vnet.Daemon;
+using Vnet.Forwarding;
 using Vnet.Frames;
 using Vnet.Inference;
+using Vnet.Links.Security;
 using Vnet.Peers;
 using Vnet.Vms;
 
@@ -10,8 +13,9 @@ namespace Vnet.Fuzz.Targets;
 /// Control JSON between daemons (<see cref="PeerMessage.TryParse"/>), and what the receiving
 /// services do with a message that passed: replicate maps, compare digests, fold traffic reports.
 /// An input holds up to 64 messages separated by 0xFF (a byte UTF-8 never has), fed in order to one
-/// replica and one aggregator, as a session feeds them. TryParse documents no exception: a malformed
-/// message is null with a reason; a message it passes must be safe to use.
+/// replica and one aggregator, as a session feeds them; a Proxy's list of keys is read as a host's
+/// KeyRing reads each entry. TryParse documents no exception: a malformed message is null with a
+/// reason; a message it passes must be safe to use.
 /// </summary>
 public sealed class PeerMessageTarget : FuzzTarget
 {
@@ -37,6 +41,13 @@ public sealed class PeerMessageTarget : FuzzTarget
         };
         var request = new PeerMessage { Type = PeerMessageType.Request, Id = 42, Command = "rule.add", Args = new JsonObject { ["src"] = "any", ["dst"] = "02:00:00:00:00:02", ["to"] = "link:h2" } };
         var response = new PeerMessage { Type = PeerMessageType.Response, Id = 42, Ok = true, Data = new JsonObject { ["id"] = 3, ["frames"] = new JsonArray(1, 2) } };
+        var keys = new PeerMessage
+        {
+            Type = PeerMessageType.Keys,
+            Seq = 3,
+            Keys = [new KeyEntry("h1", "aDEgcHVibGljIGtleSwgdGhpcnR5LXR3byBieXRlcy4="), new KeyEntry("h2", "not a key")],
+        };
+        yield return ("keys.json", keys.Serialize());
         yield return ("locations-snapshot.json", snapshot.Serialize());
         yield return ("locations-delta.json", delta.Serialize());
         yield return ("digest.json", digest.Serialize());
@@ -94,6 +105,11 @@ public sealed class PeerMessageTarget : FuzzTarget
                     aggregator.Tick(at);
                     foreach (var m in message.Measurements ?? [])
                         _ = (m.Peer.Length, m.RttMs, m.TxBytesPerSecond, m.RxBytesPerSecond);
+                    break;
+                case PeerMessageType.Keys:
+                    // What a host's KeyRing.OnKeys reads of every entry of the Proxy's list.
+                    foreach (var k in message.Keys ?? [])
+                        _ = (Names.IsValid(k.Name), PublicKeyId.TryParse(k.Key, out _), LogText.Safe(k.Name));
                     break;
                 case PeerMessageType.Request:
                     _ = (message.Id, message.Command?.Length, message.Args?.Count);
