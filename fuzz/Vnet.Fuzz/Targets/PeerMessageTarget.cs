@@ -112,7 +112,16 @@ public sealed class PeerMessageTarget : FuzzTarget
                         _ = (Names.IsValid(k.Name), PublicKeyId.TryParse(k.Key, out _), LogText.Safe(k.Name));
                     break;
                 case PeerMessageType.Request:
-                    _ = (message.Id, message.Command?.Length, message.Args?.Count);
+                    try
+                    {
+                        _ = (message.Id, message.Command?.Length, message.Args?.Count);
+                    }
+                    catch (InvalidOperationException)
+                    {
+                        // Args is read lazily: a property name that is not UTF-8 fails when the
+                        // command reads its arguments, which CommandDispatcher.HandleAsync turns
+                        // into an error response (as the control-json target checks).
+                    }
                     break;
                 case PeerMessageType.Response:
                     _ = (message.Id, message.Ok, message.Data?.ToJsonString(), message.Error?.Length);
