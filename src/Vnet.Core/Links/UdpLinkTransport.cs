@@ -20,7 +20,7 @@ namespace Vnet.Links;
 /// Keep-alives and their answers are single sealed datagrams.
 /// Receiving:
 ///  1. The session's receiver thread reads the connection: control messages go to the session;
-///     DATA there is a protocol error, keep-alives there are ignored.
+///     DATA or a keep-alive there is a protocol error.
 ///  2. Datagrams arrive on UdpTransport's receive thread, which opens them (and follows the peer to a
 ///     new address once a datagram from there authenticates), batches runs and calls
 ///     <see cref="ReadFrame"/>, <see cref="LinkSession.ReceiveProbe"/> and

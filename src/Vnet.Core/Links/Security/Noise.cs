@@ -129,12 +129,6 @@ public sealed record ResponderHello(string Name, DaemonRole Role, uint Session);
 /// <summary>The keys of an established session, one per direction.</summary>
 public sealed record SessionKeys(byte[] Send, byte[] Receive)
 {
-    /// <summary>
-    /// The keys of one channel of a session: a UDP link has two with no order between them (its
-    /// connection, a stream, and its datagrams), each opened by its own thread, so each has its own
-    /// keys and counters. HMAC-SHA256 keyed with a uniformly random key is a PRF, so the derived
-    /// keys are independent.
-    /// </summary>
     public const int ConfirmationSize = 32;
 
     /// <summary>
@@ -153,6 +147,12 @@ public sealed record SessionKeys(byte[] Send, byte[] Receive)
         return confirmation.Length == ConfirmationSize && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(expected, confirmation);
     }
 
+    /// <summary>
+    /// The keys of one channel of a session: a UDP link has two with no order between them (its
+    /// connection, a stream, and its datagrams), each opened by its own thread, so each has its own
+    /// keys and counters. HMAC-SHA256 keyed with a uniformly random key is a PRF, so the derived
+    /// keys are independent.
+    /// </summary>
     public SessionKeys For(SessionChannel channel)
     {
         var label = channel == SessionChannel.Stream ? "vnet2 stream"u8 : "vnet2 datagram"u8;

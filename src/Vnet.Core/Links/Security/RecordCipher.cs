@@ -66,12 +66,16 @@ internal sealed class SendCipher : IDisposable
     /// <summary>... or for at most this many messages (far below AES-GCM's limits).</summary>
     public const long RekeyAfterMessages = 1L << 32;
 
-    private static readonly long RekeyTicks = (long)(RekeyAfter.TotalSeconds * Stopwatch.Frequency);
-
+    private readonly long _rekeyTicks;
     private EpochKey _current;
     private EpochKey? _retired;
 
-    public SendCipher(byte[] key) => _current = new EpochKey(0, key);
+    /// <param name="rekeyAfter">Tests only: a shorter key lifetime than <see cref="RekeyAfter"/>.</param>
+    public SendCipher(byte[] key, TimeSpan? rekeyAfter = null)
+    {
+        _current = new EpochKey(0, key);
+        _rekeyTicks = (long)((rekeyAfter ?? RekeyAfter).TotalSeconds * Stopwatch.Frequency);
+    }
 
     public EpochKey Current => Volatile.Read(ref _current);
 
@@ -85,7 +89,12 @@ internal sealed class SendCipher : IDisposable
     public void RekeyIfDue()
     {
         var key = _current;
-        if (Stopwatch.GetTimestamp() - key.Created < RekeyTicks && key.Used < RekeyAfterMessages)
+        if (Stopwatch.GetTimestamp() - key.Created < _rekeyTicks && key.Used < RekeyAfterMessages)
+            return;
+        // Never past a key that sealed nothing: the receiver follows one epoch at a time, when a
+        // message of the next one opens, so a sender idle for two periods (the connection of a UDP
+        // link carries nothing for minutes) would otherwise step where the receiver cannot follow.
+        if (key.Used == 0)
             return;
         var next = new EpochKey(unchecked((byte)(key.Epoch + 1)), key.Ratchet());
         // A probe may still be sealing with the key being retired; it is freed one step later.
