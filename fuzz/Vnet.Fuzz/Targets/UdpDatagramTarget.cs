@@ -457,6 +457,9 @@ public sealed class UdpDatagramTarget : FuzzTarget
             (byte)(1 | 4 | (stream ? 8 : 0) | (tamper << 4)), (byte)type, (byte)(flags | MessageFlags.Encrypted), 8, epoch, .. U64(counter),
             .. U16(plaintext.Length), .. plaintext, .. (tamper != 0 ? new[] { at } : []),
         ];
+        // A sealed record whose counter is the highest taken so far plus delta (kind bit 2 clear).
+        static byte[] Next(MessageType type, int delta, byte[] plaintext) =>
+            [1, (byte)type, (byte)MessageFlags.Encrypted, 8, 0, .. I16(delta), .. U16(plaintext.Length), .. plaintext];
         // A raw record: a datagram sealed here under the fixed key of epoch 0, as a peer sends it.
         static byte[] Raw(byte[] datagram, bool stream = false) => [(byte)(stream ? 8 : 0), .. U16(datagram.Length), .. datagram];
         static byte[] Datagram(MessageType type, MessageFlags flags, ulong counter, byte[] plaintext, byte[]? key = null)
@@ -497,8 +500,12 @@ public sealed class UdpDatagramTarget : FuzzTarget
             .. Sealed(MessageType.Bye, MessageFlags.None, 0, 9, [], stream: true), .. Sealed(MessageType.Bye, MessageFlags.None, 0, 10, [], stream: true)]);
         yield return ("sealed-wrong-epoch-and-type", [.. Sealed(MessageType.Data, MessageFlags.None, 7, 0, flow[0]),
             .. Sealed(MessageType.HandshakeInit, MessageFlags.None, 0, 0, flow[0]), .. Sealed(MessageType.Control, MessageFlags.None, 0, 1, [1, 2])]);
-        // A bare window: 0, 64, 130, 64 again (refused), a jump past the window, an old one, a relative step back.
-        yield return ("window", [6, .. U64(0), 6, .. U64(64), 6, .. U64(130), 6, .. U64(64), 6, .. U64(2200), 6, .. U64(100), 2, .. I16(-70), 2, .. I16(-2100)]);
+        // Counters one after the other, as a sender seals them: a replay is one changed delta away.
+        yield return ("sealed-next", [.. Next(MessageType.KeepAlive, 0, keepAlive), .. Next(MessageType.Data, 1, flow[0]),
+            .. Next(MessageType.Data, 1, flow[1]), .. Next(MessageType.UdpProbe, 1, []), .. Next(MessageType.KeepAliveAck, 2, keepAlive)]);
+        // A bare window: 0, 64, 130, 64 again (refused), a jump past the window and one more, an old one, relative steps back.
+        yield return ("window", [6, .. U64(0), 6, .. U64(64), 6, .. U64(130), 6, .. U64(64), 6, .. U64(2200), 2, .. I16(1), 6, .. U64(100),
+            2, .. I16(-70), 2, .. I16(-2100)]);
     }
 
     /// <summary>A TCP super-frame's virtio-net header for a complete frame (GSO size below its payload).</summary>
