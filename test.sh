@@ -2,6 +2,7 @@
 # The project's test command: builds in Release, runs every test, and ends with ONE line
 # "N passed, N failed" (CI reads that line, not dotnet test's own summary).
 # Usage: sudo ./test.sh [extra dotnet test arguments, e.g. --filter FullyQualifiedName~Forwarding]
+# Without arguments it also fuzzes every decoder for 20 s each (fuzz/README.md; VNET_FUZZ=0 skips).
 # Root is needed: end-to-end tests make network namespaces, and fail (not skip) without it.
 # Without root, `dotnet test tests/Vnet.Tests` runs the unit and in-process tests alone.
 set -euo pipefail
@@ -52,6 +53,15 @@ for project in tests/Vnet.Tests tests/Vnet.FunctionalTests; do
     status=$?
     [ "$status" -ne 0 ] && test_status=$status
 done
+
+# Coverage-guided fuzzing (fuzz/README.md): every decoder of untrusted input for a short fixed time
+# from its committed corpus, one test result per target (fuzz/run.sh writes a TRX file here, counted
+# below with the others). Left out of a filtered run (extra arguments) and with VNET_FUZZ=0.
+if [ $# -eq 0 ] && [ "${VNET_FUZZ:-1}" != 0 ]; then
+    FUZZ_TRX="$results/fuzz.trx" fuzz/run.sh ci "${VNET_FUZZ_SECONDS:-20}"
+    status=$?
+    [ "$status" -ne 0 ] && test_status=$status
+fi
 set -e
 
 # Sums one attribute of the <Counters .../> element over every TRX file of this run.

@@ -206,6 +206,12 @@ public sealed record DaemonConfig
         {
             throw new ConfigException(source, e.Message.Trim());
         }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or OverflowException or IndexOutOfRangeException)
+        {
+            // Tomlyn fails this way on some malformed text (a string cut by the end of the file
+            // throws while it words the error): still a file that is not TOML.
+            throw new ConfigException(source, $"not valid TOML ({e.Message.Trim()})");
+        }
         try
         {
             return FromTable(table, source).Validated();

@@ -132,7 +132,37 @@ public sealed record DaemonState(
     IReadOnlyList<InterfaceState> Interfaces,
     IReadOnlyList<LinkState> Links,
     IReadOnlyList<RuleStatus> Rules,
-    string Version = "");
+    string Version = "")
+{
+    /// <summary>
+    /// What a state received from another daemon lacks, or null when it is whole. JSON null (or a
+    /// missing field) gets past the record's shape, and the Proxy's dump, diff and trace read every
+    /// list, entry and name.
+    /// </summary>
+    public string? Malformation()
+    {
+        if (!Names.IsValid(Name))
+            return "no valid daemon name";
+        if (Interfaces is null || Links is null || Rules is null || Version is null)
+            return "interfaces, links, rules or version missing";
+        foreach (var i in Interfaces)
+        {
+            if (i is null || !Names.IsValid(i.Name) || i.Vms is null)
+                return "an interface without a valid name or VM list";
+        }
+        foreach (var l in Links)
+        {
+            if (l is null || !Names.IsValid(l.Peer))
+                return "a link without a valid peer name";
+        }
+        foreach (var r in Rules)
+        {
+            if (r is null || r.Ingress is { Name: null } || (!r.Action.IsFlood && r.Action.Port.Name is null))
+                return "a rule without its ports";
+        }
+        return null;
+    }
+}
 
 public sealed record InterfaceState(string Name, InterfaceKind Kind, int Mtu, string? Bridge, bool Lan, IReadOnlyList<MacAddress> Vms);
 

@@ -53,6 +53,8 @@ public sealed class OverlayService
             try
             {
                 var state = DaemonJson.FromNode<DaemonState>(await _peers.CallAsync(l.Peer, "state", null).ConfigureAwait(false));
+                if (state?.Malformation() is { } malformed)
+                    return (l, State: (DaemonState?)null, Error: $"malformed state: {malformed}");
                 return (l, State: state, Error: state is null ? "no state in the answer" : null);
             }
             catch (DaemonCommandException e)

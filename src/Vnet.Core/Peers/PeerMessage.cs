@@ -153,6 +153,8 @@ public sealed record PeerMessage
                     return $"{Type} without epoch, seq or entries";
                 foreach (var e in Entries)
                 {
+                    if (e is null)
+                        return $"{Type} with an empty entry";
                     if (e.Mac.IsGroup)
                         return $"{e.Mac} is a group address, not a VM";
                     if (e.Value is null ? Full : !Names.IsValid(e.Value))
@@ -163,6 +165,14 @@ public sealed record PeerMessage
                 return Topic is null || Epoch is null || Seq is not >= 0 || Count is not >= 0 || Hash is null ? "digest without topic, version, count or hash" : null;
             case PeerMessageType.Sync:
                 return Topic is null ? "sync without a topic" : null;
+            case PeerMessageType.Traffic:
+                // JSON null (or a missing field) gets past the shape: the Proxy's inference and
+                // adaptation read every entry and key measurements by peer.
+                if (Matrix is not null && Matrix.Any(t => t is null))
+                    return "traffic with an empty matrix entry";
+                if (Measurements is not null && Measurements.Any(l => l is null || !Names.IsValid(l.Peer)))
+                    return "traffic with an empty measurement or one without a valid peer name";
+                return null;
             case PeerMessageType.Keys:
                 if (Seq is null || Keys is null || Keys.Count > 100_000)
                     return "keys without a version or list";

@@ -352,6 +352,21 @@ public sealed class DaemonConfigTests
         Assert.True(e.Message.StartsWith($"vnet.toml: {expected}", StringComparison.Ordinal), $"{what}: got \"{e.Message}\"");
     }
 
+    /// <summary>
+    /// Found by fuzzing (fuzz/run.sh config): a string cut by the end of the file made Tomlyn throw
+    /// ArgumentOutOfRangeException while it worded its error, and that escaped Parse.
+    /// </summary>
+    [Theory]
+    [InlineData("a = \"\\")]
+    [InlineData("name = \"p\\")]
+    [InlineData("name = 'p'\nrole = \"\\u")]
+    public void Parse_StringCutByEndOfFile_RefusedAsConfigError(string toml)
+    {
+        var e = Assert.Throws<ConfigException>(() => DaemonConfig.Parse(toml, "vnet.toml"));
+
+        Assert.StartsWith("vnet.toml: ", e.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Parse_UnknownSetting_ListsTheKnownOnes()
     {
