@@ -66,9 +66,11 @@ public sealed class ControlPlaneGuardTests
 
         // The loop catches up: what h1 had queued is dropped as stale, and everything else carries on.
         var status = await proxy.Run(proxy.Status);
-        Assert.Equal(1, status.PeersCutForFlooding);
+        // At least h1's first session; a session it re-dialed while the loop was still held starts
+        // with the link's backlog still full, so it may be cut too (the budget is per link).
+        Assert.InRange(status.PeersCutForFlooding, 1, 4);
         Assert.InRange(proxy.Peers.StaleDropped, bound - 1, bound + LoopSlack);
-        Assert.True(net.LogOf("proxy").Contains("flooding the control plane"), net.LogOf("proxy").ToString());
+        await DaemonNet.Until(() => net.LogOf("proxy").Contains("flooding the control plane"), Quick, "the Proxy to log the flood");
         // h1's session ends (the reason goes in a best-effort BYE, which a flooded connection may not carry in time).
         await DaemonNet.Until(() => h1Session.IsClosed, Quick, "h1's session to end");
         Assert.False(h2Session.IsClosed);
