@@ -202,7 +202,7 @@ public sealed class HandshakeTarget : FuzzTarget
         {
             if (!key.Equals(InitiatorKey.Public))
                 throw new FuzzFindingException($"ReadInit names initiator key {key}, not the one that sealed it");
-            var encoded = Encode(hello);
+            var encoded = NoiseHandshake.Encode(hello);
             if (!encoded.AsSpan().SequenceEqual(sealedHello))
                 throw new FuzzFindingException($"accepted hello {hello} encodes to {Convert.ToHexString(encoded)}, not the {Convert.ToHexString(sealedHello)} sent");
         }
@@ -263,7 +263,7 @@ public sealed class HandshakeTarget : FuzzTarget
         }
         var (read, keys) = answer.Value;
         Check(read);
-        var encoded = Encode(read);
+        var encoded = NoiseHandshake.Encode(read);
         if (!encoded.AsSpan().SequenceEqual(hello))
             throw new FuzzFindingException($"accepted hello {read} encodes to {Convert.ToHexString(encoded)}, not the {Convert.ToHexString(hello)} sent");
         if (!keys.Send.AsSpan().SequenceEqual(initiatorToResponder) || !keys.Receive.AsSpan().SequenceEqual(responderToInitiator))
@@ -410,35 +410,6 @@ public sealed class HandshakeTarget : FuzzTarget
             throw new FuzzFindingException($"accepted a malformed responder hello: {hello}");
     }
 
-    /// <summary>The initiator's hello as the protocol lays it out (version 2): version, role, transport, star, session, timestamp, name.</summary>
-    private static byte[] Encode(InitiatorHello h)
-    {
-        var name = Encoding.UTF8.GetBytes(h.Name);
-        var b = new byte[17 + name.Length];
-        b[0] = NoiseHandshake.Version;
-        b[1] = (byte)h.Role;
-        b[2] = (byte)h.Transport;
-        b[3] = h.Star ? (byte)1 : (byte)0;
-        BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(4), h.Session);
-        BinaryPrimitives.WriteUInt64BigEndian(b.AsSpan(8), h.Timestamp);
-        b[16] = (byte)name.Length;
-        name.CopyTo(b, 17);
-        return b;
-    }
-
-    /// <summary>The responder's hello: version, role, session, name.</summary>
-    private static byte[] Encode(ResponderHello h)
-    {
-        var name = Encoding.UTF8.GetBytes(h.Name);
-        var b = new byte[7 + name.Length];
-        b[0] = NoiseHandshake.Version;
-        b[1] = (byte)h.Role;
-        BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(2), h.Session);
-        b[6] = (byte)name.Length;
-        name.CopyTo(b, 7);
-        return b;
-    }
-
     private static byte[] Frame(MessageType type, uint session, ReadOnlySpan<byte> payload, MessageFlags flags = MessageFlags.None)
     {
         var message = new byte[Wire.HeaderSize + payload.Length];
@@ -457,16 +428,16 @@ public sealed class HandshakeTarget : FuzzTarget
         yield return ("init-short", Mode(0, Fixed.Init.AsSpan(NoiseHandshake.Mac1Size, 40).ToArray()));
         // An all-zero ephemeral key: a low-order point, refused at the first Diffie-Hellman.
         yield return ("init-low-order-ephemeral", Mode(0, new byte[32], Fixed.Init[(NoiseHandshake.Mac1Size + 32)..]));
-        yield return ("hello-host-udp-star", Mode(1, Encode(FixedHello with { Star = true })));
-        yield return ("hello-proxy-tcp", Mode(1, Encode(new InitiatorHello("proxy", DaemonRole.Proxy, LinkTransport.Tcp, false, 0xfffffffe, 1))));
-        yield return ("hello-tool", Mode(1, Encode(toolHello)));
-        yield return ("hello-version-1", Mode(1, [1, .. Encode(FixedHello)[1..]]));
-        yield return ("hello-bad-name", Mode(1, [.. Encode(FixedHello)[..16], 3, (byte)'a', 0xC3, 0x28]));
+        yield return ("hello-host-udp-star", Mode(1, NoiseHandshake.Encode(FixedHello with { Star = true })));
+        yield return ("hello-proxy-tcp", Mode(1, NoiseHandshake.Encode(new InitiatorHello("proxy", DaemonRole.Proxy, LinkTransport.Tcp, false, 0xfffffffe, 1))));
+        yield return ("hello-tool", Mode(1, NoiseHandshake.Encode(toolHello)));
+        yield return ("hello-version-1", Mode(1, [1, .. NoiseHandshake.Encode(FixedHello)[1..]]));
+        yield return ("hello-bad-name", Mode(1, [.. NoiseHandshake.Encode(FixedHello)[..16], 3, (byte)'a', 0xC3, 0x28]));
         yield return ("response-fixed", Mode(2, Fixed.Response));
         yield return ("response-flipped", Mode(2, [.. Fixed.Response[..^1], (byte)(Fixed.Response[^1] ^ 1)]));
-        yield return ("answer-proxy", Mode(3, Encode(FixedAnswer)));
-        yield return ("answer-host-long-name", Mode(3, Encode(new ResponderHello(new string('h', 32), DaemonRole.Host, 1))));
-        yield return ("answer-session-0", Mode(3, Encode(FixedAnswer with { Session = 0 })));
+        yield return ("answer-proxy", Mode(3, NoiseHandshake.Encode(FixedAnswer)));
+        yield return ("answer-host-long-name", Mode(3, NoiseHandshake.Encode(new ResponderHello(new string('h', 32), DaemonRole.Host, 1))));
+        yield return ("answer-session-0", Mode(3, NoiseHandshake.Encode(FixedAnswer with { Session = 0 })));
         yield return ("confirm-fixed", Mode(4, confirmation));
         yield return ("confirm-short", Mode(4, confirmation[..16]));
         yield return ("stream-session", Mode(5, Frame(MessageType.HandshakeInit, 0, Fixed.Init),

@@ -450,7 +450,8 @@ public static class NoiseHandshake
 
     // ---------------------------------------------------------------- payloads
 
-    private static byte[] Encode(InitiatorHello h)
+    /// <summary>The initiator's hello as the protocol lays it out: version, role, transport, star, session, timestamp, name.</summary>
+    internal static byte[] Encode(InitiatorHello h)
     {
         var name = Encoding.UTF8.GetBytes(h.Name);
         var b = new byte[1 + 1 + 1 + 1 + 4 + 8 + 1 + name.Length];
@@ -465,7 +466,8 @@ public static class NoiseHandshake
         return b;
     }
 
-    private static byte[] Encode(ResponderHello h)
+    /// <summary>The responder's hello: version, role, session, name.</summary>
+    internal static byte[] Encode(ResponderHello h)
     {
         var name = Encoding.UTF8.GetBytes(h.Name);
         var b = new byte[1 + 1 + 4 + 1 + name.Length];
