@@ -86,7 +86,10 @@ public static partial class Offloads
         if (!PacketLayout.TryParse(data, out var layout) || layout.Protocol != PacketLayout.ProtocolTcp)
             return false;
         var mss = mtu - (layout.L4 - layout.L3) - layout.L4HeaderLength;
-        if (layout.End - layout.L3 <= mtu || mss <= 0 || layout.PayloadLength <= mss)
+        // Marked only as a super-frame Segment (and a peer's OffloadCheck) takes: at most MaxSegments
+        // segments (found by fuzzing: a tiny MTU marked a frame that then did not segment).
+        if (layout.End - layout.L3 <= mtu || mss <= 0 || layout.PayloadLength <= mss
+            || (layout.PayloadLength + mss - 1) / mss > OffloadCheck.MaxSegments)
             return false;
 
         // Ethernet padding would otherwise be taken for payload by whoever segments the frame.
