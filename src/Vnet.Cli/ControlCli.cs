@@ -313,6 +313,7 @@ internal static class ControlCli
         Console.WriteLine($"directory {s.DirectoryRepairs} repairs; {s.BadPeerMessages} bad peer messages; {s.LearnRefused} VMs over an interface's limit");
         Console.WriteLine($"control   {TableWriter.Bytes(s.PeerBytesSent)} sent to peers, {TableWriter.Bytes(s.PeerBytesReceived)} received; loop busy {s.ControlLoopBusySeconds:0.###} s, {s.ControlLoopPending} waiting");
         Console.WriteLine($"guards    {s.PeersCutForFlooding} sessions cut for flooding; {s.PeerRequestsRefused} Proxy requests and {s.ToolSessionsRefused} remote CLI sessions refused as busy");
+        Console.WriteLine($"handshake {s.HandshakesRefused} refused: {s.InitsRefused} before any Diffie-Hellman (bad mac1, malformed), {s.ConnectionsWithoutInit} connections closed without an INIT, {s.HandshakesLimited} over an address's limits");
         if (s.OffloadFaults is { Count: > 0 } faults)
             Console.WriteLine($"offloads  refused from links: {string.Join(", ", faults.Select(kv => $"{kv.Key} {kv.Value}"))}");
     }

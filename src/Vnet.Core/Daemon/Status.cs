@@ -35,7 +35,11 @@ public sealed record DaemonStatus(
     long PeerRequestsRefused = 0,
     long ToolSessionsRefused = 0,
     IReadOnlyDictionary<string, long>? OffloadFaults = null,
-    long ControlLoopPending = 0);
+    long ControlLoopPending = 0,
+    long HandshakesRefused = 0,
+    long InitsRefused = 0,
+    long ConnectionsWithoutInit = 0,
+    long HandshakesLimited = 0);
 
 public sealed record LinkStatus(
     string Peer,

@@ -186,7 +186,8 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             Interfaces.Count, Vms.LocalCount, Vms.Locations.Count, Pool.Created, Pool.Available, Links.Udp?.Rejected ?? 0,
             GC.GetTotalAllocatedBytes(precise: true), GC.CollectionCount(0), Vms.Repairs, Peers.BadMessages, Vms.LearnRefused,
             Peers.Traffic.BytesSent, Peers.Traffic.BytesReceived, Loop.BusyTime.TotalSeconds,
-            Peers.Floods, Peers.RequestsRefused, ToolSessions.Refused, OffloadFaults(), Loop.Pending);
+            Peers.Floods, Peers.RequestsRefused, ToolSessions.Refused, OffloadFaults(), Loop.Pending,
+            Links.HandshakesRefused, Links.InitsRefused, Links.ConnectionsWithoutInit, Links.HandshakesLimited);
     }
 
     /// <summary>Frames from links refused for their offload header, by the check they failed (only those that happened).</summary>

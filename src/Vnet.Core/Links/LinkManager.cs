@@ -76,11 +76,16 @@ public interface IToolSessionHost
 ///         (5 s) -> [UDP: sealed probe until acknowledged] -> attach -> wait for the session to end
 ///         -> back off (250 ms doubling to 10 s, with jitter; a refused connection, i.e. a peer host
 ///         that is up but restarting its daemon, is retried within 1 s) -> again, until removed.
-/// Listener: accept -> per-address limits (HandshakeLimiter; at most 64 at once overall) -> INIT:
-///           mac1 checked before any Diffie-Hellman -> Noise handshake as responder -> the proven
-///           key must be admitted as the name it claims, and its INIT newer than its last ->
-///           attach to the port named after the peer, creating it for an inbound link. A second
-///           session for a name can only come from the holder of that name's key.
+/// Listener: accept (backlog 1024; SYN floods meet the kernel's SYN cookies) -> wait for the INIT,
+///           costing only the socket and a pending read (InitWaitList: at most 64 per address and
+///           512 in all, the oldest closed to make room; 2 s to send it) -> mac1 checked, before any
+///           Diffie-Hellman; a stranger's INIT is closed without a word, counted -> a handshake
+///           slot (HandshakeLimiter's per-address limits; at most 64 at once) -> Noise handshake as
+///           responder -> the proven key must be admitted as the name it claims, and its INIT newer
+///           than its last -> attach to the port named after the peer, creating it for an inbound
+///           link. A second session for a name can only come from the holder of that name's key.
+///           So a flood without this daemon's public key never holds a handshake slot, and a
+///           genuine re-dial, whose INIT follows its connect at once, gets in during one.
 /// Either way the session gets the transport the handshake agreed on (CreateSession): a
 /// TcpLinkTransport, or a UdpLinkTransport registered with the shared UdpTransport by session id
 /// (and unregistered when the session reports down).
@@ -89,6 +94,9 @@ public interface IToolSessionHost
 public sealed partial class LinkManager : IAsyncDisposable
 {
     private const int MaxPendingHandshakes = 64;
+
+    /// <summary>The kernel's queue of connections not yet accepted (capped by net.core.somaxconn).</summary>
+    private const int ListenBacklog = 1024;
 
     /// <summary>Retry interval for a peer that cannot be reached (refused, timed out, no route).</summary>
     private static readonly TimeSpan UnreachableRetry = TimeSpan.FromSeconds(1);
@@ -102,6 +110,7 @@ public sealed partial class LinkManager : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly SemaphoreSlim _handshakeSlots = new(MaxPendingHandshakes);
     private readonly HandshakeLimiter _limiter = new();
+    private readonly InitWaitList _waiting = new();
     private readonly Dictionary<PublicKeyId, ulong> _lastInit = [];
     private readonly RecentTimestamps _toolInits = new();
     private readonly Lock _attachLock = new();
@@ -133,10 +142,20 @@ public sealed partial class LinkManager : IAsyncDisposable
     /// <summary>Handshakes refused by the per-address limits.</summary>
     public long HandshakesLimited => _limiter.Refused;
 
-    /// <summary>Handshakes refused for any other reason (bad mac1, not admitted, replayed, malformed).</summary>
+    /// <summary>Connections closed without a session for any reason (all those below, not admitted, replayed, timed out).</summary>
     public long HandshakesRefused => Interlocked.Read(ref _handshakesRefused);
 
+    /// <summary>Connections whose first message was refused before any Diffie-Hellman: bad mac1, not an INIT, malformed, or closed early.</summary>
+    public long InitsRefused => Interlocked.Read(ref _initsRefused);
+
+    /// <summary>Connections closed by this daemon before their INIT came: after the deadline, or to make room for newer ones.</summary>
+    public long ConnectionsWithoutInit => _waiting.Expired + _waiting.Evicted;
+
+    /// <summary>Connections accepted and waiting for their INIT now (at most <see cref="InitWaitList.MaxWaiting"/>).</summary>
+    public int WaitingForInit => _waiting.Count;
+
     private long _handshakesRefused;
+    private long _initsRefused;
 
     public LinkPort? Find(string peer) => _links.TryGetValue(peer, out var port) ? port : null;
 
@@ -145,7 +164,9 @@ public sealed partial class LinkManager : IAsyncDisposable
         var listener = new Socket(_options.Listen.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
         listener.Bind(_options.Listen);
-        listener.Listen(128);
+        // Room for a burst of completed connections: the accept loop never waits for a handshake
+        // slot, so the queue drains as fast as connections are accepted.
+        listener.Listen(ListenBacklog);
         _listener = listener;
         LocalEndPoint = (IPEndPoint)listener.LocalEndPoint!;
         _udp = new UdpTransport(LocalEndPoint, _pool);
@@ -406,33 +427,103 @@ public sealed partial class LinkManager : IAsyncDisposable
                 return;
             }
             var from = (socket.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None;
-            if (!_limiter.TryBegin(from))
-            {
-                // Said once per refusal burst at most: a flood must not become a flood of log lines.
-                LogRefusal(from.ToString(), "too many handshakes from this address");
-                socket.Dispose();
-                continue;
-            }
-            if (!await _handshakeSlots.WaitAsync(0))
-            {
-                _limiter.End(from);
-                LogRefusal(from.ToString(), "too many handshakes in progress");
-                socket.Dispose();
-                continue;
-            }
-            _ = Task.Run(async () =>
-            {
-                try
-                {
-                    await Respond(socket);
-                }
-                finally
-                {
-                    _handshakeSlots.Release();
-                    _limiter.End(from);
-                }
-            });
+            var waiting = _waiting.Add(socket, from, out var evicted);
+            if (evicted is not null)
+                LogRefusal(evicted.From.ToString(), "closed before its INIT came, to make room for newer connections");
+            // Not awaited: the loop goes on accepting while this connection's read is pending.
+            _ = AwaitInit(waiting);
         }
+    }
+
+    /// <summary>
+    /// The first step, stateless but for the socket: read one INIT and check its mac1. Whatever is
+    /// not a complete INIT with a valid mac1 is closed without a word; the deadline and the bounds of
+    /// <see cref="InitWaitList"/> close a connection that sends too little (they dispose the socket,
+    /// which ends this read).
+    /// </summary>
+    private async Task AwaitInit(InitWaitList.Waiting waiting)
+    {
+        var socket = waiting.Socket;
+        byte[] init;
+        try
+        {
+            var (header, payload) = await HandshakeChannel.ReadAsync(socket, CancellationToken.None);
+            if (header.Type != MessageType.HandshakeInit)
+                throw new HandshakeException($"expected a handshake, got {header.Type}");
+            // The cheap check first: whoever does not know this daemon's public key gets nothing, not even a reason.
+            if (!NoiseHandshake.Mac1Valid(_options.Identity.Public, payload))
+                throw new HandshakeException("bad mac1 (the sender does not know this daemon's public key)");
+            init = payload;
+        }
+        catch (Exception e) when (e is HandshakeException or SocketException or IOException or ObjectDisposedException or OperationCanceledException)
+        {
+            // Not on the list any more: closed for its deadline or to make room, and counted there.
+            if (_waiting.TryRemove(waiting))
+            {
+                Interlocked.Increment(ref _initsRefused);
+                LogRefusal(waiting.From.ToString(), e.Message);
+                socket.Dispose();
+            }
+            return;
+        }
+        if (_waiting.TryRemove(waiting))
+            BeginHandshake(socket, waiting.From, init, waiting.Since);
+    }
+
+    /// <summary>
+    /// The second step, for an INIT whose sender knows this daemon's public key: a handshake slot
+    /// (per-address limits, 64 at once), then the Diffie-Hellman and the rest on its own task.
+    /// </summary>
+    private void BeginHandshake(Socket socket, IPAddress from, byte[] init, long acceptedAt)
+    {
+        if (_stop.IsCancellationRequested)
+        {
+            socket.Dispose();
+            return;
+        }
+        if (!_limiter.TryBegin(from))
+        {
+            // Said once per refusal burst at most: a flood must not become a flood of log lines.
+            LogRefusal(from.ToString(), "too many handshakes from this address");
+            socket.Dispose();
+            return;
+        }
+        bool slot;
+        try
+        {
+            slot = _handshakeSlots.Wait(0);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The daemon stopped between the INIT and here.
+            slot = false;
+        }
+        if (!slot)
+        {
+            _limiter.End(from);
+            LogRefusal(from.ToString(), "too many handshakes in progress");
+            socket.Dispose();
+            return;
+        }
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await Respond(socket, init, acceptedAt);
+            }
+            finally
+            {
+                _handshakeSlots.Release();
+                _limiter.End(from);
+            }
+        });
+    }
+
+    /// <summary>Closes the connections that sent no INIT in time (on the clock).</summary>
+    private void ExpireWaiting()
+    {
+        foreach (var waiting in _waiting.Expire())
+            LogRefusal(waiting.From.ToString(), $"no handshake within {InitWaitList.Deadline.TotalSeconds:0} s of connecting");
     }
 
     private long _lastRefusalLog;
@@ -448,22 +539,18 @@ public sealed partial class LinkManager : IAsyncDisposable
         Log.Rejected(_logger, remote, reason);
     }
 
-    private async Task Respond(Socket socket)
+    /// <summary>The responder's half of the handshake, from an INIT whose mac1 is valid; within the handshake timeout of accept.</summary>
+    private async Task Respond(Socket socket, byte[] payload, long acceptedAt)
     {
         var remote = socket.RemoteEndPoint?.ToString() ?? "?";
         socket.NoDelay = true;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
-        timeout.CancelAfter(_options.HandshakeTimeout);
+        var left = _options.HandshakeTimeout - System.Diagnostics.Stopwatch.GetElapsedTime(acceptedAt);
+        timeout.CancelAfter(left > TimeSpan.Zero ? left : TimeSpan.Zero);
         var local = NewSessionId();
         string reason;
         try
         {
-            var (header, payload) = await HandshakeChannel.ReadAsync(socket, timeout.Token);
-            if (header.Type != MessageType.HandshakeInit)
-                throw new HandshakeException($"expected a handshake, got {header.Type}");
-            // The cheap check first: whoever does not know this daemon's public key gets nothing, not even a reason.
-            if (!NoiseHandshake.Mac1Valid(_options.Identity.Public, payload))
-                throw new HandshakeException("bad mac1 (the sender does not know this daemon's public key)");
             using var responder = new NoiseHandshake.Responder(_options.Identity, _options.Psk);
             var (key, hello) = responder.ReadInit(payload, out var error) ?? throw new HandshakeException(error!);
             var admission = hello.Role == DaemonRole.Tool && !_options.AcceptTools
@@ -620,6 +707,7 @@ public sealed partial class LinkManager : IAsyncDisposable
             {
                 foreach (var port in _links.Values)
                     port.Session?.Tick();
+                ExpireWaiting();
             }
         }
         catch (OperationCanceledException)
@@ -642,6 +730,7 @@ public sealed partial class LinkManager : IAsyncDisposable
     {
         _stop.Cancel();
         _listener?.Dispose();
+        _waiting.Clear();
         foreach (var port in _links.Values)
         {
             port.Session?.Leave("daemon stopping");
