@@ -1,8 +1,11 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
+using Vnet.Daemon;
 using Vnet.Links;
+using Vnet.Links.Security;
 using Vnet.Native;
 using Vnet.Tests.TestBed;
 using Xunit.Abstractions;
@@ -256,8 +259,7 @@ public sealed class AttackerTests(ITestOutputHelper output)
             var proxy = o.Daemon("proxy");
 
             // A stranger's INIT: the right header, random bytes where mac1 and the keys go.
-            var garbage = Message(MessageType.HandshakeInit, MessageFlags.None, new Sniffed([], 0x1234, 0, 0), Garbage(200));
-            AssertClosedWithoutAWord(eve.Connect(Proxy), garbage, "a garbage INIT");
+            AssertClosedWithoutAWord(eve.Connect(Proxy), BadInit(), "a garbage INIT");
             proxy.WaitForOutput($"Rejected peer {EveIp}:", TimeSpan.FromSeconds(5));
             Assert.Contains(proxy.Lines, l => l.Contains($"Rejected peer {EveIp}:", StringComparison.Ordinal) && l.Contains("bad mac1", StringComparison.Ordinal));
 
@@ -274,6 +276,117 @@ public sealed class AttackerTests(ITestOutputHelper output)
         {
             o.DumpAll();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Issue 8's handshake flood: eve, from its one address and without the Proxy's public key,
+    /// holds hundreds of connections idle, sends half INITs and INITs with a bad mac1, and keeps on
+    /// while h1's star link is cut (its TCP connection destroyed with ss -K). A connection waits for
+    /// its INIT without a handshake slot, so h1's re-dial gets in at once: the star is back within
+    /// 1 s of the cut. Every connection of eve's is closed and counted, none gets a word.
+    /// </summary>
+    [Fact]
+    public void TcpHandshakeFlood_IdlePartialAndBadInitsFromOneAddress_AStarCutDuringItIsBackWithin1s()
+    {
+        using var o = new OverlayBed(output, hosts: 1);
+        var flood = new List<Socket>();
+        try
+        {
+            using var eve = Eve.Join(o);
+            o.StartAll();
+            o.AddVm(1, 1);
+            AssertVmReachesTheLan(o);
+            var proxy = o.Daemon("proxy");
+            var before = o.Status("proxy");
+            var sessions = o.Links("h1").Single(l => l.Peer == "proxy").Sessions;
+            var clock = Stopwatch.StartNew();
+
+            // Hundreds held idle and half INITs first (more than the Proxy keeps from one address).
+            var made = 0;
+            void Flood(int count)
+            {
+                for (var i = 0; i < count; i++, made++)
+                {
+                    var socket = eve.Connect(Proxy);
+                    switch (made % 3)
+                    {
+                        case 0:
+                            flood.Add(socket);
+                            break;
+                        case 1:
+                            socket.Send(PartialInit());
+                            flood.Add(socket);
+                            break;
+                        default:
+                            socket.Send(BadInit());
+                            socket.Dispose();
+                            break;
+                    }
+                }
+            }
+            Flood(450);
+            output.WriteLine($"eve made {made} connections in {clock.ElapsedMilliseconds} ms");
+
+            // The flood goes on while h1's star link is cut.
+            using var stop = new CancellationTokenSource();
+            var during = new Thread(() =>
+            {
+                while (!stop.IsCancellationRequested)
+                    Flood(10);
+            }) { IsBackground = true };
+            during.Start();
+            var cut = Stopwatch.StartNew();
+            o.Bed.Run("h1", $"ss -K -t dst {ProxyIp} dport = {LinkPort}");
+            var ss = cut.Elapsed;
+            TimeSpan? polled = null;
+            while (cut.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                if (o.Links("h1").Single(l => l.Peer == "proxy") is { Up: true } star && star.Sessions > sessions)
+                {
+                    polled = cut.Elapsed;
+                    break;
+                }
+                Thread.Sleep(10);
+            }
+            stop.Cancel();
+            Assert.True(during.Join(TimeSpan.FromSeconds(10)), "eve's flood did not stop");
+            Assert.True(polled is not null, "h1's star link did not come back within 10 s of the cut");
+            // The cut as the Proxy saw it (h1's reset, within microseconds of ss -K) to the new
+            // session, both on the Proxy's clock; the poll's time also holds starting ss (a process).
+            var down = LoggedAt(proxy, "Link h1 down", TimeSpan.Zero);
+            var back = LoggedAt(proxy, "Link h1 up", down) - down;
+            output.WriteLine($"h1's star back {back.TotalMilliseconds:0} ms after the cut in the Proxy's log; polled: up {polled!.Value.TotalMilliseconds:0} ms " +
+                $"after starting ss -K, which took {ss.TotalMilliseconds:0} ms; eve made {made} connections in {clock.ElapsedMilliseconds} ms");
+            Assert.True(back <= TimeSpan.FromSeconds(1), $"h1's star link came back {back.TotalMilliseconds:0} ms after the cut, during the flood (bound 1000 ms)");
+
+            // Every connection of eve's is closed by the Proxy (a bad INIT at once, the rest at the
+            // INIT deadline or to make room) and counted once; none got a handshake slot.
+            long Closed(DaemonStatus s) => s.InitsRefused + s.ConnectionsWithoutInit;
+            Wait.Until(() => Closed(o.Status("proxy")) - Closed(before) >= made, InitWaitList.Deadline + TimeSpan.FromSeconds(5),
+                $"the Proxy to close and count eve's {made} connections");
+            var after = o.Status("proxy");
+            output.WriteLine(o.Cli("proxy", "status").Split('\n').First(l => l.StartsWith("handshake", StringComparison.Ordinal)));
+            Assert.Equal(made, Closed(after) - Closed(before));
+            Assert.InRange(after.InitsRefused - before.InitsRefused, 1, made);
+            Assert.Equal(before.HandshakesLimited, after.HandshakesLimited);
+            Assert.Equal(0, flood.Count(s => Answered(s)));
+            // Counted, not written out: at most one line a second about eve.
+            var lines = proxy.Lines.Count(l => l.Contains($"Rejected peer {EveIp}", StringComparison.Ordinal));
+            Assert.InRange(lines, 1, (int)clock.Elapsed.TotalSeconds + 1);
+
+            Assert.False(proxy.HasExited, $"the Proxy exited ({proxy.ExitCode})");
+            Assert.True(o.Bed.Ping("vm1", OverlayBed.LanHostIp, count: 3, timeoutSeconds: 10), "vm1 lost the LAN after the flood");
+        }
+        catch
+        {
+            o.DumpAll();
+            throw;
+        }
+        finally
+        {
+            foreach (var socket in flood)
+                socket.Dispose();
         }
     }
 
@@ -322,6 +435,21 @@ public sealed class AttackerTests(ITestOutputHelper output)
         Assert.Equal(before, StarOf(o));
     }
 
+    /// <summary>When the daemon logged its first line containing <paramref name="text"/> at or after <paramref name="after"/> (its "HH:mm:ss.fff" prefix).</summary>
+    private static TimeSpan LoggedAt(BackgroundProcess daemon, string text, TimeSpan after)
+    {
+        TimeSpan? found = null;
+        Wait.Until(() =>
+        {
+            found = daemon.Lines
+                .Where(l => l.Contains(text, StringComparison.Ordinal) && l.Length > 12)
+                .Select(l => TimeSpan.TryParseExact(l[..12], @"hh\:mm\:ss\.fff", CultureInfo.InvariantCulture, out var at) ? at : (TimeSpan?)null)
+                .FirstOrDefault(at => at >= after);
+            return found is not null;
+        }, TimeSpan.FromSeconds(5), $"the line '{text}' in {daemon.Name}'s log");
+        return found!.Value;
+    }
+
     /// <summary>Before the attack: the path works (the first pings also wait for the VM to be placed and ARP to settle).</summary>
     private static void AssertVmReachesTheLan(OverlayBed o) =>
         Wait.Until(() => o.Bed.Ping("vm1", OverlayBed.LanHostIp, count: 2, timeoutSeconds: 5), TimeSpan.FromSeconds(20),
@@ -347,6 +475,26 @@ public sealed class AttackerTests(ITestOutputHelper output)
     }
 
     // ---------------------------------------------------------------- messages
+
+    /// <summary>An INIT of the right shape from a stranger: random where mac1 and the Noise message go.</summary>
+    private static byte[] BadInit() =>
+        Message(MessageType.HandshakeInit, MessageFlags.None, new Sniffed([], 0, 0, 0), Garbage(200));
+
+    /// <summary>An INIT's header and its first 40 bytes, the rest never sent.</summary>
+    private static byte[] PartialInit() => BadInit()[..(Wire.HeaderSize + 40)];
+
+    /// <summary>Whether the Proxy sent anything on a connection of eve's (it must close them without a word).</summary>
+    private static bool Answered(Socket socket)
+    {
+        try
+        {
+            return socket.Available > 0;
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>A datagram of h1's star link as eve saw it: its bytes and the header fields eve reuses.</summary>
     private sealed record Sniffed(byte[] Bytes, uint Session, byte Epoch, ulong Counter)
