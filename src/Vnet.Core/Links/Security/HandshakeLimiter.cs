@@ -10,7 +10,8 @@ namespace Vnet.Links.Security;
 /// and a budget of <see cref="Burst"/> that refills at <see cref="PerSecond"/> a second (a
 /// re-dialing host needs a few a second at most). Below that nobody is limited: many hosts behind
 /// one address (a site's NAT) all re-dial at once after a Proxy restart. The table of addresses is
-/// bounded; when full, the quietest entries go.
+/// bounded; when full, the quietest entries go. Only handshakes whose INIT passed mac1 are counted:
+/// connections still waiting for their INIT are <see cref="InitWaitList"/>'s.
 /// </summary>
 internal sealed class HandshakeLimiter
 {
