@@ -143,7 +143,7 @@ public sealed partial class LinkManager : IAsyncDisposable
     public long HandshakesLimited => _limiter.Refused;
 
     /// <summary>Connections closed without a session for any reason (all those below, not admitted, replayed, timed out).</summary>
-    public long HandshakesRefused => Interlocked.Read(ref _handshakesRefused);
+    public long HandshakesRefused => Interlocked.Read(ref _handshakesRefused) + InitsRefused + ConnectionsWithoutInit;
 
     /// <summary>Connections whose first message was refused before any Diffie-Hellman: bad mac1, not an INIT, malformed, or closed early.</summary>
     public long InitsRefused => Interlocked.Read(ref _initsRefused);
@@ -429,7 +429,7 @@ public sealed partial class LinkManager : IAsyncDisposable
             var from = (socket.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None;
             var waiting = _waiting.Add(socket, from, out var evicted);
             if (evicted is not null)
-                LogRefusal(evicted.From.ToString(), "closed before its INIT came, to make room for newer connections");
+                LogRefusal(evicted.From.ToString(), "closed before its INIT came, to make room for newer connections", counted: true);
             // Not awaited: the loop goes on accepting while this connection's read is pending.
             _ = AwaitInit(waiting);
         }
@@ -438,8 +438,8 @@ public sealed partial class LinkManager : IAsyncDisposable
     /// <summary>
     /// The first step, stateless but for the socket: read one INIT and check its mac1. Whatever is
     /// not a complete INIT with a valid mac1 is closed without a word; the deadline and the bounds of
-    /// <see cref="InitWaitList"/> close a connection that sends too little (they dispose the socket,
-    /// which ends this read).
+    /// <see cref="InitWaitList"/> close a connection that sends too little (they shut it down, which
+    /// ends this read; the socket is disposed here, with no read pending).
     /// </summary>
     private async Task AwaitInit(InitWaitList.Waiting waiting)
     {
@@ -461,13 +461,15 @@ public sealed partial class LinkManager : IAsyncDisposable
             if (_waiting.TryRemove(waiting))
             {
                 Interlocked.Increment(ref _initsRefused);
-                LogRefusal(waiting.From.ToString(), e.Message);
-                socket.Dispose();
+                LogRefusal(waiting.From.ToString(), e.Message, counted: true);
             }
+            socket.Dispose();
             return;
         }
         if (_waiting.TryRemove(waiting))
             BeginHandshake(socket, waiting.From, init, waiting.Since);
+        else
+            socket.Dispose();
     }
 
     /// <summary>
@@ -523,15 +525,19 @@ public sealed partial class LinkManager : IAsyncDisposable
     private void ExpireWaiting()
     {
         foreach (var waiting in _waiting.Expire())
-            LogRefusal(waiting.From.ToString(), $"no handshake within {InitWaitList.Deadline.TotalSeconds:0} s of connecting");
+            LogRefusal(waiting.From.ToString(), $"no handshake within {InitWaitList.Deadline.TotalSeconds:0} s of connecting", counted: true);
     }
 
     private long _lastRefusalLog;
 
-    /// <summary>At most one refusal line a second: what a flood costs is counted, not written out.</summary>
-    private void LogRefusal(string remote, string reason)
+    /// <summary>
+    /// At most one refusal line a second: what a flood costs is counted, not written out. Counted
+    /// here unless <paramref name="counted"/> (the first step's refusals have counters of their own).
+    /// </summary>
+    private void LogRefusal(string remote, string reason, bool counted = false)
     {
-        Interlocked.Increment(ref _handshakesRefused);
+        if (!counted)
+            Interlocked.Increment(ref _handshakesRefused);
         var now = System.Diagnostics.Stopwatch.GetTimestamp();
         var last = Interlocked.Read(ref _lastRefusalLog);
         if (System.Diagnostics.Stopwatch.GetElapsedTime(last, now) < TimeSpan.FromSeconds(1) || Interlocked.CompareExchange(ref _lastRefusalLog, now, last) != last)

@@ -45,12 +45,7 @@ public sealed class HandshakeFloodTests(ITestOutputHelper output) : IAsyncLifeti
     [Fact]
     public async Task Accept_IdleConnectionsAndBadInitsFromManyAddresses_AReDialAttachesWithin1s_RefusalsCounted()
     {
-        var proxy = Node("proxy", DaemonRole.Proxy);
-        var host = Node("host1", DaemonRole.Host);
-        host.Links.AddLink("proxy", LinkTransport.Tcp, star: true, proxy.EndPoint);
-        var atProxy = proxy.WaitUp("host1");
-        host.WaitUp("proxy");
-        var sessions = atProxy.SessionsStarted;
+        var (proxy, host) = Star();
         var refusedBefore = proxy.Links.HandshakesRefused;
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
 
@@ -63,8 +58,7 @@ public sealed class HandshakeFloodTests(ITestOutputHelper output) : IAsyncLifeti
         // INITs with a bad mac1 go on while the host re-dials.
         var badInits = Task.Run(() => SendBadInits(proxy, BadInits, timeout.Token));
 
-        host.Links.Find("proxy")!.Session!.Close("cut by the test");
-        var attached = AttachedAgain(proxy, host, sessions, TimeSpan.FromSeconds(10));
+        var attached = CutAndTimeReDial(proxy, host);
         output.WriteLine($"re-dial attached after {attached.TotalMilliseconds:0} ms; {proxy.Links.WaitingForInit} connections waiting for an INIT");
         await badInits;
 
@@ -83,18 +77,13 @@ public sealed class HandshakeFloodTests(ITestOutputHelper output) : IAsyncLifeti
         var lines = proxy.Log.Lines.Count(l => l.Contains("Rejected peer 127.0.0.", StringComparison.Ordinal));
         Assert.InRange(lines, 1, (int)flood.Elapsed.TotalSeconds + 1);
         Assert.Equal(["host1"], proxy.Links.Links.Select(l => l.Peer));
-        Assert.True(atProxy.IsUp);
+        Assert.True(proxy.Links.Find("host1")!.IsUp);
     }
 
     [Fact]
     public async Task Accept_MoreSilentConnectionsThanTheBounds_OldestClosedFirst_AReDialStillAttaches()
     {
-        var proxy = Node("proxy", DaemonRole.Proxy);
-        var host = Node("host1", DaemonRole.Host);
-        host.Links.AddLink("proxy", LinkTransport.Tcp, star: true, proxy.EndPoint);
-        var atProxy = proxy.WaitUp("host1");
-        host.WaitUp("proxy");
-        var sessions = atProxy.SessionsStarted;
+        var (proxy, host) = Star();
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
 
         // One address past its share, then many past the whole list's bound (which of them go is
@@ -108,24 +97,40 @@ public sealed class HandshakeFloodTests(ITestOutputHelper output) : IAsyncLifeti
         Assert.InRange(proxy.Links.WaitingForInit, 0, InitWaitList.MaxWaiting);
 
         // The list is full: the re-dial's connection pushes out the oldest and sends its INIT at once.
-        host.Links.Find("proxy")!.Session!.Close("cut by the test");
-        var attached = AttachedAgain(proxy, host, sessions, TimeSpan.FromSeconds(10));
+        var attached = CutAndTimeReDial(proxy, host);
         output.WriteLine($"re-dial attached after {attached.TotalMilliseconds:0} ms with the list full");
         Assert.True(attached <= ReDialBound, $"the re-dial took {attached.TotalMilliseconds:0} ms (bound {ReDialBound.TotalMilliseconds} ms)");
         Assert.True(proxy.Links.WaitingForInit <= InitWaitList.MaxWaiting);
     }
 
-    /// <summary>Polls tightly (the measurement) until both ends have a new session; returns how long it took.</summary>
-    private static TimeSpan AttachedAgain(LinkNode proxy, LinkNode host, long sessionsBefore, TimeSpan limit)
+    /// <summary>A Proxy and a host with its star link up.</summary>
+    private (LinkNode Proxy, LinkNode Host) Star()
     {
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        var host = Node("host1", DaemonRole.Host);
+        host.Links.AddLink("proxy", LinkTransport.Tcp, star: true, proxy.EndPoint);
+        proxy.WaitUp("host1");
+        host.WaitUp("proxy");
+        return (proxy, host);
+    }
+
+    /// <summary>
+    /// Cuts the host's star session (its dialer re-dials at once) and polls tightly (the measurement)
+    /// until both ends have a new session; returns how long that took.
+    /// </summary>
+    private static TimeSpan CutAndTimeReDial(LinkNode proxy, LinkNode host)
+    {
+        var limit = TimeSpan.FromSeconds(10);
+        var sessionsBefore = proxy.Links.Find("host1")!.SessionsStarted;
         var clock = Stopwatch.StartNew();
+        host.Links.Find("proxy")!.Session!.Close("cut by the test");
         while (clock.Elapsed < limit)
         {
             if (proxy.Links.Find("host1") is { IsUp: true } p && p.SessionsStarted > sessionsBefore && host.Links.Find("proxy") is { IsUp: true })
                 return clock.Elapsed;
             Thread.Sleep(5);
         }
-        throw new TimeoutException($"the re-dial did not attach within {limit.TotalSeconds} s");
+        throw new TimeoutException($"the re-dial did not attach within {limit.TotalSeconds} s:\n{host.Log}");
     }
 
     private static IPAddress Source(int i, int addresses) => IPAddress.Parse($"127.0.0.{2 + (i % addresses)}");

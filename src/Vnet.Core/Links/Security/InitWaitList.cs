@@ -12,6 +12,9 @@ namespace Vnet.Links.Security;
 /// address, else of all) is closed to make room. A genuine initiator sends its INIT right after
 /// connecting, so it survives unless that many newer connections arrive before its INIT does. A
 /// connection still waiting after <see cref="Deadline"/> is closed by <see cref="Expire"/>.
+/// Closing here is a shutdown: the pending read ends (as if the peer had closed) and its reader
+/// disposes the socket. Disposing a socket under a pending read would wait, spinning, until the
+/// aborted read's continuation ran on the thread pool, and a flood's evictions then starved it.
 /// </summary>
 internal sealed class InitWaitList
 {
@@ -56,8 +59,24 @@ internal sealed class InitWaitList
         /// <summary>When it was accepted (<see cref="Stopwatch.GetTimestamp"/>).</summary>
         public long Since { get; }
 
+        /// <summary>Whether the list let it go (its deadline passed, or its place was needed); its reader then disposes the socket.</summary>
+        public bool Closed { get; internal set; }
+
         internal LinkedListNode<Waiting>? InAll;
         internal LinkedListNode<Waiting>? InAddress;
+
+        /// <summary>Ends the pending read (its reader sees the connection closed).</summary>
+        internal void Close()
+        {
+            Closed = true;
+            try
+            {
+                Socket.Shutdown(SocketShutdown.Both);
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+            }
+        }
     }
 
     /// <summary>Connections waiting now.</summary>
@@ -101,14 +120,14 @@ internal sealed class InitWaitList
         if (evicted is not null)
         {
             Interlocked.Increment(ref _evicted);
-            evicted.Socket.Dispose();
+            evicted.Close();
         }
         return waiting;
     }
 
     /// <summary>
     /// Takes the connection off the list (its INIT came, or its read failed). False when it is no
-    /// longer there: it was closed to make room or for its deadline, and its socket is disposed.
+    /// longer there: it was closed to make room or for its deadline (and counted).
     /// </summary>
     public bool TryRemove(Waiting waiting)
     {
@@ -138,7 +157,7 @@ internal sealed class InitWaitList
             return [];
         Interlocked.Add(ref _expired, expired.Count);
         foreach (var waiting in expired)
-            waiting.Socket.Dispose();
+            waiting.Close();
         return expired;
     }
 
@@ -153,7 +172,7 @@ internal sealed class InitWaitList
                 Unlink(waiting);
         }
         foreach (var waiting in all)
-            waiting.Socket.Dispose();
+            waiting.Close();
     }
 
     private void Unlink(Waiting waiting)

@@ -20,13 +20,14 @@ public sealed class InitWaitListTests : IDisposable
         var newest = list.Add(NewSocket(), Flooder, out var pushedOut);
 
         Assert.Same(mine[0], pushedOut);
-        Assert.True(mine[0].Socket.SafeHandle.IsClosed);
+        Assert.True(mine[0].Closed);
+        Assert.False(mine[1].Closed);
         Assert.False(list.TryRemove(mine[0]));
         Assert.Equal(4, list.Count);
         Assert.Equal(1, list.Evicted);
         Assert.True(list.TryRemove(other));
         Assert.True(list.TryRemove(newest));
-        Assert.False(newest.Socket.SafeHandle.IsClosed);
+        Assert.False(newest.Closed);
     }
 
     [Fact]
@@ -39,7 +40,7 @@ public sealed class InitWaitListTests : IDisposable
         {
             list.Add(NewSocket(), IPAddress.Parse($"203.0.113.{i}"), out var evicted);
             Assert.NotNull(evicted);
-            Assert.True(evicted.Socket.SafeHandle.IsClosed);
+            Assert.True(evicted.Closed);
             Assert.Equal(8, list.Count);
         }
 
@@ -73,11 +74,11 @@ public sealed class InitWaitListTests : IDisposable
         var expired = list.Expire(now + (long)(Stopwatch.Frequency * InitWaitList.Deadline.TotalSeconds));
 
         Assert.Equal([old], expired);
-        Assert.True(old.Socket.SafeHandle.IsClosed);
+        Assert.True(old.Closed);
         Assert.False(list.TryRemove(old));
         Assert.Equal(1, list.Expired);
         Assert.True(list.TryRemove(young));
-        Assert.False(young.Socket.SafeHandle.IsClosed);
+        Assert.False(young.Closed);
     }
 
     [Fact]
@@ -89,7 +90,7 @@ public sealed class InitWaitListTests : IDisposable
         list.Clear();
 
         Assert.Equal(0, list.Count);
-        Assert.All(all, w => Assert.True(w.Socket.SafeHandle.IsClosed));
+        Assert.All(all, w => Assert.True(w.Closed));
     }
 
     private Socket NewSocket()
