@@ -63,7 +63,7 @@ public sealed record InterfaceStatus(
     InterfaceKind Kind,
     int Mtu,
     bool Up,
-    bool Offloads,
+    OffloadSet Offloads,
     bool Lan,
     bool Learn,
     int Vms,
