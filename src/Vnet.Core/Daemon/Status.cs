@@ -35,7 +35,21 @@ public sealed record DaemonStatus(
     long PeerRequestsRefused = 0,
     long ToolSessionsRefused = 0,
     IReadOnlyDictionary<string, long>? OffloadFaults = null,
-    long ControlLoopPending = 0);
+    long ControlLoopPending = 0,
+    LinkSecurityStatus? Security = null);
+
+/// <summary>
+/// What the link layer refused, for <c>vnet status</c>: handshakes (as WireGuard counts handshake
+/// failures) and sealed messages that did not authenticate, with the key steps (rekeys) and the
+/// datagrams that made the UDP receiver fault. Per-session counters are summed over the current
+/// sessions (a session's counts go with it); <c>vnet link list</c> has them per link.
+/// </summary>
+public sealed record LinkSecurityStatus(
+    long HandshakesRefused,
+    long HandshakesRateLimited,
+    long AuthenticationFailures,
+    long Rekeys,
+    long UdpReceiveFaults);
 
 public sealed record LinkStatus(
     string Peer,
@@ -56,7 +70,9 @@ public sealed record LinkStatus(
     int Queued,
     long Sessions,
     string? LastDownReason,
-    RuleOrigin Origin = RuleOrigin.User);
+    RuleOrigin Origin = RuleOrigin.User,
+    long? AuthenticationFailures = null,
+    long? Rekeys = null);
 
 public sealed record InterfaceStatus(
     string Name,

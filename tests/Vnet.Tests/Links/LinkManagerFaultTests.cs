@@ -149,6 +149,56 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Accept_InitOlderThanTheLastFromThatKey_RejectedSayingTheClockIsBehind()
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        using var timeout = new CancellationTokenSource(Quick * 2);
+        var now = NoiseHandshake.Timestamp();
+        using (var first = await Connect(proxy, timeout.Token))
+        {
+            var init = new NoiseHandshake.Initiator(_keys.Of("host1"), _keys.Of("proxy").Public, PresharedKey.None)
+                .CreateInit(new InitiatorHello("host1", DaemonRole.Host, LinkTransport.Tcp, true, 0x0700_0001, now));
+            await HandshakeChannel.WriteAsync(first, MessageType.HandshakeInit, 0, init, timeout.Token);
+            Assert.Equal(MessageType.HandshakeResponse, (await HandshakeChannel.ReadAsync(first, timeout.Token)).Header.Type);
+        }
+
+        // The same host after its clock stepped back a minute: a new INIT (new ephemeral key), older than the last.
+        using var behind = await Connect(proxy, timeout.Token);
+        var older = new NoiseHandshake.Initiator(_keys.Of("host1"), _keys.Of("proxy").Public, PresharedKey.None)
+            .CreateInit(new InitiatorHello("host1", DaemonRole.Host, LinkTransport.Tcp, true, 0x0700_0002, now - 60_000_000_000UL));
+        await HandshakeChannel.WriteAsync(behind, MessageType.HandshakeInit, 0, older, timeout.Token);
+        var (header, payload) = await HandshakeChannel.ReadAsync(behind, timeout.Token);
+
+        Assert.Equal(MessageType.Reject, header.Type);
+        Assert.Equal(0x0700_0002u, header.Session);
+        Assert.Equal(HandshakeException.StaleTimestampReason, System.Text.Encoding.UTF8.GetString(payload));
+        Assert.Null(proxy.Links.Find("host1"));
+    }
+
+    [Fact]
+    public void Dial_ClockJumpedBack_TheDialerLogsWhyAndHowToHealIt()
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        long behind = 0;
+        var host = new LinkNode("host1", DaemonRole.Host, _keys, timestamp: () => NoiseHandshake.Timestamp() - (ulong)Interlocked.Read(ref behind));
+        _nodes.Add(host);
+        var port = host.Links.AddLink("proxy", LinkTransport.Tcp, star: true, proxy.EndPoint);
+        host.WaitUp("proxy");
+
+        Interlocked.Exchange(ref behind, 3_600_000_000_000L);
+        port.Session!.Close("test: the clock jumps back an hour");
+
+        Wait.Until(() => host.Log.Contains("this machine's clock is behind") && host.Log.Contains(HandshakeException.StaleTimestampReason),
+            Quick * 2, "the dialer to say its clock is behind, with the Proxy's reason");
+        Assert.False(port.IsUp);
+        Assert.True(proxy.Links.HandshakesRefused >= 1);
+
+        // Healed: the clock is right again, and the next dial gets in.
+        Interlocked.Exchange(ref behind, 0);
+        host.WaitUp("proxy");
+    }
+
+    [Fact]
     public async Task Accept_ToolWithoutAnAdministratorKey_Refused()
     {
         var proxy = Node("proxy", DaemonRole.Proxy, acceptTools: true);
