@@ -204,17 +204,14 @@ public sealed class LinkSession : IDisposable, IFlushable
                 {
                     _seal.RekeyIfDue();
                     _datagramSeal?.RekeyIfDue();
-                    if (_transport.SendBatch(_batch, n, inline: true) == LinkSendOutcome.WouldBlock)
-                    {
-                        for (var dropped = _queue.RequeueFront(_batch, n); dropped > 0; dropped--)
-                            _port.Counters.CountTxDrop();
-                    }
-                    else
-                    {
-                        Interlocked.Add(ref _inlineSends, n);
-                        for (var i = 0; i < n; i++)
-                            _batch[i]!.Release();
-                    }
+                    if (_transport.SendBatch(_batch, n, inline: true, out var taken) == LinkSendOutcome.Failed)
+                        taken = n;
+                    Interlocked.Add(ref _inlineSends, taken);
+                    for (var i = 0; i < taken; i++)
+                        _batch[i]!.Release();
+                    // What the socket could not take now goes back to the head of the queue, in order.
+                    for (var dropped = _queue.RequeueFront(_batch, taken, n - taken); dropped > 0; dropped--)
+                        _port.Counters.CountTxDrop();
                     Array.Clear(_batch, 0, n);
                 }
             }
@@ -226,6 +223,9 @@ public sealed class LinkSession : IDisposable, IFlushable
         if (!_queue.IsEmpty)
             _queue.Wake();
     }
+
+    /// <summary>Wakes the sender thread (bytes an inline write could not finish wait for it).</summary>
+    internal void WakeSender() => _queue.Wake();
 
     /// <summary>Sends a control message over the reliable (TCP) channel; it is sealed when it is written.</summary>
     public void SendControl(MessageType type, ReadOnlySpan<byte> payload)
@@ -251,6 +251,9 @@ public sealed class LinkSession : IDisposable, IFlushable
                     _datagramSeal?.RekeyIfDue();
                     // Read before the flush: a BYE queued by Leave is then surely written by it.
                     var leaving = Volatile.Read(ref _leaving);
+                    // What a reader's inline write left goes before anything else.
+                    if (_connection.HasCarry && !_connection.DrainCarry())
+                        break;
                     if (!FlushControl())
                         break;
                     if (leaving is not null)
@@ -263,7 +266,7 @@ public sealed class LinkSession : IDisposable, IFlushable
                         n = _queue.DequeueBatch(_batch);
                     if (n > 0)
                     {
-                        outcome = _transport.SendBatch(_batch, n, inline: false);
+                        outcome = _transport.SendBatch(_batch, n, inline: false, out _);
                         for (var i = 0; i < n; i++)
                         {
                             _batch[i]!.Release();
@@ -273,7 +276,7 @@ public sealed class LinkSession : IDisposable, IFlushable
                 }
                 if (outcome == LinkSendOutcome.Failed)
                     break;
-                if (n == 0)
+                if (n == 0 && !_connection.HasCarry)
                 {
                     // Sleep until work arrives, or until the next held-back frame is due.
                     var wait = 100;

@@ -70,8 +70,10 @@ internal sealed class UdpLinkTransport : ILinkTransport
 
     // ---------------------------------------------------------------- sending
 
-    public LinkSendOutcome SendBatch(Frame?[] batch, int count, bool inline)
+    public LinkSendOutcome SendBatch(Frame?[] batch, int count, bool inline, out int taken)
     {
+        // A datagram socket never takes part of one: whatever it refuses is dropped and counted.
+        taken = count;
         var segments = _segments;
         var datagram = _datagram;
         var peer = Peer;
