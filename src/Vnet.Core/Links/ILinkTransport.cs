@@ -52,4 +52,7 @@ internal interface ILinkTransport
     /// with the reason), handing control messages to <see cref="LinkSession.ReceiveSealedControl"/>.
     /// </summary>
     void Receive();
+
+    /// <summary>Gives the send buffers back to their shelf: the session ended and the caller holds its send lock.</summary>
+    void ReleaseBuffers();
 }

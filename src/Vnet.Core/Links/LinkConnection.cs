@@ -30,7 +30,15 @@ namespace Vnet.Links;
 /// </summary>
 internal sealed unsafe class LinkConnection : IDisposable
 {
-    private const int ReceiveBufferSize = Wire.HeaderSize + Wire.MaxControlPayload;
+    /// <summary>
+    /// The receive buffer's first size: headers, keep-alives, most control messages and many small
+    /// frames per recv. It grows (on the control path) to what a larger control message needs, up
+    /// to <see cref="MaxReceiveBuffer"/>; a 2 MiB buffer per session from the start was mostly
+    /// untouched memory, and a churn of pinned garbage across reconnections.
+    /// </summary>
+    private const int InitialReceiveBuffer = 64 * 1024;
+
+    private const int MaxReceiveBuffer = Wire.HeaderSize + Wire.MaxControlPayload;
 
     /// <summary>Most bytes one inline write may hand over (and so the carry buffer's size).</summary>
     public const int MaxInlineWrite = 512 * 1024;
@@ -67,6 +75,15 @@ internal sealed unsafe class LinkConnection : IDisposable
             var iov = new LibC.IoVec { Base = p, Length = (nuint)message.Length };
             return Write(&iov, 1, message.Length, inline: false);
         }
+    }
+
+    /// <summary>Gives the carry buffer back to its shelf: the session ended and the caller holds its send lock.</summary>
+    public void ReleaseBuffers()
+    {
+        _carryStart = 0;
+        _carryEnd = 0;
+        BufferShelf.Scratch.Return(_carry);
+        _carry = null;
     }
 
     /// <summary>Whether bytes of an inline write still wait for the sender thread (read without the lock: a hint).</summary>
@@ -137,7 +154,7 @@ internal sealed unsafe class LinkConnection : IDisposable
     /// <summary>Copies what the iovecs still hold into the carry buffer (empty before: an inline write finding carried bytes writes nothing).</summary>
     private void Carry(LibC.IoVec* iov, int count, int length)
     {
-        var carry = _carry ??= GC.AllocateUninitializedArray<byte>(MaxInlineWrite, pinned: true);
+        var carry = _carry ??= BufferShelf.Scratch.Take();
         var at = 0;
         for (var i = 0; i < count && at < length; i++)
         {
@@ -196,7 +213,7 @@ internal sealed unsafe class LinkConnection : IDisposable
     public bool ReadMessage(out LinkHeader header, out ReadOnlySpan<byte> payload)
     {
         // Allocated by the receiver thread that uses it, dropped when the session is disposed.
-        var buffer = _buffer ??= GC.AllocateUninitializedArray<byte>(ReceiveBufferSize, pinned: true);
+        var buffer = _buffer ??= new byte[InitialReceiveBuffer];
         payload = default;
         while (!_session.IsClosed)
         {
@@ -230,12 +247,14 @@ internal sealed unsafe class LinkConnection : IDisposable
                     return true;
                 }
                 // A control message larger than the buffer cannot be completed in place.
-                if (Wire.HeaderSize + header.PayloadLength > buffer.Length)
+                if (Wire.HeaderSize + header.PayloadLength > MaxReceiveBuffer)
                 {
                     _session.Close($"protocol error from {_session.Peer.Name}: control message of {header.PayloadLength} bytes is too large");
                     return false;
                 }
-                if (_start > 0)
+                if (Wire.HeaderSize + header.PayloadLength > buffer.Length)
+                    buffer = Grow(buffer, Wire.HeaderSize + header.PayloadLength);
+                else if (_start > 0)
                     Compact(buffer);
             }
             else if (_start > 0 && buffer.Length - _end < Wire.HeaderSize)
@@ -260,6 +279,17 @@ internal sealed unsafe class LinkConnection : IDisposable
             _start = _end = 0;
         else
             _start = start;
+    }
+
+    /// <summary>A larger receive buffer (control path) with the pending bytes moved to its start.</summary>
+    private byte[] Grow(byte[] buffer, int needed)
+    {
+        var grown = new byte[Math.Min(MaxReceiveBuffer, Math.Max(needed, buffer.Length * 2))];
+        buffer.AsSpan(_start, _end - _start).CopyTo(grown);
+        _end -= _start;
+        _start = 0;
+        _buffer = grown;
+        return grown;
     }
 
     private void Compact(byte[] buffer)

@@ -199,6 +199,9 @@ public sealed class LinkSession : IDisposable, IFlushable
         {
             try
             {
+                // Closed since the look above: the session's buffers may be back on their shelf.
+                if (IsClosed)
+                    return;
                 var n = _queue.DequeueBatch(_batch);
                 if (n > 0)
                 {
@@ -508,6 +511,12 @@ public sealed class LinkSession : IDisposable, IFlushable
         _connection.Dispose();
         _delay.Clear();
         _queue.Dispose();
+        // Both threads are done; a reader may still be inside Flush, and holds the send lock there.
+        lock (_sendLock)
+        {
+            _transport.ReleaseBuffers();
+            _connection.ReleaseBuffers();
+        }
         // The ciphers are not disposed here: an interface thread may be sealing a batch in Flush, a
         // probe on the link manager's tick, and UdpTransport's thread opening a datagram, each with
         // no lock shared with this end (a disposed key there threw and ended the daemon). Their keys

@@ -55,7 +55,7 @@ internal sealed unsafe class TcpLinkTransport : ILinkTransport
     public LinkSendOutcome SendBatch(Frame?[] batch, int count, bool inline, out int taken)
     {
         taken = count;
-        var scratch = _scratch ??= GC.AllocateUninitializedArray<byte>(ScratchSize, pinned: true);
+        var scratch = _scratch ??= BufferShelf.Scratch.Take();
         var counters = _session.Counters;
         var remote = _session.Peer.RemoteSession;
         var key = _session.Sealer.Current;
@@ -117,6 +117,12 @@ internal sealed unsafe class TcpLinkTransport : ILinkTransport
             var iov = new LibC.IoVec { Base = p, Length = (nuint)length };
             return _connection.Write(&iov, 1, length, inline);
         }
+    }
+
+    public void ReleaseBuffers()
+    {
+        BufferShelf.Scratch.Return(_scratch);
+        _scratch = null;
     }
 
     /// <summary>In-band: the connection is the data channel, so a keep-alive is one more (sealed) message on it.</summary>
