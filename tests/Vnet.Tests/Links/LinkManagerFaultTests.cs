@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net.Sockets;
+using Vnet.Engine;
 using Vnet.Links;
 using Vnet.Links.Security;
 using Vnet.Tests.Support;
@@ -293,6 +294,72 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
         Assert.Contains("no message", port.LastDownReason, StringComparison.Ordinal);
         Assert.Contains(proxy.Events.Events, e => e.StartsWith("down ghost: no message", StringComparison.Ordinal));
         Assert.True(await IsClosedByPeer(ghost.Socket, timeout.Token), "the Proxy kept the dead peer's connection open");
+    }
+
+    [Fact]
+    public async Task Send_PeerStopsReading_AReaderFlushingInlineNeverWaitsForItsSocket()
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
+        var port = proxy.WaitUp("ghost");
+        var session = port.Session;
+        proxy.Route("ghost");
+        // The ghost never reads a byte, and keeps its session alive with keep-alives: a slow peer.
+        using var stop = new CancellationTokenSource();
+        var alive = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                // Each sealed anew: on TCP a repeated counter ends the session.
+                await ghost.Socket.SendAsync(ghost.Seal(MessageType.KeepAlive, new byte[12]), SocketFlags.None, timeout.Token);
+                await Task.Delay(250, timeout.Token);
+            }
+        });
+
+        // An interface's reader: frames in batches, each batch flushed inline, for 4 s. Once the
+        // ghost's socket is full a flush must give its frames to the queue and return; before,
+        // the first write that went out in part waited for the rest as long as the peer lived.
+        var rounds = 0;
+        var noBuffer = 0;
+        var longest = TimeSpan.Zero;
+        var bytes = LinkNode.NewFrame(1400, 1);
+        var reader = new Thread(() =>
+        {
+            TransmitBatch.Begin();
+            var run = Stopwatch.StartNew();
+            while (run.Elapsed < TimeSpan.FromSeconds(4))
+            {
+                for (var i = 0; i < 16; i++)
+                {
+                    var frame = proxy.Pool.TryRent();
+                    if (frame is null)
+                    {
+                        noBuffer++;
+                        break;
+                    }
+                    bytes.CopyTo(frame.Buffer.AsSpan(frame.Offset));
+                    frame.Length = bytes.Length;
+                    proxy.Send(frame);
+                }
+                var flush = Stopwatch.StartNew();
+                TransmitBatch.Flush();
+                if (flush.Elapsed > longest)
+                    longest = flush.Elapsed;
+                rounds++;
+            }
+            TransmitBatch.End();
+        })
+        { IsBackground = true };
+        reader.Start();
+        var finished = reader.Join(TimeSpan.FromSeconds(30));
+        stop.Cancel();
+        await alive.ContinueWith(_ => { }, TaskScheduler.Default);
+
+        Assert.True(finished, $"the reader thread stalled on the slow peer's socket after {rounds} batches");
+        Assert.True(noBuffer > 0, "the ghost's socket never filled (every frame went out): the test proved nothing");
+        Assert.True(longest < TimeSpan.FromSeconds(2), $"one inline flush took {longest.TotalMilliseconds:0} ms");
+        Assert.Same(session, port.Session);
     }
 
     [Fact]

@@ -186,7 +186,14 @@ internal sealed class RecordingObserver : ILinkEvents, IToolSessionHost
 
     public void OnLinkDown(LinkPort port, LinkSession session, string reason) => _events.Enqueue($"down {port.Peer}: {reason}");
 
-    public void OnControl(LinkPort port, LinkSession session, byte[] payload) => _events.Enqueue($"control {port.Peer}");
+    /// <summary>The payloads of the control messages received, in order.</summary>
+    public ConcurrentQueue<byte[]> ControlPayloads { get; } = new();
+
+    public void OnControl(LinkPort port, LinkSession session, byte[] payload)
+    {
+        ControlPayloads.Enqueue(payload);
+        _events.Enqueue($"control {port.Peer}");
+    }
 
     public Task ServeAsync(System.Net.Sockets.Socket socket, PeerIdentity peer, uint localSession, CancellationToken ct)
     {
