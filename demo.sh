@@ -86,10 +86,10 @@ vm() { # n host
 vm 1 1; vm 2 2; vm 3 3; vm 4 3
 
 say "The VMs sit on the home LAN: they ping each other and the LAN machine, through the Proxy"
-show ns vm1 ping -c 2 -i 0.2 10.50.0.12 | tail -1
-show ns vm2 ping -c 2 -i 0.2 10.50.0.13 | tail -1
-show ns vm3 ping -c 2 -i 0.2 10.50.0.1 | tail -1
-show ns lanhost ping -c 2 -i 0.2 10.50.0.14 | tail -1
+show ns vm1 ping -c 2 -i 0.2 -w 15 10.50.0.12 | tail -1
+show ns vm2 ping -c 2 -i 0.2 -w 15 10.50.0.13 | tail -1
+show ns vm3 ping -c 2 -i 0.2 -w 15 10.50.0.1 | tail -1
+show ns lanhost ping -c 2 -i 0.2 -w 15 10.50.0.14 | tail -1
 vnet proxy vms
 vnet proxy rule list
 

@@ -10,6 +10,12 @@
 #               cut (its TCP connection destroyed with ss -K; the host re-dials at once)
 #   samples     every --sample-every seconds, per daemon: RSS and threads (/proc/PID/status) and open
 #               descriptors (/proc/PID/fd) into samples.csv
+#   heap        with dotnet-counters and dotnet-gcdump on the PATH (dotnet tool install -g ...):
+#               each daemon's runtime counters (managed heap after the last GC, committed memory,
+#               working set) every --sample-every seconds into counters-NAME.csv, and a heap dump
+#               of each daemon after the warm-up and at the end (heap-NAME-start/end.gcdump, and the
+#               live objects by type in heap-NAME-*.txt): whether a growing RSS is managed objects
+#               kept alive (a leak), or memory the GC and native code keep without objects in it.
 #   summary     per daemon and measure: median of the first 10% of the samples (after --warmup) against
 #               the median of the last 10%, the max and when it was first reached; "flat" when the
 #               growth stays under the tolerance (RSS: 20% or 16 MiB, whichever is more; threads: 4;
@@ -235,6 +241,29 @@ daemon_pid() {
 declare -A first_pid
 for d in $daemons; do first_pid[$d]=$(daemon_pid "$d"); done
 echo "seconds,daemon,pid,rss_kb,threads,fds" >"$csv"
+export PATH="$PATH:$HOME/.dotnet/tools"
+heap_tools=0
+command -v dotnet-counters >/dev/null && command -v dotnet-gcdump >/dev/null && heap_tools=1
+if [ "$heap_tools" = 1 ]; then
+    for d in $daemons; do
+        bg "counters-$d" dotnet-counters collect -p "${first_pid[$d]}" --refresh-interval "$sample_every" \
+            --format csv -o "$out/counters-$d.csv" --counters System.Runtime
+    done
+else
+    log "no dotnet-counters/dotnet-gcdump on the PATH: no heap figures (dotnet tool install -g dotnet-counters dotnet-gcdump)"
+fi
+# A heap dump of every daemon (it forces a full GC) and its live objects by type.
+heap_dump() {
+    local d pid
+    [ "$heap_tools" = 1 ] || return 0
+    for d in $daemons; do
+        pid=$(daemon_pid "$d"); [ -n "$pid" ] || continue
+        dotnet-gcdump collect -p "$pid" -o "$out/heap-$d-$1.gcdump" >/dev/null 2>&1 \
+            && dotnet-gcdump report "$out/heap-$d-$1.gcdump" >"$out/heap-$d-$1.txt" 2>&1 || true
+    done
+    log "heap dumps ($1) in $out/heap-*-$1.txt"
+}
+heap_started=0
 t0=$(date +%s)
 sample() {
     local now=$(( $(date +%s) - t0 )) d pid rss threads fds
@@ -281,6 +310,7 @@ log "soak: $duration s, samples every $sample_every s into $csv, a fault every $
 while [ "$stopping" = 0 ] && [ "$(date +%s)" -lt "$end" ]; do
     elapsed=$(( $(date +%s) - t0 ))
     if [ "$elapsed" -ge "$next_sample" ]; then sample; next_sample=$((next_sample + sample_every)); fi
+    if [ "$heap_started" = 0 ] && [ "$elapsed" -ge "$warmup" ]; then heap_dump start; heap_started=1; fi
     if [ "$elapsed" -ge "$next_event" ]; then
         case $((events % 3)) in
             0) migrate ;;
@@ -292,6 +322,7 @@ while [ "$stopping" = 0 ] && [ "$(date +%s)" -lt "$end" ]; do
     sleep 1
 done
 sample
+heap_dump end
 
 # ---------------------------------------------------------------- summary
 {

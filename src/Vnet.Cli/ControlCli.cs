@@ -74,6 +74,12 @@ internal static class ControlCli
         status.SetAction((p, ct) => Call(p, "status", null, PrintStatus, ct));
         yield return status;
 
+        var reload = new Command("reload",
+            "Read the daemon's configuration again and take its keys: admin_keys, [[host]], [[link]] public_key, the hosts file " +
+            "(as SIGHUP does); sessions of removed keys end. Other settings need a restart.") { };
+        reload.SetAction((p, ct) => Call(p, "reload", null, d => Console.WriteLine($"reloaded: {d?["keys"]} daemon keys, {d?["administrators"]} administrators"), ct));
+        yield return reload;
+
         yield return LinkCommands();
         yield return HostCommands();
         yield return RuleCommands();
@@ -120,6 +126,12 @@ internal static class ControlCli
         var name = new Argument<string>("name") { Description = "The host daemon's name" };
         var key = new Argument<string>("public-key") { Description = "Its public key ('vnet pubkey' on its key file prints it)" };
         var admit = new Command("admit", "Admit a host (or give it a new key; its old key's sessions end).") { name, key };
+        admit.Validators.Add(r =>
+        {
+            // A typo is a usage error (exit 2), found before anything is sent.
+            if (r.GetValue(key) is { } text && !PublicKeyId.TryParse(text, out _))
+                r.AddError($"'{text}' is not a public key (32 bytes in base64; 'vnet pubkey < KEYFILE' prints one)");
+        });
         admit.SetAction((p, ct) => Call(p, "host.admit", new JsonObject { ["name"] = p.GetValue(name), ["publicKey"] = p.GetValue(key) },
             d => Console.WriteLine($"admitted {d?["name"]} {d?["publicKey"]}"), ct));
         var revokeName = new Argument<string>("name") { Description = "The host daemon's name" };
@@ -313,7 +325,12 @@ internal static class ControlCli
         Console.WriteLine($"directory {s.DirectoryRepairs} repairs; {s.BadPeerMessages} bad peer messages; {s.LearnRefused} VMs over an interface's limit");
         Console.WriteLine($"control   {TableWriter.Bytes(s.PeerBytesSent)} sent to peers, {TableWriter.Bytes(s.PeerBytesReceived)} received; loop busy {s.ControlLoopBusySeconds:0.###} s, {s.ControlLoopPending} waiting");
         Console.WriteLine($"guards    {s.PeersCutForFlooding} sessions cut for flooding; {s.PeerRequestsRefused} Proxy requests and {s.ToolSessionsRefused} remote CLI sessions refused as busy");
-        Console.WriteLine($"handshake {s.HandshakesRefused} refused: {s.InitsRefused} before any Diffie-Hellman (bad mac1, malformed), {s.ConnectionsWithoutInit} connections closed without an INIT, {s.HandshakesLimited} over an address's limits");
+        if (s.Security is { } k)
+        {
+            Console.WriteLine($"handshakes {k.HandshakesRefused} refused (bad mac1, not admitted, stale or replayed, malformed), {k.HandshakesRateLimited} rate-limited; " +
+                $"of the refused {k.InitsRefused} before any Diffie-Hellman, {k.ConnectionsWithoutInit} connections closed without an INIT");
+            Console.WriteLine($"sessions  {k.AuthenticationFailures} messages failed authentication (forged, replayed or too old), {k.Rekeys} rekeys; udp {k.UdpReceiveFaults} receive faults");
+        }
         if (s.OffloadFaults is { Count: > 0 } faults)
             Console.WriteLine($"offloads  refused from links: {string.Join(", ", faults.Select(kv => $"{kv.Key} {kv.Value}"))}");
     }
@@ -335,12 +352,13 @@ internal static class ControlCli
 
     private static void PrintLinks(JsonNode? data)
     {
-        var t = new TableWriter("PEER", "TRANSPORT", "STAR", "STATE", "REMOTE", "RTT ms", "TX", "RX", "DROPS", "SESSIONS", "EMULATION", "LAST DOWN");
+        var t = new TableWriter("PEER", "TRANSPORT", "STAR", "STATE", "REMOTE", "RTT ms", "TX", "RX", "DROPS", "SESSIONS", "AUTH FAIL", "REKEYS",
+            "EMULATION", "LAST DOWN");
         foreach (var l in DaemonJson.FromNode<List<LinkStatus>>(data) ?? [])
         {
             t.Add(l.Peer, l.Transport, l.Star, l.Up ? "up" : "down", l.Remote ?? l.Dial, l.RttMs,
                 $"{l.TxFrames}/{TableWriter.Bytes(l.TxBytes)}", $"{l.RxFrames}/{TableWriter.Bytes(l.RxBytes)}", l.TxDrops, l.Sessions,
-                l.Emulation, l.LastDownReason);
+                l.AuthenticationFailures, l.Rekeys, l.Emulation, l.LastDownReason);
         }
         Console.Write(t);
     }

@@ -111,7 +111,7 @@ internal static class DaemonCommand
             var eq = entry.IndexOf('=', StringComparison.Ordinal);
             if (eq <= 0 || !PublicKeyId.TryParse(entry[(eq + 1)..], out var hostKey))
                 throw new ConfigException("--admit", $"'{entry}' is not NAME=PUBLIC_KEY");
-            hosts.Add(new AdmittedHost(entry[..eq], hostKey));
+            hosts.Add(new AdmittedHost(entry[..eq], hostKey, $"--admit {entry[..eq]}"));
         }
         var admins = new List<PublicKeyId>();
         foreach (var text in p.GetValue(o.AdminKeys) ?? [])
@@ -143,12 +143,12 @@ internal static class DaemonCommand
             ProxyName = p.GetValue(o.ProxyName) ?? "proxy",
             ProxyTransport = p.GetValue(o.Transport) == "udp" ? LinkTransport.Udp : LinkTransport.Tcp,
             Hosts = hosts,
-            HostsFile = p.GetValue(o.HostsFile),
+            HostsFile = p.GetValue(o.HostsFile) is { } hostsFile ? Path.GetFullPath(hostsFile) : null,
             AdminKeys = admins,
             AcceptTools = p.GetValue(o.AcceptTools),
             Interfaces = interfaces,
             ControlSocket = p.GetValue(o.Socket),
-        }.Validated();
+        }.Validated().WithHostsFile();
     }
 
     private static async Task<int> Run(DaemonConfig config, string logLevel, CancellationToken ct)
@@ -183,6 +183,7 @@ internal sealed class DaemonService(DaemonConfig config, ILoggerFactory loggers)
 {
     private VnetDaemon? _daemon;
     private ControlServer? _control;
+    private System.Runtime.InteropServices.PosixSignalRegistration? _reload;
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -193,6 +194,13 @@ internal sealed class DaemonService(DaemonConfig config, ILoggerFactory loggers)
             await _daemon.StartAsync();
             _control = new ControlServer(config.ControlSocketPath, commands, loggers.CreateLogger("vnet.control"));
             _control.Start();
+            // SIGHUP re-reads the keys (administrators, hosts, the hosts file), as tinc does; it no longer ends the process.
+            var daemon = _daemon;
+            _reload = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGHUP, context =>
+            {
+                context.Cancel = true;
+                _ = daemon.ReloadFromSignalAsync();
+            });
         }
         catch
         {
@@ -205,6 +213,8 @@ internal sealed class DaemonService(DaemonConfig config, ILoggerFactory loggers)
 
     public async ValueTask DisposeAsync()
     {
+        _reload?.Dispose();
+        _reload = null;
         if (_control is not null)
         {
             await _control.DisposeAsync();

@@ -22,9 +22,10 @@ internal static class KeygenCommand
                 {
                     KeyFiles.Write(file.FullName, key.ExportPrivate());
                 }
-                catch (IOException e)
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
                 {
-                    Console.Error.WriteLine($"vnet: cannot write {file.FullName}: {e.Message}");
+                    // One line, no stack trace: a file that exists (never overwritten), a missing directory, no permission.
+                    Console.Error.WriteLine($"vnet: cannot write {file.FullName}: {WriteError(e, file)}");
                     return 1;
                 }
                 Console.WriteLine(key.Public);
@@ -36,12 +37,36 @@ internal static class KeygenCommand
         return command;
     }
 
+    /// <summary>Why a key file could not be made, in words for the user.</summary>
+    private static string WriteError(Exception e, FileInfo file) => e switch
+    {
+        DirectoryNotFoundException => $"the directory {file.DirectoryName} does not exist",
+        UnauthorizedAccessException => $"permission denied ({e.InnerException?.Message ?? e.Message})",
+        IOException when file.Exists => "the file exists (a key file is never overwritten; remove it first or choose another name)",
+        _ => e.Message,
+    };
+
     public static Command CreatePubkey()
     {
-        var command = new Command("pubkey", "Read a private key on standard input (as 'vnet keygen' prints it) and print its public key.");
-        command.SetAction(_ =>
+        var input = new Argument<string?>("file")
         {
-            using var key = StaticKeyPair.TryParse(Console.In.ReadToEnd(), out var error);
+            Description = "A private key file (mode 0600, as the daemon reads it); without it, standard input",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+        var command = new Command("pubkey", "Read a private key (a file, or standard input, as 'vnet keygen' prints it) and print its public key.") { input };
+        command.SetAction(p =>
+        {
+            string text;
+            try
+            {
+                text = p.GetValue(input) is { } path ? KeyFiles.Read(path, "key file") : Console.In.ReadToEnd();
+            }
+            catch (ConfigException e)
+            {
+                Console.Error.WriteLine($"vnet: {e.Message}");
+                return 2;
+            }
+            using var key = StaticKeyPair.TryParse(text, out var error);
             if (key is null)
             {
                 Console.Error.WriteLine($"vnet: {error}");

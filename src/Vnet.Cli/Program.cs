@@ -11,4 +11,7 @@ root.Add(VttifCli.Create());
 root.Add(AdaptCli.Create());
 foreach (var command in ControlCli.Create())
     root.Add(command);
-return await root.Parse(args).InvokeAsync();
+var parsed = root.Parse(args);
+var code = await parsed.InvokeAsync();
+// Usage errors (an unknown option, a bad value) exit 2, as bad configurations do (docs/cli.md).
+return parsed.Errors.Count > 0 ? 2 : code;

@@ -201,6 +201,8 @@ public sealed partial class ChangeSetService
                     throw new DaemonCommandException($"'{peer}' cannot be a peer of {Name}");
                 if (!IsProxy && peer == _config.ProxyName)
                     throw new DaemonCommandException(_linkService.StarLinkRefusal(peer));
+                if (dial is not null && _linkService.DialRefusal(peer) is { } why)
+                    throw new DaemonCommandException(why);
                 var existing = _links.Find(peer);
                 // A link the peer dials may already be here (its session created the port).
                 var passiveAlready = dial is null && existing is not null && existing.DialAddress is null && !view.RemovedLinks.Contains(peer);
@@ -241,7 +243,7 @@ public sealed partial class ChangeSetService
                 return (c, () => _linkService.RemoveForce(peer), () =>
                 {
                     if (dial is not null)
-                        _linkService.Add(peer, dial, transport, origin);
+                        _linkService.Restore(peer, dial, transport, origin);
                     else
                         _linkService.Expect(peer, transport, origin);
                 });

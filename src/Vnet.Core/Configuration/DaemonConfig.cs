@@ -48,8 +48,11 @@ public sealed record InterfaceConfig
 /// <summary>A link this daemon dials at start (besides the star link to the Proxy); the peer's key when it is not learned from the Proxy.</summary>
 public sealed record LinkConfig(string Peer, IPEndPoint Address, LinkTransport Transport, PublicKeyId? PublicKey = null);
 
-/// <summary>Proxy: a host admitted to the overlay, by name and public key.</summary>
-public sealed record AdmittedHost(string Name, PublicKeyId PublicKey);
+/// <summary>Proxy: a host admitted to the overlay, by name and public key; <paramref name="Where"/> names its entry in errors.</summary>
+public sealed record AdmittedHost(string Name, PublicKeyId PublicKey, string? Where = null)
+{
+    public string Entry => Where ?? $"host '{Name}'";
+}
 
 /// <summary>
 /// A daemon's own settings: who it is, where it listens, its key, its interfaces. What the overlay
@@ -77,6 +80,12 @@ public sealed record DaemonConfig
 
     /// <summary>Proxy: a file that keeps the hosts admitted at run time across restarts (one "NAME KEY" a line).</summary>
     public string? HostsFile { get; init; }
+
+    /// <summary>Proxy: the hosts the hosts file admits (read by <see cref="WithHostsFile"/>).</summary>
+    public IReadOnlyList<AdmittedHost> RuntimeHosts { get; init; } = [];
+
+    /// <summary>The configuration file this was read from; null when it came from options. A reload reads it again.</summary>
+    public string? Source { get; init; }
 
     /// <summary>Keys that may control this daemon remotely (<c>vnet --remote</c>).</summary>
     public IReadOnlyList<PublicKeyId> AdminKeys { get; init; } = [];
@@ -137,7 +146,7 @@ public sealed record DaemonConfig
         foreach (var h in Hosts)
         {
             if (!Names.IsValid(h.Name) || h.Name == Name || !admitted.Add(h.Name))
-                throw new ConfigException($"host '{h.Name}'", "needs a valid name, not the Proxy's own, listed once");
+                throw new ConfigException(h.Entry, "needs a valid name, not the Proxy's own, listed once");
         }
         if (Role == DaemonRole.Proxy && ProxyAddress is not null)
             throw new ConfigException("proxy", "the Proxy does not link to another Proxy");
@@ -173,7 +182,69 @@ public sealed record DaemonConfig
             if (!Names.IsValid(l.Peer) || l.Peer == Name || (Role == DaemonRole.Host && l.Peer == ProxyName) || !peers.Add(l.Peer))
                 throw new ConfigException($"link '{l.Peer}'", "needs a valid peer name, not this daemon, the Proxy or a peer listed twice");
         }
+        CheckKeys();
         return this;
+    }
+
+    /// <summary>
+    /// One name, one key, and one key, one name: a key is a daemon's identity, so two daemons with
+    /// one key could each claim to be the other, and a host with the Proxy's key could pose as it.
+    /// The configuration's hosts, its links' keys, the pinned Proxy key, this daemon's own key and
+    /// the hosts file are checked together; a host both in the configuration and in the hosts file
+    /// must have the same key there. The error names both entries.
+    /// </summary>
+    private void CheckKeys()
+    {
+        var byName = new Dictionary<string, (PublicKeyId Key, string Where)>(StringComparer.Ordinal);
+        var byKey = new Dictionary<PublicKeyId, (string Name, string Where)>();
+        void Bind(string name, PublicKeyId key, string where)
+        {
+            if (byName.TryGetValue(name, out var had))
+            {
+                if (!had.Key.Equals(key))
+                    throw new ConfigException(where, $"'{name}' has key {key} here but {had.Key} in {had.Where}: one name, one key (keep one of them)");
+                return;
+            }
+            if (byKey.TryGetValue(key, out var other))
+                throw new ConfigException(where, $"'{name}' has the same public key as '{other.Name}' in {other.Where}: every daemon needs its own key pair ('vnet keygen')");
+            byName[name] = (key, where);
+            byKey[key] = (name, where);
+        }
+        Bind(Name, Identity.Public, Source is null ? "this daemon's key file" : $"{Source}: key_file (this daemon's own key)");
+        if (Role == DaemonRole.Host && ProxyKey is not null)
+            Bind(ProxyName, ProxyKey, "proxy.public_key");
+        foreach (var h in Hosts)
+            Bind(h.Name, h.PublicKey, h.Entry);
+        foreach (var l in Links)
+        {
+            if (l.PublicKey is { } key)
+                Bind(l.Peer, key, $"link '{l.Peer}'");
+        }
+        foreach (var h in RuntimeHosts)
+        {
+            if (h.Name == Name)
+                throw new ConfigException(h.Entry, $"'{h.Name}' is this daemon's own name");
+            Bind(h.Name, h.PublicKey, h.Entry);
+        }
+    }
+
+    /// <summary>With <paramref name="hosts"/> as the run-time admissions, checked against the rest (one name, one key).</summary>
+    public DaemonConfig WithRuntimeHosts(IReadOnlyList<AdmittedHost> hosts)
+    {
+        var with = this with { RuntimeHosts = hosts };
+        with.CheckKeys();
+        return with;
+    }
+
+    /// <summary>
+    /// Proxy: the admissions of its hosts file, checked against the rest (a malformed line, a name
+    /// with two keys, a key with two names: a <see cref="ConfigException"/> naming the file and line).
+    /// </summary>
+    public DaemonConfig WithHostsFile()
+    {
+        if (Role != DaemonRole.Proxy || HostsFile is null)
+            return this;
+        return WithRuntimeHosts(Configuration.HostsFile.Read(HostsFile));
     }
 
     /// <summary>Reads a TOML configuration file; errors name the file, the position or field, and the reason.</summary>
@@ -188,7 +259,7 @@ public sealed record DaemonConfig
         {
             throw new ConfigException(path, e.Message);
         }
-        return Parse(text, path);
+        return Parse(text, path).WithHostsFile();
     }
 
     public static DaemonConfig Parse(string text, string source = "config")
@@ -278,7 +349,8 @@ public sealed record DaemonConfig
         {
             hosts.Add(new AdmittedHost(
                 h.String("name") ?? throw new ConfigException(h.Path + ".name", "missing"),
-                h.PublicKey("public_key") ?? throw new ConfigException(h.Path + ".public_key", "missing")));
+                h.PublicKey("public_key") ?? throw new ConfigException(h.Path + ".public_key", "missing"),
+                $"{source}: {h.Path}"));
             h.RejectUnknown("name", "public_key");
         }
 
@@ -343,7 +415,8 @@ public sealed record DaemonConfig
             Psk = psk,
             ProxyKey = proxyKey,
             Hosts = hosts,
-            HostsFile = reader.String("hosts_file"),
+            HostsFile = reader.String("hosts_file") is { } hostsFile ? PathOf(hostsFile, source) : null,
+            Source = source == "config" ? null : Path.GetFullPath(source),
             AdminKeys = reader.PublicKeys("admin_keys"),
             AcceptTools = reader.Bool("accept_tools"),
             ProxyName = proxyName,

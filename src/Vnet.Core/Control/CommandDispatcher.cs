@@ -62,6 +62,18 @@ public sealed class CommandDispatcher : ICommandHandler
                 return (JsonNode?)new JsonObject { ["name"] = k.Name, ["publicKey"] = k.Key.ToString() };
             }),
             ["host.revoke"] = a => Do(() => d.Keys.RevokeHost(ControlArgs.Required(a, "name"))),
+            ["reload"] = _ => d.Run(() =>
+            {
+                try
+                {
+                    var fresh = d.Reload();
+                    return (JsonNode?)new JsonObject { ["keys"] = d.Keys.List().Count, ["administrators"] = fresh.AdminKeys.Count };
+                }
+                catch (ConfigException e)
+                {
+                    throw new DaemonCommandException($"reload refused, nothing changed: {e.Message}");
+                }
+            }),
             ["pubkey"] = _ => Task.FromResult((JsonNode?)JsonValue.Create(d.Config.Identity.Public.ToString())),
             ["directory"] = _ => Run(d.Vms.Status),
             ["apply"] = Apply,

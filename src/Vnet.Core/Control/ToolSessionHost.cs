@@ -13,9 +13,13 @@ namespace Vnet.Control;
 /// requests as CONTROL messages over TCP and gets one response each, the same protocol as the
 /// local socket, through the same dispatcher. At most <see cref="ConcurrencyLimit.Max"/> sessions
 /// are served at once (each holds a socket, a task and up to one command): a session beyond that
-/// gets one error response ("busy") and is closed.
+/// gets one error response ("busy") and is closed. A session whose administrator's key is taken
+/// out of <c>admin_keys</c> (a reload) ends at once, as sshd ends nothing but tinc and WireGuard
+/// drop a removed peer: a revoked key must not keep a shell open.
 /// </summary>
-public sealed partial class ToolSessionHost(ICommandHandler commands, ConcurrencyLimit sessions, ILogger logger) : IToolSessionHost
+/// <param name="isAdministrator">Whether a key is an administrator's now (the daemon's key ring).</param>
+public sealed partial class ToolSessionHost(ICommandHandler commands, ConcurrencyLimit sessions, Func<PublicKeyId, bool> isAdministrator, ILogger logger)
+    : IToolSessionHost
 {
     private static readonly TimeSpan IdleTimeout = TimeSpan.FromSeconds(60);
 
@@ -23,6 +27,9 @@ public sealed partial class ToolSessionHost(ICommandHandler commands, Concurrenc
     private static readonly TimeSpan RefusalTimeout = TimeSpan.FromSeconds(5);
 
     private readonly LogLimiter _logLimit = new();
+
+    // The sessions being served, with what ends each: at most MaxToolSessions entries.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<CancellationTokenSource, PublicKeyId> _open = new();
 
     public async Task ServeAsync(Socket socket, PeerIdentity peer, uint localSession, CancellationToken ct)
     {
@@ -32,14 +39,42 @@ public sealed partial class ToolSessionHost(ICommandHandler commands, Concurrenc
             await RefuseAsync(channel, peer, ct).ConfigureAwait(false);
             return;
         }
+        using var end = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        _open[end] = peer.PublicKey;
         try
         {
-            await ServeRequestsAsync(channel, ct).ConfigureAwait(false);
+            // The key may have gone between the handshake and now.
+            if (isAdministrator(peer.PublicKey))
+                await ServeRequestsAsync(channel, peer.PublicKey, end.Token).ConfigureAwait(false);
         }
         finally
         {
+            _open.TryRemove(end, out _);
             sessions.Exit();
         }
+    }
+
+    /// <summary>Ends the sessions of keys that are no longer administrators' (after a reload); returns how many.</summary>
+    public int EndRevoked()
+    {
+        var ended = 0;
+        foreach (var (end, key) in _open)
+        {
+            if (isAdministrator(key))
+                continue;
+            try
+            {
+                end.Cancel();
+                ended++;
+            }
+            catch (ObjectDisposedException)
+            {
+                // The session ended meanwhile.
+            }
+        }
+        if (ended > 0)
+            Log.Revoked(logger, ended);
+        return ended;
     }
 
     /// <summary>
@@ -66,7 +101,7 @@ public sealed partial class ToolSessionHost(ICommandHandler commands, Concurrenc
         }
     }
 
-    private async Task ServeRequestsAsync(SecureChannel channel, CancellationToken ct)
+    private async Task ServeRequestsAsync(SecureChannel channel, PublicKeyId key, CancellationToken ct)
     {
         while (!ct.IsCancellationRequested)
         {
@@ -84,7 +119,8 @@ public sealed partial class ToolSessionHost(ICommandHandler commands, Concurrenc
                     return;
                 }
             }
-            if (type != MessageType.Control)
+            // A request that raced a revocation is not run.
+            if (type != MessageType.Control || !isAdministrator(key))
                 return;
             ControlResponse response;
             try
@@ -118,6 +154,9 @@ public sealed partial class ToolSessionHost(ICommandHandler commands, Concurrenc
         [LoggerMessage(EventId = 201, Level = LogLevel.Warning,
             Message = "Refused remote control from {Tool}: {Max} sessions are open ({Suppressed} more refusals not logged before this one)")]
         public static partial void Busy(ILogger logger, string tool, int max, long suppressed);
+
+        [LoggerMessage(EventId = 202, Level = LogLevel.Warning, Message = "Ended {Count} remote control session(s) whose administrator key was removed")]
+        public static partial void Revoked(ILogger logger, int count);
     }
 }
 
@@ -129,7 +168,9 @@ public static class DaemonControl
     {
         var dispatcher = new CommandDispatcher(daemon);
         daemon.Peers.Commands = dispatcher;
-        daemon.Links.ToolSessions = new ToolSessionHost(dispatcher, daemon.ToolSessions, daemon.Loggers.CreateLogger("vnet.control"));
+        var tools = new ToolSessionHost(dispatcher, daemon.ToolSessions, daemon.Keys.IsAdministrator, daemon.Loggers.CreateLogger("vnet.control"));
+        daemon.Keys.AdministratorsChanged += () => tools.EndRevoked();
+        daemon.Links.ToolSessions = tools;
         return dispatcher;
     }
 }

@@ -36,10 +36,24 @@ public sealed record DaemonStatus(
     long ToolSessionsRefused = 0,
     IReadOnlyDictionary<string, long>? OffloadFaults = null,
     long ControlLoopPending = 0,
-    long HandshakesRefused = 0,
+    LinkSecurityStatus? Security = null);
+
+/// <summary>
+/// What the link layer refused, for <c>vnet status</c>: handshakes (as WireGuard counts handshake
+/// failures) and sealed messages that did not authenticate, with the key steps (rekeys) and the
+/// datagrams that made the UDP receiver fault. Per-session counters are summed over the current
+/// sessions (a session's counts go with it); <c>vnet link list</c> has them per link. Of the
+/// handshakes refused, InitsRefused were refused before any Diffie-Hellman (bad mac1, malformed)
+/// and ConnectionsWithoutInit were closed without an INIT (late, or crowded out).
+/// </summary>
+public sealed record LinkSecurityStatus(
+    long HandshakesRefused,
+    long HandshakesRateLimited,
+    long AuthenticationFailures,
+    long Rekeys,
+    long UdpReceiveFaults,
     long InitsRefused = 0,
-    long ConnectionsWithoutInit = 0,
-    long HandshakesLimited = 0);
+    long ConnectionsWithoutInit = 0);
 
 public sealed record LinkStatus(
     string Peer,
@@ -60,14 +74,16 @@ public sealed record LinkStatus(
     int Queued,
     long Sessions,
     string? LastDownReason,
-    RuleOrigin Origin = RuleOrigin.User);
+    RuleOrigin Origin = RuleOrigin.User,
+    long? AuthenticationFailures = null,
+    long? Rekeys = null);
 
 public sealed record InterfaceStatus(
     string Name,
     InterfaceKind Kind,
     int Mtu,
     bool Up,
-    bool Offloads,
+    OffloadSet Offloads,
     bool Lan,
     bool Learn,
     int Vms,

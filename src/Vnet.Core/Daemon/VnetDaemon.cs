@@ -87,7 +87,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         Links.Events = Peers;
         Interfaces = new InterfaceService(config, Switch, Rules, Pool, options.Interfaces, Loop, loggers.CreateLogger("vnet.interfaces"));
         Vms = new VmDirectory(config, options.Directory, Switch, Rules, Interfaces, Peers, Links, Loop, loggers.CreateLogger("vnet.vms"));
-        LinkCommands = new LinkService(config, Links, Rules, loggers.CreateLogger("vnet.links"));
+        LinkCommands = new LinkService(config, Links, Rules, Keys, loggers.CreateLogger("vnet.links"));
         RuleCommands = new RuleService(config.Name, Rules, Switch, loggers.CreateLogger("vnet.rules"));
         ChangeSets = new ChangeSetService(config, Links, LinkCommands, Interfaces, Vms, Rules, () => State().Version, loggers.CreateLogger("vnet.changes"));
         Vttif = new VttifService(config, Switch, Links, Peers, Loop, loggers.CreateLogger("vnet.vttif"));
@@ -164,6 +164,38 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         return true;
     });
 
+    /// <summary>
+    /// Reads the configuration file again (or, for a daemon started from options, its hosts file)
+    /// and takes its keys: administrators, hosts, link keys, the hosts file (SIGHUP, <c>vnet
+    /// reload</c>; control loop). Sessions of keys that went end. Other settings wait for a restart.
+    /// A configuration that does not load, or that clashes with run-time admissions, is refused
+    /// whole with a <see cref="ConfigException"/>, and nothing changes.
+    /// </summary>
+    public DaemonConfig Reload()
+    {
+        var fresh = Config.Source is { } file ? DaemonConfig.Load(file) : (Config with { RuntimeHosts = [] }).WithHostsFile();
+        if (fresh.Name != Config.Name || fresh.Role != Config.Role)
+            throw new ConfigException(Config.Source ?? "options", "a new name or role needs a restart; nothing was reloaded");
+        // Without a hosts file, run-time admissions live only in memory: a reload keeps them.
+        if (fresh.HostsFile is null)
+            fresh = fresh.WithRuntimeHosts(Keys.RuntimeHosts);
+        Keys.Reload(fresh);
+        return fresh;
+    }
+
+    /// <summary>As <see cref="Reload"/>, for a signal: the outcome goes to the log.</summary>
+    public async Task ReloadFromSignalAsync()
+    {
+        try
+        {
+            await Run(Reload).ConfigureAwait(false);
+        }
+        catch (ConfigException e)
+        {
+            Log.ReloadRefused(_logger, e.Message);
+        }
+    }
+
     /// <summary>Runs a command on the control loop; its exceptions reach the caller.</summary>
     public Task<T> Run<T>(Func<T> command) => Loop.Invoke(command);
 
@@ -186,8 +218,22 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             Interfaces.Count, Vms.LocalCount, Vms.Locations.Count, Pool.Created, Pool.Available, Links.Udp?.Rejected ?? 0,
             GC.GetTotalAllocatedBytes(precise: true), GC.CollectionCount(0), Vms.Repairs, Peers.BadMessages, Vms.LearnRefused,
             Peers.Traffic.BytesSent, Peers.Traffic.BytesReceived, Loop.BusyTime.TotalSeconds,
-            Peers.Floods, Peers.RequestsRefused, ToolSessions.Refused, OffloadFaults(), Loop.Pending,
-            Links.HandshakesRefused, Links.InitsRefused, Links.ConnectionsWithoutInit, Links.HandshakesLimited);
+            Peers.Floods, Peers.RequestsRefused, ToolSessions.Refused, OffloadFaults(), Loop.Pending, LinkSecurity(links));
+    }
+
+    private LinkSecurityStatus LinkSecurity(IReadOnlyCollection<LinkPort> links)
+    {
+        long refused = 0, rekeys = 0;
+        foreach (var l in links)
+        {
+            if (l.Session is { } s)
+            {
+                refused += s.RefusedMessages;
+                rekeys += s.Rekeys;
+            }
+        }
+        return new LinkSecurityStatus(Links.HandshakesRefused, Links.HandshakesLimited, refused, rekeys, Links.Udp?.Faults ?? 0,
+            Links.InitsRefused, Links.ConnectionsWithoutInit);
     }
 
     /// <summary>Frames from links refused for their offload header, by the check they failed (only those that happened).</summary>
@@ -286,5 +332,8 @@ public sealed partial class VnetDaemon : IAsyncDisposable
 
         [LoggerMessage(EventId = 5, Level = LogLevel.Error, Message = "{Count} more control-plane errors in the last minute were not logged")]
         public static partial void ErrorsSuppressed(ILogger logger, long count);
+
+        [LoggerMessage(EventId = 6, Level = LogLevel.Error, Message = "Reload refused, nothing changed: {Reason}")]
+        public static partial void ReloadRefused(ILogger logger, string reason);
     }
 }

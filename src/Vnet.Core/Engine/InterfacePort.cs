@@ -9,7 +9,9 @@ namespace Vnet.Engine;
 /// <code>
 /// Receive: a dedicated thread reads the device into pooled frames and calls VirtualSwitch.Forward.
 /// Transmit: the sending thread writes to the device itself (a TAP write never blocks); frames with
-///           offload metadata are finalised first when the device cannot take them (pcap NICs).
+///           offload metadata are finalised first when the device did not agree to that kind
+///           (pcap NICs take none; a TAP what TUNSETOFFLOAD accepted): whatever a peer sent, a
+///           kernel gets only the kinds of metadata it offered itself.
 /// </code>
 /// </summary>
 public sealed class InterfacePort : Port, IDisposable
@@ -89,7 +91,7 @@ public sealed class InterfacePort : Port, IDisposable
             frame.Release();
             return;
         }
-        if (Device.AcceptsOffloads || frame.Offload.IsPlain)
+        if (Device.Offloads.Takes(frame.Offload))
         {
             WriteOne(frame);
             return;

@@ -24,10 +24,13 @@ public interface ILocalInterface : IDisposable
     string Name { get; }
 
     /// <summary>
-    /// Whether frames in both directions may carry offload metadata (TSO super-frames, partial
-    /// checksums). When false, writers must hand over complete, MTU-sized frames.
+    /// The offloads agreed with the device: the kinds of offload metadata (TSO super-frames, partial
+    /// checksums) it takes on write (and, for a TAP, the only kinds it hands over on read; a pcap
+    /// device takes none but marks what it captured, see PcapInterface). A writer hands over only frames whose
+    /// metadata <see cref="OffloadSetExtensions.Takes"/> allows, and finalises the others into
+    /// complete, MTU-sized frames; with <see cref="OffloadSet.None"/>, every frame.
     /// </summary>
-    bool AcceptsOffloads { get; }
+    OffloadSet Offloads { get; }
 
     /// <summary>Largest plain frame (MTU plus Ethernet header) the device takes.</summary>
     int MaxFrameSize { get; }

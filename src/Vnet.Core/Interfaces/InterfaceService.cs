@@ -87,7 +87,7 @@ public sealed partial class InterfaceService
         foreach (var i in _interfaces.Values)
         {
             var c = i.Port.Counters;
-            list.Add(new InterfaceStatus(i.Name, i.Config.Kind, i.Config.Mtu, i.Port.IsUp, i.Port.Device.AcceptsOffloads, i.Config.Lan,
+            list.Add(new InterfaceStatus(i.Name, i.Config.Kind, i.Config.Mtu, i.Port.IsUp, i.Port.Device.Offloads, i.Config.Lan,
                 i.Config.Learn, vmsOn(i.Name), c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes, c.TxDrops, c.RxErrors));
         }
         list.Sort(static (a, b) => string.CompareOrdinal(a.Name, b.Name));
@@ -171,7 +171,7 @@ public sealed partial class InterfaceService
         }
         Opened?.Invoke(state);
         port.Start();
-        Log.Opened(_logger, opened.Device.Name, config.Kind, config.Mtu, opened.Device.AcceptsOffloads);
+        Log.Opened(_logger, opened.Device.Name, config.Kind, config.Mtu, opened.Device.Offloads);
     }
 
     private void Close(LocalInterface state, string reason)
@@ -243,7 +243,7 @@ public sealed partial class InterfaceService
     private static partial class Log
     {
         [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "Interface {Name} open ({Kind}, MTU {Mtu}, offloads {Offloads})")]
-        public static partial void Opened(ILogger logger, string name, InterfaceKind kind, int mtu, bool offloads);
+        public static partial void Opened(ILogger logger, string name, InterfaceKind kind, int mtu, OffloadSet offloads);
 
         [LoggerMessage(EventId = 11, Level = LogLevel.Warning, Message = "Interface {Name} closed: {Reason}")]
         public static partial void Closed(ILogger logger, string name, string reason);

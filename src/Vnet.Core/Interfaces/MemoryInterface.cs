@@ -6,7 +6,8 @@ namespace Vnet.Interfaces;
 
 /// <summary>
 /// An interface in memory: what a test injects is read as if a VM had sent it, and what the daemon
-/// writes is kept for the test to look at. Plain frames only (no offloads), like a pcap NIC.
+/// writes is kept for the test to look at. Plain frames in, and by default plain frames out, like a
+/// pcap NIC; a test may give it an <see cref="OffloadSet"/> to see what a TAP that agreed to it gets.
 /// For tests and simulations; the daemon itself never makes one.
 /// </summary>
 public sealed class MemoryInterface : ILocalInterface
@@ -19,15 +20,19 @@ public sealed class MemoryInterface : ILocalInterface
     private readonly CancellationTokenSource _closed = new();
     private long _writes;
 
-    public MemoryInterface(string name, int mtu = 1500)
+    public MemoryInterface(string name, int mtu = 1500, OffloadSet offloads = OffloadSet.None)
     {
         Name = name;
         MaxFrameSize = mtu + 14;
+        Offloads = offloads;
     }
 
     public string Name { get; }
 
-    public bool AcceptsOffloads => false;
+    public OffloadSet Offloads { get; }
+
+    /// <summary>The offload header of every frame written, in order, up to <see cref="MaxKept"/>.</summary>
+    public ConcurrentQueue<VirtioNetHeader> WrittenOffloads { get; } = new();
 
     public int MaxFrameSize { get; }
 
@@ -79,7 +84,11 @@ public sealed class MemoryInterface : ILocalInterface
         var copy = frame.Data.ToArray();
         Interlocked.Increment(ref _writes);
         _written.Enqueue(copy);
+        WrittenOffloads.Enqueue(frame.Offload);
         while (_written.Count > MaxKept && _written.TryDequeue(out _))
+        {
+        }
+        while (WrittenOffloads.Count > MaxKept && WrittenOffloads.TryDequeue(out _))
         {
         }
         FrameWritten?.Invoke(this, copy);

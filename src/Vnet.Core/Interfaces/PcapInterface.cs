@@ -91,7 +91,7 @@ public sealed unsafe class PcapInterface : ILocalInterface
     public string Name { get; }
 
     /// <summary>False: libpcap injects frames as they are, so they must be complete and MTU-sized.</summary>
-    public bool AcceptsOffloads => false;
+    public OffloadSet Offloads => OffloadSet.None;
 
     public int MaxFrameSize { get; }
 
@@ -287,7 +287,7 @@ public sealed unsafe class PcapInterface : ILocalInterface
                 if (!TryCopy(frame, (byte*)header, (byte*)data, out captured))
                     return ReadStatus.Bad;
             }
-            if (captured > MaxFrameSize && !Offloads.MarkAsSuperFrame(frame, _mtu))
+            if (captured > MaxFrameSize && !Frames.Offloads.MarkAsSuperFrame(frame, _mtu))
                 return ReadStatus.Bad;
             return ReadStatus.Frame;
         }

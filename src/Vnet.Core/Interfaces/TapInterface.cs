@@ -27,19 +27,19 @@ public sealed unsafe class TapInterface : ILocalInterface
     private readonly int _headerSize;
     private int _closed;
 
-    private TapInterface(string name, int fd, int wakeFd, bool offloads, int mtu)
+    private TapInterface(string name, int fd, int wakeFd, bool header, OffloadSet offloads, int mtu)
     {
         Name = name;
         _fd = fd;
         _wakeFd = wakeFd;
-        AcceptsOffloads = offloads;
-        _headerSize = offloads ? VirtioNetHeader.Size : 0;
+        Offloads = offloads;
+        _headerSize = header ? VirtioNetHeader.Size : 0;
         MaxFrameSize = mtu + 14 + 4;
     }
 
     public string Name { get; }
 
-    public bool AcceptsOffloads { get; }
+    public OffloadSet Offloads { get; }
 
     public int MaxFrameSize { get; }
 
@@ -47,9 +47,16 @@ public sealed unsafe class TapInterface : ILocalInterface
 
     /// <summary>
     /// Creates the TAP (or attaches to an existing persistent one of that name), sets its MTU and
-    /// brings it up.
+    /// brings it up. With <paramref name="offloads"/> other than none the TAP carries a virtio-net
+    /// header and the daemon asks the kernel for that set; a kernel that refuses it is asked for
+    /// less (ECN, then IPv6 TSO, then all TSO, then checksums too) and <see cref="Offloads"/> says
+    /// what was agreed.
     /// </summary>
-    public static TapInterface Open(string name, int mtu = 1500, bool offloads = true)
+    public static TapInterface Open(string name, int mtu = 1500, bool offloads = true) =>
+        Open(name, mtu, offloads ? OffloadSet.All : OffloadSet.None);
+
+    /// <inheritdoc cref="Open(string, int, bool)"/>
+    public static TapInterface Open(string name, int mtu, OffloadSet offloads)
     {
         var fd = LibC.Open("/dev/net/tun", LibC.O_RDWR | LibC.O_CLOEXEC);
         if (fd < 0)
@@ -59,16 +66,16 @@ public sealed unsafe class TapInterface : ILocalInterface
         {
             var req = default(NetDevice.IfReq);
             req.SetName(name);
-            req.Flags = (short)(IFF_TAP | IFF_NO_PI | (offloads ? IFF_VNET_HDR : 0));
+            var header = offloads != OffloadSet.None;
+            req.Flags = (short)(IFF_TAP | IFF_NO_PI | (header ? IFF_VNET_HDR : 0));
             NetDevice.Check(LibC.Ioctl(fd, TUNSETIFF, &req), $"create TAP {name}");
             var actual = req.GetName();
-            if (offloads)
+            var agreed = OffloadSet.None;
+            if (header)
             {
                 var hdr = VirtioNetHeader.Size;
                 NetDevice.Check(LibC.Ioctl(fd, TUNSETVNETHDRSZ, &hdr), $"set the virtio header size of {actual}");
-                // The ioctl takes the flags by value, not by pointer.
-                var rc = LibC.Ioctl(fd, TUNSETOFFLOAD, (void*)(nuint)(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN));
-                NetDevice.Check(rc, $"enable offloads on {actual}");
+                agreed = Negotiate(fd, offloads);
             }
             if (!LibC.SetNonBlocking(fd))
                 throw new IOException($"cannot make {actual} non-blocking: {LibC.ErrorText(LibC.LastError)}");
@@ -77,7 +84,7 @@ public sealed unsafe class TapInterface : ILocalInterface
                 throw new IOException($"eventfd: {LibC.ErrorText(LibC.LastError)}");
             NetDevice.SetMtu(actual, mtu);
             NetDevice.SetUp(actual);
-            return new TapInterface(actual, fd, wake, offloads, mtu);
+            return new TapInterface(actual, fd, wake, header, agreed, mtu);
         }
         catch
         {
@@ -87,6 +94,38 @@ public sealed unsafe class TapInterface : ILocalInterface
             throw;
         }
     }
+
+    /// <summary>
+    /// Asks the kernel for <paramref name="wanted"/>, then for less until it agrees: the set it
+    /// accepted is what this TAP's frames may carry in both directions. The kernel's own rules: TSO
+    /// needs checksum offload, and ECN needs TSO.
+    /// </summary>
+    private static OffloadSet Negotiate(int fd, OffloadSet wanted)
+    {
+        ReadOnlySpan<OffloadSet> fallbacks =
+        [
+            wanted,
+            wanted & ~OffloadSet.TsoEcn,
+            wanted & ~(OffloadSet.TsoEcn | OffloadSet.Tso6),
+            wanted & OffloadSet.Checksum,
+        ];
+        foreach (var set in fallbacks)
+        {
+            if ((set & OffloadSet.Checksum) == 0 && set != OffloadSet.None)
+                continue;
+            // The ioctl takes the flags by value, not by pointer.
+            if (LibC.Ioctl(fd, TUNSETOFFLOAD, (void*)(nuint)TunFlags(set)) == 0)
+                return set;
+        }
+        return LibC.Ioctl(fd, TUNSETOFFLOAD, (void*)0) == 0 ? OffloadSet.None
+            : throw new IOException($"cannot set the offloads of a TAP: {LibC.ErrorText(LibC.LastError)}");
+    }
+
+    private static uint TunFlags(OffloadSet set) =>
+        ((set & OffloadSet.Checksum) != 0 ? TUN_F_CSUM : 0) |
+        ((set & OffloadSet.Tso4) != 0 ? TUN_F_TSO4 : 0) |
+        ((set & OffloadSet.Tso6) != 0 ? TUN_F_TSO6 : 0) |
+        ((set & OffloadSet.TsoEcn) != 0 ? TUN_F_TSO_ECN : 0);
 
     public ReadStatus Read(Frame frame)
     {

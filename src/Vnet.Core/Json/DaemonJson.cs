@@ -26,6 +26,7 @@ namespace Vnet.Json;
     ])]
 [JsonSerializable(typeof(DaemonStatus))]
 [JsonSerializable(typeof(LinkStatus))]
+[JsonSerializable(typeof(LinkSecurityStatus))]
 [JsonSerializable(typeof(IReadOnlyList<LinkStatus>))]
 [JsonSerializable(typeof(List<LinkStatus>))]
 [JsonSerializable(typeof(RuleStatus))]

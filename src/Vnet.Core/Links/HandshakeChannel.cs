@@ -65,4 +65,21 @@ public sealed class HandshakeException : Exception
         : base(message, inner)
     {
     }
+
+    /// <summary>
+    /// The REJECT a responder sends for an INIT whose timestamp is not newer than the last it took
+    /// from that key. For a live daemon that means its clock is behind (it jumped back), which the
+    /// operator can heal; the wording is part of the wire (the initiator recognises it).
+    /// </summary>
+    public const string StaleTimestampReason = "handshake timestamp older than the last one from this key: is this host's clock behind?";
+
+    /// <summary>The peer refused the INIT because its timestamp was stale (see <see cref="StaleTimestampReason"/>).</summary>
+    public bool StaleTimestamp { get; private init; }
+
+    /// <summary>A REJECT's reason as the initiator reports it (peer text, cleaned for logs).</summary>
+    internal static HandshakeException Refused(string by, ReadOnlySpan<byte> reason)
+    {
+        var text = System.Text.Encoding.UTF8.GetString(reason);
+        return new HandshakeException($"{by}: {Daemon.LogText.Safe(text)}") { StaleTimestamp = text == StaleTimestampReason };
+    }
 }

@@ -11,6 +11,9 @@ internal enum LinkSendOutcome
     /// <summary>An inline send found the socket full before writing anything: the frames go back to the queue.</summary>
     WouldBlock,
 
+    /// <summary>An inline send took only the first frames (see <c>taken</c>): the others go back to the queue.</summary>
+    Partly,
+
     /// <summary>The session ended (it is closed with the reason).</summary>
     Failed,
 }
@@ -33,11 +36,13 @@ internal interface ILinkTransport
 {
     /// <summary>
     /// Sends <paramref name="batch"/>[0..<paramref name="count"/>) on the data channel; the caller
-    /// holds the session's send lock and releases the frames afterwards (unless
-    /// <see cref="LinkSendOutcome.WouldBlock"/>). With <paramref name="inline"/> (a reader thread
-    /// flushing) a transport must not wait for a full socket: it answers WouldBlock instead.
+    /// holds the session's send lock. The first <paramref name="taken"/> frames are done with (sent,
+    /// or dropped and counted) and the caller releases them; the others go back to the queue. With
+    /// <paramref name="inline"/> (a reader thread flushing) a transport must not wait for a full
+    /// socket: it answers WouldBlock (nothing taken) or Partly instead. Without it, every frame is
+    /// taken.
     /// </summary>
-    LinkSendOutcome SendBatch(Frame?[] batch, int count, bool inline);
+    LinkSendOutcome SendBatch(Frame?[] batch, int count, bool inline, out int taken);
 
     /// <summary>Sends a keep-alive or its answer on the data channel now (emulated delay already waited out).</summary>
     void SendProbe(MessageType type, ReadOnlySpan<byte> payload);
@@ -47,4 +52,7 @@ internal interface ILinkTransport
     /// with the reason), handing control messages to <see cref="LinkSession.ReceiveSealedControl"/>.
     /// </summary>
     void Receive();
+
+    /// <summary>Gives the send buffers back to their shelf: the session ended and the caller holds its send lock.</summary>
+    void ReleaseBuffers();
 }

@@ -12,10 +12,14 @@ namespace Vnet.Links;
 /// must not.
 /// <code>
 /// Writing (whoever holds the session's send lock: its sender thread, or a reader flushing inline):
-///  1. writev the iovecs; a partial write continues with the rest, skipping what went out.
-///  2. EAGAIN before anything was written: an inline caller gets WouldBlock (its frames are requeued);
-///     otherwise (or once part of a message is out) wait for POLLOUT and go on.
-///  3. Any other error closes the session with the reason.
+///  1. Bytes carried over from an inline write go first: an inline caller finding any gets
+///     WouldBlock (its frames are requeued, after them); the sender thread writes them out.
+///  2. writev the iovecs; a partial write continues with the rest, skipping what went out.
+///  3. EAGAIN before anything was written: an inline caller gets WouldBlock (its frames are
+///     requeued). EAGAIN after part of a message went out: an inline caller copies the rest into
+///     the carry buffer, wakes the sender thread and returns, so that a slow peer never holds up
+///     a reader, which serves every other port too; the sender thread waits for POLLOUT.
+///  4. Any other error closes the session with the reason.
 /// Reading (the session's receiver thread, through its transport's Receive):
 ///  1. ReadMessage parses the next message out of a buffer filled by large recvs; nothing more to
 ///     read right now means flush what this thread's frames produced (TransmitBatch), then poll.
@@ -26,7 +30,18 @@ namespace Vnet.Links;
 /// </summary>
 internal sealed unsafe class LinkConnection : IDisposable
 {
-    private const int ReceiveBufferSize = Wire.HeaderSize + Wire.MaxControlPayload;
+    /// <summary>
+    /// The receive buffer's first size: headers, keep-alives, most control messages and many small
+    /// frames per recv. It grows (on the control path) to what a larger control message needs, up
+    /// to <see cref="MaxReceiveBuffer"/>; a 2 MiB buffer per session from the start was mostly
+    /// untouched memory, and a churn of pinned garbage across reconnections.
+    /// </summary>
+    private const int InitialReceiveBuffer = 64 * 1024;
+
+    private const int MaxReceiveBuffer = Wire.HeaderSize + Wire.MaxControlPayload;
+
+    /// <summary>Most bytes one inline write may hand over (and so the carry buffer's size).</summary>
+    public const int MaxInlineWrite = 512 * 1024;
 
     private readonly Socket _socket;
     private readonly int _fd;
@@ -34,6 +49,11 @@ internal sealed unsafe class LinkConnection : IDisposable
     private byte[]? _buffer;
     private int _start;
     private int _end;
+
+    // The unsent rest of an inline write (under the send lock); allocated at the first one.
+    private byte[]? _carry;
+    private int _carryStart;
+    private int _carryEnd;
 
     public LinkConnection(Socket socket, LinkSession session)
     {
@@ -53,18 +73,39 @@ internal sealed unsafe class LinkConnection : IDisposable
         fixed (byte* p = message)
         {
             var iov = new LibC.IoVec { Base = p, Length = (nuint)message.Length };
-            return Write(&iov, 1, message.Length, mayDefer: false);
+            return Write(&iov, 1, message.Length, inline: false);
         }
     }
 
+    /// <summary>Gives the carry buffer back to its shelf: the session ended and the caller holds its send lock.</summary>
+    public void ReleaseBuffers()
+    {
+        _carryStart = 0;
+        _carryEnd = 0;
+        BufferShelf.Scratch.Return(_carry);
+        _carry = null;
+    }
+
+    /// <summary>Whether bytes of an inline write still wait for the sender thread (read without the lock: a hint).</summary>
+    public bool HasCarry => Volatile.Read(ref _carryEnd) > Volatile.Read(ref _carryStart);
+
     /// <summary>
     /// writev until everything is out, across partial writes and EAGAIN. With
-    /// <paramref name="mayDefer"/>, a socket that takes nothing right now gives
-    /// <see cref="LinkSendOutcome.WouldBlock"/> (the frames go to the queue instead); once part of a
-    /// message is written, the rest must follow, so it waits. The iovecs are consumed.
+    /// <paramref name="inline"/> (a reader thread; at most <see cref="MaxInlineWrite"/> bytes) it
+    /// never waits: a socket that takes nothing right now, or carried bytes not yet written, give
+    /// <see cref="LinkSendOutcome.WouldBlock"/> (the frames go back to the queue); once part of the
+    /// message is out, the rest is carried for the sender thread. Otherwise it waits for the
+    /// socket, carried bytes first. The iovecs are consumed.
     /// </summary>
-    public LinkSendOutcome Write(LibC.IoVec* iov, int count, int total, bool mayDefer)
+    public LinkSendOutcome Write(LibC.IoVec* iov, int count, int total, bool inline)
     {
+        if (_carryEnd > _carryStart)
+        {
+            if (inline)
+                return LinkSendOutcome.WouldBlock;
+            if (!DrainCarry())
+                return LinkSendOutcome.Failed;
+        }
         var done = 0;
         while (done < total)
         {
@@ -76,8 +117,14 @@ internal sealed unsafe class LinkConnection : IDisposable
                     continue;
                 if (errno == LibC.EAGAIN)
                 {
-                    if (mayDefer && done == 0)
+                    if (inline && done == 0)
                         return LinkSendOutcome.WouldBlock;
+                    if (inline && total - done <= MaxInlineWrite)
+                    {
+                        Carry(iov, count, total - done);
+                        _session.WakeSender();
+                        return LinkSendOutcome.Sent;
+                    }
                     var pfd = new LibC.PollFd { Fd = _fd, Events = LibC.POLLOUT };
                     LibC.Poll(&pfd, 1, 200);
                     if (_session.IsClosed)
@@ -104,6 +151,55 @@ internal sealed unsafe class LinkConnection : IDisposable
         return LinkSendOutcome.Sent;
     }
 
+    /// <summary>Copies what the iovecs still hold into the carry buffer (empty before: an inline write finding carried bytes writes nothing).</summary>
+    private void Carry(LibC.IoVec* iov, int count, int length)
+    {
+        var carry = _carry ??= BufferShelf.Scratch.Take();
+        var at = 0;
+        for (var i = 0; i < count && at < length; i++)
+        {
+            var n = (int)Math.Min((nuint)(length - at), iov[i].Length);
+            new ReadOnlySpan<byte>(iov[i].Base, n).CopyTo(carry.AsSpan(at));
+            at += n;
+        }
+        _carryStart = 0;
+        Volatile.Write(ref _carryEnd, at);
+    }
+
+    /// <summary>
+    /// Writes the carried bytes out, waiting for the socket (the sender thread, under the send
+    /// lock); false when the session ended meanwhile.
+    /// </summary>
+    public bool DrainCarry()
+    {
+        while (_carryEnd > _carryStart)
+        {
+            nint n;
+            fixed (byte* p = &_carry![_carryStart])
+                n = LibC.Write(_fd, p, (nuint)(_carryEnd - _carryStart));
+            if (n >= 0)
+            {
+                _carryStart += (int)n;
+                continue;
+            }
+            var errno = LibC.LastError;
+            if (errno == LibC.EINTR)
+                continue;
+            if (errno != LibC.EAGAIN)
+            {
+                _session.Close($"send failed: {LibC.ErrorText(errno)}");
+                return false;
+            }
+            var pfd = new LibC.PollFd { Fd = _fd, Events = LibC.POLLOUT };
+            LibC.Poll(&pfd, 1, 200);
+            if (_session.IsClosed)
+                return false;
+        }
+        _carryStart = 0;
+        Volatile.Write(ref _carryEnd, 0);
+        return true;
+    }
+
     // ---------------------------------------------------------------- reading
 
     /// <summary>
@@ -117,7 +213,7 @@ internal sealed unsafe class LinkConnection : IDisposable
     public bool ReadMessage(out LinkHeader header, out ReadOnlySpan<byte> payload)
     {
         // Allocated by the receiver thread that uses it, dropped when the session is disposed.
-        var buffer = _buffer ??= GC.AllocateUninitializedArray<byte>(ReceiveBufferSize, pinned: true);
+        var buffer = _buffer ??= new byte[InitialReceiveBuffer];
         payload = default;
         while (!_session.IsClosed)
         {
@@ -151,12 +247,14 @@ internal sealed unsafe class LinkConnection : IDisposable
                     return true;
                 }
                 // A control message larger than the buffer cannot be completed in place.
-                if (Wire.HeaderSize + header.PayloadLength > buffer.Length)
+                if (Wire.HeaderSize + header.PayloadLength > MaxReceiveBuffer)
                 {
                     _session.Close($"protocol error from {_session.Peer.Name}: control message of {header.PayloadLength} bytes is too large");
                     return false;
                 }
-                if (_start > 0)
+                if (Wire.HeaderSize + header.PayloadLength > buffer.Length)
+                    buffer = Grow(buffer, Wire.HeaderSize + header.PayloadLength);
+                else if (_start > 0)
                     Compact(buffer);
             }
             else if (_start > 0 && buffer.Length - _end < Wire.HeaderSize)
@@ -181,6 +279,17 @@ internal sealed unsafe class LinkConnection : IDisposable
             _start = _end = 0;
         else
             _start = start;
+    }
+
+    /// <summary>A larger receive buffer (control path) with the pending bytes moved to its start.</summary>
+    private byte[] Grow(byte[] buffer, int needed)
+    {
+        var grown = new byte[Math.Min(MaxReceiveBuffer, Math.Max(needed, buffer.Length * 2))];
+        buffer.AsSpan(_start, _end - _start).CopyTo(grown);
+        _end -= _start;
+        _start = 0;
+        _buffer = grown;
+        return grown;
     }
 
     private void Compact(byte[] buffer)

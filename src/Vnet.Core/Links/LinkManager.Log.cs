@@ -24,6 +24,10 @@ public sealed partial class LinkManager
         [LoggerMessage(EventId = 106, Level = LogLevel.Information, Message = "Remote control from {Remote} ({Tool})")]
         public static partial void ToolConnected(ILogger logger, string remote, string tool);
 
+        [LoggerMessage(EventId = 107, Level = LogLevel.Warning,
+            Message = "{Peer} refuses this daemon's handshakes as older than the last it took from this key: this machine's clock is behind (it jumped back). Fix the clock, or wait until it passes the old time, or restart {Peer} ({Suppressed} more such lines not logged before this one)")]
+        public static partial void ClockBehind(ILogger logger, string peer, long suppressed);
+
         [LoggerMessage(EventId = 105, Level = LogLevel.Debug, Message = "Link {Peer} replaced an older session")]
         public static partial void Replaced(ILogger logger, string peer);
     }

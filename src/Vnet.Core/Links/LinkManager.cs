@@ -43,6 +43,9 @@ public sealed record LinkManagerOptions
     public TimeSpan MaxRetryDelay { get; init; } = TimeSpan.FromSeconds(10);
 
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>The INIT timestamp this daemon sends (tests set a clock that jumped back).</summary>
+    public Func<ulong> Timestamp { get; init; } = NoiseHandshake.Timestamp;
 }
 
 /// <summary>
@@ -114,6 +117,8 @@ public sealed partial class LinkManager : IAsyncDisposable
     private readonly Dictionary<PublicKeyId, ulong> _lastInit = [];
     private readonly RecentTimestamps _toolInits = new();
     private readonly Lock _attachLock = new();
+    // A peer refuses this daemon's INITs every few seconds while its clock is behind: said at most 10 times a minute.
+    private readonly Daemon.LogLimiter _clockLog = new();
     private Socket? _listener;
     private UdpTransport? _udp;
     private Task? _acceptLoop;
@@ -256,6 +261,8 @@ public sealed partial class LinkManager : IAsyncDisposable
             catch (Exception e) when (e is HandshakeException or IOException or OperationCanceledException or ObjectDisposedException)
             {
                 reason = e is OperationCanceledException ? "handshake timed out" : e.Message;
+                if (e is HandshakeException { StaleTimestamp: true } && _clockLog.TryAcquire("clock behind", out var suppressed))
+                    Log.ClockBehind(_logger, port.Peer, suppressed);
             }
 
             // Back-off protects a peer that answers but refuses us (wrong key, overload). A peer
@@ -346,11 +353,11 @@ public sealed partial class LinkManager : IAsyncDisposable
         CancellationToken ct)
     {
         using var initiator = new NoiseHandshake.Initiator(_options.Identity, expected, _options.Psk);
-        var init = initiator.CreateInit(new InitiatorHello(_options.Name, _options.Role, transport, star, local, NoiseHandshake.Timestamp()));
+        var init = initiator.CreateInit(new InitiatorHello(_options.Name, _options.Role, transport, star, local, _options.Timestamp()));
         await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeInit, 0, init, ct);
         var (header, payload) = await HandshakeChannel.ReadAsync(socket, ct);
         if (header.Type == MessageType.Reject)
-            throw new HandshakeException($"refused by the peer: {Daemon.LogText.Safe(System.Text.Encoding.UTF8.GetString(payload))}");
+            throw HandshakeException.Refused("refused by the peer", payload);
         if (header.Type != MessageType.HandshakeResponse || header.Session != local)
             throw new HandshakeException($"expected a handshake response, got {header.Type}");
         var answer = initiator.ReadResponse(payload, out var error) ?? throw new HandshakeException(error!);
@@ -373,7 +380,7 @@ public sealed partial class LinkManager : IAsyncDisposable
         await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeInit, 0, init, ct).ConfigureAwait(false);
         var (header, payload) = await HandshakeChannel.ReadAsync(socket, ct).ConfigureAwait(false);
         if (header.Type == MessageType.Reject)
-            throw new HandshakeException($"refused by the daemon: {Daemon.LogText.Safe(System.Text.Encoding.UTF8.GetString(payload))}");
+            throw HandshakeException.Refused("refused by the daemon", payload);
         if (header.Type != MessageType.HandshakeResponse || header.Session != local)
             throw new HandshakeException($"expected a handshake response, got {header.Type}");
         var answer = initiator.ReadResponse(payload, out var error) ?? throw new HandshakeException(error!);
@@ -568,7 +575,11 @@ public sealed partial class LinkManager : IAsyncDisposable
                 throw new HandshakeException($"'{hello.Name}' with key {key} is not admitted: {admission.Reason}");
             }
             if (!IsNewer(key, hello.Timestamp, hello.Role, payload))
-                throw new HandshakeException($"'{hello.Name}' sent a handshake that is not newer than its last (a replay?)");
+            {
+                // A replay learns nothing from this; a host whose clock jumped back learns why it cannot rejoin.
+                await TryReject(socket, hello.Session, HandshakeException.StaleTimestampReason);
+                throw new HandshakeException($"'{hello.Name}' sent a handshake that is not newer than its last (a replay, or its clock is behind)");
+            }
             if (hello.Star && _options.Role != DaemonRole.Proxy)
             {
                 await TryReject(socket, hello.Session, "this daemon is not a Proxy");

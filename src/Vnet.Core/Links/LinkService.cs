@@ -17,14 +17,16 @@ public sealed partial class LinkService
     private readonly DaemonConfig _config;
     private readonly LinkManager _links;
     private readonly RuleBook _rules;
+    private readonly IPeerKeys _keys;
     private readonly ILogger _logger;
     private readonly Dictionary<string, LinkEmulation> _emulation = new(StringComparer.Ordinal);
 
-    public LinkService(DaemonConfig config, LinkManager links, RuleBook rules, ILogger logger)
+    public LinkService(DaemonConfig config, LinkManager links, RuleBook rules, IPeerKeys keys, ILogger logger)
     {
         _config = config;
         _links = links;
         _rules = rules;
+        _keys = keys;
         _logger = logger;
         foreach (var (peer, emulation) in config.Emulation)
             _emulation[peer] = emulation;
@@ -58,7 +60,8 @@ public sealed partial class LinkService
             var rtt = s?.SmoothedRttMicros is long r && r >= 0 ? r / 1000.0 : (double?)null;
             list.Add(new LinkStatus(p.Peer, p.Emulation?.ToString(), s?.Transport ?? p.Transport, p.Star, p.DialAddress?.ToString(),
                 p.IsUp, s?.RemoteEndPoint, s?.Started, rtt, c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes, c.TxDrops, c.RxErrors,
-                s?.QueuedFrames ?? 0, p.SessionsStarted, p.LastDownReason.Length == 0 ? null : p.LastDownReason, p.Origin));
+                s?.QueuedFrames ?? 0, p.SessionsStarted, p.LastDownReason.Length == 0 ? null : p.LastDownReason, p.Origin,
+                s?.RefusedMessages, s?.Rekeys));
         }
         list.Sort(static (a, b) => string.CompareOrdinal(a.Peer, b.Peer));
         return list;
@@ -73,10 +76,38 @@ public sealed partial class LinkService
             throw new DaemonCommandException("a daemon cannot link to itself");
         if (_links.Find(peer) is not null)
             throw new DaemonCommandException($"link {peer} already exists");
+        if (DialRefusal(peer) is { } why)
+            throw new DaemonCommandException(why);
+        Dial(peer, address, transport, origin);
+    }
+
+    /// <summary>Puts back a link a change set removed, when the set is undone: what was there before comes back as it was.</summary>
+    public void Restore(string peer, IPEndPoint address, LinkTransport transport, RuleOrigin origin)
+    {
+        if (_links.Find(peer) is null)
+            Dial(peer, address, transport, origin);
+    }
+
+    private void Dial(string peer, IPEndPoint address, LinkTransport transport, RuleOrigin origin)
+    {
         var port = _links.AddLink(peer, transport, star: !IsProxy && peer == _config.ProxyName, address);
         port.Origin = origin;
         _rules.Republish();
         Log.LinkAdded(_logger, peer, address, transport);
+    }
+
+    /// <summary>
+    /// Why this daemon could never complete a link it dials to <paramref name="peer"/>, or null: a
+    /// dialer without the peer's key never sends an INIT, and a Proxy's INIT is refused by every
+    /// host. Such a link would only retry for ever; it is refused up front, as a change set is.
+    /// </summary>
+    public string? DialRefusal(string peer)
+    {
+        if (IsProxy)
+            return $"the Proxy dials no daemon (hosts refuse it): add the link at {peer}, dialing the Proxy";
+        if (_keys.KeyOf(peer) is null)
+            return $"no public key is known for {peer}: hosts learn each other's keys from the Proxy over the star, so {peer} must be admitted there ('vnet host admit {peer} KEY') and the star up; or pin it in this daemon's configuration ([[link]] public_key)";
+        return null;
     }
 
     /// <summary>A port for a link the peer dials; rules may name it before the peer arrives.</summary>

@@ -199,22 +199,22 @@ public sealed class LinkSession : IDisposable, IFlushable
         {
             try
             {
+                // Closed since the look above: the session's buffers may be back on their shelf.
+                if (IsClosed)
+                    return;
                 var n = _queue.DequeueBatch(_batch);
                 if (n > 0)
                 {
                     _seal.RekeyIfDue();
                     _datagramSeal?.RekeyIfDue();
-                    if (_transport.SendBatch(_batch, n, inline: true) == LinkSendOutcome.WouldBlock)
-                    {
-                        for (var dropped = _queue.RequeueFront(_batch, n); dropped > 0; dropped--)
-                            _port.Counters.CountTxDrop();
-                    }
-                    else
-                    {
-                        Interlocked.Add(ref _inlineSends, n);
-                        for (var i = 0; i < n; i++)
-                            _batch[i]!.Release();
-                    }
+                    if (_transport.SendBatch(_batch, n, inline: true, out var taken) == LinkSendOutcome.Failed)
+                        taken = n;
+                    Interlocked.Add(ref _inlineSends, taken);
+                    for (var i = 0; i < taken; i++)
+                        _batch[i]!.Release();
+                    // What the socket could not take now goes back to the head of the queue, in order.
+                    for (var dropped = _queue.RequeueFront(_batch, taken, n - taken); dropped > 0; dropped--)
+                        _port.Counters.CountTxDrop();
                     Array.Clear(_batch, 0, n);
                 }
             }
@@ -226,6 +226,9 @@ public sealed class LinkSession : IDisposable, IFlushable
         if (!_queue.IsEmpty)
             _queue.Wake();
     }
+
+    /// <summary>Wakes the sender thread (bytes an inline write could not finish wait for it).</summary>
+    internal void WakeSender() => _queue.Wake();
 
     /// <summary>Sends a control message over the reliable (TCP) channel; it is sealed when it is written.</summary>
     public void SendControl(MessageType type, ReadOnlySpan<byte> payload)
@@ -251,6 +254,9 @@ public sealed class LinkSession : IDisposable, IFlushable
                     _datagramSeal?.RekeyIfDue();
                     // Read before the flush: a BYE queued by Leave is then surely written by it.
                     var leaving = Volatile.Read(ref _leaving);
+                    // What a reader's inline write left goes before anything else.
+                    if (_connection.HasCarry && !_connection.DrainCarry())
+                        break;
                     if (!FlushControl())
                         break;
                     if (leaving is not null)
@@ -263,7 +269,7 @@ public sealed class LinkSession : IDisposable, IFlushable
                         n = _queue.DequeueBatch(_batch);
                     if (n > 0)
                     {
-                        outcome = _transport.SendBatch(_batch, n, inline: false);
+                        outcome = _transport.SendBatch(_batch, n, inline: false, out _);
                         for (var i = 0; i < n; i++)
                         {
                             _batch[i]!.Release();
@@ -273,7 +279,7 @@ public sealed class LinkSession : IDisposable, IFlushable
                 }
                 if (outcome == LinkSendOutcome.Failed)
                     break;
-                if (n == 0)
+                if (n == 0 && !_connection.HasCarry)
                 {
                     // Sleep until work arrives, or until the next held-back frame is due.
                     var wait = 100;
@@ -505,6 +511,12 @@ public sealed class LinkSession : IDisposable, IFlushable
         _connection.Dispose();
         _delay.Clear();
         _queue.Dispose();
+        // Both threads are done; a reader may still be inside Flush, and holds the send lock there.
+        lock (_sendLock)
+        {
+            _transport.ReleaseBuffers();
+            _connection.ReleaseBuffers();
+        }
         // The ciphers are not disposed here: an interface thread may be sealing a batch in Flush, a
         // probe on the link manager's tick, and UdpTransport's thread opening a datagram, each with
         // no lock shared with this end (a disposed key there threw and ended the daemon). Their keys

@@ -57,12 +57,12 @@ internal sealed class SendQueue : IDisposable
     /// Puts frames taken by <see cref="DequeueBatch"/> back at the head, in order (the socket could
     /// not take them). Frames that no longer fit are released and their number returned.
     /// </summary>
-    public int RequeueFront(Frame?[] batch, int n)
+    public int RequeueFront(Frame?[] batch, int from, int n)
     {
         var dropped = 0;
         lock (_lock)
         {
-            for (var i = n - 1; i >= 0; i--)
+            for (var i = from + n - 1; i >= from; i--)
             {
                 if (_closed || _count == _ring.Length)
                 {

@@ -14,10 +14,12 @@ namespace Vnet.Links;
 ///  2. Each frame is laid out in a pinned scratch area as header, counter, virtio header and frame,
 ///     and sealed there in place (the frame itself may be shared by a flood, so it is never
 ///     changed); a 64 KiB super-frame travels whole.
-///  3. One write per scratch area's worth (a batch usually fits); partial writes continue; EAGAIN
-///     before anything went out defers an inline batch to the sender thread (WouldBlock), which
-///     waits for the socket instead. Counters a deferred batch used are simply skipped (the
-///     receiver only needs them to grow).
+///  3. One write per scratch area's worth (a batch usually fits). The sender thread writes every
+///     area and waits for the socket. A reader flushing inline writes one area at most and never
+///     waits: the frames that did not fit go back to the queue (Partly); EAGAIN before anything
+///     went out defers the batch to the sender thread (WouldBlock); the rest of a partial write is
+///     carried by the connection for the sender thread (LinkConnection). Counters a deferred
+///     batch used are simply skipped (the receiver only needs them to grow).
 /// Keep-alives and their answers go in-band, through the session's control queue.
 /// Receiving (the session's receiver thread):
 ///  1. The connection hands out every message; a DATA payload that is only partly buffered is
@@ -32,7 +34,7 @@ namespace Vnet.Links;
 internal sealed unsafe class TcpLinkTransport : ILinkTransport
 {
     /// <summary>Sealed frames are laid out here before a write; a larger batch goes out in several writes.</summary>
-    private const int ScratchSize = 512 * 1024;
+    private const int ScratchSize = LinkConnection.MaxInlineWrite;
 
     private readonly LinkSession _session;
     private readonly LinkConnection _connection;
@@ -50,16 +52,16 @@ internal sealed unsafe class TcpLinkTransport : ILinkTransport
         _pool = pool;
     }
 
-    public LinkSendOutcome SendBatch(Frame?[] batch, int count, bool inline)
+    public LinkSendOutcome SendBatch(Frame?[] batch, int count, bool inline, out int taken)
     {
-        var scratch = _scratch ??= GC.AllocateUninitializedArray<byte>(ScratchSize, pinned: true);
+        taken = count;
+        var scratch = _scratch ??= BufferShelf.Scratch.Take();
         var counters = _session.Counters;
         var remote = _session.Peer.RemoteSession;
         var key = _session.Sealer.Current;
         var used = 0;
         var frames = 0;
         var bytes = 0;
-        var wroteAny = false;
         for (var i = 0; i < count; i++)
         {
             var frame = batch[i]!;
@@ -73,10 +75,15 @@ internal sealed unsafe class TcpLinkTransport : ILinkTransport
             var size = Wire.HeaderSize + SealedRecord.Overhead + extra + frame.Length;
             if (used + size > scratch.Length)
             {
-                var outcome = Write(scratch, used, mayDefer: inline && !wroteAny);
+                if (inline)
+                {
+                    // One write per inline flush: the rest waits in the queue, behind what this one may carry.
+                    taken = i;
+                    break;
+                }
+                var outcome = Write(scratch, used, inline: false);
                 if (outcome != LinkSendOutcome.Sent)
                     return outcome;
-                wroteAny = true;
                 counters.CountTx(frames, bytes);
                 used = frames = bytes = 0;
             }
@@ -91,20 +98,31 @@ internal sealed unsafe class TcpLinkTransport : ILinkTransport
             bytes += frame.Length;
         }
         if (used == 0)
-            return LinkSendOutcome.Sent;
-        var last = Write(scratch, used, mayDefer: inline && !wroteAny);
+            return taken == count ? LinkSendOutcome.Sent : LinkSendOutcome.Partly;
+        var last = Write(scratch, used, inline);
+        if (last == LinkSendOutcome.WouldBlock)
+        {
+            taken = 0;
+            return last;
+        }
         if (last == LinkSendOutcome.Sent)
             counters.CountTx(frames, bytes);
-        return last;
+        return last == LinkSendOutcome.Sent && taken < count ? LinkSendOutcome.Partly : last;
     }
 
-    private LinkSendOutcome Write(byte[] scratch, int length, bool mayDefer)
+    private LinkSendOutcome Write(byte[] scratch, int length, bool inline)
     {
         fixed (byte* p = scratch)
         {
             var iov = new LibC.IoVec { Base = p, Length = (nuint)length };
-            return _connection.Write(&iov, 1, length, mayDefer);
+            return _connection.Write(&iov, 1, length, inline);
         }
+    }
+
+    public void ReleaseBuffers()
+    {
+        BufferShelf.Scratch.Return(_scratch);
+        _scratch = null;
     }
 
     /// <summary>In-band: the connection is the data channel, so a keep-alive is one more (sealed) message on it.</summary>

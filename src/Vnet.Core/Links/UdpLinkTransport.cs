@@ -44,7 +44,11 @@ internal sealed class UdpLinkTransport : ILinkTransport
 
     // Scratch of the send lock's holder (see LinkSession).
     private readonly List<Frame> _segments = new(128);
-    private readonly byte[] _datagram = GC.AllocateUninitializedArray<byte>(Wire.HeaderSize + Wire.MaxDataPayload + 65536, pinned: true);
+    /// <summary>Size of the buffer a batch's datagrams are laid out in.</summary>
+    public const int DatagramBufferSize = Wire.HeaderSize + Wire.MaxDataPayload + 65536;
+
+    // Taken from the shelf at the first send, given back when the session ends (send lock holders only).
+    private byte[]? _datagram;
 
     public UdpLinkTransport(LinkSession session, UdpTransport udp, VirtualSwitch sw, FramePool pool)
     {
@@ -70,10 +74,12 @@ internal sealed class UdpLinkTransport : ILinkTransport
 
     // ---------------------------------------------------------------- sending
 
-    public LinkSendOutcome SendBatch(Frame?[] batch, int count, bool inline)
+    public LinkSendOutcome SendBatch(Frame?[] batch, int count, bool inline, out int taken)
     {
+        // A datagram socket never takes part of one: whatever it refuses is dropped and counted.
+        taken = count;
         var segments = _segments;
-        var datagram = _datagram;
+        var datagram = _datagram ??= BufferShelf.Datagram.Take();
         var peer = Peer;
         for (var i = 0; i < count; i++)
         {
@@ -102,6 +108,12 @@ internal sealed class UdpLinkTransport : ILinkTransport
             segments.Clear();
         }
         return LinkSendOutcome.Sent;
+    }
+
+    public void ReleaseBuffers()
+    {
+        BufferShelf.Datagram.Return(_datagram);
+        _datagram = null;
     }
 
     public void SendProbe(MessageType type, ReadOnlySpan<byte> payload)

@@ -31,32 +31,34 @@ public sealed partial class KeyRing : IPeerKeys
 {
     private readonly DaemonConfig _config;
     private readonly ILogger _logger;
-    private readonly HashSet<PublicKeyId> _admins;
-    private readonly Dictionary<string, PublicKeyId> _configured = new(StringComparer.Ordinal);
+    // The Proxy's key list may disagree with a pin many times a minute (every digest's repair).
+    private readonly LogLimiter _mismatchLog = new();
+    private volatile HashSet<PublicKeyId> _admins;
+    // Proxy: the configuration's [[host]] entries; host: its [[link]] keys. The configuration wins over anything learned.
+    private Dictionary<string, PublicKeyId> _configured;
+    // Proxy: admissions made at run time (what the hosts file keeps).
+    private Dictionary<string, PublicKeyId> _runtime = new(StringComparer.Ordinal);
+    // Proxy: configured hosts revoked at run time, until the next reload or restart.
+    private readonly HashSet<string> _revokedConfigured = new(StringComparer.Ordinal);
+    // Host: the list as the Proxy last sent it.
+    private Dictionary<string, PublicKeyId> _fromProxy = new(StringComparer.Ordinal);
+    private string? _hostsFile;
     private volatile Dictionary<string, PublicKeyId> _keys;
     private PeerChannel? _peers;
     private LinkManager? _links;
     private long _fromProxyVersion = -1;
 
+    /// <param name="config">With its hosts file read (<see cref="DaemonConfig.WithHostsFile"/>): the ring reads no file itself.</param>
     public KeyRing(DaemonConfig config, ILogger logger)
     {
         _config = config;
         _logger = logger;
         _admins = [.. config.AdminKeys];
-        foreach (var h in config.Hosts)
-            _configured[h.Name] = h.PublicKey;
-        foreach (var l in config.Links)
-        {
-            if (l.PublicKey is { } key)
-                _configured[l.Peer] = key;
-        }
-        var keys = new Dictionary<string, PublicKeyId>(_configured, StringComparer.Ordinal);
-        if (IsProxy && config.HostsFile is { } file)
-        {
-            foreach (var (name, key) in ReadHostsFile(file))
-                keys[name] = key;
-        }
-        _keys = keys;
+        _configured = Configured(config);
+        _hostsFile = config.HostsFile;
+        foreach (var h in config.RuntimeHosts)
+            _runtime[h.Name] = h.PublicKey;
+        _keys = Merge();
         Version = 1;
     }
 
@@ -65,9 +67,57 @@ public sealed partial class KeyRing : IPeerKeys
     /// <summary>Changes of the list of keys (the Proxy's admissions; on a host, the Proxy's list).</summary>
     public long Version { get; private set; }
 
+    /// <summary>Administrators' keys changed (a reload): sessions made with a key no longer listed must end.</summary>
+    public event Action? AdministratorsChanged;
+
+    /// <summary>Whether <paramref name="key"/> is an administrator's now (any thread).</summary>
+    public bool IsAdministrator(PublicKeyId key) => _admins.Contains(key);
+
+    /// <summary>Proxy: the admissions made at run time (a reload without a hosts file keeps them).</summary>
+    public IReadOnlyList<AdmittedHost> RuntimeHosts =>
+        [.. _runtime.OrderBy(k => k.Key, StringComparer.Ordinal).Select(k => new AdmittedHost(k.Key, k.Value, $"run-time admission of '{k.Key}'"))];
+
     /// <summary>Every known name and key, sorted by name.</summary>
     public IReadOnlyList<KnownKey> List() =>
         [.. _keys.OrderBy(k => k.Key, StringComparer.Ordinal).Select(k => new KnownKey(k.Key, k.Value))];
+
+    private static Dictionary<string, PublicKeyId> Configured(DaemonConfig config)
+    {
+        var configured = new Dictionary<string, PublicKeyId>(StringComparer.Ordinal);
+        foreach (var h in config.Hosts)
+            configured[h.Name] = h.PublicKey;
+        foreach (var l in config.Links)
+        {
+            if (l.PublicKey is { } key)
+                configured[l.Peer] = key;
+        }
+        return configured;
+    }
+
+    /// <summary>
+    /// The list handshakes read. Proxy: the configuration's hosts (less those revoked since) and the
+    /// run-time admissions. Host: the Proxy's list, where the configuration's own pins win.
+    /// </summary>
+    private Dictionary<string, PublicKeyId> Merge()
+    {
+        var keys = new Dictionary<string, PublicKeyId>(StringComparer.Ordinal);
+        if (IsProxy)
+        {
+            foreach (var (name, key) in _configured)
+            {
+                if (!_revokedConfigured.Contains(name))
+                    keys[name] = key;
+            }
+            foreach (var (name, key) in _runtime)
+                keys[name] = key;
+            return keys;
+        }
+        foreach (var (name, key) in _fromProxy)
+            keys[name] = key;
+        foreach (var (name, key) in _configured)
+            keys[name] = key;
+        return keys;
+    }
 
     // ---------------------------------------------------------------- IPeerKeys (any thread)
 
@@ -92,7 +142,11 @@ public sealed partial class KeyRing : IPeerKeys
 
     // ---------------------------------------------------------------- the Proxy's admissions (control loop)
 
-    /// <summary>Admits (or re-keys) a host; its old key's sessions end, and every host hears of it.</summary>
+    /// <summary>
+    /// Admits (or re-keys) a host; its old key's sessions end, and every host hears of it. Refused
+    /// whole, changing nothing, for the Proxy's own key, a key another host has, a host whose key
+    /// the configuration sets (change it there and reload), or a hosts file that cannot be written.
+    /// </summary>
     public KnownKey AdmitHost(string name, string publicKey)
     {
         RequireProxy();
@@ -100,24 +154,52 @@ public sealed partial class KeyRing : IPeerKeys
             throw new DaemonCommandException($"'{name}' cannot be a host's name");
         if (!PublicKeyId.TryParse(publicKey, out var key))
             throw new DaemonCommandException($"'{publicKey}' is not a public key (32 bytes in base64; 'vnet pubkey' prints one)");
-        var keys = new Dictionary<string, PublicKeyId>(_keys, StringComparer.Ordinal);
-        keys.TryGetValue(name, out var old);
-        keys[name] = key;
-        Publish(keys);
+        if (key.Equals(_config.Identity.Public))
+            throw new DaemonCommandException($"{key} is the Proxy's own public key: a host needs its own key pair ('vnet keygen' on the host)");
+        foreach (var (other, otherKey) in _keys)
+        {
+            if (other != name && otherKey.Equals(key))
+                throw new DaemonCommandException($"{key} is already the key of host '{other}': every host needs its own key pair ('vnet keygen' on the host)");
+        }
+        if (_configured.TryGetValue(name, out var pinned))
+        {
+            if (!pinned.Equals(key))
+                throw new DaemonCommandException($"host '{name}' has key {pinned} in the configuration{Where()}; change it there and reload ('vnet reload' or SIGHUP)");
+            // The configured key again: only undoes a run-time revocation.
+            _revokedConfigured.Remove(name);
+            Publish(_runtime);
+            Log.Admitted(_logger, name, key);
+            return new KnownKey(name, key);
+        }
+        _keys.TryGetValue(name, out var old);
+        var runtime = new Dictionary<string, PublicKeyId>(_runtime, StringComparer.Ordinal) { [name] = key };
+        Publish(runtime);
         if (old is not null && !old.Equals(key))
             EndSessionOf(name, "its key was replaced");
         Log.Admitted(_logger, name, key);
         return new KnownKey(name, key);
     }
 
-    /// <summary>Revokes a host: it is refused from now on, and its sessions end.</summary>
+    private string Where() => _config.Source is { } file ? $" ({file})" : "";
+
+    /// <summary>
+    /// Revokes a host: it is refused from now on, and its sessions end. A host of the configuration
+    /// comes back at the next reload or restart unless it is removed there too.
+    /// </summary>
     public void RevokeHost(string name)
     {
         RequireProxy();
-        var keys = new Dictionary<string, PublicKeyId>(_keys, StringComparer.Ordinal);
-        if (!keys.Remove(name))
+        var runtime = _runtime;
+        if (_runtime.ContainsKey(name))
+        {
+            runtime = new Dictionary<string, PublicKeyId>(_runtime, StringComparer.Ordinal);
+            runtime.Remove(name);
+        }
+        else if (!_configured.ContainsKey(name) || !_revokedConfigured.Add(name))
+        {
             throw new DaemonCommandException($"no host {name} is admitted");
-        Publish(keys);
+        }
+        Publish(runtime);
         EndSessionOf(name, "revoked");
         Log.Revoked(_logger, name);
     }
@@ -128,13 +210,64 @@ public sealed partial class KeyRing : IPeerKeys
             throw new DaemonCommandException($"{_config.Name} is a host; hosts are admitted at the Proxy");
     }
 
-    private void Publish(Dictionary<string, PublicKeyId> keys)
+    /// <summary>Keeps <paramref name="runtime"/> in the hosts file first (a command that cannot be kept changes nothing), then publishes.</summary>
+    private void Publish(Dictionary<string, PublicKeyId> runtime)
     {
-        _keys = keys;
+        if (_hostsFile is { } file && !ReferenceEquals(runtime, _runtime))
+        {
+            try
+            {
+                HostsFile.Write(file, runtime.Select(k => (k.Key, k.Value)));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Log.HostsFileFailed(_logger, file, e.Message);
+                throw new DaemonCommandException($"cannot write the hosts file {file}: {e.Message}; nothing changed");
+            }
+        }
+        _runtime = runtime;
+        _keys = Merge();
         Version++;
-        if (_config.HostsFile is { } file)
-            WriteHostsFile(file, keys);
         SendKeys(null);
+    }
+
+    /// <summary>
+    /// Takes the keys of a configuration read again (SIGHUP, <c>vnet reload</c>): administrators,
+    /// the configuration's hosts or link keys, and the Proxy's hosts file (already read into
+    /// <paramref name="fresh"/>). Sessions made with a key no longer listed end: a link whose
+    /// name's key changed or went, and remote CLI sessions of a removed administrator.
+    /// </summary>
+    public void Reload(DaemonConfig fresh)
+    {
+        var admins = new HashSet<PublicKeyId>(fresh.AdminKeys);
+        var adminsChanged = !admins.SetEquals(_admins);
+        var before = _keys;
+        _admins = admins;
+        _configured = Configured(fresh);
+        _revokedConfigured.Clear();
+        _hostsFile = fresh.HostsFile;
+        if (IsProxy)
+        {
+            _runtime = new Dictionary<string, PublicKeyId>(StringComparer.Ordinal);
+            foreach (var h in fresh.RuntimeHosts)
+                _runtime[h.Name] = h.PublicKey;
+        }
+        _keys = Merge();
+        Version++;
+        SendKeys(null);
+        EndSessionsWhoseKeyWent(before, "its key is no longer admitted (configuration reloaded)");
+        if (adminsChanged)
+            AdministratorsChanged?.Invoke();
+        Log.Reloaded(_logger, _keys.Count, admins.Count);
+    }
+
+    private void EndSessionsWhoseKeyWent(Dictionary<string, PublicKeyId> before, string reason)
+    {
+        foreach (var (name, key) in before)
+        {
+            if (!_keys.TryGetValue(name, out var now) || !now.Equals(key))
+                EndSessionOf(name, reason);
+        }
     }
 
     private void EndSessionOf(string name, string reason)
@@ -209,32 +342,37 @@ public sealed partial class KeyRing : IPeerKeys
         _peers.Send(_links.Links.Where(p => p.Star && p.Session is not null).Select(p => p.Session!).ToList(), message);
     }
 
-    /// <summary>Host: whether its list matches the Proxy's digest.</summary>
-    public bool Matches(PeerMessage digest) => digest.Seq == _fromProxyVersion && digest.Hash == Hash(_keys);
+    /// <summary>Host: whether the list the Proxy sent matches the Proxy's digest (this daemon's own pins are not part of it).</summary>
+    public bool Matches(PeerMessage digest) => digest.Seq == _fromProxyVersion && digest.Hash == Hash(_fromProxy);
 
-    /// <summary>Host: the Proxy's list replaces what it said before (keys from this daemon's own configuration stay).</summary>
-    private void OnKeys(PeerEnvelope m)
+    /// <summary>
+    /// Host: the Proxy's list replaces what it said before. A key this daemon's configuration pins
+    /// (<c>[[link]] public_key</c>) wins over the Proxy's: a mismatch is logged and the pin used.
+    /// </summary>
+    private void OnKeys(PeerEnvelope m) => TakeProxyList(m.Message);
+
+    /// <summary>Host: the Proxy's <c>Keys</c> message (control loop).</summary>
+    internal void TakeProxyList(PeerMessage message)
     {
-        var keys = new Dictionary<string, PublicKeyId>(_configured, StringComparer.Ordinal);
-        foreach (var entry in m.Message.Keys ?? [])
+        var fromProxy = new Dictionary<string, PublicKeyId>(StringComparer.Ordinal);
+        foreach (var entry in message.Keys ?? [])
         {
             if (!Names.IsValid(entry.Name) || entry.Name == _config.ProxyName || !PublicKeyId.TryParse(entry.Key, out var key))
             {
                 Log.BadKey(_logger, LogText.Safe(entry.Name));
                 continue;
             }
-            keys[entry.Name] = key;
+            if (_configured.TryGetValue(entry.Name, out var pinned) && !pinned.Equals(key) && _mismatchLog.TryAcquire("pin mismatch", out var suppressed))
+                Log.PinMismatch(_logger, entry.Name, key, pinned, suppressed);
+            fromProxy[entry.Name] = key;
         }
         Dictionary<string, PublicKeyId> before = _keys;
-        _keys = keys;
-        _fromProxyVersion = m.Message.Seq ?? 0;
+        _fromProxy = fromProxy;
+        _keys = Merge();
+        _fromProxyVersion = message.Seq ?? 0;
         Version++;
         // A link to a daemon whose key changed or went away was made with a key no longer trusted.
-        foreach (var (name, key) in before)
-        {
-            if (!keys.TryGetValue(name, out var now) || !now.Equals(key))
-                EndSessionOf(name, "its key is no longer the one the Proxy admits");
-        }
+        EndSessionsWhoseKeyWent(before, "its key is no longer the one the Proxy admits");
     }
 
     /// <summary>An order-independent digest of the list (names and keys).</summary>
@@ -247,44 +385,6 @@ public sealed partial class KeyRing : IPeerKeys
             sum += BitConverter.ToUInt64(bytes, 0);
         }
         return sum;
-    }
-
-    // ---------------------------------------------------------------- the hosts file
-
-    private static IEnumerable<(string Name, PublicKeyId Key)> ReadHostsFile(string file)
-    {
-        if (!File.Exists(file))
-            yield break;
-        var number = 0;
-        foreach (var line in File.ReadLines(file))
-        {
-            number++;
-            var text = line.Trim();
-            if (text.Length == 0 || text.StartsWith('#'))
-                continue;
-            var parts = text.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (parts.Length != 2 || !Names.IsValid(parts[0]) || !PublicKeyId.TryParse(parts[1], out var key))
-                throw new ConfigException($"{file}:{number}", "expected 'NAME PUBLIC_KEY'");
-            yield return (parts[0], key);
-        }
-    }
-
-    /// <summary>Keeps run-time admissions (public keys only: no secret) in a file replaced at once.</summary>
-    private void WriteHostsFile(string file, Dictionary<string, PublicKeyId> keys)
-    {
-        var text = new StringBuilder("# hosts admitted to the overlay: NAME PUBLIC_KEY (written by the Proxy)\n");
-        foreach (var (name, key) in keys.OrderBy(k => k.Key, StringComparer.Ordinal))
-            text.Append(name).Append(' ').Append(key).Append('\n');
-        try
-        {
-            var temp = file + ".new";
-            File.WriteAllText(temp, text.ToString());
-            File.Move(temp, file, overwrite: true);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            Log.HostsFileFailed(_logger, file, e.Message);
-        }
     }
 
     private static partial class Log
@@ -303,5 +403,12 @@ public sealed partial class KeyRing : IPeerKeys
 
         [LoggerMessage(EventId = 313, Level = LogLevel.Error, Message = "Cannot write the hosts file {File}: {Reason}")]
         public static partial void HostsFileFailed(ILogger logger, string file, string reason);
+
+        [LoggerMessage(EventId = 315, Level = LogLevel.Warning,
+            Message = "The Proxy's key for {Name} is {Offered}, but this daemon's configuration pins {Pinned}; the pinned key is used ({Suppressed} more such lines not logged before this one)")]
+        public static partial void PinMismatch(ILogger logger, string name, PublicKeyId offered, PublicKeyId pinned, long suppressed);
+
+        [LoggerMessage(EventId = 316, Level = LogLevel.Information, Message = "Keys reloaded: {Keys} daemons' keys, {Admins} administrators")]
+        public static partial void Reloaded(ILogger logger, int keys, int admins);
     }
 }

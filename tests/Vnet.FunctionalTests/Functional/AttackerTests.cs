@@ -362,14 +362,14 @@ public sealed class AttackerTests(ITestOutputHelper output)
 
             // Every connection of eve's is closed by the Proxy (a bad INIT at once, the rest at the
             // INIT deadline or to make room) and counted once; none got a handshake slot.
-            long Closed(DaemonStatus s) => s.InitsRefused + s.ConnectionsWithoutInit;
+            long Closed(DaemonStatus s) => s.Security!.InitsRefused + s.Security.ConnectionsWithoutInit;
             Wait.Until(() => Closed(o.Status("proxy")) - Closed(before) >= made, InitWaitList.Deadline + TimeSpan.FromSeconds(5),
                 $"the Proxy to close and count eve's {made} connections");
             var after = o.Status("proxy");
-            output.WriteLine(o.Cli("proxy", "status").Split('\n').First(l => l.StartsWith("handshake", StringComparison.Ordinal)));
+            output.WriteLine(o.Cli("proxy", "status").Split('\n').First(l => l.StartsWith("handshakes", StringComparison.Ordinal)));
             Assert.Equal(made, Closed(after) - Closed(before));
-            Assert.InRange(after.InitsRefused - before.InitsRefused, 1, made);
-            Assert.Equal(before.HandshakesLimited, after.HandshakesLimited);
+            Assert.InRange(after.Security!.InitsRefused - before.Security!.InitsRefused, 1, made);
+            Assert.Equal(before.Security!.HandshakesRateLimited, after.Security!.HandshakesRateLimited);
             Assert.Equal(0, flood.Count(s => Answered(s)));
             // Counted, not written out: at most one line a second about eve.
             var lines = proxy.Lines.Count(l => l.Contains($"Rejected peer {EveIp}", StringComparison.Ordinal));

@@ -43,8 +43,11 @@ public sealed class TopologyTests(ITestOutputHelper output) : IDisposable
               + vm {VmMac(2)} on interface tap0
 
             """;
-        Assert.Equal(vms + "dry run: nothing changed\n", Ok(Topo(o, $"topo apply {star} --dry-run")));
-        Assert.Equal(vms + "applied (h1, h2)\n", Ok(Topo(o, $"topo apply {star}")));
+        // Seldom (once in about 100 runs) a host learns its own bridge's or TAP's MAC, from a frame
+        // the host's kernel sent when the bed brought tap0 up in br0: a true "- vm" line that the
+        // apply removes, and not what this test is about.
+        Assert.Equal(vms + "dry run: nothing changed\n", WithoutHostDevices(o, Ok(Topo(o, $"topo apply {star} --dry-run"))));
+        Assert.Equal(vms + "applied (h1, h2)\n", WithoutHostDevices(o, Ok(Topo(o, $"topo apply {star}"))));
         // Declared VMs are announced at once, before they send anything.
         Assert.Contains(o.Vms("proxy"), v => v.Mac.ToString() == VmMac(2) && v.Daemon == "h2");
         Assert.True(o.Bed.Ping("vm1", VmIp(2), count: 2, timeoutSeconds: 10), "vm1 -> vm2 over the star");
@@ -364,6 +367,19 @@ public sealed class TopologyTests(ITestOutputHelper output) : IDisposable
     /// <summary>Links in one order: the dump lists them by dialing daemon, a file as written.</summary>
     private static OverlayDescription Canonical(OverlayDescription d) =>
         d with { Links = [.. d.Links.OrderBy(l => l.From, StringComparer.Ordinal).ThenBy(l => l.To, StringComparer.Ordinal)] };
+
+    /// <summary>The diff without "- vm" lines for the MACs of the hosts' own br0 and tap0.</summary>
+    private static string WithoutHostDevices(OverlayBed o, string diff)
+    {
+        var own = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var host in new[] { "h1", "h2" })
+        {
+            foreach (var device in new[] { "br0", "tap0" })
+                own.Add(o.Bed.Mac(host, device));
+        }
+        return string.Join('\n', diff.Split('\n').Where(line =>
+            !(line.StartsWith("  - vm ", StringComparison.Ordinal) && own.Contains(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[2]))));
+    }
 
     private static long ProxyRx(OverlayBed o) => o.Links("proxy").Where(l => l.Peer is "h1" or "h2").Sum(l => l.RxFrames);
 

@@ -6,6 +6,7 @@ using Vnet.Peers;
 using Vnet.Control;
 using Vnet.Daemon;
 using Vnet.Links;
+using Vnet.Links.Security;
 
 namespace Vnet.Tests.ChangeSets;
 
@@ -53,6 +54,7 @@ public sealed class ApplyTests : IAsyncLifetime
         { """{"op":"addLink","peer":"h2","transport":"sctp"}""", "'sctp' is not one of tcp, udp" },
         { """{"op":"addLink","peer":"h2","dial":"127.0.0.1"}""", "not an address:port" },
         { """{"op":"removeLink","peer":"h3"}""", "no link h3" },
+        { """{"op":"addLink","peer":"h9","dial":"127.0.0.1:9"}""", "no public key is known for h9" },
         { """{"op":"removeLink","peer":"proxy"}""", "star link" },
         { """{"op":"addRule","dst":"any","to":"flood"}""", "missing 'src'" },
         { """{"op":"reboot"}""", "'reboot' is not one of addInterface" },
@@ -79,6 +81,22 @@ public sealed class ApplyTests : IAsyncLifetime
         Assert.Contains(reason, result.Error, StringComparison.Ordinal);
         Assert.Contains("nothing changed", result.Error, StringComparison.Ordinal);
         Assert.Equal(before, await _net.Shape("h1"));
+    }
+
+    [Fact]
+    public async Task LinkAdd_PeerThatCanNeverComplete_RefusedWithTheReasonAndNoDialer()
+    {
+        var unknown = await new CommandDispatcher(_net["h1"]).HandleAsync("link.add", new JsonObject { ["peer"] = "h9", ["address"] = "127.0.0.1:9" });
+        // Admitted, so the Proxy knows its key: a host still refuses every INIT from a Proxy.
+        await _net.Proxy.Run(() => _net.Proxy.Keys.AdmitHost("h3", StaticKeyPair.Generate().Public.ToString()));
+        var fromProxy = await new CommandDispatcher(_net.Proxy).HandleAsync("link.add", new JsonObject { ["peer"] = "h3", ["address"] = "127.0.0.1:9" });
+
+        Assert.False(unknown.Ok);
+        Assert.Contains("no public key is known for h9", unknown.Error, StringComparison.Ordinal);
+        Assert.False(fromProxy.Ok);
+        Assert.Contains("the Proxy dials no daemon", fromProxy.Error, StringComparison.Ordinal);
+        Assert.Null(_net["h1"].Links.Find("h9"));
+        Assert.Null(_net.Proxy.Links.Find("h3"));
     }
 
     [Fact]
@@ -240,7 +258,8 @@ public sealed class ApplyTests : IAsyncLifetime
     public async Task Request_FromAnotherHostOverADirectLink_IgnoredHostsTakeCommandsOnlyFromTheProxy()
     {
         var dial = new DaemonChange { Op = ChangeOp.AddLink, Peer = "h1", Transport = LinkTransport.Tcp, Dial = _net.At("h1") };
-        Assert.True((await _net.Apply("h2", dial)).Applied);
+        var applied = await _net.Apply("h2", dial);
+        Assert.True(applied.Applied, applied.Error);
         await DaemonNet.Until(() => _net["h2"].Links.Find("h1") is { IsUp: true }, DaemonNet.UpTimeout, "link h2 -> h1 up");
         var before = await _net.Shape("h1");
 

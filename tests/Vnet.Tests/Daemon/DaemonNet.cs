@@ -172,11 +172,14 @@ internal sealed class DaemonNet : IAsyncDisposable
     /// <summary>Starts a stopped daemon again with its configuration, at its address.</summary>
     public Task<VnetDaemon> Restart(string name) => StartDaemon(_configs[name]);
 
-    /// <summary>Waits until the star link of <paramref name="host"/> is up at both ends.</summary>
+    /// <summary>
+    /// Waits until the star link of <paramref name="host"/> is up at both ends and the host has the
+    /// Proxy's key list (without it, it refuses links to other hosts: it could not authenticate them).
+    /// </summary>
     public Task WaitStar(string host) =>
         Until(() => _daemons.TryGetValue("proxy", out var proxy) && _daemons.TryGetValue(host, out var h) &&
-            proxy.Links.Find(host) is { IsUp: true } && h.Links.Find("proxy") is { IsUp: true },
-            UpTimeout, $"star link {host} - proxy up");
+            proxy.Links.Find(host) is { IsUp: true } && h.Links.Find("proxy") is { IsUp: true } && h.Keys.Version > 1,
+            UpTimeout, $"star link {host} - proxy up, with the Proxy's key list");
 
     /// <summary>Self-repairs of every running daemon's directory (zero in a healthy run: a repair there is a bug).</summary>
     public async Task<string> Repairs()

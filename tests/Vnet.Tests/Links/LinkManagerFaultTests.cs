@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net.Sockets;
+using Vnet.Engine;
 using Vnet.Links;
 using Vnet.Links.Security;
 using Vnet.Tests.Support;
@@ -149,6 +150,56 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Accept_InitOlderThanTheLastFromThatKey_RejectedSayingTheClockIsBehind()
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        using var timeout = new CancellationTokenSource(Quick * 2);
+        var now = NoiseHandshake.Timestamp();
+        using (var first = await Connect(proxy, timeout.Token))
+        {
+            var init = new NoiseHandshake.Initiator(_keys.Of("host1"), _keys.Of("proxy").Public, PresharedKey.None)
+                .CreateInit(new InitiatorHello("host1", DaemonRole.Host, LinkTransport.Tcp, true, 0x0700_0001, now));
+            await HandshakeChannel.WriteAsync(first, MessageType.HandshakeInit, 0, init, timeout.Token);
+            Assert.Equal(MessageType.HandshakeResponse, (await HandshakeChannel.ReadAsync(first, timeout.Token)).Header.Type);
+        }
+
+        // The same host after its clock stepped back a minute: a new INIT (new ephemeral key), older than the last.
+        using var behind = await Connect(proxy, timeout.Token);
+        var older = new NoiseHandshake.Initiator(_keys.Of("host1"), _keys.Of("proxy").Public, PresharedKey.None)
+            .CreateInit(new InitiatorHello("host1", DaemonRole.Host, LinkTransport.Tcp, true, 0x0700_0002, now - 60_000_000_000UL));
+        await HandshakeChannel.WriteAsync(behind, MessageType.HandshakeInit, 0, older, timeout.Token);
+        var (header, payload) = await HandshakeChannel.ReadAsync(behind, timeout.Token);
+
+        Assert.Equal(MessageType.Reject, header.Type);
+        Assert.Equal(0x0700_0002u, header.Session);
+        Assert.Equal(HandshakeException.StaleTimestampReason, System.Text.Encoding.UTF8.GetString(payload));
+        Assert.Null(proxy.Links.Find("host1"));
+    }
+
+    [Fact]
+    public void Dial_ClockJumpedBack_TheDialerLogsWhyAndHowToHealIt()
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        long behind = 0;
+        var host = new LinkNode("host1", DaemonRole.Host, _keys, timestamp: () => NoiseHandshake.Timestamp() - (ulong)Interlocked.Read(ref behind));
+        _nodes.Add(host);
+        var port = host.Links.AddLink("proxy", LinkTransport.Tcp, star: true, proxy.EndPoint);
+        host.WaitUp("proxy");
+
+        Interlocked.Exchange(ref behind, 3_600_000_000_000L);
+        port.Session!.Close("test: the clock jumps back an hour");
+
+        Wait.Until(() => host.Log.Contains("this machine's clock is behind") && host.Log.Contains(HandshakeException.StaleTimestampReason),
+            Quick * 2, "the dialer to say its clock is behind, with the Proxy's reason");
+        Assert.False(port.IsUp);
+        Assert.True(proxy.Links.HandshakesRefused >= 1);
+
+        // Healed: the clock is right again, and the next dial gets in.
+        Interlocked.Exchange(ref behind, 0);
+        host.WaitUp("proxy");
+    }
+
+    [Fact]
     public async Task Accept_ToolWithoutAnAdministratorKey_Refused()
     {
         var proxy = Node("proxy", DaemonRole.Proxy, acceptTools: true);
@@ -243,6 +294,72 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
         Assert.Contains("no message", port.LastDownReason, StringComparison.Ordinal);
         Assert.Contains(proxy.Events.Events, e => e.StartsWith("down ghost: no message", StringComparison.Ordinal));
         Assert.True(await IsClosedByPeer(ghost.Socket, timeout.Token), "the Proxy kept the dead peer's connection open");
+    }
+
+    [Fact]
+    public async Task Send_PeerStopsReading_AReaderFlushingInlineNeverWaitsForItsSocket()
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
+        var port = proxy.WaitUp("ghost");
+        var session = port.Session;
+        proxy.Route("ghost");
+        // The ghost never reads a byte, and keeps its session alive with keep-alives: a slow peer.
+        using var stop = new CancellationTokenSource();
+        var alive = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                // Each sealed anew: on TCP a repeated counter ends the session.
+                await ghost.Socket.SendAsync(ghost.Seal(MessageType.KeepAlive, new byte[12]), SocketFlags.None, timeout.Token);
+                await Task.Delay(250, timeout.Token);
+            }
+        });
+
+        // An interface's reader: frames in batches, each batch flushed inline, for 4 s. Once the
+        // ghost's socket is full a flush must give its frames to the queue and return; before,
+        // the first write that went out in part waited for the rest as long as the peer lived.
+        var rounds = 0;
+        var noBuffer = 0;
+        var longest = TimeSpan.Zero;
+        var bytes = LinkNode.NewFrame(1400, 1);
+        var reader = new Thread(() =>
+        {
+            TransmitBatch.Begin();
+            var run = Stopwatch.StartNew();
+            while (run.Elapsed < TimeSpan.FromSeconds(4))
+            {
+                for (var i = 0; i < 16; i++)
+                {
+                    var frame = proxy.Pool.TryRent();
+                    if (frame is null)
+                    {
+                        noBuffer++;
+                        break;
+                    }
+                    bytes.CopyTo(frame.Buffer.AsSpan(frame.Offset));
+                    frame.Length = bytes.Length;
+                    proxy.Send(frame);
+                }
+                var flush = Stopwatch.StartNew();
+                TransmitBatch.Flush();
+                if (flush.Elapsed > longest)
+                    longest = flush.Elapsed;
+                rounds++;
+            }
+            TransmitBatch.End();
+        })
+        { IsBackground = true };
+        reader.Start();
+        var finished = reader.Join(TimeSpan.FromSeconds(30));
+        stop.Cancel();
+        await alive.ContinueWith(_ => { }, TaskScheduler.Default);
+
+        Assert.True(finished, $"the reader thread stalled on the slow peer's socket after {rounds} batches");
+        Assert.True(noBuffer > 0, "the ghost's socket never filled (every frame went out): the test proved nothing");
+        Assert.True(longest < TimeSpan.FromSeconds(2), $"one inline flush took {longest.TotalMilliseconds:0} ms");
+        Assert.Same(session, port.Session);
     }
 
     [Fact]

@@ -176,6 +176,31 @@ public sealed class LinkManagerTests : IAsyncLifetime
         TestPackets.ReleaseAll(segments);
     }
 
+    [Theory]
+    [InlineData(LinkTransport.Tcp)]
+    [InlineData(LinkTransport.Udp)]
+    public void SendControl_SmallThenLargerThanTheReceiveBufferThenTheLargest_EachArrivesWhole(LinkTransport transport)
+    {
+        // The receive buffer starts at 64 KiB and grows for a larger control message (a directory
+        // snapshot of thousands of VMs), up to the largest a peer may send.
+        var (proxy, host) = Pair(transport);
+        var session = host.Links.Find(ProxyName)!.Session!;
+        var sizes = new[] { 100, 64 * 1024, 300_000, Wire.MaxControlPayload - Wire.CounterSize - Wire.TagSize, 5 };
+        var sent = new List<byte[]>();
+        foreach (var size in sizes)
+        {
+            var payload = new byte[size];
+            new Random(size).NextBytes(payload);
+            sent.Add(payload);
+            session.SendControl(MessageType.Control, payload);
+        }
+        Wait.Until(() => proxy.Events.ControlPayloads.Count >= sizes.Length, TimeSpan.FromSeconds(20), "every control message at the Proxy");
+        var received = proxy.Events.ControlPayloads.ToArray();
+        for (var i = 0; i < sizes.Length; i++)
+            Assert.True(sent[i].AsSpan().SequenceEqual(received[i]), $"control message {i} ({sizes[i]} bytes) arrived changed");
+        Assert.Same(session, host.Links.Find(ProxyName)!.Session);
+    }
+
     [Fact]
     public void Forward_GsoSuperFrameOverTcp_ArrivesWholeWithItsMetadata()
     {

@@ -24,7 +24,7 @@ internal sealed class LinkNode : IAsyncDisposable
 
     /// <param name="keys">Who is who in this test's overlay (this node's key is taken from it unless <paramref name="identity"/> is given).</param>
     public LinkNode(string name, DaemonRole role, TestKeys keys, int port = 0, StaticKeyPair? identity = null, PresharedKey? psk = null,
-        bool acceptTools = false)
+        bool acceptTools = false, Func<ulong>? timestamp = null)
     {
         Name = name;
         Switch.AddPort(Vm);
@@ -38,6 +38,7 @@ internal sealed class LinkNode : IAsyncDisposable
                 Psk = psk ?? PresharedKey.None,
                 AcceptTools = acceptTools,
                 Listen = new IPEndPoint(IPAddress.Loopback, port),
+                Timestamp = timestamp ?? NoiseHandshake.Timestamp,
             },
             Switch,
             Pool,
@@ -185,7 +186,14 @@ internal sealed class RecordingObserver : ILinkEvents, IToolSessionHost
 
     public void OnLinkDown(LinkPort port, LinkSession session, string reason) => _events.Enqueue($"down {port.Peer}: {reason}");
 
-    public void OnControl(LinkPort port, LinkSession session, byte[] payload) => _events.Enqueue($"control {port.Peer}");
+    /// <summary>The payloads of the control messages received, in order.</summary>
+    public ConcurrentQueue<byte[]> ControlPayloads { get; } = new();
+
+    public void OnControl(LinkPort port, LinkSession session, byte[] payload)
+    {
+        ControlPayloads.Enqueue(payload);
+        _events.Enqueue($"control {port.Peer}");
+    }
 
     public Task ServeAsync(System.Net.Sockets.Socket socket, PeerIdentity peer, uint localSession, CancellationToken ct)
     {
