@@ -299,10 +299,8 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     [Fact]
     public async Task Send_PeerStopsReading_AReaderFlushingInlineNeverWaitsForItsSocket()
     {
-        var proxy = Node("proxy", DaemonRole.Proxy);
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
-        var port = proxy.WaitUp("ghost");
+        using var at = await GhostAtProxy(LinkTransport.Tcp, TimeSpan.FromSeconds(60));
+        var (proxy, ghost, port, timeout) = (at.Proxy, at.Ghost, at.Port, at.Timeout);
         var session = port.Session;
         proxy.Route("ghost");
         // The ghost never reads a byte, and keeps its session alive with keep-alives: a slow peer.
@@ -365,10 +363,8 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     [Fact]
     public async Task Accept_PeerAuthenticatesAndSendsGarbage_SessionEndsWithProtocolError()
     {
-        var proxy = Node("proxy", DaemonRole.Proxy);
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
-        var port = proxy.WaitUp("ghost");
+        using var at = await GhostAtProxy(LinkTransport.Tcp, TimeSpan.FromSeconds(10));
+        var (proxy, ghost, port, timeout) = (at.Proxy, at.Ghost, at.Port, at.Timeout);
 
         await ghost.Socket.SendAsync(new byte[32], SocketFlags.None, timeout.Token);
 
@@ -381,10 +377,8 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     [Fact]
     public async Task Accept_PeerSendsAMessageForAnotherSession_SessionEnds()
     {
-        var proxy = Node("proxy", DaemonRole.Proxy);
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
-        var port = proxy.WaitUp("ghost");
+        using var at = await GhostAtProxy(LinkTransport.Tcp, TimeSpan.FromSeconds(10));
+        var (proxy, ghost, port, timeout) = (at.Proxy, at.Ghost, at.Port, at.Timeout);
         Assert.Equal(port.Session!.LocalSession, ghost.Daemon.RemoteSession);
 
         await ghost.Socket.SendAsync(ghost.Seal(MessageType.KeepAlive, new byte[12], session: ghost.Daemon.RemoteSession ^ 1), SocketFlags.None, timeout.Token);
@@ -403,10 +397,8 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     [InlineData(-1)]
     public async Task Receive_SealedFrameWithAByteChanged_NeverForwardedAndTheSessionEnds(int offset)
     {
-        var proxy = Node("proxy", DaemonRole.Proxy);
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
-        var port = proxy.WaitUp("ghost");
+        using var at = await GhostAtProxy(LinkTransport.Tcp, TimeSpan.FromSeconds(10));
+        var (proxy, ghost, port, timeout) = (at.Proxy, at.Ghost, at.Port, at.Timeout);
         proxy.Route("ghost");
         var message = ghost.Seal(MessageType.Data, LinkNode.NewFrame(200, 3), hopLimit: 5);
         message[offset < 0 ? message.Length - 1 : offset] ^= 0x20;
@@ -421,10 +413,8 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     [Fact]
     public async Task Receive_UnsealedFrameAfterTheHandshake_RefusedAndNeverForwarded()
     {
-        var proxy = Node("proxy", DaemonRole.Proxy);
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
-        var port = proxy.WaitUp("ghost");
+        using var at = await GhostAtProxy(LinkTransport.Tcp, TimeSpan.FromSeconds(10));
+        var (proxy, ghost, port, timeout) = (at.Proxy, at.Ghost, at.Port, at.Timeout);
         proxy.Route("ghost");
         var frame = LinkNode.NewFrame(100, 4);
 
@@ -440,10 +430,8 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     [Fact]
     public async Task Receive_DataLargerThanAFrame_RefusedBeforeAnyByteIsCopied()
     {
-        var proxy = Node("proxy", DaemonRole.Proxy);
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
-        var port = proxy.WaitUp("ghost");
+        using var at = await GhostAtProxy(LinkTransport.Tcp, TimeSpan.FromSeconds(10));
+        var (proxy, ghost, port, timeout) = (at.Proxy, at.Ghost, at.Port, at.Timeout);
 
         await ghost.Socket.SendAsync(Header(MessageType.Data, Wire.MaxDataPayload, ghost.Daemon.RemoteSession, flags: MessageFlags.Encrypted, hopLimit: 5),
             SocketFlags.None, timeout.Token);
@@ -462,10 +450,8 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     [InlineData(70_000)]
     public async Task Receive_KeepAliveOfAnyLength_AnsweredWhenSmallRefusedOtherwiseNeverACrash(int length)
     {
-        var proxy = Node("proxy", DaemonRole.Proxy);
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
-        var port = proxy.WaitUp("ghost");
+        using var at = await GhostAtProxy(LinkTransport.Tcp, TimeSpan.FromSeconds(10));
+        var (proxy, ghost, port, timeout) = (at.Proxy, at.Ghost, at.Port, at.Timeout);
         var payload = new byte[length];
         new Random(length).NextBytes(payload);
 
@@ -492,10 +478,8 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     [Fact]
     public async Task Receive_TcpMessagesSplitAcrossWrites_ControlFrameAndKeepAliveHandled()
     {
-        var proxy = Node("proxy", DaemonRole.Proxy);
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Tcp, timeout.Token);
-        var port = proxy.WaitUp("ghost");
+        using var at = await GhostAtProxy(LinkTransport.Tcp, TimeSpan.FromSeconds(10));
+        var (proxy, ghost, port, timeout) = (at.Proxy, at.Ghost, at.Port, at.Timeout);
         proxy.Route("ghost");
         var frame = LinkNode.NewFrame(1000, 7);
         var control = "{\"x\":1}"u8.ToArray();
@@ -528,10 +512,8 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
     [InlineData(MessageType.KeepAlive)]
     public async Task Receive_UdpLinkConnection_ControlTakenFramesAndProbesRefused(MessageType type)
     {
-        var proxy = Node("proxy", DaemonRole.Proxy);
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        using var ghost = await Ghost.Connect(proxy, _keys, LinkTransport.Udp, timeout.Token);
-        var port = proxy.WaitUp("ghost");
+        using var at = await GhostAtProxy(LinkTransport.Udp, TimeSpan.FromSeconds(10));
+        var (proxy, ghost, port, timeout) = (at.Proxy, at.Ghost, at.Port, at.Timeout);
         proxy.Route("ghost");
         Assert.Equal(LinkTransport.Udp, port.Session!.Transport);
 
@@ -591,6 +573,24 @@ public sealed class LinkManagerFaultTests : IAsyncLifetime
         {
             return false;
         }
+    }
+
+    /// <summary>A Proxy with the ghost's session up on it, and the test's deadline.</summary>
+    private sealed record GhostedProxy(LinkNode Proxy, Ghost Ghost, LinkPort Port, CancellationTokenSource Timeout) : IDisposable
+    {
+        public void Dispose()
+        {
+            Ghost.Dispose();
+            Timeout.Dispose();
+        }
+    }
+
+    private async Task<GhostedProxy> GhostAtProxy(LinkTransport transport, TimeSpan deadline)
+    {
+        var proxy = Node("proxy", DaemonRole.Proxy);
+        var timeout = new CancellationTokenSource(deadline);
+        var ghost = await Ghost.Connect(proxy, _keys, transport, timeout.Token);
+        return new GhostedProxy(proxy, ghost, proxy.WaitUp("ghost"), timeout);
     }
 
     /// <summary>
