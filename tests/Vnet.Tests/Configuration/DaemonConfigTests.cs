@@ -468,6 +468,24 @@ public sealed class DaemonConfigTests
         Assert.Equal("link 'gateway'", e.Field);
     }
 
+    [Fact]
+    public void ToString_ConfigWithKeyAndPresharedKey_NeitherSecretPrinted()
+    {
+        // A configuration record may be logged whole: its key pair shows the public key only and
+        // its preshared key says "hidden".
+        var psk = PresharedKey.Generate();
+        var pskFile = WriteKey("redaction.psk", psk.Export());
+        var c = DaemonConfig.Parse(HostToml.Replace("hop_limit = 6", $"hop_limit = 6\npsk_file = \"{pskFile}\"", StringComparison.Ordinal));
+
+        var printed = c.ToString() + c.Identity + c.Psk;
+
+        Assert.Equal(psk.Export(), c.Psk.Export());
+        Assert.DoesNotContain(Pair.ExportPrivate(), printed, StringComparison.Ordinal);
+        Assert.DoesNotContain(psk.Export(), printed, StringComparison.Ordinal);
+        Assert.Contains(Pair.Public.ToString(), printed, StringComparison.Ordinal);
+        Assert.Contains("hidden", printed, StringComparison.Ordinal);
+    }
+
     private static string HostBase => $"name = \"host1\"\nrole = \"host\"\nkey_file = \"{Key}\"\n[proxy]\naddress = \"10.0.0.1:5500\"\npublic_key = \"{ProxyPub}\"";
 
     private static string ProxyBase => $"name = \"proxy\"\nrole = \"proxy\"\nkey_file = \"{Key}\"";
