@@ -38,13 +38,8 @@ public sealed class AttackerTests(ITestOutputHelper output)
     [Fact]
     public void UdpKeepAlive_SpoofedAsTheHostWithTheSniffedSession_RefusedCountedAndTheProxyStaysUp()
     {
-        using var o = new OverlayBed(output, hosts: 1);
-        try
+        UnderAttackOnAUdpStar((o, eve) =>
         {
-            using var eve = Eve.Join(o);
-            o.StartAll(transport: "udp");
-            o.AddVm(1, 1);
-            AssertVmReachesTheLan(o);
             var keepAlive = eve.SniffKeepAlive();
             output.WriteLine($"eve sniffed {keepAlive}");
             var before = StarOf(o);
@@ -75,24 +70,14 @@ public sealed class AttackerTests(ITestOutputHelper output)
             }
             output.WriteLine($"sent {sent} spoofed keep-alives; the Proxy refused {Refused(o) - rejected}");
             AssertUnharmed(o, before);
-        }
-        catch
-        {
-            o.DumpAll();
-            throw;
-        }
+        });
     }
 
     [Fact]
     public void UdpData_SpoofedBroadcastFromAMadeUpMac_NeverReachesTheLan()
     {
-        using var o = new OverlayBed(output, hosts: 1);
-        try
+        UnderAttackOnAUdpStar((o, eve) =>
         {
-            using var eve = Eve.Join(o);
-            o.StartAll(transport: "udp");
-            o.AddVm(1, 1);
-            AssertVmReachesTheLan(o);
             var sniffed = eve.SniffKeepAlive();
             output.WriteLine($"eve sniffed {sniffed}");
             var before = StarOf(o);
@@ -139,24 +124,14 @@ public sealed class AttackerTests(ITestOutputHelper output)
             Assert.True(fromVm > 0, "the LAN capture saw none of vm1's frames: it proves nothing");
             Assert.True(Foreign().Count == 0, $"frames not from vm1 reached the LAN:\n{string.Join('\n', Foreign())}");
             Assert.DoesNotContain(o.Vms("proxy"), v => v.Mac.ToString() == ForgedMac);
-        }
-        catch
-        {
-            o.DumpAll();
-            throw;
-        }
+        });
     }
 
     [Fact]
     public void UdpKeepAlive_ReplayedFromAnotherAddressNowOrLater_RefusedAndTheSessionStaysWithTheHost()
     {
-        using var o = new OverlayBed(output, hosts: 1);
-        try
+        UnderAttackOnAUdpStar((o, eve) =>
         {
-            using var eve = Eve.Join(o);
-            o.StartAll(transport: "udp");
-            o.AddVm(1, 1);
-            AssertVmReachesTheLan(o);
             // Where the Proxy would send h1's traffic if a replay moved the session: eve's own port.
             using var trap = eve.Listen(new IPEndPoint(IPAddress.Parse(EveIp), LinkPort));
             using var sniffer = eve.OpenSniffer();
@@ -185,24 +160,14 @@ public sealed class AttackerTests(ITestOutputHelper output)
             AssertUnharmed(o, before);
             // Checked again after seconds of keep-alives and pings, which the Proxy sent to wherever it thought h1 was.
             Assert.True(trap.Available == 0, $"the Proxy sent {trap.Available} bytes to eve's address after a replay");
-        }
-        catch
-        {
-            o.DumpAll();
-            throw;
-        }
+        });
     }
 
     [Fact]
     public void UdpData_ReplayedAfterNewerDatagrams_RefusedAndNoFrameReachesTheLanTwice()
     {
-        using var o = new OverlayBed(output, hosts: 1);
-        try
+        UnderAttackOnAUdpStar((o, eve) =>
         {
-            using var eve = Eve.Join(o);
-            o.StartAll(transport: "udp");
-            o.AddVm(1, 1);
-            AssertVmReachesTheLan(o);
             var lan = o.Bed.Start("lanhost", "tcpdump-lan", "tcpdump", "-i", "eth0", "-n", "-e", "-l",
                 $"icmp[icmptype] == icmp-echo and ether src {OverlayBed.VmMac(1)}");
             lan.WaitForOutput("listening on", TimeSpan.FromSeconds(10));
@@ -231,12 +196,7 @@ public sealed class AttackerTests(ITestOutputHelper output)
             Assert.True(EchoRequests() == 1, $"vm1's one echo request reached the LAN {EchoRequests()} times:\n{string.Join('\n', lan.Lines)}");
             Assert.True(Refused(o) - rejected >= 6, "the Proxy did not count the replays it refused");
             AssertUnharmed(o, before);
-        }
-        catch
-        {
-            o.DumpAll();
-            throw;
-        }
+        });
     }
 
     [Fact]
@@ -389,6 +349,28 @@ public sealed class AttackerTests(ITestOutputHelper output)
         {
             foreach (var socket in flood)
                 socket.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A Proxy and h1 on a UDP star link, eve on the WAN, vm1 already reaching the LAN: then
+    /// <paramref name="attack"/>. Every daemon's log is dumped when it fails.
+    /// </summary>
+    private void UnderAttackOnAUdpStar(Action<OverlayBed, Eve> attack)
+    {
+        using var o = new OverlayBed(output, hosts: 1);
+        try
+        {
+            using var eve = Eve.Join(o);
+            o.StartAll(transport: "udp");
+            o.AddVm(1, 1);
+            AssertVmReachesTheLan(o);
+            attack(o, eve);
+        }
+        catch
+        {
+            o.DumpAll();
+            throw;
         }
     }
 
