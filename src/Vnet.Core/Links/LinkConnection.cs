@@ -52,8 +52,7 @@ internal sealed unsafe class LinkConnection : IDisposable
 
     // The unsent rest of an inline write (under the send lock); allocated at the first one.
     private byte[]? _carry;
-    private int _carryStart;
-    private int _carryEnd;
+    private int _carryLength;
 
     public LinkConnection(Socket socket, LinkSession session)
     {
@@ -80,14 +79,13 @@ internal sealed unsafe class LinkConnection : IDisposable
     /// <summary>Gives the carry buffer back to its shelf: the session ended and the caller holds its send lock.</summary>
     public void ReleaseBuffers()
     {
-        _carryStart = 0;
-        _carryEnd = 0;
+        _carryLength = 0;
         BufferShelf.Scratch.Return(_carry);
         _carry = null;
     }
 
     /// <summary>Whether bytes of an inline write still wait for the sender thread (read without the lock: a hint).</summary>
-    public bool HasCarry => Volatile.Read(ref _carryEnd) > Volatile.Read(ref _carryStart);
+    public bool HasCarry => Volatile.Read(ref _carryLength) > 0;
 
     /// <summary>
     /// writev until everything is out, across partial writes and EAGAIN. With
@@ -99,13 +97,19 @@ internal sealed unsafe class LinkConnection : IDisposable
     /// </summary>
     public LinkSendOutcome Write(LibC.IoVec* iov, int count, int total, bool inline)
     {
-        if (_carryEnd > _carryStart)
+        if (_carryLength > 0)
         {
             if (inline)
                 return LinkSendOutcome.WouldBlock;
             if (!DrainCarry())
                 return LinkSendOutcome.Failed;
         }
+        return WriteOut(iov, count, total, inline);
+    }
+
+    /// <summary>The writev loop of <see cref="Write(LibC.IoVec*, int, int, bool)"/>, carried bytes aside.</summary>
+    private LinkSendOutcome WriteOut(LibC.IoVec* iov, int count, int total, bool inline)
+    {
         var done = 0;
         while (done < total)
         {
@@ -162,8 +166,7 @@ internal sealed unsafe class LinkConnection : IDisposable
             new ReadOnlySpan<byte>(iov[i].Base, n).CopyTo(carry.AsSpan(at));
             at += n;
         }
-        _carryStart = 0;
-        Volatile.Write(ref _carryEnd, at);
+        Volatile.Write(ref _carryLength, at);
     }
 
     /// <summary>
@@ -172,32 +175,16 @@ internal sealed unsafe class LinkConnection : IDisposable
     /// </summary>
     public bool DrainCarry()
     {
-        while (_carryEnd > _carryStart)
+        var length = _carryLength;
+        if (length == 0)
+            return true;
+        // Marked empty first: the write below waits until every byte is out, or the session ended.
+        Volatile.Write(ref _carryLength, 0);
+        fixed (byte* p = _carry)
         {
-            nint n;
-            fixed (byte* p = &_carry![_carryStart])
-                n = LibC.Write(_fd, p, (nuint)(_carryEnd - _carryStart));
-            if (n >= 0)
-            {
-                _carryStart += (int)n;
-                continue;
-            }
-            var errno = LibC.LastError;
-            if (errno == LibC.EINTR)
-                continue;
-            if (errno != LibC.EAGAIN)
-            {
-                _session.Close($"send failed: {LibC.ErrorText(errno)}");
-                return false;
-            }
-            var pfd = new LibC.PollFd { Fd = _fd, Events = LibC.POLLOUT };
-            LibC.Poll(&pfd, 1, 200);
-            if (_session.IsClosed)
-                return false;
+            var iov = new LibC.IoVec { Base = p, Length = (nuint)length };
+            return WriteOut(&iov, 1, length, inline: false) == LinkSendOutcome.Sent;
         }
-        _carryStart = 0;
-        Volatile.Write(ref _carryEnd, 0);
-        return true;
     }
 
     // ---------------------------------------------------------------- reading
