@@ -12,8 +12,8 @@ namespace Vnet.Links;
 /// <code>
 /// Sending a batch (whoever holds the session's send lock: its sender thread, or a reader inline):
 ///  1. A frame with no hop left, or any frame before the peer's address is known, is dropped and counted.
-///  2. A plain frame is one datagram: header, counter, virtio header, frame, tag, copied into a
-///     pinned scratch and sealed there in place.
+///  2. A plain frame is one datagram: header, counter, virtio header, frame, tag, sealed from the
+///     frame into a pinned scratch (WriteDatagram says when a copy comes first).
 ///  3. A super-frame is cut into segments that fit the path MTU (user-space GSO, partial checksums
 ///     kept), laid out back to back and sent with as few sendmsg(UDP_SEGMENT) calls as the kernel
 ///     allows. A UDP send never blocks the caller: a full socket buffer drops (and counts).
@@ -145,7 +145,7 @@ internal sealed class UdpLinkTransport : ILinkTransport
                 if (d > size)
                     break;
                 s.HopLimit = hopLimit;
-                WriteDatagram(s, buffer.AsSpan(length));
+                WriteDatagram(s, buffer.AsSpan(length), owned: true);
                 length += d;
                 frameBytes += s.Length;
                 count++;
@@ -160,7 +160,7 @@ internal sealed class UdpLinkTransport : ILinkTransport
 
     private void SendDatagram(Frame frame, UdpPeer peer, byte[] buffer)
     {
-        var size = WriteDatagram(frame, buffer);
+        var size = WriteDatagram(frame, buffer, owned: false);
         SendBuffer(buffer, size, size, 1, frame.Length, peer);
     }
 
@@ -181,15 +181,34 @@ internal sealed class UdpLinkTransport : ILinkTransport
     private static int DatagramSize(Frame frame) =>
         Wire.HeaderSize + SealedRecord.Overhead + (frame.Offload.IsPlain ? 0 : VirtioNetHeader.Size) + frame.Length;
 
-    /// <summary>One sealed data datagram: the plaintext goes where the ciphertext will be and is sealed in place.</summary>
-    private int WriteDatagram(Frame frame, Span<byte> span)
+    /// <summary>
+    /// One sealed data datagram. The sealing reads the plaintext where it lies: a frame without a
+    /// virtio header straight from the frame, a segment (this link's own) with its virtio header
+    /// written into the segment's headroom; only a shared frame with an offload header is first
+    /// copied next to its header in the datagram (and sealed there in place).
+    /// </summary>
+    private int WriteDatagram(Frame frame, Span<byte> span, bool owned)
     {
         var offload = !frame.Offload.IsPlain;
         var extra = offload ? VirtioNetHeader.Size : 0;
-        var plain = span.Slice(Wire.HeaderSize + Wire.CounterSize, extra + frame.Length);
-        if (offload)
-            frame.Offload.Write(plain);
-        frame.Data.CopyTo(plain[extra..]);
+        ReadOnlySpan<byte> plain;
+        if (!offload)
+        {
+            plain = frame.Data;
+        }
+        else if (owned && frame.Offset >= extra)
+        {
+            var withHeader = frame.Buffer.AsSpan(frame.Offset - extra, extra + frame.Length);
+            frame.Offload.Write(withHeader);
+            plain = withHeader;
+        }
+        else
+        {
+            var inPlace = span.Slice(Wire.HeaderSize + Wire.CounterSize, extra + frame.Length);
+            frame.Offload.Write(inPlace);
+            frame.Data.CopyTo(inPlace[extra..]);
+            plain = inPlace;
+        }
         return SealedRecord.Seal(span, _session.DatagramSealer.Current, MessageType.Data, offload ? MessageFlags.Offload : MessageFlags.None,
             (byte)(frame.HopLimit - 1), _session.Peer.RemoteSession, plain);
     }

@@ -19,7 +19,8 @@ internal static class SealedRecord
     /// <summary>
     /// Writes header, counter, ciphertext and tag for <paramref name="plaintext"/> into
     /// <paramref name="destination"/>; returns the message length. The plaintext may already sit at
-    /// <c>destination[HeaderSize + CounterSize..]</c> (sealed in place). No allocation.
+    /// <c>destination[HeaderSize + CounterSize..]</c> (sealed in place) or anywhere else that does
+    /// not overlap the destination (sealed from there, saving a copy). No allocation.
     /// </summary>
     public static int Seal(Span<byte> destination, EpochKey key, MessageType type, MessageFlags flags, byte hopLimit, uint session,
         ReadOnlySpan<byte> plaintext)
