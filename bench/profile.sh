@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Profiles the two daemons of one VNET link while a VM sends one TCP stream to another (or pings
+# it, or floods it with small UDP packets), and keeps the profile: a flame graph (SVG) and the
+# functions with the most samples, per daemon, under --out (docs/perf/ for the ones we keep).
+#
+#   [pf-vmA] eth0 ==veth== vethA -[brA]- tapA (daemon a, the Proxy)   [pf-hostA] physA 192.0.2.1
+#                                                                         ||  veth, MTU 1500
+#   [pf-vmB] eth0 ==veth== vethB -[brB]- tapB (daemon b, a host)      [pf-hostB] physB 192.0.2.2
+#
+# As in the peer benchmark: VM MTU 1360, the VMs' offloads left at their defaults, each daemon
+# with its own key pair. perf samples both daemons (cpu-clock, call graphs by frame pointers; the
+# JIT writes /tmp/perf-PID.map so managed frames have names; see below) for --seconds in the middle of the test.
+#
+# Usage (root): bench/profile.sh [--transport udp|tcp] [--test tcp|tcp4|ping|udp64] [--seconds 8]
+#                                [--out DIR] [--vnet DIR (a dotnet publish of src/Vnet.Cli)]
+set -euo pipefail
+
+repo=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
+transport=udp test=tcp seconds=8 out="" vnet_dir=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --transport) transport=$2; shift 2 ;;
+        --test) test=$2; shift 2 ;;
+        --seconds) seconds=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        --vnet) vnet_dir=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "run as root (namespaces, perf)" >&2; exit 2; }
+command -v perf >/dev/null || { echo "perf not found (apt-get install linux-perf)" >&2; exit 2; }
+out=${out:-"$repo/artifacts/profile-$transport-$test-$(date +%Y%m%d-%H%M%S)"}
+mkdir -p "$out"
+if [ -z "$vnet_dir" ]; then
+    vnet_dir="$repo/artifacts/profile-vnet"
+    dotnet publish "$repo/src/Vnet.Cli" -c Release -o "$vnet_dir" -nologo -clp:ErrorsOnly >/dev/null
+fi
+vnet="dotnet $vnet_dir/vnet.dll"
+work=$(mktemp -d /tmp/vnet-profile.XXXXXX)
+pids=()
+
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for _ in $(seq 30); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.1; done
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    for ns in pf-vmA pf-vmB pf-hostA pf-hostB; do ip netns del "$ns" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+for ns in pf-vmA pf-vmB pf-hostA pf-hostB; do ip netns del "$ns" 2>/dev/null || true; ip netns add "$ns"; done
+ip link add physA netns pf-hostA type veth peer name physB netns pf-hostB
+ip -n pf-hostA addr add 192.0.2.1/24 dev physA
+ip -n pf-hostB addr add 192.0.2.2/24 dev physB
+for s in A B; do
+    h=pf-host$s v=pf-vm$s
+    ip -n "$h" link set lo up
+    ip -n "$h" link set "phys$s" up
+    ip -n "$h" link add "br$s" type bridge
+    ip -n "$h" link set "br$s" up
+    ip link add eth0 netns "$v" type veth peer name "veth$s" netns "$h"
+    ip -n "$h" link set "veth$s" master "br$s" up
+    ip -n "$v" link set lo up
+    ip -n "$v" link set eth0 mtu 1360 up
+done
+ip -n pf-vmA link set eth0 address 02:00:00:99:00:01
+ip -n pf-vmB link set eth0 address 02:00:00:99:00:02
+ip -n pf-vmA addr add 10.99.0.1/24 dev eth0
+ip -n pf-vmB addr add 10.99.0.2/24 dev eth0
+
+# Keys in files only root reads; never on a command line.
+$vnet keygen -o "$work/a.key" >/dev/null
+$vnet keygen -o "$work/b.key" >/dev/null
+# Managed frames get names from the JIT's perf map; W^X double-mapping hides JIT code from perf
+# (a memfd mapping, not anonymous memory), and ReadyToRun code (the framework's) has no map
+# entries, so both are off while profiling: the framework's code is then JIT-compiled too.
+export DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0 DOTNET_ReadyToRun=0
+ip netns exec pf-hostA $vnet daemon --name a --role proxy --listen 192.0.2.1:5500 --key-file "$work/a.key" \
+    --admit "b=$($vnet pubkey <"$work/b.key")" --tap tapA --lan tapA --mtu 1360 \
+    --control-socket "$work/a.sock" --log-level warning >"$out/daemon-a.log" 2>&1 &
+pids+=($!)
+ip netns exec pf-hostB $vnet daemon --name b --role host --listen 192.0.2.2:5500 --key-file "$work/b.key" \
+    --proxy-key "$($vnet pubkey <"$work/a.key")" --proxy 192.0.2.1:5500 --proxy-name a --transport "$transport" \
+    --tap tapB --mtu 1360 --control-socket "$work/b.sock" --log-level warning >"$out/daemon-b.log" 2>&1 &
+pids+=($!)
+for s in A B; do
+    for _ in $(seq 100); do ip -n "pf-host$s" link show "tap$s" >/dev/null 2>&1 && break; sleep 0.1; done
+    ip -n "pf-host$s" link set "tap$s" mtu 1500 master "br$s" up
+done
+ip netns exec pf-vmA ping -c 1 -w 30 10.99.0.2 >/dev/null || { echo "the VMs never reached each other" >&2; exit 1; }
+
+ip netns exec pf-vmB iperf3 -s -D -1 >/dev/null
+sleep 0.3
+case $test in
+    tcp)   load=(iperf3 -c 10.99.0.2 -t $((seconds + 6))) ;;
+    tcp4)  load=(iperf3 -c 10.99.0.2 -t $((seconds + 6)) -P 4) ;;
+    udp64) load=(iperf3 -c 10.99.0.2 -t $((seconds + 6)) -u -l 64 -b 1G) ;;
+    ping)  load=(ping -c $(( (seconds + 6) * 50 )) -i 0.02 10.99.0.2) ;;
+    *) echo "unknown test $test" >&2; exit 2 ;;
+esac
+ip netns exec pf-vmA "${load[@]}" >"$out/load.txt" 2>&1 &
+load_pid=$!
+sleep 3
+daemon_pids=$(pgrep -f "vnet.dll daemon --name [ab] " | paste -sd,)
+perf record -e cpu-clock -F 999 -g -p "$daemon_pids" -o "$out/perf.data" -- sleep "$seconds" 2>"$out/perf-record.txt"
+wait "$load_pid" || true
+for name in a b; do
+    pid=$(pgrep -f "vnet.dll daemon --name $name " | head -1)
+    perf script -i "$out/perf.data" --pid "$pid" 2>/dev/null \
+        | python3 "$repo/bench/flamegraph.py" --title "daemon $name ($transport link, $test test)" --svg "$out/flame-$name.svg" \
+        >"$out/top-$name.txt"
+done
+tail -4 "$out/load.txt"
+echo "profile in $out: flame-a.svg flame-b.svg top-a.txt top-b.txt"
