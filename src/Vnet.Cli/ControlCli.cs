@@ -352,11 +352,11 @@ internal static class ControlCli
 
     private static void PrintLinks(JsonNode? data)
     {
-        var t = new TableWriter("PEER", "TRANSPORT", "STAR", "STATE", "REMOTE", "RTT ms", "TX", "RX", "DROPS", "SESSIONS", "AUTH FAIL", "REKEYS",
-            "EMULATION", "LAST DOWN");
+        var t = new TableWriter("PEER", "TRANSPORT", "STAR", "STATE", "REMOTE", "UDP PEER", "ROAMS", "RTT ms", "TX", "RX", "DROPS", "SESSIONS",
+            "AUTH FAIL", "REKEYS", "EMULATION", "LAST DOWN");
         foreach (var l in DaemonJson.FromNode<List<LinkStatus>>(data) ?? [])
         {
-            t.Add(l.Peer, l.Transport, l.Star, l.Up ? "up" : "down", l.Remote ?? l.Dial, l.RttMs,
+            t.Add(l.Peer, l.Transport, l.Star, l.Up ? "up" : "down", l.Remote ?? l.Dial, l.DatagramRemote, l.Roams, l.RttMs,
                 $"{l.TxFrames}/{TableWriter.Bytes(l.TxBytes)}", $"{l.RxFrames}/{TableWriter.Bytes(l.RxBytes)}", l.TxDrops, l.Sessions,
                 l.AuthenticationFailures, l.Rekeys, l.Emulation, l.LastDownReason);
         }

@@ -76,7 +76,9 @@ public sealed record LinkStatus(
     string? LastDownReason,
     RuleOrigin Origin = RuleOrigin.User,
     long? AuthenticationFailures = null,
-    long? Rekeys = null);
+    long? Rekeys = null,
+    string? DatagramRemote = null,
+    long? Roams = null);
 
 public sealed record InterfaceStatus(
     string Name,

@@ -113,6 +113,12 @@ public sealed class LinkSession : IDisposable, IFlushable
 
     public string RemoteEndPoint => _connection.RemoteEndPoint;
 
+    /// <summary>A UDP link's datagram peer (where its latest authenticated datagram came from), null until known and on TCP links.</summary>
+    public string? DatagramEndPoint => (_transport as UdpLinkTransport)?.Peer?.ToString();
+
+    /// <summary>How many times a UDP link's datagram peer moved (roaming); null on TCP links.</summary>
+    public long? DatagramRoams => (_transport as UdpLinkTransport)?.Roams;
+
     public bool IsClosed => Volatile.Read(ref _closed) != 0;
 
     public string CloseReason => _closeReason;

@@ -69,6 +69,24 @@ internal sealed class UdpLinkTransport : ILinkTransport
 
     private UdpPeer? _peer;
 
+    /// <summary>
+    /// The peer's datagrams come from <paramref name="peer"/> now (receive thread, after the
+    /// datagram from there authenticated). A move from a known address counts as a roam, so that
+    /// <c>vnet link list</c> shows a NAT rebinding or a new address (learning the first address
+    /// on the responder is not one).
+    /// </summary>
+    public void MovePeer(UdpPeer peer)
+    {
+        if (Peer is not null)
+            Interlocked.Increment(ref _roams);
+        Peer = peer;
+    }
+
+    /// <summary>How many times the peer's address moved during the session (see <see cref="MovePeer"/>).</summary>
+    public long Roams => Interlocked.Read(ref _roams);
+
+    private long _roams;
+
     /// <summary>For links started here: the peer confirmed our probe, so the UDP path works.</summary>
     public volatile bool ProbeAcknowledged;
 

@@ -12,6 +12,13 @@ namespace Vnet.Links;
 internal sealed class UdpPeer(SocketAddress address)
 {
     public SocketAddress Address { get; } = address;
+
+    /// <summary>The address as "ip:port" (for <c>vnet link list</c>).</summary>
+    public override string ToString()
+    {
+        var any = Address.Family == AddressFamily.InterNetworkV6 ? IPAddress.IPv6Any : IPAddress.Any;
+        return new IPEndPoint(any, 0).Create(Address).ToString() ?? "?";
+    }
 }
 
 /// <summary>
@@ -258,7 +265,7 @@ public sealed class UdpTransport : IDisposable
         {
             var copy = new SocketAddress(scratch.Family, sender.Length);
             sender.CopyTo(copy.Buffer.Span);
-            link.Peer = new UdpPeer(copy);
+            link.MovePeer(new UdpPeer(copy));
         }
         switch (header.Type)
         {

@@ -147,9 +147,11 @@ internal sealed class OverlayBed : IDisposable
     /// puts it on br0 itself, as a VM manager would: the interface is then what <c>vnet topo gen</c> writes.
     /// </summary>
     /// <param name="identity">A key pair other than hN's own (the Proxy admitted hN's): an intruder's.</param>
-    public BackgroundProcess StartHost(int i, string transport = "tcp", StaticKeyPair? identity = null, bool bridgeInConfig = true)
+    /// <param name="listenIp">The address hN listens on, when a test gave it another than <see cref="HostIp"/> (e.g. behind a NAT).</param>
+    public BackgroundProcess StartHost(int i, string transport = "tcp", StaticKeyPair? identity = null, bool bridgeInConfig = true,
+        string? listenIp = null)
     {
-        var process = LaunchHost(i, transport, identity, bridgeInConfig);
+        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp);
         WaitReady(process);
         if (!bridgeInConfig)
             Bed.Attach($"h{i}", "tap0", "br0");
@@ -167,7 +169,7 @@ internal sealed class OverlayBed : IDisposable
             WaitReady(process);
     }
 
-    private BackgroundProcess LaunchHost(int i, string transport, StaticKeyPair? identity, bool bridgeInConfig)
+    private BackgroundProcess LaunchHost(int i, string transport, StaticKeyPair? identity, bool bridgeInConfig, string? listenIp = null)
     {
         var name = $"h{i}";
         var keyFile = identity is null ? KeyFileOf(name) : WriteKeyFile(name + "-other", identity);
@@ -175,7 +177,7 @@ internal sealed class OverlayBed : IDisposable
         return LaunchDaemon(name, $"""
             name = "{name}"
             role = "host"
-            listen = "{HostIp(i)}:5500"
+            listen = "{listenIp ?? HostIp(i)}:5500"
             key_file = "{keyFile}"
             control_socket = "{SocketOf(name)}"
 
