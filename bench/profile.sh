@@ -11,7 +11,7 @@
 # with its own key pair. perf samples both daemons (cpu-clock, call graphs by frame pointers; the
 # JIT writes /tmp/perf-PID.map so managed frames have names; see below) for --seconds in the middle of the test.
 #
-# Usage (root): bench/profile.sh [--transport udp|tcp] [--test tcp|tcp4|ping|udp64] [--seconds 8]
+# Usage (root): bench/profile.sh [--transport udp|tcp] [--test tcp|tcp4|ping|udp64|idle] [--seconds 8]
 #                                [--out DIR] [--vnet DIR (a dotnet publish of src/Vnet.Cli)]
 set -euo pipefail
 
@@ -88,7 +88,13 @@ for s in A B; do
     for _ in $(seq 100); do ip -n "pf-host$s" link show "tap$s" >/dev/null 2>&1 && break; sleep 0.1; done
     ip -n "pf-host$s" link set "tap$s" mtu 1500 master "br$s" up
 done
-ip netns exec pf-vmA ping -c 1 -w 30 10.99.0.2 >/dev/null || { echo "the VMs never reached each other" >&2; exit 1; }
+# ping stops at its first "unreachable" (ARP unanswered while the daemons start): one try a second.
+ready=no
+for _ in $(seq 90); do
+    ip netns exec pf-vmA ping -c 1 -W 1 10.99.0.2 >/dev/null 2>&1 && { ready=yes; break; }
+    sleep 1
+done
+[ $ready = yes ] || { echo "the VMs never reached each other" >&2; exit 1; }
 
 ip netns exec pf-vmB iperf3 -s -D -1 >/dev/null
 sleep 0.3
@@ -97,13 +103,19 @@ case $test in
     tcp4)  load=(iperf3 -c 10.99.0.2 -t $((seconds + 6)) -P 4) ;;
     udp64) load=(iperf3 -c 10.99.0.2 -t $((seconds + 6)) -u -l 64 -b 1G) ;;
     ping)  load=(ping -c $(( (seconds + 6) * 50 )) -i 0.02 10.99.0.2) ;;
+    idle)  load=(sleep $((seconds + 6))) ;;
     *) echo "unknown test $test" >&2; exit 2 ;;
 esac
 ip netns exec pf-vmA "${load[@]}" >"$out/load.txt" 2>&1 &
 load_pid=$!
 sleep 3
 daemon_pids=$(pgrep -f "vnet.dll daemon --name [ab] " | paste -sd,)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A before
+for name in a b; do before[$name]=$(cpu_ticks "$(pgrep -f "vnet.dll daemon --name $name " | head -1)"); done
 perf record -e cpu-clock -F 999 -g -p "$daemon_pids" -o "$out/perf.data" -- sleep "$seconds" 2>"$out/perf-record.txt"
+declare -A after
+for name in a b; do after[$name]=$(cpu_ticks "$(pgrep -f "vnet.dll daemon --name $name " | head -1)"); done
 wait "$load_pid" || true
 for name in a b; do
     pid=$(pgrep -f "vnet.dll daemon --name $name " | head -1)
@@ -112,4 +124,11 @@ for name in a b; do
         >"$out/top-$name.txt"
 done
 tail -4 "$out/load.txt"
+# CPU of each daemon over the recorded window: from the samples (cpu-clock at 999 Hz), and from
+# /proc (user + system time, in clock ticks of 10 ms; perf's own cost is in both).
+hz=$(getconf CLK_TCK)
+for name in a b; do
+    ticks=$(( after[$name] - before[$name] ))
+    echo "daemon $name: $(head -1 "$out/top-$name.txt") in $seconds s = $(awk -v s="$seconds" '{printf "%.2f%% of a core", 100 * $1 / 999 / s; exit}' "$out/top-$name.txt"); /proc: $(awk -v t="$ticks" -v s="$seconds" -v hz="$hz" 'BEGIN {printf "%.2f%%", 100 * t / hz / s}')"
+done | tee "$out/cpu.txt"
 echo "profile in $out: flame-a.svg flame-b.svg top-a.txt top-b.txt"

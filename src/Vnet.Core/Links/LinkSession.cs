@@ -37,6 +37,9 @@ public sealed class LinkSession : IDisposable, IFlushable
     public static readonly TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(1);
     public static readonly TimeSpan DeadAfter = TimeSpan.FromSeconds(3);
 
+    /// <summary>Longest sleep of an idle sender thread (see SendLoop).</summary>
+    private const int IdleWaitMs = 1000;
+
     /// <summary>Frames sent at once (one system call on a TCP link).</summary>
     internal const int BatchSize = 64;
 
@@ -287,10 +290,13 @@ public sealed class LinkSession : IDisposable, IFlushable
                     break;
                 if (n == 0 && !_connection.HasCarry)
                 {
-                    // Sleep until work arrives, or until the next held-back frame is due.
-                    var wait = 100;
+                    // Sleep until work arrives (frames, control messages, a carry to drain and
+                    // leaving all wake the queue), or until the next held-back frame is due. The
+                    // timeout only bounds a rekey's delay on an idle link: a second, not the
+                    // 10 wake-ups a second that were most of an idle daemon's own work.
+                    var wait = IdleWaitMs;
                     if (nextDue != long.MaxValue)
-                        wait = (int)Math.Clamp((nextDue - Stopwatch.GetTimestamp()) * 1000 / Stopwatch.Frequency, 0, 100);
+                        wait = (int)Math.Clamp((nextDue - Stopwatch.GetTimestamp()) * 1000 / Stopwatch.Frequency, 0, IdleWaitMs);
                     if (wait > 0)
                         _queue.Wait(wait);
                 }
