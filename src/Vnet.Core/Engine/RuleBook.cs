@@ -94,8 +94,7 @@ public sealed class RuleBook
 
     private void PublishLocked()
     {
-        var table = new ForwardingTable(_rules.Values, _switch.ResolvePort, id => _stats[id]);
-        _switch.Publish(table);
+        _switch.PublishRules(_rules.Values, id => _stats[id]);
         Interlocked.Increment(ref _version);
     }
 

@@ -523,6 +523,59 @@ public sealed class VirtualSwitchTests
         AssertPoolComplete();
     }
 
+    // Ports by name, and the ids of removed ports.
+
+    [Fact]
+    public void ResolvePort_PortsAddedAndRemoved_NameIndexFollowsTheArray()
+    {
+        var extra = new RecordingPort(PortRef.Link("extra"));
+        _switch.AddPort(extra);
+        _switch.RemovePort(_vm1);
+
+        Assert.Equal(-1, _switch.ResolvePort(_vm1.Name));
+        Assert.Null(_switch.FindPort(_vm1.Name));
+        foreach (var p in new[] { _vm0, _proxy, _direct, extra })
+        {
+            Assert.Equal(p.Id, _switch.ResolvePort(p.Name));
+            Assert.Same(p, _switch.FindPort(p.Name));
+        }
+        Assert.Equal(-1, _switch.ResolvePort(PortRef.Interface("proxy")));
+
+        // The same name again is a new port, found by it.
+        var again = new RecordingPort(_vm1.Name);
+        _switch.AddPort(again);
+        Assert.Same(again, _switch.FindPort(_vm1.Name));
+        Assert.Equal(again.Id, _switch.ResolvePort(_vm1.Name));
+        Assert.Throws<InvalidOperationException>(() => _switch.AddPort(new RecordingPort(_vm1.Name)));
+        Assert.Equal(5, _switch.Ports.Count);
+    }
+
+    [Fact]
+    public void AddPort_AfterARemoval_RemovedIdNotReusedUntilARuleTableWithoutItIsLive()
+    {
+        _switch.PublishRules([NewRule(1, MacMatch.Any, MacMatch.Exact(B), action: _proxy.Name)], _ => new RuleStats());
+        var removedId = _proxy.Id;
+        _switch.RemovePort(_proxy);
+
+        // The live table still sends B's frames to the removed port's id: a new port must not get it.
+        var early = new RecordingPort(PortRef.Link("early"));
+        _switch.AddPort(early);
+        Assert.NotEqual(removedId, early.Id);
+        _switch.Forward(NewFrame(A, B, _vm0));
+        Assert.Empty(early.Frames);
+        Assert.Equal(1, _switch.Dropped(DropReason.NoRoute));
+
+        // A table compiled after the removal frees the id.
+        _switch.PublishRules([NewRule(1, MacMatch.Any, MacMatch.Exact(B), action: _proxy.Name)], _ => new RuleStats());
+        var late = new RecordingPort(PortRef.Link("late"));
+        _switch.AddPort(late);
+        Assert.Equal(removedId, late.Id);
+        _switch.Forward(NewFrame(A, B, _vm0));
+        Assert.Empty(late.Frames);
+        Assert.Equal(2, _switch.Dropped(DropReason.NoRoute));
+        AssertPoolComplete();
+    }
+
     // Helpers.
 
     private void Install(params Rule[] rules)
