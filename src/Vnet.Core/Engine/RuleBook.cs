@@ -1,4 +1,5 @@
 using Vnet.Forwarding;
+using Vnet.Frames;
 
 namespace Vnet.Engine;
 
@@ -17,6 +18,9 @@ public sealed class RuleBook
     private readonly Lock _lock = new();
     private readonly SortedDictionary<long, Rule> _rules = [];
     private readonly Dictionary<long, RuleStats> _stats = [];
+    // The ids of the rules that name a MAC exactly (source or destination): what a VM's arrival,
+    // move or departure edits, found without a scan of every rule.
+    private readonly Dictionary<MacAddress, List<long>> _byMac = [];
     private long _nextId = 1;
     private long _version;
 
@@ -98,6 +102,28 @@ public sealed class RuleBook
         Interlocked.Increment(ref _version);
     }
 
+    private void IndexLocked(Rule rule, bool add)
+    {
+        if (rule.Source.Kind == MacMatchKind.Exact)
+            IndexLocked(rule.Source.Address, rule.Id, add);
+        if (rule.Destination.Kind == MacMatchKind.Exact && rule.Destination != rule.Source)
+            IndexLocked(rule.Destination.Address, rule.Id, add);
+    }
+
+    private void IndexLocked(MacAddress mac, long id, bool add)
+    {
+        if (add)
+        {
+            if (!_byMac.TryGetValue(mac, out var ids))
+                _byMac[mac] = ids = [];
+            ids.Add(id);
+        }
+        else if (_byMac.TryGetValue(mac, out var ids) && ids.Remove(id) && ids.Count == 0)
+        {
+            _byMac.Remove(mac);
+        }
+    }
+
     /// <summary>Changes inside one <see cref="Edit"/> batch.</summary>
     public sealed class Editor
     {
@@ -117,6 +143,7 @@ public sealed class RuleBook
             var installed = rule with { Id = _book._nextId++ };
             _book._rules[installed.Id] = installed;
             _book._stats[installed.Id] = new RuleStats();
+            _book.IndexLocked(installed, add: true);
             Changed = true;
             return installed;
         }
@@ -134,18 +161,36 @@ public sealed class RuleBook
 
         public bool Remove(long id)
         {
-            if (!_book._rules.Remove(id))
+            if (!_book._rules.Remove(id, out var rule))
                 return false;
             _book._stats.Remove(id);
+            _book.IndexLocked(rule, add: false);
             Changed = true;
             return true;
         }
 
-        /// <summary>Removes every rule the predicate selects; returns how many.</summary>
-        public int RemoveWhere(Func<Rule, bool> predicate)
+        /// <summary>Removes every rule the predicate selects (a scan of every rule); returns how many.</summary>
+        public int RemoveWhere(Func<Rule, bool> predicate) => RemoveAll(_book._rules.Values, predicate);
+
+        /// <summary>
+        /// Removes the rules that name <paramref name="mac"/> exactly (source or destination) and that
+        /// the predicate selects; returns how many. Only those rules are looked at, so a VM's edit
+        /// costs the same with ten rules or ten thousand.
+        /// </summary>
+        public int RemoveWhere(MacAddress mac, Func<Rule, bool> predicate)
+        {
+            if (!_book._byMac.TryGetValue(mac, out var ids))
+                return 0;
+            var rules = new List<Rule>(ids.Count);
+            foreach (var id in ids)
+                rules.Add(_book._rules[id]);
+            return RemoveAll(rules, predicate);
+        }
+
+        private int RemoveAll(IEnumerable<Rule> candidates, Func<Rule, bool> predicate)
         {
             List<long>? doomed = null;
-            foreach (var r in _book._rules.Values)
+            foreach (var r in candidates)
             {
                 if (predicate(r))
                     (doomed ??= []).Add(r.Id);
@@ -160,8 +205,10 @@ public sealed class RuleBook
         /// <summary>Re-inserts a rule with its old id (rollback of a removal).</summary>
         internal void Restore(Rule rule, RuleStats stats)
         {
+            Remove(rule.Id);
             _book._rules[rule.Id] = rule;
             _book._stats[rule.Id] = stats;
+            _book.IndexLocked(rule, add: true);
             Changed = true;
         }
     }
