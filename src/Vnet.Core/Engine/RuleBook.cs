@@ -1,3 +1,4 @@
+using Vnet.Daemon;
 using Vnet.Forwarding;
 using Vnet.Frames;
 
@@ -9,12 +10,20 @@ public sealed record RuleEntry(Rule Rule, RuleStats Stats);
 /// <summary>
 /// The rules of one daemon: the source of truth from which immutable
 /// <see cref="ForwardingTable"/> versions are compiled and published to the switch. Changes are
-/// made in batches (<see cref="Edit"/>) so that a whole change set becomes visible to the data path
-/// at once; rule ids only grow, and counters stay with a rule across versions.
+/// made in batches (<see cref="Edit"/>); rule ids only grow, and counters stay with a rule across versions.
+/// <para>
+/// On the control loop a change is published once per turn of the loop, not once per edit: an edit
+/// marks the book changed and the loop publishes at the end of its turn (<see cref="ControlLoop.AtEndOfTurn"/>),
+/// so a Proxy locating thousands of VMs compiles its table a few times, not once per VM. Whatever
+/// one turn changes (a whole change set, a host's delta) becomes visible to the data path at once,
+/// and an <see cref="ControlLoop.Invoke{T}"/> answers only after that. Off the loop (no loop, a
+/// test's thread) every edit publishes at once.
+/// </para>
 /// </summary>
 public sealed class RuleBook
 {
     private readonly VirtualSwitch _switch;
+    private readonly ControlLoop? _loop;
     private readonly Lock _lock = new();
     private readonly SortedDictionary<long, Rule> _rules = [];
     private readonly Dictionary<long, RuleStats> _stats = [];
@@ -23,10 +32,16 @@ public sealed class RuleBook
     private readonly Dictionary<MacAddress, List<long>> _byMac = [];
     private long _nextId = 1;
     private long _version;
+    private bool _changed;
+    private bool _publishQueued;
 
-    public RuleBook(VirtualSwitch sw) => _switch = sw;
+    public RuleBook(VirtualSwitch sw, ControlLoop? loop = null)
+    {
+        _switch = sw;
+        _loop = loop;
+    }
 
-    /// <summary>Bumped on every published change.</summary>
+    /// <summary>Bumped on every published table.</summary>
     public long Version => Interlocked.Read(ref _version);
 
     public int Count
@@ -70,7 +85,7 @@ public sealed class RuleBook
             return _rules.GetValueOrDefault(id);
     }
 
-    /// <summary>Applies a batch of changes and publishes one new table version.</summary>
+    /// <summary>Applies a batch of changes; the table that has them is published with the turn's others (see above).</summary>
     public T Edit<T>(Func<Editor, T> change)
     {
         lock (_lock)
@@ -78,7 +93,7 @@ public sealed class RuleBook
             var editor = new Editor(this);
             var result = change(editor);
             if (editor.Changed)
-                PublishLocked();
+                ChangedLocked();
             return result;
         }
     }
@@ -89,15 +104,41 @@ public sealed class RuleBook
         return 0;
     });
 
-    /// <summary>Recompiles against the current ports (after a port was added or removed).</summary>
+    /// <summary>Recompiles against the current ports (after a port was added or removed), with the turn's other changes.</summary>
     public void Republish()
     {
         lock (_lock)
+            ChangedLocked();
+    }
+
+    /// <summary>Publishes the changes not yet published, now. The loop calls it at the end of its turn.</summary>
+    public void Flush()
+    {
+        lock (_lock)
+        {
+            _publishQueued = false;
+            if (_changed)
+                PublishLocked();
+        }
+    }
+
+    private void ChangedLocked()
+    {
+        _changed = true;
+        if (_loop is not { IsCurrent: true })
+        {
             PublishLocked();
+        }
+        else if (!_publishQueued)
+        {
+            _publishQueued = true;
+            _loop.AtEndOfTurn(Flush);
+        }
     }
 
     private void PublishLocked()
     {
+        _changed = false;
         _switch.PublishRules(_rules.Values, id => _stats[id]);
         Interlocked.Increment(ref _version);
     }
