@@ -117,23 +117,18 @@ public sealed class VirtualSwitch
     /// switch to it on their next frame. The ports removed before the compile are no longer named
     /// by the live table, so their ids may now go to new ports.
     /// </summary>
-    public ForwardingTable PublishRules(IEnumerable<Rule> rules, Func<long, RuleStats> statsOf)
+    public void PublishRules(IEnumerable<Rule> rules, Func<long, RuleStats> statsOf)
     {
         var names = Volatile.Read(ref _names);
-        var table = new ForwardingTable(rules, names.Resolve, statsOf);
-        Volatile.Write(ref _table, table);
+        Volatile.Write(ref _table, new ForwardingTable(rules, names.Resolve, statsOf));
         lock (_portsLock)
         {
-            if (_retired.Count > 0)
+            foreach (var (id, removal) in _retired)
             {
-                foreach (var (id, removal) in _retired)
-                {
-                    if (removal <= names.Removals)
-                        _retired.Remove(id);
-                }
+                if (removal <= names.Removals)
+                    _retired.Remove(id);
             }
         }
-        return table;
     }
 
     /// <summary>The id of the port <paramref name="name"/>, or -1: one hash probe, for every rule a table compiles.</summary>

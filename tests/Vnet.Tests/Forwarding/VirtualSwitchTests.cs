@@ -553,26 +553,27 @@ public sealed class VirtualSwitchTests
     [Fact]
     public void AddPort_AfterARemoval_RemovedIdNotReusedUntilARuleTableWithoutItIsLive()
     {
-        _switch.PublishRules([NewRule(1, MacMatch.Any, MacMatch.Exact(B), action: _proxy.Name)], _ => new RuleStats());
+        void PublishBToProxy() => _switch.PublishRules([NewRule(1, MacMatch.Any, MacMatch.Exact(B), action: _proxy.Name)], _ => new RuleStats());
+        // A frame to B reaches no port, not even the one just added.
+        RecordingPort AddPortThenSendToB(string name, long noRoute)
+        {
+            var port = new RecordingPort(PortRef.Link(name));
+            _switch.AddPort(port);
+            _switch.Forward(NewFrame(A, B, _vm0));
+            Assert.Empty(port.Frames);
+            Assert.Equal(noRoute, _switch.Dropped(DropReason.NoRoute));
+            return port;
+        }
+        PublishBToProxy();
         var removedId = _proxy.Id;
         _switch.RemovePort(_proxy);
 
         // The live table still sends B's frames to the removed port's id: a new port must not get it.
-        var early = new RecordingPort(PortRef.Link("early"));
-        _switch.AddPort(early);
-        Assert.NotEqual(removedId, early.Id);
-        _switch.Forward(NewFrame(A, B, _vm0));
-        Assert.Empty(early.Frames);
-        Assert.Equal(1, _switch.Dropped(DropReason.NoRoute));
+        Assert.NotEqual(removedId, AddPortThenSendToB("early", noRoute: 1).Id);
 
         // A table compiled after the removal frees the id.
-        _switch.PublishRules([NewRule(1, MacMatch.Any, MacMatch.Exact(B), action: _proxy.Name)], _ => new RuleStats());
-        var late = new RecordingPort(PortRef.Link("late"));
-        _switch.AddPort(late);
-        Assert.Equal(removedId, late.Id);
-        _switch.Forward(NewFrame(A, B, _vm0));
-        Assert.Empty(late.Frames);
-        Assert.Equal(2, _switch.Dropped(DropReason.NoRoute));
+        PublishBToProxy();
+        Assert.Equal(removedId, AddPortThenSendToB("late", noRoute: 2).Id);
         AssertPoolComplete();
     }
 
