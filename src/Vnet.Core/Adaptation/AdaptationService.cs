@@ -117,7 +117,7 @@ public sealed partial class AdaptationService
             if (home is null)
                 continue;
             var exact = MacMatch.Exact(mac);
-            _rules.Edit(e => e.RemoveWhere(r => r.Origin == RuleOrigin.Adaptation && r.Destination == exact &&
+            _rules.Edit(e => e.RemoveWhere(mac, r => r.Origin == RuleOrigin.Adaptation && r.Destination == exact &&
                 !r.Action.IsFlood && r.Action.Port.Kind == PortKind.Link && r.Action.Port.Name != home));
         }
     }

@@ -24,14 +24,29 @@ namespace Vnet.Daemon;
 /// posts each MAC at most once a second and tracks at most <c>LearningGate.MaxTracked</c>;</item>
 /// <item>timers: a fixed set.</item>
 /// </list>
+/// <para>
+/// The loop runs its queue in turns: a turn ends when the queue is empty, after
+/// <see cref="TurnBudget"/> of work, and before an <see cref="Invoke{T}"/> hands back its result.
+/// Work that is worth doing once per turn rather than once per item (publishing the forwarding
+/// table after many rule edits) waits for the end of the turn (<see cref="AtEndOfTurn"/>).
+/// </para>
 /// </summary>
 public sealed class ControlLoop : IAsyncDisposable
 {
+    /// <summary>
+    /// The longest a turn runs work before it ends anyway: a loop that never runs dry (a Proxy
+    /// learning thousands of VMs) still publishes its edits this often.
+    /// </summary>
+    public static readonly TimeSpan TurnBudget = TimeSpan.FromMilliseconds(10);
+
     private readonly Channel<Action> _work = Channel.CreateUnbounded<Action>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _timers = [];
     private readonly Task _runner;
     private readonly Action<Exception> _onError;
+    private readonly long _turnBudgetTicks = (long)(TurnBudget.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+    private List<Action> _atEndOfTurn = [];
+    private List<Action> _ending = [];
     private int _loopThread = -1;
     private long _busyTicks;
     private long _done;
@@ -76,7 +91,21 @@ public sealed class ControlLoop : IAsyncDisposable
         }, TaskScheduler.Default);
     }
 
-    /// <summary>Runs work on the loop and returns its result (or its exception).</summary>
+    /// <summary>
+    /// Runs <paramref name="work"/> on the loop when the current turn ends, once per call: the caller
+    /// coalesces (it asks once per turn however many changes it made). Loop only.
+    /// </summary>
+    public void AtEndOfTurn(Action work)
+    {
+        if (!IsCurrent)
+            throw new InvalidOperationException("AtEndOfTurn is for work running on the loop");
+        _atEndOfTurn.Add(work);
+    }
+
+    /// <summary>
+    /// Runs work on the loop and returns its result (or its exception) once the turn that ran it
+    /// has ended: what the caller does next sees the work's effects published (its rules live).
+    /// </summary>
     public Task<T> Invoke<T>(Func<T> work)
     {
         if (IsCurrent)
@@ -93,14 +122,19 @@ public sealed class ControlLoop : IAsyncDisposable
         var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
         if (!Write(() =>
         {
+            T result;
             try
             {
-                done.SetResult(work());
+                result = work();
             }
             catch (Exception e)
             {
+                EndTurn();
                 done.SetException(e);
+                return;
             }
+            EndTurn();
+            done.SetResult(result);
         }))
         {
             done.SetException(new ObjectDisposedException("daemon is stopping"));
@@ -147,6 +181,7 @@ public sealed class ControlLoop : IAsyncDisposable
             // Continuations of the awaits above may resume on another pool thread: note ours each time.
             Volatile.Write(ref _loopThread, Environment.CurrentManagedThreadId);
             var started = System.Diagnostics.Stopwatch.GetTimestamp();
+            var turn = started;
             while (reader.TryRead(out var work))
             {
                 Interlocked.Decrement(ref _pending);
@@ -159,9 +194,37 @@ public sealed class ControlLoop : IAsyncDisposable
                     _onError(e);
                 }
                 Interlocked.Increment(ref _done);
+                if (System.Diagnostics.Stopwatch.GetTimestamp() - turn > _turnBudgetTicks)
+                {
+                    EndTurn();
+                    turn = System.Diagnostics.Stopwatch.GetTimestamp();
+                }
             }
+            EndTurn();
             Interlocked.Add(ref _busyTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
             Volatile.Write(ref _loopThread, -1);
+        }
+    }
+
+    /// <summary>Runs the work waiting for the end of the turn, and any that work asks for in turn.</summary>
+    private void EndTurn()
+    {
+        while (_atEndOfTurn.Count > 0)
+        {
+            // Swapped, not copied: work that ends a turn may ask for more, which runs after it.
+            (_ending, _atEndOfTurn) = (_atEndOfTurn, _ending);
+            foreach (var work in _ending)
+            {
+                try
+                {
+                    work();
+                }
+                catch (Exception e)
+                {
+                    _onError(e);
+                }
+            }
+            _ending.Clear();
         }
     }
 

@@ -70,7 +70,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         Loop.Every(LogLimiter.Window, () => _errorLog.Drain((_, count) => Log.ErrorsSuppressed(_logger, count)));
         Pool = options.Pool ?? new FramePool(4096);
         Switch = new VirtualSwitch { HopLimit = config.HopLimit };
-        Rules = new RuleBook(Switch);
+        Rules = new RuleBook(Switch, Loop);
         Keys = new KeyRing(config, loggers.CreateLogger("vnet.keys"));
         Links = new LinkManager(new LinkManagerOptions
         {

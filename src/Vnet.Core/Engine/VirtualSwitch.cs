@@ -29,6 +29,11 @@ public sealed class VirtualSwitch
     private readonly long[] _drops = new long[Enum.GetValues<DropReason>().Length];
     private readonly long[] _offloadFaults = new long[Enum.GetValues<OffloadFault>().Length];
     private Port?[] _ports = [];
+    private PortNames _names = PortNames.Empty;
+    // Ids of removed ports that a published table may still name (id → the removal's number); a new
+    // port gets none of them until a table compiled after that removal is live (PublishRules).
+    private readonly Dictionary<int, long> _retired = [];
+    private long _removals;
     private int[] _treePorts = [];
     private int[] _interfacePorts = [];
     private ForwardingTable _table = ForwardingTable.Empty;
@@ -101,34 +106,45 @@ public sealed class VirtualSwitch
 
     private sealed record SourceFilter(bool[] Ports, HashSet<ulong> Known);
 
-    /// <summary>Publishes a new table version; readers switch to it on their next frame.</summary>
+    /// <summary>
+    /// Publishes a table built elsewhere (tests, benchmarks); readers switch to it on their next
+    /// frame. Ids of removed ports stay retired: the switch cannot tell which ports it was built against.
+    /// </summary>
     public void Publish(ForwardingTable table) => Volatile.Write(ref _table, table);
 
-    public int ResolvePort(PortRef name)
+    /// <summary>
+    /// Compiles <paramref name="rules"/> against the current ports and publishes the table; readers
+    /// switch to it on their next frame. The ports removed before the compile are no longer named
+    /// by the live table, so their ids may now go to new ports.
+    /// </summary>
+    public void PublishRules(IEnumerable<Rule> rules, Func<long, RuleStats> statsOf)
     {
-        foreach (var p in Volatile.Read(ref _ports))
+        var names = Volatile.Read(ref _names);
+        Volatile.Write(ref _table, new ForwardingTable(rules, names.Resolve, statsOf));
+        lock (_portsLock)
         {
-            if (p is not null && p.Name == name)
-                return p.Id;
+            foreach (var (id, removal) in _retired)
+            {
+                if (removal <= names.Removals)
+                    _retired.Remove(id);
+            }
         }
-        return -1;
     }
 
-    public Port? FindPort(PortRef name)
-    {
-        var id = ResolvePort(name);
-        return id < 0 ? null : Volatile.Read(ref _ports)[id];
-    }
+    /// <summary>The id of the port <paramref name="name"/>, or -1: one hash probe, for every rule a table compiles.</summary>
+    public int ResolvePort(PortRef name) => Volatile.Read(ref _names).Resolve(name);
 
-    /// <summary>Adds a port and gives it the lowest free id. The caller republishes the table.</summary>
+    public Port? FindPort(PortRef name) => Volatile.Read(ref _names).Find(name);
+
+    /// <summary>Adds a port and gives it the lowest free id that no published table names. The caller republishes the table.</summary>
     public void AddPort(Port port)
     {
         lock (_portsLock)
         {
-            if (ResolvePort(port.Name) >= 0)
+            if (FindPort(port.Name) is not null)
                 throw new InvalidOperationException($"port {port.Name} already exists");
             var ports = _ports;
-            var id = Array.IndexOf(ports, null);
+            var id = FreeId(ports);
             if (id < 0)
             {
                 id = ports.Length;
@@ -146,6 +162,16 @@ public sealed class VirtualSwitch
         }
     }
 
+    private int FreeId(Port?[] ports)
+    {
+        for (var id = 0; id < ports.Length; id++)
+        {
+            if (ports[id] is null && !_retired.ContainsKey(id))
+                return id;
+        }
+        return -1;
+    }
+
     public void RemovePort(Port port)
     {
         lock (_portsLock)
@@ -154,6 +180,9 @@ public sealed class VirtualSwitch
             if (port.Id < 0 || port.Id >= ports.Length || !ReferenceEquals(ports[port.Id], port))
                 return;
             ports[port.Id] = null;
+            // Rules may still name the port in the live table (the owner republishes at the end of
+            // its turn): its id must not send their frames to a port added before that.
+            _retired[port.Id] = ++_removals;
             PublishPorts(ports);
         }
     }
@@ -180,7 +209,37 @@ public sealed class VirtualSwitch
         }
         Volatile.Write(ref _treePorts, [.. tree]);
         Volatile.Write(ref _interfacePorts, [.. interfaces]);
+        Volatile.Write(ref _names, new PortNames(ports, _removals));
         Volatile.Write(ref _ports, ports);
+    }
+
+    /// <summary>
+    /// The ports by name, built from one version of the port array and swapped with it, so that
+    /// compiling a table costs one probe per rule rather than a scan of the ports; with the number
+    /// of removals it reflects, which says which retired ids a table compiled against it releases.
+    /// </summary>
+    private sealed class PortNames
+    {
+        public static readonly PortNames Empty = new([], 0);
+
+        private readonly Dictionary<PortRef, Port> _byName;
+
+        public PortNames(Port?[] ports, long removals)
+        {
+            _byName = new Dictionary<PortRef, Port>(ports.Length);
+            foreach (var p in ports)
+            {
+                if (p is not null)
+                    _byName[p.Name] = p;
+            }
+            Removals = removals;
+        }
+
+        public long Removals { get; }
+
+        public Port? Find(PortRef name) => _byName.GetValueOrDefault(name);
+
+        public int Resolve(PortRef name) => _byName.TryGetValue(name, out var p) ? p.Id : -1;
     }
 
     /// <summary>Forwards one frame, taking over the caller's reference to it.</summary>
@@ -208,6 +267,10 @@ public sealed class VirtualSwitch
         {
             NewSourceHandler?.Invoke(frame, src);
         }
+        // The ports before the table: a port that took a removed port's id is only added once a
+        // table that no longer names the removed one is live, so these ports never pair a new port
+        // with an older table's rules for its id.
+        var ports = Volatile.Read(ref _ports);
         var result = Volatile.Read(ref _table).Lookup(src, dst, ingress);
         if (result.IsEmpty)
         {
@@ -229,7 +292,6 @@ public sealed class VirtualSwitch
         var count = 0;
         var ingressInTree = true;
         var fromInterface = false;
-        var ports = Volatile.Read(ref _ports);
         if (ingress >= 0 && ingress < ports.Length && ports[ingress] is { } arrival)
         {
             ingressInTree = arrival.InFloodTree;

@@ -26,6 +26,9 @@ public sealed partial class VmDirectory
 
     private void SendLocalDelta(MapDelta delta)
     {
+        // The VM's rules go live now, not at the end of the turn: once the Proxy reads this, it
+        // sends the VM's frames here.
+        _rules.Flush();
         // Without a synced star the snapshot that opens the next session carries this change.
         if (_syncedStar is { } session)
             _peers.Send(session, PeerMessage.ForDelta(PeerMessageType.Vms, delta));

@@ -164,7 +164,7 @@ public sealed partial class VmDirectory
             foreach (var (mac, daemon) in moves)
             {
                 var exact = MacMatch.Exact(mac);
-                e.RemoveWhere(r => r.Origin == RuleOrigin.System && r.Destination == exact && !r.Action.IsFlood && r.Action.Port.Kind == PortKind.Link);
+                e.RemoveWhere(mac, r => r.Origin == RuleOrigin.System && r.Destination == exact && !r.Action.IsFlood && r.Action.Port.Kind == PortKind.Link);
                 if (daemon is not null && daemon != Name)
                 {
                     e.Add(new Rule

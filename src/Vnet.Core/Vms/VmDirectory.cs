@@ -373,7 +373,7 @@ public sealed partial class VmDirectory
     private static void RemoveLocalVmRules(RuleBook.Editor e, MacAddress mac)
     {
         var exact = MacMatch.Exact(mac);
-        e.RemoveWhere(r => r.Origin == RuleOrigin.System && (
+        e.RemoveWhere(mac, r => r.Origin == RuleOrigin.System && (
             (r.Destination == exact && !r.Action.IsFlood && r.Action.Port.Kind == PortKind.Interface) ||
             (r.Source == exact && r.Destination.Kind == MacMatchKind.None)));
     }

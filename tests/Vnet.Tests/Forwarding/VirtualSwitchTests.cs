@@ -523,6 +523,60 @@ public sealed class VirtualSwitchTests
         AssertPoolComplete();
     }
 
+    // Ports by name, and the ids of removed ports.
+
+    [Fact]
+    public void ResolvePort_PortsAddedAndRemoved_NameIndexFollowsTheArray()
+    {
+        var extra = new RecordingPort(PortRef.Link("extra"));
+        _switch.AddPort(extra);
+        _switch.RemovePort(_vm1);
+
+        Assert.Equal(-1, _switch.ResolvePort(_vm1.Name));
+        Assert.Null(_switch.FindPort(_vm1.Name));
+        foreach (var p in new[] { _vm0, _proxy, _direct, extra })
+        {
+            Assert.Equal(p.Id, _switch.ResolvePort(p.Name));
+            Assert.Same(p, _switch.FindPort(p.Name));
+        }
+        Assert.Equal(-1, _switch.ResolvePort(PortRef.Interface("proxy")));
+
+        // The same name again is a new port, found by it.
+        var again = new RecordingPort(_vm1.Name);
+        _switch.AddPort(again);
+        Assert.Same(again, _switch.FindPort(_vm1.Name));
+        Assert.Equal(again.Id, _switch.ResolvePort(_vm1.Name));
+        Assert.Throws<InvalidOperationException>(() => _switch.AddPort(new RecordingPort(_vm1.Name)));
+        Assert.Equal(5, _switch.Ports.Count);
+    }
+
+    [Fact]
+    public void AddPort_AfterARemoval_RemovedIdNotReusedUntilARuleTableWithoutItIsLive()
+    {
+        void PublishBToProxy() => _switch.PublishRules([NewRule(1, MacMatch.Any, MacMatch.Exact(B), action: _proxy.Name)], _ => new RuleStats());
+        // A frame to B reaches no port, not even the one just added.
+        RecordingPort AddPortThenSendToB(string name, long noRoute)
+        {
+            var port = new RecordingPort(PortRef.Link(name));
+            _switch.AddPort(port);
+            _switch.Forward(NewFrame(A, B, _vm0));
+            Assert.Empty(port.Frames);
+            Assert.Equal(noRoute, _switch.Dropped(DropReason.NoRoute));
+            return port;
+        }
+        PublishBToProxy();
+        var removedId = _proxy.Id;
+        _switch.RemovePort(_proxy);
+
+        // The live table still sends B's frames to the removed port's id: a new port must not get it.
+        Assert.NotEqual(removedId, AddPortThenSendToB("early", noRoute: 1).Id);
+
+        // A table compiled after the removal frees the id.
+        PublishBToProxy();
+        Assert.Equal(removedId, AddPortThenSendToB("late", noRoute: 2).Id);
+        AssertPoolComplete();
+    }
+
     // Helpers.
 
     private void Install(params Rule[] rules)
