@@ -25,6 +25,9 @@ public sealed partial class VmDirectory
 
     private long _claimClock;
 
+    /// <summary>Proxy: location messages made in this turn of the loop, in order (see SendLocations).</summary>
+    private readonly List<(LinkSession[] To, PeerMessage Message)> _outbox = [];
+
     private readonly record struct Claim(string Daemon, long At);
 
     private sealed class HostView
@@ -39,21 +42,49 @@ public sealed partial class VmDirectory
     /// <summary>A host's star is up: it gets every location, then the deltas.</summary>
     private void OnHostUp(LinkPort port, LinkSession session)
     {
-        _peers.Send(session, PeerMessage.ForSnapshot(PeerMessageType.Locations, _locations.Snapshot()));
+        SendLocations([session], PeerMessage.ForSnapshot(PeerMessageType.Locations, _locations.Snapshot()));
         _syncedHosts.Add(session);
     }
 
     private void SendLocationDigests()
     {
-        if (_syncedHosts.Count == 0)
-            return;
-        _peers.Send(_syncedHosts, PeerMessage.ForDigest(MapTopic.Locations, _locations.Digest()));
+        if (_syncedHosts.Count > 0)
+            SendLocations([.. _syncedHosts], PeerMessage.ForDigest(MapTopic.Locations, _locations.Digest()));
     }
 
     private void BroadcastLocations(MapDelta delta)
     {
         if (_syncedHosts.Count > 0)
-            _peers.Send(_syncedHosts, PeerMessage.ForDelta(PeerMessageType.Locations, delta));
+            SendLocations([.. _syncedHosts], PeerMessage.ForDelta(PeerMessageType.Locations, delta));
+    }
+
+    /// <summary>
+    /// Location messages leave at the end of the loop's turn, after the turn's rules are live (the
+    /// rule book publishes once per turn): a host never learns a VM's new place while the Proxy
+    /// still forwards its frames to the old one. They leave in the order they were made, each to
+    /// the hosts it was meant for when it was made, so a digest never overtakes the delta it
+    /// counts and a host that synchronised later never gets a delta older than its snapshot.
+    /// Off the loop (tests driving the directory directly), at once.
+    /// </summary>
+    private void SendLocations(LinkSession[] to, PeerMessage message)
+    {
+        if (!_loop.IsCurrent)
+        {
+            _peers.Send(to, message);
+            return;
+        }
+        if (_outbox.Count == 0)
+            _loop.AtEndOfTurn(FlushOutbox);
+        _outbox.Add((to, message));
+    }
+
+    private void FlushOutbox()
+    {
+        // The rule book may have asked for its publication after us in this turn: publish first.
+        _rules.Flush();
+        foreach (var (to, message) in _outbox)
+            _peers.Send(to, message);
+        _outbox.Clear();
     }
 
     /// <summary>A host's snapshot or delta of its VMs.</summary>

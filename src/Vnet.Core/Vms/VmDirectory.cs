@@ -477,7 +477,7 @@ public sealed partial class VmDirectory
                 return;
             case MapTopic.Locations when IsProxy:
                 LogSyncAsked(m);
-                _peers.Send(m.Session, PeerMessage.ForSnapshot(PeerMessageType.Locations, _locations.Snapshot()));
+                SendLocations([m.Session], PeerMessage.ForSnapshot(PeerMessageType.Locations, _locations.Snapshot()));
                 _syncedHosts.Add(m.Session);
                 return;
         }

@@ -230,6 +230,51 @@ public sealed class DirectoryTests(ITestOutputHelper output)
         Assert.Equal("", await net.Repairs());
     }
 
+    /// <summary>
+    /// The Proxy publishes its rules once per turn of its control loop: a location it tells the
+    /// hosts must not reach them before its own rule for it is live, or for the rest of the turn
+    /// it would still forward the VM's frames where the VM no longer is. The Proxy's turn is held
+    /// open for 300 ms right after it handled the host's delta; every location delta another host
+    /// receives must find the Proxy's table already pointing at the VM's host.
+    /// </summary>
+    [Fact]
+    public async Task LocationDelta_ReachesHostsOnlyOnceTheProxysRuleIsLive()
+    {
+        await using var net = await Net("h1", "h2");
+        var vm = SimVms.Mac(7);
+        var lanMac = new MacAddress(0x0200_0000_99feUL);
+        var lanPort = net.Proxy.Switch.ResolvePort(PortRef.Interface(DaemonNet.Lan));
+        var held = 0;
+        net.Proxy.Peers.On(PeerMessageType.Vms, _ =>
+        {
+            // After the directory's own handler, on the Proxy's loop, inside the same turn.
+            if (Interlocked.Exchange(ref held, 1) == 0)
+                Thread.Sleep(300);
+        });
+        var seen = new System.Collections.Concurrent.ConcurrentQueue<bool>();
+        net["h2"].Peers.InboundDelay = (_, m) =>
+        {
+            if (m is { Type: PeerMessageType.Locations, Full: false })
+            {
+                var result = net.Proxy.Switch.Table.Lookup(lanMac, vm, lanPort);
+                var live = false;
+                for (var i = 0; i < result.Count; i++)
+                    live |= result[i].Rule.Action == RuleAction.To(PortRef.Link("h1"));
+                seen.Enqueue(live);
+            }
+            return TimeSpan.Zero;
+        };
+        await using var vms = new SimVms(net);
+
+        await vms.Start(vm, "h1");
+        await AgreeWithTruth(vms, "every daemon to place the VM on h1");
+
+        Assert.Equal(1, held);
+        Assert.NotEmpty(seen);
+        Assert.All(seen, live => Assert.True(live, "h2 got the VM's location while the Proxy's rule for it was not live yet"));
+        Assert.Equal("", await net.Repairs());
+    }
+
     /// <summary>The run a new user saw: hosts (re)started while their VMs already send, many times over.</summary>
     [Fact]
     public async Task Start_HostRestartedWhileItsVmsSend_EveryVmLocatedEveryTimeWithoutARepair()
