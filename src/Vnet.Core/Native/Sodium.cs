@@ -31,11 +31,15 @@ internal static unsafe partial class Sodium
     [LibraryImport(Lib, EntryPoint = "crypto_aead_aes256gcm_beforenm")]
     public static partial int AesGcmBeforeNm(byte* state, byte* key);
 
+    // The state is passed as its SafeHandle: the marshaller holds a reference for the call, so a
+    // key released by another thread meanwhile is freed only after it (or the call throws first).
     [LibraryImport(Lib, EntryPoint = "crypto_aead_aes256gcm_encrypt_afternm")]
-    public static partial int AesGcmEncrypt(byte* c, ulong* clen, byte* m, ulong mlen, byte* ad, ulong adlen, byte* nsec, byte* npub, byte* state);
+    public static partial int AesGcmEncrypt(byte* c, ulong* clen, byte* m, ulong mlen, byte* ad, ulong adlen, byte* nsec, byte* npub,
+        Links.Security.AesGcmKey state);
 
     [LibraryImport(Lib, EntryPoint = "crypto_aead_aes256gcm_decrypt_afternm")]
-    public static partial int AesGcmDecrypt(byte* m, ulong* mlen, byte* nsec, byte* c, ulong clen, byte* ad, ulong adlen, byte* npub, byte* state);
+    public static partial int AesGcmDecrypt(byte* m, ulong* mlen, byte* nsec, byte* c, ulong clen, byte* ad, ulong adlen, byte* npub,
+        Links.Security.AesGcmKey state);
 
     [LibraryImport(Lib, EntryPoint = "sodium_memzero")]
     public static partial void MemZero(byte* p, nuint length);

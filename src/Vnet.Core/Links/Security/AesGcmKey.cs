@@ -50,24 +50,14 @@ internal sealed unsafe class AesGcmKey : SafeHandle
             throw new ArgumentException("no room for ciphertext and tag", nameof(destination));
         var nonce = stackalloc byte[Sodium.AesGcmNonceBytes];
         Nonce(counter, nonce);
-        var added = false;
-        DangerousAddRef(ref added);
-        try
+        fixed (byte* m = plaintext)
+        fixed (byte* c = destination)
+        fixed (byte* ad = associatedData)
         {
-            fixed (byte* m = plaintext)
-            fixed (byte* c = destination)
-            fixed (byte* ad = associatedData)
-            {
-                ulong length;
-                // Refused only for messages far beyond any frame (libsodium's per-message limit).
-                if (Sodium.AesGcmEncrypt(c, &length, m, (ulong)plaintext.Length, ad, (ulong)associatedData.Length, null, nonce, (byte*)handle) != 0)
-                    throw new System.Security.Cryptography.CryptographicException("libsodium refused to seal the message");
-            }
-        }
-        finally
-        {
-            if (added)
-                DangerousRelease();
+            ulong length;
+            // Refused only for messages far beyond any frame (libsodium's per-message limit).
+            if (Sodium.AesGcmEncrypt(c, &length, m, (ulong)plaintext.Length, ad, (ulong)associatedData.Length, null, nonce, this) != 0)
+                throw new System.Security.Cryptography.CryptographicException("libsodium refused to seal the message");
         }
     }
 
@@ -82,22 +72,12 @@ internal sealed unsafe class AesGcmKey : SafeHandle
             return false;
         var nonce = stackalloc byte[Sodium.AesGcmNonceBytes];
         Nonce(counter, nonce);
-        var added = false;
-        DangerousAddRef(ref added);
-        try
+        fixed (byte* c = ciphertext)
+        fixed (byte* m = plaintext)
+        fixed (byte* ad = associatedData)
         {
-            fixed (byte* c = ciphertext)
-            fixed (byte* m = plaintext)
-            fixed (byte* ad = associatedData)
-            {
-                ulong length;
-                return Sodium.AesGcmDecrypt(m, &length, null, c, (ulong)ciphertext.Length, ad, (ulong)associatedData.Length, nonce, (byte*)handle) == 0;
-            }
-        }
-        finally
-        {
-            if (added)
-                DangerousRelease();
+            ulong length;
+            return Sodium.AesGcmDecrypt(m, &length, null, c, (ulong)ciphertext.Length, ad, (ulong)associatedData.Length, nonce, this) == 0;
         }
     }
 
