@@ -9,14 +9,14 @@ using Vnet.Tests.TestBed;
 namespace Vnet.Tests.Interfaces;
 
 /// <summary>
-/// A veth pair in a fresh namespace, a <see cref="PcapInterface"/> on each end: what one injects the
+/// A veth pair in a fresh namespace, a <see cref="PacketSocketInterface"/> on each end: what one injects the
 /// other captures. IPv6 is off in the namespace so that the kernel sends nothing of its own, and
 /// every frame carries a random tag so that a stray one could not be mistaken for a test frame.
 /// "Not captured" is asserted against a later frame that is: a veth keeps order, so once the later
 /// frame is read the earlier one can no longer arrive.
 /// </summary>
 [Collection("Netns")]
-public sealed class PcapInterfaceTests : IDisposable
+public sealed class PacketSocketInterfaceTests : IDisposable
 {
     private const int Mtu = 1500;
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(5);
@@ -29,11 +29,11 @@ public sealed class PcapInterfaceTests : IDisposable
 
     private readonly string _ns;
     private readonly List<string> _otherNamespaces = [];
-    private readonly List<PcapInterface> _interfaces = [];
+    private readonly List<PacketSocketInterface> _interfaces = [];
     private readonly List<Capture> _captures = [];
     private readonly Random _rng = new();
 
-    public PcapInterfaceTests()
+    public PacketSocketInterfaceTests()
     {
         TestBedGuard.ThrowIfUnavailable();
         _ns = $"vtpc{Environment.ProcessId % 10000}{Interlocked.Increment(ref s_counter)}";
@@ -256,7 +256,7 @@ public sealed class PcapInterfaceTests : IDisposable
         var b = OpenIn("pb");
         var atB = Start(b);
         var frame = ToFrame(Ethernet(dst: LanRouter, src: Vm1, payload: 1000));
-        // Warm up: JIT, P/Invoke stubs, first-call paths in libpcap and SharpPcap, and tiered
+        // Warm up: JIT, P/Invoke stubs, first-call paths in the kernel, and tiered
         // compilation's promotion of the write path (it waits for 100 ms without new tier-0 code;
         // a promotion in the middle of a measured batch was once seen as 32 bytes).
         for (var round = 0; round < 3; round++)
@@ -332,9 +332,9 @@ public sealed class PcapInterfaceTests : IDisposable
     }
 
     /// <summary>Opens a device from a thread inside the namespace; the handle stays there.</summary>
-    private PcapInterface OpenIn(string device, string? filter = null)
+    private PacketSocketInterface OpenIn(string device, string? filter = null)
     {
-        var opened = InNamespace(_ns, () => PcapInterface.Open(device, Mtu, filter));
+        var opened = InNamespace(_ns, () => PacketSocketInterface.Open(device, Mtu, filter));
         _interfaces.Add(opened);
         return opened;
     }
@@ -365,7 +365,7 @@ public sealed class PcapInterfaceTests : IDisposable
         return created!;
     }
 
-    private Capture Start(PcapInterface pcap)
+    private Capture Start(PacketSocketInterface pcap)
     {
         var capture = new Capture(pcap);
         _captures.Add(capture);
@@ -398,7 +398,7 @@ public sealed class PcapInterfaceTests : IDisposable
     /// <summary>Reads an interface on its own thread, as InterfacePort does, and keeps what it read.</summary>
     private sealed class Capture
     {
-        private readonly PcapInterface _pcap;
+        private readonly PacketSocketInterface _pcap;
         private readonly Thread _thread;
         private readonly List<byte[]> _frames = [];
         private Captured? _firstSuperFrame;
@@ -406,7 +406,7 @@ public sealed class PcapInterfaceTests : IDisposable
         private int _bad;
         private ReadStatus? _ended;
 
-        public Capture(PcapInterface pcap)
+        public Capture(PacketSocketInterface pcap)
         {
             _pcap = pcap;
             _thread = new Thread(Run) { IsBackground = true, Name = $"capture-{pcap.Name}" };
