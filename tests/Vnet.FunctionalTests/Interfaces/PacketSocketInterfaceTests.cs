@@ -31,6 +31,7 @@ public sealed class PacketSocketInterfaceTests : IDisposable
     private readonly List<string> _otherNamespaces = [];
     private readonly List<PacketSocketInterface> _interfaces = [];
     private readonly List<Capture> _captures = [];
+    private readonly List<Relay> _relays = [];
     private readonly Random _rng = new();
 
     public PacketSocketInterfaceTests()
@@ -60,6 +61,8 @@ public sealed class PacketSocketInterfaceTests : IDisposable
             pcap.Close();
         foreach (var capture in _captures)
             capture.Join();
+        foreach (var relay in _relays)
+            relay.Join();
         foreach (var pcap in _interfaces)
             pcap.Dispose();
         Sh.TryExec("ip", ["netns", "del", _ns], 10);
@@ -231,6 +234,42 @@ public sealed class PacketSocketInterfaceTests : IDisposable
     }
 
     [Fact]
+    public void SetFilter_ProgramTooLongForTheKernel_FilteredInUserSpace()
+    {
+        // Unrelated MACs defeat BpfFilters' grouping: about 9600 instructions, past the kernel's limit.
+        var rng = new Random(7);
+        var macs = new MacAddress[1000];
+        for (var i = 0; i < macs.Length; i++)
+            macs[i] = new MacAddress(((ulong)rng.NextInt64(1L << 48) & ~0x01_00_00_00_00_00UL) | 0x02_00_00_00_00_00UL);
+        var a = OpenIn("pa");
+        var b = OpenIn("pb");
+        var atA = Start(a);
+
+        a.SetFilter(BpfFilters.ForProxyNic(macs));
+
+        Assert.True(a.FilterLength > PacketSocketInterface.KernelInstructionLimit, $"{a.FilterLength} instructions");
+        Assert.False(a.FilterInKernel);
+        var fromVm = Ethernet(dst: MacAddress.Broadcast, src: macs[500], payload: 64);
+        var toOther = Ethernet(dst: LanHost, src: LanRouter, payload: 64);
+        var toVm = Ethernet(dst: macs[999], src: LanRouter, payload: 64);
+        Assert.True(b.Write(ToFrame(fromVm)));
+        Assert.True(b.Write(ToFrame(toOther)));
+        Assert.True(b.Write(ToFrame(toVm)));
+        atA.WaitFor(toVm);
+        Assert.False(atA.Saw(fromVm));
+        Assert.False(atA.Saw(toOther));
+    }
+
+    [Fact]
+    public void Write_PlainFrameLongerThanMtu_IsRefused()
+    {
+        var a = OpenIn("pa");
+
+        Assert.False(a.Write(ToFrame(Ethernet(dst: LanRouter, src: Vm1, payload: Mtu + 100))));
+        Assert.True(a.Write(ToFrame(Ethernet(dst: LanRouter, src: Vm1, payload: Mtu))));
+    }
+
+    [Fact]
     public void Close_WhileReadBlocks_ReadReturnsClosedPromptly()
     {
         var a = OpenIn("pa");
@@ -324,6 +363,45 @@ public sealed class PacketSocketInterfaceTests : IDisposable
     }
 
     [Fact]
+    public async Task Relay_TcpFromSendersWithOffloads_SuperFramesCarriedWholeAndEveryByteArrives()
+    {
+        // Two namespaces with checksum offload and TSO on (a veth's default), joined only by a
+        // relay between two packet sockets that copies every frame as it was read, header included:
+        // what a daemon does between a host's pcap interface and a TAP or a link.
+        var left = _ns + "l";
+        var right = _ns + "r";
+        foreach (var (ns, inner, outer, ip) in new[] { (left, "la", "lb", "10.78.0.1"), (right, "ra", "rb", "10.78.0.2") })
+        {
+            Sh.TryExec("ip", ["netns", "del", ns], 10);
+            Sh.Run($"ip netns add {ns}");
+            _otherNamespaces.Add(ns);
+            Sh.Run($"ip -n {_ns} link add {outer} type veth peer name {inner} netns {ns}");
+            Sh.Run($"ip -n {_ns} link set {outer} up");
+            Sh.Run($"ip -n {ns} addr add {ip}/24 dev {inner}");
+            Sh.Run($"ip -n {ns} link set {inner} up");
+            var features = Sh.Run($"ip netns exec {ns} ethtool -k {inner}");
+            Assert.Contains("tx-checksumming: on", features, StringComparison.Ordinal);
+            Assert.Contains("tcp-segmentation-offload: on", features, StringComparison.Ordinal);
+        }
+        var lb = OpenIn("lb");
+        var rb = OpenIn("rb");
+        Assert.Equal(OffloadSet.All, lb.Offloads);
+        var toRight = StartRelay(lb, rb);
+        var toLeft = StartRelay(rb, lb);
+
+        const long Bytes = 16L << 20;
+        var received = Functional.TcpTransfer.Receive(right, 7201, TimeSpan.FromSeconds(30));
+        var sent = Functional.TcpTransfer.Send(left, new IPEndPoint(IPAddress.Parse("10.78.0.2"), 7201), Bytes, long.MaxValue / 2, TimeSpan.FromSeconds(30));
+        var results = await Task.WhenAll(sent, received).WaitAsync(TimeSpan.FromSeconds(40));
+
+        Assert.Equal(Bytes, results[0].Bytes);
+        Assert.Equal(results[0], results[1]);
+        Assert.True(toRight.SuperFrames > 0, $"no super-frame among the {toRight.Frames} frames relayed");
+        Assert.Equal(0, toRight.Bad + toLeft.Bad);
+        Assert.Equal(0, toRight.Refused + toLeft.Refused);
+    }
+
+    [Fact]
     public void Open_UnknownDevice_ThrowsNamingIt()
     {
         var e = Assert.Throws<IOException>(() => OpenIn("nosuchdev0"));
@@ -370,6 +448,13 @@ public sealed class PacketSocketInterfaceTests : IDisposable
         var capture = new Capture(pcap);
         _captures.Add(capture);
         return capture;
+    }
+
+    private Relay StartRelay(PacketSocketInterface from, PacketSocketInterface to)
+    {
+        var relay = new Relay(from, to);
+        _relays.Add(relay);
+        return relay;
     }
 
     /// <summary>An Ethernet frame with a test EtherType and a random payload (the tag).</summary>
@@ -502,4 +587,59 @@ public sealed class PacketSocketInterfaceTests : IDisposable
     }
 
     private sealed record Captured(byte[] Data, VirtioNetHeader Offload);
+
+    /// <summary>Writes every frame one interface reads to another, with its offload header, and counts them.</summary>
+    private sealed class Relay
+    {
+        private readonly PacketSocketInterface _from;
+        private readonly PacketSocketInterface _to;
+        private readonly Thread _thread;
+        private int _frames;
+        private int _superFrames;
+        private int _bad;
+        private int _refused;
+
+        public Relay(PacketSocketInterface from, PacketSocketInterface to)
+        {
+            _from = from;
+            _to = to;
+            _thread = new Thread(Run) { IsBackground = true, Name = $"relay-{from.Name}" };
+            _thread.Start();
+        }
+
+        public int Frames => Volatile.Read(ref _frames);
+
+        public int SuperFrames => Volatile.Read(ref _superFrames);
+
+        public int Bad => Volatile.Read(ref _bad);
+
+        public int Refused => Volatile.Read(ref _refused);
+
+        public void Join()
+        {
+            if (!_thread.Join(Timeout))
+                throw new TimeoutException($"the relay from {_from.Name} did not stop within {Timeout.TotalSeconds} s of Close");
+        }
+
+        private void Run()
+        {
+            var frame = Frame.CreateUnpooled();
+            while (true)
+            {
+                var status = _from.Read(frame);
+                if (status == ReadStatus.Closed)
+                    return;
+                if (status == ReadStatus.Bad)
+                {
+                    Interlocked.Increment(ref _bad);
+                    continue;
+                }
+                Interlocked.Increment(ref _frames);
+                if (frame.Offload.IsGso)
+                    Interlocked.Increment(ref _superFrames);
+                if (!_to.Write(frame))
+                    Interlocked.Increment(ref _refused);
+            }
+        }
+    }
 }
