@@ -71,7 +71,8 @@ public static partial class Offloads
     }
 
     /// <summary>
-    /// Marks a plain frame longer than one MTU (a NIC's GRO merged it before libpcap saw it) as a TCP
+    /// Marks a plain frame longer than one MTU (a NIC's GRO merged it, and a capture without offload
+    /// metadata, such as libpcap's, lost its segment size) as a TCP
     /// super-frame: sets GSO metadata with <c>GsoSize</c> = MTU minus the IP and TCP headers and a
     /// partial checksum, so it travels on like a TAP's super-frame. False when it is not TCP over IP,
     /// when its IP packet fits in <paramref name="mtu"/>, when it already carries offload metadata,

@@ -139,15 +139,7 @@ public sealed class PacketSocketInterfaceTests : IDisposable
             Ethernet(dst: MacAddress.Parse("01:00:5e:00:00:fb"), src: LanHost, payload: 64),
         ];
 
-        foreach (var f in dropped)
-            Assert.True(b.Write(ToFrame(f)));
-        foreach (var f in passed)
-            Assert.True(b.Write(ToFrame(f)));
-
-        foreach (var f in passed)
-            atA.WaitFor(f);
-        foreach (var f in dropped)
-            Assert.False(atA.Saw(f), $"the Proxy filter let through {Describe(f)}");
+        AssertFiltered(atA, b, dropped, passed);
     }
 
     [Fact]
@@ -159,11 +151,7 @@ public sealed class PacketSocketInterfaceTests : IDisposable
         var fromHost = Ethernet(dst: MacAddress.Broadcast, src: LanHost, payload: 64);
         var fromVm = Ethernet(dst: LanRouter, src: Vm1, payload: 64);
 
-        Assert.True(b.Write(ToFrame(fromHost)));
-        Assert.True(b.Write(ToFrame(fromVm)));
-
-        atA.WaitFor(fromVm);
-        Assert.False(atA.Saw(fromHost));
+        AssertFiltered(atA, b, [fromHost], [fromVm]);
     }
 
     [Fact]
@@ -172,22 +160,12 @@ public sealed class PacketSocketInterfaceTests : IDisposable
         var a = OpenIn("pa", "ether src " + Vm1);
         var b = OpenIn("pb");
         var atA = Start(a);
-        var from2 = Ethernet(dst: LanRouter, src: Vm2, payload: 64);
-        var from1 = Ethernet(dst: LanRouter, src: Vm1, payload: 64);
-        Assert.True(b.Write(ToFrame(from2)));
-        Assert.True(b.Write(ToFrame(from1)));
-        atA.WaitFor(from1);
-        Assert.False(atA.Saw(from2));
+        AssertFiltered(atA, b, [Ethernet(dst: LanRouter, src: Vm2, payload: 64)], [Ethernet(dst: LanRouter, src: Vm1, payload: 64)]);
 
         a.SetFilter("ether src " + Vm2);
 
         Assert.Equal("ether src " + Vm2, a.Filter);
-        var from1Again = Ethernet(dst: LanRouter, src: Vm1, payload: 64);
-        var from2Again = Ethernet(dst: LanRouter, src: Vm2, payload: 64);
-        Assert.True(b.Write(ToFrame(from1Again)));
-        Assert.True(b.Write(ToFrame(from2Again)));
-        atA.WaitFor(from2Again);
-        Assert.False(atA.Saw(from1Again));
+        AssertFiltered(atA, b, [Ethernet(dst: LanRouter, src: Vm1, payload: 64)], [Ethernet(dst: LanRouter, src: Vm2, payload: 64)]);
     }
 
     [Fact]
@@ -202,12 +180,7 @@ public sealed class PacketSocketInterfaceTests : IDisposable
 
         Assert.Contains("not-a-mac", e.Message, StringComparison.Ordinal);
         Assert.Equal(old, a.Filter);
-        var from2 = Ethernet(dst: LanRouter, src: Vm2, payload: 64);
-        var from1 = Ethernet(dst: LanRouter, src: Vm1, payload: 64);
-        Assert.True(b.Write(ToFrame(from2)));
-        Assert.True(b.Write(ToFrame(from1)));
-        atA.WaitFor(from1);
-        Assert.False(atA.Saw(from2));
+        AssertFiltered(atA, b, [Ethernet(dst: LanRouter, src: Vm2, payload: 64)], [Ethernet(dst: LanRouter, src: Vm1, payload: 64)]);
     }
 
     [Fact]
@@ -222,15 +195,9 @@ public sealed class PacketSocketInterfaceTests : IDisposable
 
         a.SetFilter(BpfFilters.ForProxyNic(macs));
 
-        var fromVm = Ethernet(dst: MacAddress.Broadcast, src: macs[500], payload: 64);
-        var toOther = Ethernet(dst: new MacAddress(macs[999].Value + 1), src: LanRouter, payload: 64);
-        var toVm = Ethernet(dst: macs[999], src: LanRouter, payload: 64);
-        Assert.True(b.Write(ToFrame(fromVm)));
-        Assert.True(b.Write(ToFrame(toOther)));
-        Assert.True(b.Write(ToFrame(toVm)));
-        atA.WaitFor(toVm);
-        Assert.False(atA.Saw(fromVm));
-        Assert.False(atA.Saw(toOther));
+        AssertFiltered(atA, b,
+            [Ethernet(dst: MacAddress.Broadcast, src: macs[500], payload: 64), Ethernet(dst: new MacAddress(macs[999].Value + 1), src: LanRouter, payload: 64)],
+            [Ethernet(dst: macs[999], src: LanRouter, payload: 64)]);
     }
 
     [Fact]
@@ -249,15 +216,9 @@ public sealed class PacketSocketInterfaceTests : IDisposable
 
         Assert.True(a.FilterLength > PacketSocketInterface.KernelInstructionLimit, $"{a.FilterLength} instructions");
         Assert.False(a.FilterInKernel);
-        var fromVm = Ethernet(dst: MacAddress.Broadcast, src: macs[500], payload: 64);
-        var toOther = Ethernet(dst: LanHost, src: LanRouter, payload: 64);
-        var toVm = Ethernet(dst: macs[999], src: LanRouter, payload: 64);
-        Assert.True(b.Write(ToFrame(fromVm)));
-        Assert.True(b.Write(ToFrame(toOther)));
-        Assert.True(b.Write(ToFrame(toVm)));
-        atA.WaitFor(toVm);
-        Assert.False(atA.Saw(fromVm));
-        Assert.False(atA.Saw(toOther));
+        AssertFiltered(atA, b,
+            [Ethernet(dst: MacAddress.Broadcast, src: macs[500], payload: 64), Ethernet(dst: LanHost, src: LanRouter, payload: 64)],
+            [Ethernet(dst: macs[999], src: LanRouter, payload: 64)]);
     }
 
     [Fact]
@@ -448,6 +409,23 @@ public sealed class PacketSocketInterfaceTests : IDisposable
         var capture = new Capture(pcap);
         _captures.Add(capture);
         return capture;
+    }
+
+    /// <summary>
+    /// Writes <paramref name="dropped"/> then <paramref name="passed"/> at the peer, waits until
+    /// <paramref name="at"/> read every passed frame, then asserts it read none of the dropped ones
+    /// (written first: a veth keeps order).
+    /// </summary>
+    private static void AssertFiltered(Capture at, PacketSocketInterface peer, byte[][] dropped, byte[][] passed)
+    {
+        foreach (var f in dropped)
+            Assert.True(peer.Write(ToFrame(f)));
+        foreach (var f in passed)
+            Assert.True(peer.Write(ToFrame(f)));
+        foreach (var f in passed)
+            at.WaitFor(f);
+        foreach (var f in dropped)
+            Assert.False(at.Saw(f), $"the filter let through {Describe(f)}");
     }
 
     private Relay StartRelay(PacketSocketInterface from, PacketSocketInterface to)
