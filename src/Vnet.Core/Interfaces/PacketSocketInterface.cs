@@ -32,6 +32,11 @@ public sealed unsafe class PacketSocketInterface : VirtioNetDevice
     private const int PACKET_MR_PROMISC = 1;
     private const int PACKET_VNET_HDR = 15;
     private const int PACKET_IGNORE_OUTGOING = 23;
+    private const int PACKET_AUXDATA = 8;
+    private const uint TP_STATUS_VLAN_VALID = 0x10;
+    private const uint TP_STATUS_VLAN_TPID_VALID = 0x40;
+    private const ushort EtherTypeVlan = 0x8100;
+    private const int ControlBytes = 64;
     private const ushort ARPHRD_ETHER = 1;
     private const ushort ARPHRD_LOOPBACK = 772;
 
@@ -67,6 +72,10 @@ public sealed unsafe class PacketSocketInterface : VirtioNetDevice
     }
 
     private readonly int _ifIndex;
+
+    // The 802.1Q tag the kernel took out of the frame just read (PACKET_AUXDATA): TPID << 16 | TCI,
+    // with bit 32 set when there is one. Reader thread only.
+    private long _vlanTag;
 
     // SetFilter calls are serialised on _controlLock; _filterLock guards the user-space program,
     // which the reader runs under it. A new filter is also run in user space on the frames already
@@ -135,6 +144,7 @@ public sealed unsafe class PacketSocketInterface : VirtioNetDevice
             {
                 SetOption(fd, SOL_PACKET, PACKET_VNET_HDR, 1, device, "virtio-net headers");
                 SetOption(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1, device, "ignoring outgoing frames");
+                SetOption(fd, SOL_PACKET, PACKET_AUXDATA, 1, device, "auxiliary data (VLAN tags)");
                 var size = ReceiveBufferBytes;
                 if (LibC.SetSockOpt(fd, LibC.SOL_SOCKET, LibC.SO_RCVBUFFORCE, &size, sizeof(int)) != 0)
                     LibC.SetSockOpt(fd, LibC.SOL_SOCKET, LibC.SO_RCVBUF, &size, sizeof(int));
@@ -233,12 +243,57 @@ public sealed unsafe class PacketSocketInterface : VirtioNetDevice
     private protected override nint Receive(byte* buffer, nuint length)
     {
         Volatile.Write(ref _readGeneration, Volatile.Read(ref _generation));
+        var iov = new LibC.IoVec { Base = buffer, Length = length };
+        var control = stackalloc byte[ControlBytes];
+        var msg = new UdpBatch.MsgHdr { Iov = &iov, IovLength = 1, Control = control, ControlLength = ControlBytes };
         // MSG_TRUNC: the whole length even when it did not fit, so a truncated frame is seen.
-        return LibC.Recv(Fd, buffer, length, LibC.MSG_TRUNC);
+        var n = UdpBatch.RecvMsg(Fd, &msg, LibC.MSG_TRUNC);
+        _vlanTag = n >= 0 ? VlanTag(&msg) : 0;
+        return n;
+    }
+
+    /// <summary>The tag in a <c>struct tpacket_auxdata</c> control message, or 0.</summary>
+    private static long VlanTag(UdpBatch.MsgHdr* msg)
+    {
+        // One control message: cmsghdr (16 bytes), then tp_status, tp_len, tp_snaplen (u32 each),
+        // tp_mac, tp_net, tp_vlan_tci, tp_vlan_tpid (u16 each).
+        if (msg->ControlLength < (nuint)(sizeof(UdpBatch.CmsgHdr) + 20))
+            return 0;
+        var header = (UdpBatch.CmsgHdr*)msg->Control;
+        if (header->Level != SOL_PACKET || header->Type != PACKET_AUXDATA)
+            return 0;
+        var aux = (byte*)(header + 1);
+        var status = *(uint*)aux;
+        if ((status & TP_STATUS_VLAN_VALID) == 0)
+            return 0;
+        var tci = *(ushort*)(aux + 16);
+        var tpid = (status & TP_STATUS_VLAN_TPID_VALID) != 0 ? *(ushort*)(aux + 18) : EtherTypeVlan;
+        return (1L << 32) | ((long)tpid << 16) | tci;
+    }
+
+    /// <summary>Puts the tag the kernel took out back between the MAC addresses and the EtherType, as it was on the wire.</summary>
+    private void RestoreVlanTag(Frame frame)
+    {
+        var buffer = frame.Buffer.AsSpan();
+        var offset = frame.Offset - 4;
+        // The header before the frame was already read: its bytes may be overwritten.
+        buffer.Slice(frame.Offset, 12).CopyTo(buffer.Slice(offset));
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(buffer.Slice(offset + 12), (ushort)(_vlanTag >> 16));
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(buffer.Slice(offset + 14), (ushort)_vlanTag);
+        frame.SetBounds(offset, frame.Length + 4);
+        // The header's offsets count from the frame the kernel had, without the tag.
+        var offload = frame.Offload;
+        if (offload.NeedsChecksum)
+            offload.CsumStart += 4;
+        if (offload.HdrLen > 0)
+            offload.HdrLen += 4;
+        frame.Offload = offload;
     }
 
     private protected override bool Accept(Frame frame)
     {
+        if (_vlanTag != 0)
+            RestoreVlanTag(frame);
         if (Volatile.Read(ref _userProgram) is not null)
         {
             lock (_filterLock)

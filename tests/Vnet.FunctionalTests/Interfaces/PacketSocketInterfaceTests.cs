@@ -88,6 +88,28 @@ public sealed class PacketSocketInterfaceTests : IDisposable
     }
 
     [Fact]
+    public void Read_VlanTaggedFrame_KeepsItsTag()
+    {
+        // The receiving kernel moves the tag out of the frame into metadata; Read puts it back.
+        var a = OpenIn("pa");
+        var b = OpenIn("pb");
+        var atA = Start(a);
+        var plain = Ethernet(dst: LanHost, src: LanRouter, payload: 100);
+        var tagged = new byte[plain.Length + 4];
+        plain.AsSpan(0, 12).CopyTo(tagged);
+        tagged[12] = 0x81;
+        tagged[13] = 0x00;
+        tagged[14] = 0x20;
+        tagged[15] = 0x2a;
+        plain.AsSpan(12).CopyTo(tagged.AsSpan(16));
+
+        Assert.True(b.Write(ToFrame(tagged)));
+
+        atA.WaitFor(tagged);
+        Assert.Equal(0, atA.Bad);
+    }
+
+    [Fact]
     public void Write_Frame_ArrivesAtPeerExactly()
     {
         var a = OpenIn("pa");
