@@ -6,6 +6,9 @@
 # A/B comparison of builds in one run: BUILDS="old=DIR new=DIR" (each DIR a `dotnet publish` of
 # src/Vnet.Cli) measures overlays vnet-old-tcp, vnet-new-tcp, vnet-old-udp, vnet-new-udp from
 # those builds instead of building this checkout; ONLY defaults to vxlan and them.
+# ATTACH=pcap: the daemons open the host end of the VM's veth as interface kind pcap (a packet
+# socket) instead of a TAP on the host's bridge (peerbench --custom-attach pcap, which turns the
+# VMs' checksum offload, TSO and GSO off); overlay names get -pcap (vnet-tcp-pcap ...).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
@@ -47,18 +50,25 @@ keys_for() {
     fi
 }
 
-# Host A is the Proxy with its TAP as the "LAN"; host B is a host whose TAP faces its VM and
-# whose star link to A uses the given transport.
+attach=${ATTACH:-tap}
+case $attach in
+    tap) iface='--tap $PB_TAP' lan='$PB_TAP' suffix='' ;;
+    pcap) iface='--pcap $PB_IFACE' lan='$PB_IFACE' suffix=-pcap ;;
+    *) echo "ATTACH must be tap or pcap, not '$attach'" >&2; exit 2 ;;
+esac
+
+# Host A is the Proxy with its interface as the "LAN"; host B is a host whose interface faces its
+# VM and whose star link to A uses the given transport.
 command_for() {
     local transport=$1 vnet=$2
     cat <<CMD
 if [ "\$PB_SIDE" = A ]; then
   exec $vnet daemon --name a --role proxy --listen \$PB_LOCAL_IP:\$PB_PORT $a_keys \
-    --tap \$PB_TAP --lan \$PB_TAP --mtu \$PB_VM_MTU --control-socket \$PB_WORKDIR/vnet.sock --log-level warning
+    $iface --lan $lan --mtu \$PB_VM_MTU --control-socket \$PB_WORKDIR/vnet.sock --log-level warning
 else
   exec $vnet daemon --name b --role host --listen \$PB_LOCAL_IP:\$PB_PORT $b_keys \
     --proxy \$PB_PEER_IP:\$PB_PORT --proxy-name a --transport $transport \
-    --tap \$PB_TAP --mtu \$PB_VM_MTU --control-socket \$PB_WORKDIR/vnet.sock --log-level warning
+    $iface --mtu \$PB_VM_MTU --control-socket \$PB_WORKDIR/vnet.sock --log-level warning
 fi
 CMD
 }
@@ -70,10 +80,10 @@ for transport in tcp udp; do
     for b in "${builds[@]}"; do
         name=vnet${b%%=*}
         [ "$name" = vnet ] || name=vnet-${b%%=*}
-        name=$name-$transport
+        name=$name-$transport$suffix
         keys_for "${b#*=}" "$work/$name"
         cmd=$(command_for "$transport" "dotnet ${b#*=}/vnet.dll")
-        customs+=(--custom-name "$name" --custom "$cmd" "$cmd")
+        customs+=(--custom-name "$name" --custom-attach "$attach" --custom "$cmd" "$cmd")
         names+=("$name")
     done
 done

@@ -116,7 +116,6 @@ bridge wan br0; bridge lan br0
 veth lanhost eth0 lan lh; attach lan lh br0
 ip -n "$P-lanhost" link set eth0 address 02:50:00:00:00:01
 ip -n "$P-lanhost" addr add 10.50.0.1/24 dev eth0
-ns lanhost ethtool -K eth0 tx off >/dev/null 2>&1 || true
 veth proxy wan0 wan p; attach wan p br0; ip -n "$P-proxy" addr add 192.0.2.1/24 dev wan0
 veth proxy lan0 lan px; attach lan px br0
 for i in $(seq 1 "$hosts"); do

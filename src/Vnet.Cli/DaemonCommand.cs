@@ -33,7 +33,7 @@ internal static class DaemonCommand
         var transport = new Option<string?>("--transport") { Description = "Hosts: star link transport, tcp or udp (default tcp)" };
         transport.AcceptOnlyFromAmong("tcp", "udp");
         var taps = new Option<string[]>("--tap") { Description = "TAP interface to create or attach (repeatable)", Arity = ArgumentArity.ZeroOrMore };
-        var pcaps = new Option<string[]>("--pcap") { Description = "Existing NIC to open through libpcap (repeatable)", Arity = ArgumentArity.ZeroOrMore };
+        var pcaps = new Option<string[]>("--pcap") { Description = "Existing NIC to open as a packet socket, interface kind pcap (repeatable)", Arity = ArgumentArity.ZeroOrMore };
         var lans = new Option<string[]>("--lan") { Description = "Proxy: interface that is the user's LAN (repeatable)", Arity = ArgumentArity.ZeroOrMore };
         var mtu = new Option<int?>("--mtu") { Description = "MTU of the interfaces (default 1500)" };
         var noOffloads = new Option<bool>("--no-offloads") { Description = "Open TAPs without IFF_VNET_HDR/TSO (for comparison)" };

@@ -10,7 +10,7 @@ namespace Vnet.Engine;
 /// Receive: a dedicated thread reads the device into pooled frames and calls VirtualSwitch.Forward.
 /// Transmit: the sending thread writes to the device itself (a TAP write never blocks); frames with
 ///           offload metadata are finalised first when the device did not agree to that kind
-///           (pcap NICs take none; a TAP what TUNSETOFFLOAD accepted): whatever a peer sent, a
+///           (a TAP takes what TUNSETOFFLOAD accepted, a packet socket all): whatever a peer sent, a
 ///           kernel gets only the kinds of metadata it offered itself.
 /// </code>
 /// </summary>

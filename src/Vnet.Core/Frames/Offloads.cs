@@ -71,7 +71,8 @@ public static partial class Offloads
     }
 
     /// <summary>
-    /// Marks a plain frame longer than one MTU (a NIC's GRO merged it before libpcap saw it) as a TCP
+    /// Marks a plain frame longer than one MTU (a NIC's GRO merged it, and a capture without offload
+    /// metadata, such as libpcap's, lost its segment size) as a TCP
     /// super-frame: sets GSO metadata with <c>GsoSize</c> = MTU minus the IP and TCP headers and a
     /// partial checksum, so it travels on like a TAP's super-frame. False when it is not TCP over IP,
     /// when its IP packet fits in <paramref name="mtu"/>, when it already carries offload metadata,
@@ -92,23 +93,48 @@ public static partial class Offloads
             || (layout.PayloadLength + mss - 1) / mss > OffloadCheck.MaxSegments)
             return false;
 
-        // Ethernet padding would otherwise be taken for payload by whoever segments the frame.
-        frame.Length = layout.End;
-        data = frame.Data;
-        var pseudo = layout.PseudoHeader(data, layout.End - layout.L4);
-        BinaryPrimitives.WriteUInt16BigEndian(data.Slice(layout.L4 + PacketLayout.TcpChecksumOffset, 2), Checksum.Fold(pseudo));
         // Linux flags a super-frame whose first segment carries CWR with the ECN bit.
         var ecn = (data[layout.L4 + 13] & TcpCwr) != 0 ? VirtioNetHeader.GsoEcn : 0;
+        SetPartialTcpChecksum(frame, layout, (byte)((layout.IsV6 ? VirtioNetHeader.GsoTcpV6 : VirtioNetHeader.GsoTcpV4) | ecn), (ushort)mss);
+        return true;
+    }
+
+    /// <summary>
+    /// Gives a TCP super-frame whose checksum is complete (a kernel's GRO merged it and marked it
+    /// verified, <c>DATA_VALID</c>) the partial checksum every super-frame VNET passes on carries
+    /// (<see cref="OffloadCheck"/> refuses GSO without <c>NEEDS_CSUM</c>), keeping its GSO type and
+    /// size. True when the frame now has <c>NEEDS_CSUM</c> or is not a super-frame; false when it is
+    /// not TCP of its GSO type, or is shared (it is modified in place).
+    /// </summary>
+    public static bool RequestChecksum(Frame frame)
+    {
+        ArgumentNullException.ThrowIfNull(frame);
+        var offload = frame.Offload;
+        if (!offload.IsGso || offload.NeedsChecksum)
+            return true;
+        if (frame.References > 1 || !PacketLayout.TryParse(frame.Data, out var layout)
+            || layout.Protocol != PacketLayout.ProtocolTcp || !GsoTypeFits(offload.GsoType, layout))
+            return false;
+        SetPartialTcpChecksum(frame, layout, offload.GsoType, offload.GsoSize);
+        return true;
+    }
+
+    private static void SetPartialTcpChecksum(Frame frame, in PacketLayout layout, byte gsoType, ushort gsoSize)
+    {
+        // Ethernet padding would otherwise be taken for payload by whoever segments the frame.
+        frame.Length = layout.End;
+        var data = frame.Data;
+        var pseudo = layout.PseudoHeader(data, layout.End - layout.L4);
+        BinaryPrimitives.WriteUInt16BigEndian(data.Slice(layout.L4 + PacketLayout.TcpChecksumOffset, 2), Checksum.Fold(pseudo));
         frame.Offload = new VirtioNetHeader
         {
             Flags = VirtioNetHeader.FlagNeedsCsum,
-            GsoType = (byte)((layout.IsV6 ? VirtioNetHeader.GsoTcpV6 : VirtioNetHeader.GsoTcpV4) | ecn),
+            GsoType = gsoType,
             HdrLen = (ushort)layout.HeadersLength,
-            GsoSize = (ushort)mss,
+            GsoSize = gsoSize,
             CsumStart = (ushort)layout.L4,
             CsumOffset = PacketLayout.TcpChecksumOffset,
         };
-        return true;
     }
 
     private static bool SplitSuperFrame(Frame frame, FramePool pool, List<Frame> output, bool complete, int maxFrameLength)

@@ -15,7 +15,7 @@ namespace Vnet.Interfaces;
 /// </para>
 /// <para>
 /// Size matters: the kernel refuses a classic BPF program longer than 4096 instructions
-/// (<see cref="PcapInterface.KernelInstructionLimit"/>), and libpcap then filters in user space,
+/// (<see cref="BpfProgram.KernelInstructionLimit"/>), and the daemon then filters in user space,
 /// which copies every frame on the LAN into the process. A naive <c>ether src A or ether src B ...</c>
 /// costs about 4-5 instructions per MAC, so a Proxy filter (two MAC sets) overflows near 430 VMs.
 /// These filters instead group the MACs by their upper 32 bits (VNET assigns VM MACs from a few

@@ -15,7 +15,7 @@ public enum ReadStatus
 }
 
 /// <summary>
-/// A local interface back end: a TAP device or a NIC opened through libpcap. One thread reads it;
+/// A local interface back end: a TAP device or a NIC opened through a packet socket. One thread reads it;
 /// any thread may write to it.
 /// </summary>
 public interface ILocalInterface : IDisposable
@@ -25,8 +25,8 @@ public interface ILocalInterface : IDisposable
 
     /// <summary>
     /// The offloads agreed with the device: the kinds of offload metadata (TSO super-frames, partial
-    /// checksums) it takes on write (and, for a TAP, the only kinds it hands over on read; a pcap
-    /// device takes none but marks what it captured, see PcapInterface). A writer hands over only frames whose
+    /// checksums) it takes on write (and, for a TAP, the only kinds it hands over on read; a packet
+    /// socket takes them all). A writer hands over only frames whose
     /// metadata <see cref="OffloadSetExtensions.Takes"/> allows, and finalises the others into
     /// complete, MTU-sized frames; with <see cref="OffloadSet.None"/>, every frame.
     /// </summary>

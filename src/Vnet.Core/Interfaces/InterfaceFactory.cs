@@ -8,7 +8,7 @@ namespace Vnet.Interfaces;
 public sealed record OpenedDevice(ILocalInterface Device, MacAddress? OwnMac);
 
 /// <summary>
-/// Opens the device behind a configured interface. The daemon gets real devices (TAP, libpcap);
+/// Opens the device behind a configured interface. The daemon gets real devices (TAP, packet socket);
 /// tests and simulations get in-memory ones (<see cref="MemoryInterfaceFactory"/>), so everything
 /// above the device runs unchanged without root.
 /// </summary>
@@ -18,7 +18,7 @@ public interface IInterfaceFactory
     OpenedDevice Open(InterfaceConfig config, string? filter);
 }
 
-/// <summary>The real devices: a TAP (joined to its bridge when configured) or a NIC through libpcap.</summary>
+/// <summary>The real devices: a TAP (joined to its bridge when configured) or a NIC through a packet socket.</summary>
 public sealed class SystemInterfaceFactory : IInterfaceFactory
 {
     public static SystemInterfaceFactory Instance { get; } = new();
@@ -28,7 +28,7 @@ public sealed class SystemInterfaceFactory : IInterfaceFactory
         ILocalInterface device = config.Kind switch
         {
             InterfaceKind.Tap => TapInterface.Open(config.Name, config.Mtu, config.Offloads),
-            _ => PcapInterface.Open(config.Name, config.Mtu, filter),
+            _ => PacketSocketInterface.Open(config.Name, config.Mtu, filter),
         };
         try
         {

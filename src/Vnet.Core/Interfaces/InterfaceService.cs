@@ -196,10 +196,10 @@ public sealed partial class InterfaceService
     /// </summary>
     public void UpdateLanFilters(IReadOnlyCollection<MacAddress> vms)
     {
-        var targets = new List<(string Name, PcapInterface Pcap)>();
+        var targets = new List<(string Name, PacketSocketInterface Pcap)>();
         foreach (var i in _interfaces.Values)
         {
-            if (i.Config.Lan && i.Port.Device is PcapInterface pcap)
+            if (i.Config.Lan && i.Port.Device is PacketSocketInterface pcap)
                 targets.Add((i.Name, pcap));
         }
         if (targets.Count == 0)

@@ -7,7 +7,8 @@ namespace Vnet.Interfaces;
 /// <summary>
 /// An interface in memory: what a test injects is read as if a VM had sent it, and what the daemon
 /// writes is kept for the test to look at. Plain frames in, and by default plain frames out, like a
-/// pcap NIC; a test may give it an <see cref="OffloadSet"/> to see what a TAP that agreed to it gets.
+/// device without offloads; a test may give it an <see cref="OffloadSet"/> to see what a TAP that
+/// agreed to it (or a packet socket, which takes them all) gets.
 /// For tests and simulations; the daemon itself never makes one.
 /// </summary>
 public sealed class MemoryInterface : ILocalInterface
@@ -111,7 +112,7 @@ public sealed class MemoryInterface : ILocalInterface
 
 /// <summary>
 /// Makes <see cref="MemoryInterface"/>s for configured interfaces, and lets a test reach them by
-/// name. As on a real machine, a TAP is created by opening it, while a NIC opened through libpcap
+/// name. As on a real machine, a TAP is created by opening it, while a NIC opened as a packet socket
 /// must exist: only the names in <see cref="Nics"/> open as pcap interfaces.
 /// </summary>
 public sealed class MemoryInterfaceFactory : IInterfaceFactory

@@ -6,10 +6,10 @@ namespace Vnet.Interfaces;
 /// <summary>
 /// A Linux TAP device (<c>/dev/net/tun</c>, <c>IFF_TAP | IFF_NO_PI</c>), opened with
 /// <c>IFF_VNET_HDR</c> and TSO/checksum offloads so the kernel hands over and accepts 64 KiB TCP
-/// super-frames: one read instead of ~45. Reads are non-blocking with a poll on the device and an
-/// eventfd, so <see cref="Close"/> can wake the reader without racing the file descriptor.
+/// super-frames: one read instead of ~45. Reading, writing and closing are
+/// <see cref="VirtioNetDevice"/>'s.
 /// </summary>
-public sealed unsafe class TapInterface : ILocalInterface
+public sealed unsafe class TapInterface : VirtioNetDevice
 {
     private const nuint TUNSETIFF = 0x400454ca;
     private const nuint TUNSETOFFLOAD = 0x400454d0;
@@ -22,28 +22,10 @@ public sealed unsafe class TapInterface : ILocalInterface
     private const uint TUN_F_TSO6 = 0x04;
     private const uint TUN_F_TSO_ECN = 0x08;
 
-    private readonly int _fd;
-    private readonly int _wakeFd;
-    private readonly int _headerSize;
-    private int _closed;
-
-    private TapInterface(string name, int fd, int wakeFd, bool header, OffloadSet offloads, int mtu)
+    private TapInterface(string name, int fd, bool header, OffloadSet offloads, int mtu)
+        : base(name, fd, header, offloads, mtu)
     {
-        Name = name;
-        _fd = fd;
-        _wakeFd = wakeFd;
-        Offloads = offloads;
-        _headerSize = header ? VirtioNetHeader.Size : 0;
-        MaxFrameSize = mtu + 14 + 4;
     }
-
-    public string Name { get; }
-
-    public OffloadSet Offloads { get; }
-
-    public int MaxFrameSize { get; }
-
-    public Action? BeforeWait { get; set; }
 
     /// <summary>
     /// Creates the TAP (or attaches to an existing persistent one of that name), sets its MTU and
@@ -61,16 +43,16 @@ public sealed unsafe class TapInterface : ILocalInterface
         var fd = LibC.Open("/dev/net/tun", LibC.O_RDWR | LibC.O_CLOEXEC);
         if (fd < 0)
             throw new IOException($"cannot open /dev/net/tun: {LibC.ErrorText(LibC.LastError)}");
-        var wake = -1;
+        var header = offloads != OffloadSet.None;
+        string actual;
+        var agreed = OffloadSet.None;
         try
         {
             var req = default(NetDevice.IfReq);
             req.SetName(name);
-            var header = offloads != OffloadSet.None;
             req.Flags = (short)(IFF_TAP | IFF_NO_PI | (header ? IFF_VNET_HDR : 0));
             NetDevice.Check(LibC.Ioctl(fd, TUNSETIFF, &req), $"create TAP {name}");
-            var actual = req.GetName();
-            var agreed = OffloadSet.None;
+            actual = req.GetName();
             if (header)
             {
                 var hdr = VirtioNetHeader.Size;
@@ -79,20 +61,15 @@ public sealed unsafe class TapInterface : ILocalInterface
             }
             if (!LibC.SetNonBlocking(fd))
                 throw new IOException($"cannot make {actual} non-blocking: {LibC.ErrorText(LibC.LastError)}");
-            wake = LibC.EventFd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK);
-            if (wake < 0)
-                throw new IOException($"eventfd: {LibC.ErrorText(LibC.LastError)}");
             NetDevice.SetMtu(actual, mtu);
             NetDevice.SetUp(actual);
-            return new TapInterface(actual, fd, wake, header, agreed, mtu);
         }
         catch
         {
             LibC.Close(fd);
-            if (wake >= 0)
-                LibC.Close(wake);
             throw;
         }
+        return new TapInterface(actual, fd, header, agreed, mtu);
     }
 
     /// <summary>
@@ -126,83 +103,4 @@ public sealed unsafe class TapInterface : ILocalInterface
         ((set & OffloadSet.Tso4) != 0 ? TUN_F_TSO4 : 0) |
         ((set & OffloadSet.Tso6) != 0 ? TUN_F_TSO6 : 0) |
         ((set & OffloadSet.TsoEcn) != 0 ? TUN_F_TSO_ECN : 0);
-
-    public ReadStatus Read(Frame frame)
-    {
-        var buffer = frame.Buffer;
-        var start = Frame.Headroom - _headerSize;
-        while (Volatile.Read(ref _closed) == 0)
-        {
-            nint n;
-            fixed (byte* p = &buffer[start])
-                n = LibC.Read(_fd, p, (nuint)(Frame.MaxLength + _headerSize));
-            if (n >= 0)
-            {
-                if (n < _headerSize + 14)
-                    return ReadStatus.Bad;
-                frame.Offload = _headerSize > 0 ? VirtioNetHeader.Read(buffer.AsSpan(start, _headerSize)) : default;
-                frame.SetBounds(Frame.Headroom, (int)n - _headerSize);
-                return ReadStatus.Frame;
-            }
-            var errno = LibC.LastError;
-            if (errno == LibC.EINTR)
-                continue;
-            if (errno != LibC.EAGAIN)
-                return ReadStatus.Closed;
-            BeforeWait?.Invoke();
-            WaitReadable();
-        }
-        return ReadStatus.Closed;
-    }
-
-    private void WaitReadable()
-    {
-        var fds = stackalloc LibC.PollFd[2];
-        fds[0] = new LibC.PollFd { Fd = _fd, Events = LibC.POLLIN };
-        fds[1] = new LibC.PollFd { Fd = _wakeFd, Events = LibC.POLLIN };
-        LibC.Poll(fds, 2, -1);
-    }
-
-    public bool Write(Frame frame)
-    {
-        if (Volatile.Read(ref _closed) != 0 || !frame.FitsBuffer)
-            return false;
-        nint n;
-        if (_headerSize > 0)
-        {
-            // The frame may be shared with other ports, so its header goes in a separate iovec.
-            var hdr = stackalloc byte[VirtioNetHeader.Size];
-            frame.Offload.Write(new Span<byte>(hdr, VirtioNetHeader.Size));
-            fixed (byte* p = &frame.Buffer[frame.Offset])
-            {
-                var iov = stackalloc LibC.IoVec[2];
-                iov[0] = new LibC.IoVec { Base = hdr, Length = VirtioNetHeader.Size };
-                iov[1] = new LibC.IoVec { Base = p, Length = (nuint)frame.Length };
-                n = LibC.Writev(_fd, iov, 2);
-            }
-        }
-        else
-        {
-            fixed (byte* p = &frame.Buffer[frame.Offset])
-                n = LibC.Write(_fd, p, (nuint)frame.Length);
-        }
-        return n >= 0;
-    }
-
-    public void Close()
-    {
-        if (Interlocked.Exchange(ref _closed, 1) != 0)
-            return;
-        ulong one = 1;
-        LibC.Write(_wakeFd, &one, sizeof(ulong));
-    }
-
-    public void Dispose()
-    {
-        Close();
-        // The reader thread may still be inside poll(); closing the eventfd last keeps it valid
-        // until then. Callers join the reader before disposing.
-        LibC.Close(_fd);
-        LibC.Close(_wakeFd);
-    }
 }

@@ -18,6 +18,7 @@ internal static unsafe partial class LibC
     public const int EMSGSIZE = 90;
     public const int ENOBUFS = 105;
     public const int EBADFD = 77;
+    public const int ENETDOWN = 100;
 
     public const int O_RDWR = 2;
     public const int O_NONBLOCK = 0x800;
@@ -38,7 +39,16 @@ internal static unsafe partial class LibC
     public const int AF_INET = 2;
     public const int AF_INET6 = 10;
     public const int SOCK_DGRAM = 2;
+    public const int SOCK_RAW = 3;
+    public const int SOCK_NONBLOCK = 0x800;
     public const int SOCK_CLOEXEC = 0x80000;
+    public const int MSG_TRUNC = 0x20;
+
+    public const int SOL_SOCKET = 1;
+    public const int SO_RCVBUF = 8;
+    public const int SO_ATTACH_FILTER = 26;
+    public const int SO_DETACH_FILTER = 27;
+    public const int SO_RCVBUFFORCE = 33;
 
     public const int CLONE_NEWNET = 0x40000000;
 
@@ -105,6 +115,15 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Lib, EntryPoint = "socket", SetLastError = true)]
     public static partial int Socket(int domain, int type, int protocol);
+
+    [LibraryImport(Lib, EntryPoint = "bind", SetLastError = true)]
+    public static partial int Bind(int fd, void* address, uint length);
+
+    [LibraryImport(Lib, EntryPoint = "getsockname", SetLastError = true)]
+    public static partial int GetSockName(int fd, void* address, uint* length);
+
+    [LibraryImport(Lib, EntryPoint = "setsockopt", SetLastError = true)]
+    public static partial int SetSockOpt(int fd, int level, int name, void* value, uint length);
 
     [LibraryImport(Lib, EntryPoint = "setns", SetLastError = true)]
     public static partial int SetNs(int fd, int nstype);

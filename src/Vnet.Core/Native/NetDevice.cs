@@ -103,6 +103,15 @@ internal static unsafe class NetDevice
         return mac;
     });
 
+    /// <summary>The ARPHRD_* hardware type of a device (1: Ethernet), from SIOCGIFHWADDR's address family.</summary>
+    public static ushort GetHardwareType(string name) => WithSocket(s =>
+    {
+        var req = default(IfReq);
+        req.SetName(name);
+        Check(LibC.Ioctl(s, SIOCGIFHWADDR, &req), $"read the hardware type of {name}");
+        return (ushort)req.Flags;
+    });
+
     public static bool Exists(string name) => LibC.IfNameToIndex(name) != 0;
 
     /// <summary>Adds a device to a Linux bridge, creating the bridge if it does not exist.</summary>

@@ -95,10 +95,9 @@ internal sealed class OverlayBed : IDisposable
             Bed.Veth("lanhost", "eth0", "lan", "lh");
             Bed.Attach("lan", "lh", "br0");
             Bed.SetMac("lanhost", "eth0", LanHostMac);
+            // Checksum offload stays on (a veth's default): the Proxy's packet socket tells the
+            // partial checksums of such a local sender from complete ones.
             Bed.Address("lanhost", "eth0", LanHostIp + "/24");
-            // A LAN machine's frames reach the Proxy's NIC from a wire, with complete checksums; a
-            // veth would hand over partial ones (checksum offload), which libpcap cannot tell apart.
-            Bed.Run("lanhost", "ethtool -K eth0 tx off");
         }
         Bed.Namespace("proxy");
         Bed.Veth("proxy", "wan0", "wan", "p");
@@ -148,12 +147,13 @@ internal sealed class OverlayBed : IDisposable
     /// </summary>
     /// <param name="identity">A key pair other than hN's own (the Proxy admitted hN's): an intruder's.</param>
     /// <param name="listenIp">The address hN listens on, when a test gave it another than <see cref="HostIp"/> (e.g. behind a NAT).</param>
+    /// <param name="pcapInterface">Instead of a TAP, this device of hN (a VM's veth, see <see cref="AddVm"/>) as interface kind pcap.</param>
     public BackgroundProcess StartHost(int i, string transport = "tcp", StaticKeyPair? identity = null, bool bridgeInConfig = true,
-        string? listenIp = null)
+        string? listenIp = null, string? pcapInterface = null)
     {
-        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp);
+        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface);
         WaitReady(process);
-        if (!bridgeInConfig)
+        if (!bridgeInConfig && pcapInterface is null)
             Bed.Attach($"h{i}", "tap0", "br0");
         return process;
     }
@@ -169,11 +169,13 @@ internal sealed class OverlayBed : IDisposable
             WaitReady(process);
     }
 
-    private BackgroundProcess LaunchHost(int i, string transport, StaticKeyPair? identity, bool bridgeInConfig, string? listenIp = null)
+    private BackgroundProcess LaunchHost(int i, string transport, StaticKeyPair? identity, bool bridgeInConfig, string? listenIp = null,
+        string? pcapInterface = null)
     {
         var name = $"h{i}";
         var keyFile = identity is null ? KeyFileOf(name) : WriteKeyFile(name + "-other", identity);
         var bridge = bridgeInConfig ? "bridge = \"br0\"" : "";
+        var iface = pcapInterface is null ? $"name = \"tap0\"\n{bridge}" : $"name = \"{pcapInterface}\"\nkind = \"pcap\"";
         return LaunchDaemon(name, $"""
             name = "{name}"
             role = "host"
@@ -188,8 +190,7 @@ internal sealed class OverlayBed : IDisposable
             transport = "{transport}"
 
             [[interface]]
-            name = "tap0"
-            {bridge}
+            {iface}
             """);
     }
 
@@ -230,13 +231,18 @@ internal sealed class OverlayBed : IDisposable
         Wait.Until(() => Links("proxy").Count(l => l.Up && l.Star) == hosts, TimeSpan.FromSeconds(timeoutSeconds),
             $"{hosts} hosts linked to the Proxy");
 
-    /// <summary>Adds VM number n (10.50.0.1n, 02:00:00:00:00:0n) on host hI.</summary>
-    public string AddVm(int n, int host, bool address = true)
+    /// <summary>
+    /// Adds VM number n (10.50.0.1n, 02:00:00:00:00:0n) on host hI: a namespace whose eth0 is a veth
+    /// whose other end, vmN in hI, is on hI's bridge (or, with <paramref name="bridge"/> false, on
+    /// nothing: for a host daemon that opens it as interface kind pcap).
+    /// </summary>
+    public string AddVm(int n, int host, bool address = true, bool bridge = true)
     {
         var vm = $"vm{n}";
         Bed.Namespace(vm);
         Bed.Veth(vm, "eth0", $"h{host}", vm);
-        Bed.Attach($"h{host}", vm, "br0");
+        if (bridge)
+            Bed.Attach($"h{host}", vm, "br0");
         Bed.SetMac(vm, "eth0", VmMac(n));
         if (address)
             Bed.Address(vm, "eth0", VmIp(n) + "/24");

@@ -1,6 +1,5 @@
 using Vnet.Frames;
 using Vnet.Interfaces;
-using BpfProgram = SharpPcap.LibPcap.BpfProgram;
 
 namespace Vnet.Tests.Interfaces;
 
@@ -87,7 +86,7 @@ public sealed class BpfFiltersTests
     {
         var macs = Macs(1000, i => 0x02_56_4e_00_10_00UL + (ulong)i);
 
-        var length = PcapInterface.CompileFilter(BpfFilters.ForProxyNic(macs));
+        var length = PacketSocketInterface.CompileFilter(BpfFilters.ForProxyNic(macs));
 
         Assert.InRange(length, 1, 64);
     }
@@ -99,9 +98,9 @@ public sealed class BpfFiltersTests
         var macs = Macs(1000, i => 0x02_56_4e_00_00_00UL + (ulong)(i * 3));
 
         var filter = BpfFilters.ForProxyNic(macs);
-        var length = PcapInterface.CompileFilter(filter);
+        var length = PacketSocketInterface.CompileFilter(filter);
 
-        Assert.InRange(length, 1, PcapInterface.KernelInstructionLimit);
+        Assert.InRange(length, 1, PacketSocketInterface.KernelInstructionLimit);
         using var program = Compile(filter);
         Assert.True(Matches(program, src: LanRouter, dst: macs[999]));
         Assert.False(Matches(program, src: LanRouter, dst: new MacAddress(macs[999].Value + 1)));
@@ -117,7 +116,7 @@ public sealed class BpfFiltersTests
         var macs = Macs(1000, _ => ((ulong)rng.NextInt64(1L << 48) & ~0x01_00_00_00_00_00UL) | 0x02_00_00_00_00_00UL);
 
         var filter = BpfFilters.ForProxyNic(macs);
-        Assert.True(PcapInterface.CompileFilter(filter) > 0);
+        Assert.True(PacketSocketInterface.CompileFilter(filter) > 0);
         using var program = Compile(filter);
         Assert.True(Matches(program, src: LanRouter, dst: macs[123]));
         Assert.False(Matches(program, src: macs[456], dst: MacAddress.Broadcast));
@@ -177,7 +176,7 @@ public sealed class BpfFiltersTests
         return macs;
     }
 
-    private static BpfProgram Compile(string filter) => BpfProgram.Create(PacketDotNet.LinkLayers.Ethernet, filter, 1, 0);
+    private static BpfProgram Compile(string filter) => BpfProgram.Compile(filter);
 
     private static bool Matches(BpfProgram program, MacAddress src, MacAddress dst)
     {
