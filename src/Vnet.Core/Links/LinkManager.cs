@@ -6,7 +6,6 @@ using Microsoft.Extensions.Logging;
 using Vnet.Engine;
 using Vnet.Frames;
 using Vnet.Links.Security;
-using Vnet.Native;
 
 namespace Vnet.Links;
 
@@ -678,7 +677,6 @@ public sealed partial class LinkManager : IAsyncDisposable
     /// </summary>
     private LinkSession CreateSession(Socket socket, PeerIdentity peer, uint local, LinkPort port)
     {
-        OffTheEventLoop(socket);
         if (peer.Transport != LinkTransport.Udp)
             return new LinkSession(socket, peer, local, port, _switch, this, _options.QueueCapacity, s => new TcpLinkTransport(s, _switch, _pool));
         var udp = _udp!;
@@ -686,16 +684,6 @@ public sealed partial class LinkManager : IAsyncDisposable
         udp.Register((UdpLinkTransport)session.DataChannel);
         return session;
     }
-
-    /// <summary>
-    /// The handshake ran on .NET's asynchronous socket calls, which register the socket with the
-    /// runtime's epoll thread for good: every segment that arrived afterwards woke that thread (and
-    /// a thread-pool worker), although the session reads and writes the descriptor itself with its
-    /// own threads: a fifth of each daemon's CPU on a TCP link carrying one stream
-    /// (bench/profile.sh, docs/perf/README.md). The session never makes an asynchronous call on the
-    /// socket again, so its descriptor leaves the runtime's epoll set here.
-    /// </summary>
-    private static void OffTheEventLoop(Socket socket) => EpollSet.Forget((int)socket.SafeHandle.DangerousGetHandle());
 
     private void Attach(LinkPort port, LinkSession session)
     {

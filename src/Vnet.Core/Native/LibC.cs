@@ -26,7 +26,6 @@ internal static unsafe partial class LibC
 
     public const int F_GETFL = 3;
     public const int F_SETFL = 4;
-    public const int F_DUPFD_CLOEXEC = 1030;
 
     public const short POLLIN = 0x1;
     public const short POLLOUT = 0x4;
@@ -107,11 +106,6 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Lib, EntryPoint = "fcntl", SetLastError = true)]
     public static partial int Fcntl(int fd, int cmd, int arg);
-
-    public const int EPOLL_CTL_DEL = 2;
-
-    [LibraryImport(Lib, EntryPoint = "epoll_ctl", SetLastError = true)]
-    public static partial int EpollCtl(int epfd, int op, int fd, void* eventData);
 
     [LibraryImport(Lib, EntryPoint = "poll", SetLastError = true)]
     public static partial int Poll(PollFd* fds, nuint nfds, int timeout);
