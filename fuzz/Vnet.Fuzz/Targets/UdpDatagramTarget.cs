@@ -11,9 +11,10 @@ namespace Vnet.Fuzz.Targets;
 /// What a daemon does with received UDP datagrams, before and after opening them, for one session
 /// with fixed keys. <c>UdpTransport.Handle</c> runs on a socket's receive thread and is private, so
 /// the harness repeats its steps and calls the code each step calls: <see cref="Wire.TryRead"/> and
-/// the length and session checks; <see cref="SealedRecord.Open"/> in place with the session's
-/// <see cref="ReceiveCipher"/> in datagram mode (its epochs and <see cref="ReplayWindow"/>); then for
-/// DATA the link's <c>UdpLinkTransport.ReadFrame</c> into a pooled frame, the run's
+/// the length and session checks; for DATA the link's <c>UdpLinkTransport.OpenFrame</c> (opened
+/// straight into a pooled frame), for anything else <see cref="SealedRecord.Open"/> in place, with
+/// the session's <see cref="ReceiveCipher"/> in datagram mode (its epochs and
+/// <see cref="ReplayWindow"/>); then the run's
 /// <see cref="Offloads.Coalesce"/> and <see cref="VirtualSwitch.ForwardFromLink"/> (whose
 /// <see cref="OffloadCheck"/> comes first). Also, a TCP message of the session opened as
 /// <c>LinkSession.ReceiveSealedControl</c> does (<see cref="SealedRecord.PlaintextLength"/>, stream
@@ -55,7 +56,7 @@ public sealed class UdpDatagramTarget : FuzzTarget
     private static readonly FramePool Pool = new(PoolCapacity);
     private static readonly VirtualSwitch Switch = new();
 
-    // ReadFrame needs only the link's pool (and its switch, to count a frame it had no buffer for).
+    // OpenFrame needs only the link's pool (and its switch, to count a frame it had no buffer for).
     private static readonly UdpLinkTransport Link = new(null!, null!, Switch, Pool);
 
     private readonly byte[] _datagram = GC.AllocateUninitializedArray<byte>(Wire.HeaderSize + Wire.MaxDataPayload);
@@ -241,12 +242,25 @@ public sealed class UdpDatagramTarget : FuzzTarget
         var fresh = sealedFlag && sealedPayload.Length >= SealedRecord.Overhead && state is not null &&
             (stream ? counter >= state.NextInStream : state.MayAccept(counter));
         bool opened;
-        Span<byte> plain;
+        Span<byte> plain = default;
+        Frame? frame = null;
         if (stream)
         {
             var length = SealedRecord.PlaintextLength(sealedPayload.Length);
             plain = length >= 0 ? _plain.AsSpan(0, length) : default;
             opened = length >= 0 && SealedRecord.Open(opener, header, datagram, sealedPayload, stream: true, plain);
+        }
+        else if (header.Type == MessageType.Data)
+        {
+            // As the receive thread does: DATA opened straight into a pooled frame.
+            var outcome = Link.OpenFrame(opener, header, datagram, sealedPayload, out frame);
+            opened = outcome is UdpLinkTransport.DataOpening.Opened or UdpLinkTransport.DataOpening.TooShort or UdpLinkTransport.DataOpening.NoBuffer;
+            var extra = (header.Flags & MessageFlags.Offload) != 0 ? VirtioNetHeader.Size : 0;
+            var plainLength = SealedRecord.PlaintextLength(sealedPayload.Length);
+            if (frame is not null && frame.Length != plainLength - extra)
+                throw new FuzzFindingException($"OpenFrame made a {frame.Length}-byte frame of a {plainLength}-byte payload (offload {extra > 0})");
+            if ((frame is not null) != (outcome == UdpLinkTransport.DataOpening.Opened))
+                throw new FuzzFindingException($"OpenFrame said {outcome} with{(frame is null ? "out" : "")} a frame");
         }
         else
         {
@@ -270,31 +284,22 @@ public sealed class UdpDatagramTarget : FuzzTarget
         if (!opened && sealedFlag && sealedPayload.Length >= SealedRecord.Overhead)
             model.Refused++;
         if (!opened)
+        {
+            frame?.Release();
             return !stream && streamOpen;
+        }
         model.Took(header.Epoch, counter);
-        if (!stream)
-            Dispatch(header, plain);
+        if (frame is not null)
+            Add(header.HopLimit, frame);
         return streamOpen;
     }
 
-    /// <summary>What the receive thread does with an opened datagram (UdpTransport.Handle, CollectData).</summary>
-    private void Dispatch(in LinkHeader header, ReadOnlySpan<byte> plain)
+    /// <summary>An opened data frame joins the run (UdpTransport.Collect); keep-alives and probes go to the live session.</summary>
+    private void Add(byte hopLimit, Frame frame)
     {
-        // Keep-alives and probes go to the live session (LinkSession.ReceiveProbe: a length check,
-        // an echo, an int64 timestamp); only DATA is read any further here.
-        if (header.Type != MessageType.Data)
-            return;
-        var extra = (header.Flags & MessageFlags.Offload) != 0 ? VirtioNetHeader.Size : 0;
-        if (plain.Length - extra < 14)
-            return;
-        if (_batch.Count > 0 && _batchHop != header.HopLimit)
+        if (_batch.Count > 0 && _batchHop != hopLimit)
             Flush();
-        var frame = Link.ReadFrame(header, plain);
-        if (frame is null)
-            return;
-        if (frame.Length != plain.Length - extra || !frame.Data.SequenceEqual(plain[extra..]))
-            throw new FuzzFindingException($"ReadFrame made a {frame.Length}-byte frame of a {plain.Length}-byte payload (offload {extra > 0})");
-        _batchHop = header.HopLimit;
+        _batchHop = hopLimit;
         _batch.Add(frame);
     }
 

@@ -21,9 +21,9 @@ namespace Vnet.Links;
 /// Receiving:
 ///  1. The session's receiver thread reads the connection: control messages go to the session;
 ///     DATA or a keep-alive there is a protocol error.
-///  2. Datagrams arrive on UdpTransport's receive thread, which opens them (and follows the peer to a
-///     new address once a datagram from there authenticates), batches runs and calls
-///     <see cref="ReadFrame"/>, <see cref="LinkSession.ReceiveProbe"/> and
+///  2. Datagrams arrive on UdpTransport's receive thread, which opens them (DATA straight into a
+///     pooled frame, <see cref="OpenFrame"/>), follows the peer to a new address once a datagram
+///     from there authenticates, batches runs and calls <see cref="LinkSession.ReceiveProbe"/> and
 ///     <see cref="LinkSession.DeliverFrame"/> of this link.
 /// </code>
 /// </summary>
@@ -258,23 +258,64 @@ internal sealed class UdpLinkTransport : ILinkTransport
         }
     }
 
-    /// <summary>
-    /// Copies the opened payload of a data datagram (at least a minimal frame, checked by the caller)
-    /// into a pooled frame; null when the pool is empty (counted as a drop). On UdpTransport's receive thread.
-    /// </summary>
-    public Frame? ReadFrame(in LinkHeader header, ReadOnlySpan<byte> payload)
+    /// <summary>What became of a data datagram given to <see cref="OpenFrame"/>.</summary>
+    public enum DataOpening
     {
-        var frame = _pool.TryRent();
-        if (frame is null)
+        /// <summary>Authentic, and now a pooled frame.</summary>
+        Opened,
+
+        /// <summary>Did not open (forged, replayed, an unknown epoch): nothing changed.</summary>
+        Refused,
+
+        /// <summary>Longer than any frame: refused unopened (the peer never sends it).</summary>
+        TooLong,
+
+        /// <summary>Authentic, but shorter than an Ethernet header: dropped.</summary>
+        TooShort,
+
+        /// <summary>Authentic, but the pool had no buffer: dropped (and counted).</summary>
+        NoBuffer,
+    }
+
+    /// <summary>
+    /// Opens a sealed DATA datagram straight into a pooled frame: the decryption writes the virtio
+    /// header into the frame's headroom and the frame where it belongs, so no copy follows it.
+    /// Authentic outcomes (Opened, TooShort, NoBuffer) took the counter; with no buffer the
+    /// datagram is still opened (in place) so that the session hears its peer. On UdpTransport's
+    /// receive thread (and the fuzzer's), with the session's datagram opener.
+    /// </summary>
+    public DataOpening OpenFrame(ReceiveCipher opener, in LinkHeader header, ReadOnlySpan<byte> headerBytes, Span<byte> sealedPayload,
+        out Frame? frame)
+    {
+        frame = null;
+        var extra = (header.Flags & MessageFlags.Offload) != 0 ? VirtioNetHeader.Size : 0;
+        var plainLength = SealedRecord.PlaintextLength(sealedPayload.Length);
+        if (plainLength < 0)
+            return DataOpening.Refused;
+        if (plainLength - extra > Frame.MaxLength)
+            return DataOpening.TooLong;
+        var rented = _pool.TryRent();
+        if (rented is null)
         {
             _switch.CountDrop(DropReason.NoBuffer);
-            return null;
+            var inPlace = sealedPayload.Slice(Wire.CounterSize, plainLength);
+            return SealedRecord.Open(opener, header, headerBytes, sealedPayload, stream: false, inPlace) ? DataOpening.NoBuffer : DataOpening.Refused;
         }
-        var extra = (header.Flags & MessageFlags.Offload) != 0 ? VirtioNetHeader.Size : 0;
+        var plain = rented.Buffer.AsSpan(Frame.Headroom - extra, plainLength);
+        if (!SealedRecord.Open(opener, header, headerBytes, sealedPayload, stream: false, plain))
+        {
+            rented.Release();
+            return DataOpening.Refused;
+        }
+        if (plainLength - extra < 14)
+        {
+            rented.Release();
+            return DataOpening.TooShort;
+        }
         if (extra > 0)
-            frame.Offload = VirtioNetHeader.Read(payload);
-        payload.Slice(extra).CopyTo(frame.Buffer.AsSpan(Frame.Headroom));
-        frame.SetBounds(Frame.Headroom, payload.Length - extra);
-        return frame;
+            rented.Offload = VirtioNetHeader.Read(plain);
+        rented.SetBounds(Frame.Headroom, plainLength - extra);
+        frame = rented;
+        return DataOpening.Opened;
     }
 }

@@ -31,11 +31,12 @@ internal sealed class UdpPeer(SocketAddress address)
 /// Receive thread ("udp-rx"), per recvmsg (one datagram, or a UDP GRO run of same-sized ones):
 ///  1. Each datagram: parse the header, find the link by session id (a closed session counts as
 ///     unknown), check the length.
-///  2. Open it in place in the receive buffer (the replay window refuses a counter seen before).
+///  2. Open it (the replay window refuses a counter seen before): DATA straight into a pooled frame
+///     (UdpLinkTransport.OpenFrame, no copy after the decryption), anything else in place.
 ///  3. From a new address: the link's peer moves there.
-///  4. DATA is read into a pooled frame by the link (UdpLinkTransport.ReadFrame) and added to the
-///     current run; keep-alives go to the session (LinkSession.ReceiveProbe); UDP_PROBE is answered
-///     with UDP_PROBE_ACK; UDP_PROBE_ACK marks the link's probe as answered.
+///  4. DATA's frame is added to the current run; keep-alives go to the session
+///     (LinkSession.ReceiveProbe); UDP_PROBE is answered with UDP_PROBE_ACK; UDP_PROBE_ACK marks
+///     the link's probe as answered.
 ///  5. At the end of the receive (or when the run's link or hop limit changes) the run's frames are
 ///     coalesced back into super-frames (user-space GRO) and delivered (LinkSession.DeliverFrame).
 ///  6. Nothing more to read: flush what the frames produced (TransmitBatch), then poll.
@@ -254,11 +255,31 @@ public sealed class UdpTransport : IDisposable
         }
         var session = link.Session;
         var sealedPayload = datagram[Wire.HeaderSize..];
-        var plain = sealedPayload.Slice(Wire.CounterSize, sealedPayload.Length - SealedRecord.Overhead);
-        if (!SealedRecord.Open(session.DatagramOpener, header, datagram, sealedPayload, stream: false, plain))
+        Frame? frame = null;
+        Span<byte> plain = default;
+        if (header.Type == MessageType.Data)
         {
-            Interlocked.Increment(ref _rejected);
-            return;
+            switch (link.OpenFrame(session.DatagramOpener, header, datagram, sealedPayload, out frame))
+            {
+                case UdpLinkTransport.DataOpening.Refused:
+                case UdpLinkTransport.DataOpening.TooLong:
+                    Interlocked.Increment(ref _rejected);
+                    return;
+                case UdpLinkTransport.DataOpening.TooShort:
+                    Interlocked.Increment(ref _rejected);
+                    break;
+                default:
+                    break;
+            }
+        }
+        else
+        {
+            plain = sealedPayload.Slice(Wire.CounterSize, sealedPayload.Length - SealedRecord.Overhead);
+            if (!SealedRecord.Open(session.DatagramOpener, header, datagram, sealedPayload, stream: false, plain))
+            {
+                Interlocked.Increment(ref _rejected);
+                return;
+            }
         }
         // Authenticated: the peer is where this came from (roaming), whatever it was before.
         if (link.Peer is not { } known || !SameAddress(known, sender))
@@ -271,7 +292,8 @@ public sealed class UdpTransport : IDisposable
         {
             case MessageType.Data:
                 session.NoteDataReceived();
-                CollectData(link, header, plain);
+                if (frame is not null)
+                    Collect(link, header.HopLimit, frame);
                 break;
             case MessageType.KeepAlive:
             case MessageType.KeepAliveAck:
@@ -294,22 +316,13 @@ public sealed class UdpTransport : IDisposable
     private static bool SameAddress(UdpPeer peer, ReadOnlySpan<byte> sender) =>
         peer.Address.Size == sender.Length && peer.Address.Buffer.Span.Slice(0, sender.Length).SequenceEqual(sender);
 
-    /// <summary>Has the link read a data datagram into a frame and adds it to the current run.</summary>
-    private void CollectData(UdpLinkTransport link, LinkHeader header, ReadOnlySpan<byte> payload)
+    /// <summary>Adds an opened data frame to the current run (a run is one link and one hop limit).</summary>
+    private void Collect(UdpLinkTransport link, byte hopLimit, Frame frame)
     {
-        var extra = (header.Flags & MessageFlags.Offload) != 0 ? VirtioNetHeader.Size : 0;
-        if (payload.Length - extra < 14)
-        {
-            Interlocked.Increment(ref _rejected);
-            return;
-        }
-        if (_batchLink != link || _batchHop != header.HopLimit)
+        if (_batchLink != link || _batchHop != hopLimit)
             FlushBatch();
-        var frame = link.ReadFrame(header, payload);
-        if (frame is null)
-            return;
         _batchLink = link;
-        _batchHop = header.HopLimit;
+        _batchHop = hopLimit;
         _batch.Add(frame);
     }
 
