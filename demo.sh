@@ -63,7 +63,7 @@ daemon() { # name args...
         >"$run/$name.log" 2>&1 < /dev/null &
     echo $! > "$run/$name.pid"
 }
-say "Starting the Proxy (its NIC lan0 on the home LAN, opened through libpcap) and three host daemons"
+say "Starting the Proxy (its NIC lan0 on the home LAN, captured through a packet socket) and three host daemons"
 daemon proxy --role proxy --listen 192.0.2.1:5500 --pcap lan0 --admit "h1=$(pub h1)" --admit "h2=$(pub h2)" --admit "h3=$(pub h3)"
 for i in 1 2 3; do
     transport=tcp; [ $i = 3 ] && transport=udp
