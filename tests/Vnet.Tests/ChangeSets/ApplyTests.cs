@@ -260,7 +260,10 @@ public sealed class ApplyTests : IAsyncLifetime
         var dial = new DaemonChange { Op = ChangeOp.AddLink, Peer = "h1", Transport = LinkTransport.Tcp, Dial = _net.At("h1") };
         var applied = await _net.Apply("h2", dial);
         Assert.True(applied.Applied, applied.Error);
-        await DaemonNet.Until(() => _net["h2"].Links.Find("h1") is { IsUp: true }, DaemonNet.UpTimeout, "link h2 -> h1 up");
+        // Up at both ends before h1's shape is taken: h1 attaches its end when it accepts, which can
+        // come after h2 sees the link up (a loaded machine showed it).
+        await DaemonNet.Until(() => _net["h2"].Links.Find("h1") is { IsUp: true } && _net["h1"].Links.Find("h2") is { IsUp: true },
+            DaemonNet.UpTimeout, "link h2 - h1 up at both ends");
         var before = await _net.Shape("h1");
 
         // h2 speaks the Proxy's protocol to h1: a change set as a request.

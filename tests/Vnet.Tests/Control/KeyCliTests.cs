@@ -210,7 +210,9 @@ public sealed class KeyCliTests : IDisposable
             await WaitServed(at, removed, proxyKey);
             // An administrator's session that stays open across the reload.
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            using var bound = new CancellationTokenSource(Quick);
+            // A bound, not a timing: a daemon process on a machine loaded by the whole suite took
+            // over 10 s from the connect to ending the session after SIGHUP.
+            using var bound = new CancellationTokenSource(3 * Quick);
             await socket.ConnectAsync(at, bound.Token);
             var (peer, local) = await LinkManager.HandshakeAsTool(socket, removed, proxyKey, PresharedKey.None, "vnet-cli-test", bound.Token);
             using var channel = new SecureChannel(socket, peer, local);
