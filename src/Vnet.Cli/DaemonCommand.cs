@@ -185,8 +185,31 @@ internal sealed class DaemonService(DaemonConfig config, ILoggerFactory loggers)
     private ControlServer? _control;
     private System.Runtime.InteropServices.PosixSignalRegistration? _reload;
 
+    // The daemon once it serves (SIGHUP reloads it), and a SIGHUP that came before that.
+    private VnetDaemon? _serving;
+    private int _reloadPending;
+
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        // SIGHUP re-reads the keys (administrators, hosts, the hosts file), as tinc does; it no
+        // longer ends the process. Registered before the daemon serves anything: registered after,
+        // a SIGHUP sent once the daemon answered its first request met the default action and
+        // ended the process. One that comes before the daemon serves is taken once it does.
+        // (A daemon started with SIGHUP ignored, under nohup, keeps ignoring it: the runtime
+        // respects that; `vnet reload` does the same.)
+        _reload = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGHUP, context =>
+        {
+            context.Cancel = true;
+            if (Volatile.Read(ref _serving) is { } serving)
+            {
+                _ = serving.ReloadFromSignalAsync();
+                return;
+            }
+            Volatile.Write(ref _reloadPending, 1);
+            // The daemon may have started serving meanwhile and looked for a pending one already.
+            if (Volatile.Read(ref _serving) is { } late && Interlocked.Exchange(ref _reloadPending, 0) == 1)
+                _ = late.ReloadFromSignalAsync();
+        });
         _daemon = new VnetDaemon(config, loggers);
         try
         {
@@ -194,13 +217,9 @@ internal sealed class DaemonService(DaemonConfig config, ILoggerFactory loggers)
             await _daemon.StartAsync();
             _control = new ControlServer(config.ControlSocketPath, commands, loggers.CreateLogger("vnet.control"));
             _control.Start();
-            // SIGHUP re-reads the keys (administrators, hosts, the hosts file), as tinc does; it no longer ends the process.
-            var daemon = _daemon;
-            _reload = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGHUP, context =>
-            {
-                context.Cancel = true;
-                _ = daemon.ReloadFromSignalAsync();
-            });
+            Volatile.Write(ref _serving, _daemon);
+            if (Interlocked.Exchange(ref _reloadPending, 0) == 1)
+                _ = _daemon.ReloadFromSignalAsync();
         }
         catch
         {
