@@ -89,7 +89,7 @@ public static class RemoteControlClient
         using var socket = new Socket(daemon.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
         {
-            await socket.ConnectAsync(daemon, timeout.Token);
+            await HandshakeChannel.ConnectAsync(socket, daemon, timeout.Token);
             var (peer, local) = await LinkManager.HandshakeAsTool(socket, admin, daemonKey, psk, $"vnet-cli-{Environment.ProcessId}", timeout.Token);
             using var channel = new SecureChannel(socket, peer, local);
             var request = JsonSerializer.SerializeToUtf8Bytes(new ControlRequest(command, args), ControlJson.Default.ControlRequest);

@@ -2,10 +2,33 @@ using System.Net.Sockets;
 
 namespace Vnet.Links;
 
-/// <summary>Framed messages over a TCP socket for the handshake and tool sessions (async; allocation is fine here).</summary>
+/// <summary>
+/// Framed messages over a TCP socket for the handshake and tool sessions (allocation is fine here).
+/// Every call works on a non-blocking socket with plain syscalls and waits in
+/// <see cref="HandshakePoller"/>, never with the socket's own async methods: those would register
+/// the descriptor with .NET's socket engine for good, and a link's every segment would then wake it.
+/// </summary>
 public static class HandshakeChannel
 {
     public const int MaxHandshakePayload = 1024;
+
+    /// <summary>Connects without the runtime's socket engine (see the type's remarks); throws a SocketException as Connect would.</summary>
+    public static async Task ConnectAsync(Socket socket, System.Net.EndPoint address, CancellationToken ct)
+    {
+        socket.Blocking = false;
+        try
+        {
+            socket.Connect(address);
+            return;
+        }
+        catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress)
+        {
+        }
+        await HandshakePoller.Shared.WaitAsync(socket, write: true, ct).ConfigureAwait(false);
+        var error = (SocketError)(int)socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+        if (error != SocketError.Success)
+            throw new SocketException((int)error);
+    }
 
     public static async Task<(LinkHeader Header, byte[] Payload)> ReadAsync(Socket socket, CancellationToken ct) =>
         await ReadAsync(socket, MaxHandshakePayload, ct);
@@ -31,17 +54,44 @@ public static class HandshakeChannel
         var message = new byte[Wire.HeaderSize + payload.Length];
         Wire.Write(message, new LinkHeader(type, MessageFlags.None, 0, session, payload.Length));
         payload.CopyTo(message, Wire.HeaderSize);
+        await SendAllAsync(socket, message, ct);
+    }
+
+    /// <summary>Sends every byte, waiting in the poller while the socket's buffer is full.</summary>
+    public static async Task SendAllAsync(Socket socket, byte[] message, CancellationToken ct)
+    {
+        if (socket.Blocking)
+            socket.Blocking = false;
         var sent = 0;
         while (sent < message.Length)
-            sent += await socket.SendAsync(message.AsMemory(sent), SocketFlags.None, ct);
+        {
+            var n = socket.Send(message, sent, message.Length - sent, SocketFlags.None, out var error);
+            if (error == SocketError.WouldBlock)
+            {
+                await HandshakePoller.Shared.WaitAsync(socket, write: true, ct).ConfigureAwait(false);
+                continue;
+            }
+            if (error != SocketError.Success)
+                throw new SocketException((int)error);
+            sent += n;
+        }
     }
 
     private static async Task ReadExactlyAsync(Socket socket, byte[] buffer, CancellationToken ct)
     {
+        if (socket.Blocking)
+            socket.Blocking = false;
         var got = 0;
         while (got < buffer.Length)
         {
-            var n = await socket.ReceiveAsync(buffer.AsMemory(got), SocketFlags.None, ct);
+            var n = socket.Receive(buffer, got, buffer.Length - got, SocketFlags.None, out var error);
+            if (error == SocketError.WouldBlock)
+            {
+                await HandshakePoller.Shared.WaitAsync(socket, write: false, ct).ConfigureAwait(false);
+                continue;
+            }
+            if (error != SocketError.Success)
+                throw new SocketException((int)error);
             if (n == 0)
                 throw new HandshakeException("the peer closed the connection during the handshake");
             got += n;

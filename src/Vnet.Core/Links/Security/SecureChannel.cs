@@ -29,14 +29,7 @@ public sealed class SecureChannel : IDisposable
     {
         _seal.RekeyIfDue();
         var message = SealedRecord.SealToArray(_seal, type, _remoteSession, payload);
-        return SendAllAsync(message, ct);
-    }
-
-    private async Task SendAllAsync(byte[] message, CancellationToken ct)
-    {
-        var sent = 0;
-        while (sent < message.Length)
-            sent += await _socket.SendAsync(message.AsMemory(sent), SocketFlags.None, ct).ConfigureAwait(false);
+        return HandshakeChannel.SendAllAsync(_socket, message, ct);
     }
 
     /// <summary>The next message, opened; throws <see cref="HandshakeException"/> for anything that is not a sealed message of this session.</summary>
