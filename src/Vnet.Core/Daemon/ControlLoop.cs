@@ -42,6 +42,8 @@ public sealed class ControlLoop : IAsyncDisposable
     private readonly Channel<Action> _work = Channel.CreateUnbounded<Action>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _timers = [];
+    private readonly List<Periodic> _periodic = [];
+    private TaskCompletionSource _periodicChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _runner;
     private readonly Action<Exception> _onError;
     private readonly long _turnBudgetTicks = (long)(TurnBudget.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
@@ -152,23 +154,68 @@ public sealed class ControlLoop : IAsyncDisposable
         return false;
     }
 
-    /// <summary>Runs <paramref name="work"/> on the loop every <paramref name="period"/> until the loop stops.</summary>
+    /// <summary>
+    /// Runs <paramref name="work"/> on the loop every <paramref name="period"/> until the loop stops,
+    /// on the daemon's <see cref="Cadence"/> grid: jobs due at the same instant are posted together.
+    /// </summary>
     public void Every(TimeSpan period, Action work)
     {
         lock (_timers)
         {
-            _timers.Add(Task.Run(async () =>
+            // The first run a whole period away at least, as a plain timer's would be: a job that
+            // checks on what start-up set going (a digest after the first snapshot) must not run early.
+            var now = System.Diagnostics.Stopwatch.GetTimestamp();
+            _periodic.Add(new Periodic(period, work, Cadence.NextDue(now + (long)(period.TotalSeconds * System.Diagnostics.Stopwatch.Frequency), period)));
+            _periodicChanged.TrySetResult();
+            if (_timers.Count == 0)
+                _timers.Add(Task.Run(Ticker));
+        }
+    }
+
+    private sealed class Periodic(TimeSpan period, Action work, long due)
+    {
+        public TimeSpan Period { get; } = period;
+
+        public Action Work { get; } = work;
+
+        public long Due { get; set; } = due;
+    }
+
+    /// <summary>One sleeper for all periodic jobs: it wakes at the earliest due instant and posts every job due then.</summary>
+    private async Task Ticker()
+    {
+        var due = new List<Action>();
+        while (!_stop.IsCancellationRequested)
+        {
+            Task changed;
+            var now = System.Diagnostics.Stopwatch.GetTimestamp();
+            var next = long.MaxValue;
+            lock (_timers)
             {
-                using var timer = new PeriodicTimer(period);
-                try
+                if (_periodicChanged.Task.IsCompleted)
+                    _periodicChanged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                changed = _periodicChanged.Task;
+                foreach (var job in _periodic)
                 {
-                    while (await timer.WaitForNextTickAsync(_stop.Token).ConfigureAwait(false))
-                        Post(work);
+                    if (job.Due <= now)
+                    {
+                        due.Add(job.Work);
+                        job.Due = Cadence.NextDue(now, job.Period);
+                    }
+                    next = Math.Min(next, job.Due);
                 }
-                catch (OperationCanceledException)
-                {
-                }
-            }));
+            }
+            foreach (var work in due)
+                Post(work);
+            due.Clear();
+            try
+            {
+                await Task.WhenAny(Task.Delay(Cadence.Until(next, now), _stop.Token), changed).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
         }
     }
 

@@ -12,6 +12,9 @@ public enum ReadStatus
 
     /// <summary>The interface was closed or disappeared; stop reading.</summary>
     Closed,
+
+    /// <summary>Nothing is waiting right now (only from <see cref="ILocalInterface.TryRead"/>).</summary>
+    Empty,
 }
 
 /// <summary>
@@ -37,6 +40,15 @@ public interface ILocalInterface : IDisposable
 
     /// <summary>Blocks until a frame arrives (filling <paramref name="frame"/>) or the interface closes.</summary>
     ReadStatus Read(Frame frame);
+
+    /// <summary>
+    /// Reads a frame if one is waiting, without blocking: <see cref="ReadStatus.Empty"/> if none.
+    /// Calls must not overlap (the switch port serialises its reader and its helpers).
+    /// </summary>
+    ReadStatus TryRead(Frame frame);
+
+    /// <summary>Blocks until <see cref="TryRead"/> may have something, or the interface closes.</summary>
+    void WaitReadable();
 
     /// <summary>
     /// Called on the reading thread just before <see cref="Read"/> blocks because nothing is waiting:

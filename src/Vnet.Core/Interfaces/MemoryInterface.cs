@@ -16,7 +16,12 @@ public sealed class MemoryInterface : ILocalInterface
     /// <summary>Frames written and not yet taken are kept up to this many (the oldest go first).</summary>
     public const int MaxKept = 4096;
 
-    private readonly BlockingCollection<byte[]> _inbound = new(new ConcurrentQueue<byte[]>(), 4096);
+    private const int MaxInbound = 4096;
+
+    // Frames to read, and a count of injections that wakes WaitReadable without taking a frame
+    // (as poll on a device does not read it: a reader and a helper may take turns).
+    private readonly ConcurrentQueue<byte[]> _inbound = new();
+    private readonly SemaphoreSlim _arrived = new(0);
     private readonly ConcurrentQueue<byte[]> _written = new();
     private readonly CancellationTokenSource _closed = new();
     private long _writes;
@@ -48,34 +53,55 @@ public sealed class MemoryInterface : ILocalInterface
     public event Action<MemoryInterface, byte[]>? FrameWritten;
 
     /// <summary>Hands the daemon a frame as if it came from the device; false when closed or full.</summary>
-    public bool Inject(ReadOnlySpan<byte> frame) => !IsClosed && _inbound.TryAdd(frame.ToArray());
+    public bool Inject(ReadOnlySpan<byte> frame)
+    {
+        if (IsClosed || _inbound.Count >= MaxInbound)
+            return false;
+        _inbound.Enqueue(frame.ToArray());
+        _arrived.Release();
+        return true;
+    }
 
     /// <summary>Takes the oldest written frame not yet taken.</summary>
     public bool TryTake(out byte[] frame) => _written.TryDequeue(out frame!);
 
     public ReadStatus Read(Frame frame)
     {
-        if (!_inbound.TryTake(out var data))
-        {
-            BeforeWait?.Invoke();
-            try
-            {
-                data = _inbound.Take(_closed.Token);
-            }
-            catch (OperationCanceledException)
-            {
-                return ReadStatus.Closed;
-            }
-            catch (ObjectDisposedException)
-            {
-                return ReadStatus.Closed;
-            }
-        }
+        var status = TryRead(frame);
+        if (status != ReadStatus.Empty)
+            return status;
+        BeforeWait?.Invoke();
+        WaitReadable();
+        status = TryRead(frame);
+        return status == ReadStatus.Empty ? ReadStatus.Closed : status;
+    }
+
+    public ReadStatus TryRead(Frame frame)
+    {
+        if (!_inbound.TryDequeue(out var data))
+            return IsClosed ? ReadStatus.Closed : ReadStatus.Empty;
         if (data.Length < 14 || data.Length > MaxFrameSize)
             return ReadStatus.Bad;
         data.CopyTo(frame.Buffer.AsSpan(Frame.Headroom));
         frame.SetBounds(Frame.Headroom, data.Length);
         return ReadStatus.Frame;
+    }
+
+    /// <summary>Waits until a frame may be waiting (a wake-up may be spurious: the caller reads and sees).</summary>
+    public void WaitReadable()
+    {
+        if (!_inbound.IsEmpty)
+            return;
+        try
+        {
+            _arrived.Wait(_closed.Token);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (ObjectDisposedException)
+        {
+        }
     }
 
     public bool Write(Frame frame)
@@ -105,7 +131,7 @@ public sealed class MemoryInterface : ILocalInterface
     public void Dispose()
     {
         Close();
-        _inbound.Dispose();
+        _arrived.Dispose();
         _closed.Dispose();
     }
 }

@@ -56,6 +56,19 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
 
     public ReadStatus Read(Frame frame)
     {
+        while (!IsClosed)
+        {
+            var status = TryRead(frame);
+            if (status != ReadStatus.Empty)
+                return status;
+            BeforeWait?.Invoke();
+            WaitReadable();
+        }
+        return ReadStatus.Closed;
+    }
+
+    public ReadStatus TryRead(Frame frame)
+    {
         ArgumentNullException.ThrowIfNull(frame);
         var buffer = frame.Buffer;
         var start = Frame.Headroom - _headerSize;
@@ -85,8 +98,7 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
                 continue;
             }
             OnEmpty();
-            BeforeWait?.Invoke();
-            WaitReadable();
+            return ReadStatus.Empty;
         }
         return ReadStatus.Closed;
     }
@@ -108,7 +120,7 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
     /// <summary>Longest a wait in poll lasts (-1: until a frame or Close).</summary>
     private protected virtual int WaitTimeoutMs => -1;
 
-    private void WaitReadable()
+    public void WaitReadable()
     {
         var fds = stackalloc LibC.PollFd[2];
         fds[0] = new LibC.PollFd { Fd = Fd, Events = LibC.POLLIN };

@@ -7,9 +7,9 @@ namespace Vnet.Links;
 /// <summary>
 /// The TCP connection under a link session, whatever the link's transport: control messages (and
 /// BYE) travel here on every link, and on a TCP link the frames and keep-alives too. Reads and
-/// writes go to the raw descriptor: .NET's synchronous Send and Receive allocate an operation
-/// object per call once the socket is non-blocking (after the async handshake), which the data path
-/// must not.
+/// writes go to the raw descriptor, non-blocking, with poll: .NET's Send and Receive would allocate
+/// per call, and its async calls would register the socket with the runtime's epoll thread, woken
+/// by every segment from then on (the handshake avoids them for that reason: HandshakePoller).
 /// <code>
 /// Writing (whoever holds the session's send lock: its sender thread, or a reader flushing inline):
 ///  1. Bytes carried over from an inline write go first: an inline caller finding any gets
@@ -22,7 +22,8 @@ namespace Vnet.Links;
 ///  4. Any other error closes the session with the reason.
 /// Reading (the session's receiver thread, through its transport's Receive):
 ///  1. ReadMessage parses the next message out of a buffer filled by large recvs; nothing more to
-///     read right now means flush what this thread's frames produced (TransmitBatch), then poll.
+///     read right now means flush what this thread's frames produced (TransmitBatch), take what
+///     the interfaces it wrote to already answered (InterfacePort.HelpWritten), then poll.
 ///  2. A control message or keep-alive is returned whole, in place in the buffer.
 ///  3. A DATA message is returned with the part that is already buffered; the transport reads the
 ///     rest with <see cref="Read"/> straight into its frame, so a super-frame is copied at most once.
@@ -42,6 +43,13 @@ internal sealed unsafe class LinkConnection : IDisposable
 
     /// <summary>Most bytes one inline write may hand over (and so the carry buffer's size).</summary>
     public const int MaxInlineWrite = 512 * 1024;
+
+    /// <summary>
+    /// Longest a reader sleeps in poll with nothing to read. Closing a session shuts the socket down,
+    /// which wakes it at once; the bound is only a safety net, long enough not to wake an idle
+    /// daemon (a reader that woke five times a second was a fifth of an idle daemon's samples).
+    /// </summary>
+    private const int IdleWaitMs = 5000;
 
     private readonly Socket _socket;
     private readonly int _fd;
@@ -63,6 +71,9 @@ internal sealed unsafe class LinkConnection : IDisposable
     }
 
     public string RemoteEndPoint { get; }
+
+    /// <summary>The socket's descriptor (for tests that look at it in /proc).</summary>
+    internal int Descriptor => _fd;
 
     // ---------------------------------------------------------------- writing
 
@@ -309,8 +320,9 @@ internal sealed unsafe class LinkConnection : IDisposable
                 }
                 // Nothing more to read now: what the frames read so far produced goes out first.
                 TransmitBatch.Flush();
+                InterfacePort.HelpWritten();
                 var pfd = new LibC.PollFd { Fd = _fd, Events = LibC.POLLIN };
-                LibC.Poll(&pfd, 1, 200);
+                LibC.Poll(&pfd, 1, IdleWaitMs);
             }
             return 0;
         }

@@ -308,7 +308,7 @@ public sealed partial class LinkManager : IAsyncDisposable
                 connect.CancelAfter(_options.ConnectTimeout);
                 try
                 {
-                    await socket.ConnectAsync(address, connect.Token);
+                    await HandshakeChannel.ConnectAsync(socket, address, connect.Token);
                 }
                 catch (OperationCanceledException) when (!ct.IsCancellationRequested)
                 {
@@ -715,13 +715,20 @@ public sealed partial class LinkManager : IAsyncDisposable
     internal void OnSessionControl(LinkPort port, LinkSession session, byte[] payload) =>
         Events?.OnControl(port, session, payload);
 
+    /// <summary>
+    /// The link clock: keep-alives (each second), dead peers (3 s of silence) and connections that
+    /// sent no INIT (2 s). Half a second bounds how late a dead peer is noticed; on the daemon's
+    /// grid (<see cref="Daemon.Cadence"/>) every other tick falls with the control loop's 1 s jobs.
+    /// </summary>
+    internal static readonly TimeSpan ClockPeriod = TimeSpan.FromMilliseconds(500);
+
     private async Task ClockLoop()
     {
-        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(250));
         try
         {
-            while (await timer.WaitForNextTickAsync(_stop.Token))
+            while (true)
             {
+                await Daemon.Cadence.Next(ClockPeriod, _stop.Token);
                 foreach (var port in _links.Values)
                     port.Session?.Tick();
                 ExpireWaiting();

@@ -25,7 +25,7 @@ namespace Vnet.Links;
 /// Inbound (receiver thread): the transport reads the connection until the session ends; control
 ///   messages come back to ReceiveSealedControl, frames go to DeliverFrame (VirtualSwitch.Forward on this
 ///   thread). A UDP link's frames arrive on UdpTransport's receive thread, also through DeliverFrame.
-/// Clock (LinkManager, every 250 ms): Tick sends a keep-alive each second and ends a silent session.
+/// Clock (LinkManager, every 500 ms): Tick sends a keep-alive each second and ends a silent session.
 /// End: Close shuts the connection down, which wakes both threads; the last one to finish frees
 ///   the connection and queues and reports to LinkManager.OnSessionDown.
 /// </code>
@@ -342,7 +342,8 @@ public sealed class LinkSession : IDisposable, IFlushable
             Close($"no message for {DeadAfter.TotalSeconds:0} s");
             return;
         }
-        if (Stopwatch.GetElapsedTime(_lastKeepAliveTicks) < KeepAliveInterval)
+        // A tick that comes a hair early must not push the keep-alive to the next tick (1.5 s).
+        if (Stopwatch.GetElapsedTime(_lastKeepAliveTicks) < KeepAliveInterval - LinkManager.ClockPeriod / 4)
             return;
         _lastKeepAliveTicks = Stopwatch.GetTimestamp();
         Span<byte> payload = stackalloc byte[12];
@@ -415,6 +416,7 @@ public sealed class LinkSession : IDisposable, IFlushable
     private void ReceiveLoop()
     {
         TransmitBatch.Begin();
+        InterfacePort.BeginHelping();
         try
         {
             _transport.Receive();

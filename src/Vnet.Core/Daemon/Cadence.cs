@@ -1,0 +1,35 @@
+using System.Diagnostics;
+
+namespace Vnet.Daemon;
+
+/// <summary>
+/// One grid for every periodic job of a daemon: a job of period P runs at the multiples of P on
+/// the monotonic clock, not P after whenever it started. Jobs whose periods are multiples of each
+/// other then fall due at the same instants (the clock's half-second ticks land on every 1 s job,
+/// the 3 s anti-entropy on every third of those), so an idle daemon wakes once for all of them
+/// instead of once for each, at phases that drifted apart: what an idle daemon costs is wake-ups.
+/// </summary>
+public static class Cadence
+{
+    /// <summary>The first grid instant of <paramref name="period"/> after <paramref name="now"/> (Stopwatch ticks).</summary>
+    public static long NextDue(long now, TimeSpan period)
+    {
+        var p = Math.Max(1, (long)(period.TotalSeconds * Stopwatch.Frequency));
+        return (now / p + 1) * p;
+    }
+
+    /// <summary>How long to sleep from <paramref name="now"/> until <paramref name="due"/>, rounded up to whole milliseconds (timers' resolution) so a job never runs early.</summary>
+    public static TimeSpan Until(long due, long now)
+    {
+        var ticks = Math.Max(0, due - now);
+        var ms = (ticks * 1000 + Stopwatch.Frequency - 1) / Stopwatch.Frequency;
+        return TimeSpan.FromMilliseconds(ms);
+    }
+
+    /// <summary>Waits until the next grid instant of <paramref name="period"/>.</summary>
+    public static Task Next(TimeSpan period, CancellationToken ct)
+    {
+        var now = Stopwatch.GetTimestamp();
+        return Task.Delay(Until(NextDue(now, period), now), ct);
+    }
+}
