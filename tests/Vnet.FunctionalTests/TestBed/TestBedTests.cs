@@ -123,6 +123,20 @@ public sealed class TestBedTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Start_WithInput_ProgramReadsWhatTheTestWrites()
+    {
+        using var bed = new TestBed(output);
+        bed.Namespace("a");
+        var p = bed.Start("a", "reader", "/bin/sh", ["-c", "while read -r line; do echo \"got $line\"; done"], environment: null, input: true);
+
+        Assert.True(p.WriteLine("one"));
+        Assert.True(p.WriteLine("two"));
+
+        p.WaitForOutput("got two", Short);
+        Assert.Equal(["got one", "got two"], p.Lines);
+    }
+
+    [Fact]
     public void Stop_ProcessWithChild_EndsWholeTree()
     {
         using var bed = new TestBed(output);
