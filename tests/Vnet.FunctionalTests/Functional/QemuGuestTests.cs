@@ -72,6 +72,9 @@ public sealed class QemuGuestTests(ITestOutputHelper output)
             // the Proxy's, and so do the LAN machine's the other way.
             await TcpFromGuest(o, guests[0], 7101);
             await TcpToGuest(o, guests[0], addresses[0], 7102);
+            // And between the guests: h1's packet socket reads guest1's super-frames, h2's writes
+            // them into guest2's TAP.
+            TcpBetweenGuests(guests[0], guests[1], addresses[1], 7103);
 
             // The Proxy places each guest on its host, learned from the guest's own frames.
             var proxyView = o.Vms("proxy");
@@ -108,16 +111,39 @@ public sealed class QemuGuestTests(ITestOutputHelper output)
     private async Task TcpToGuest(OverlayBed o, QemuGuest guest, string address, int port)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        // nc's stdin is /dev/null: it half-closes at once and reads until the sender's end.
-        var listening = guest.Run($"nc -l -p {port} > /tmp/in & i=0; while ! netstat -ltn | grep -q ':{port} ' && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done", Command);
-        Assert.True(listening.Ok, listening.Output);
+        Listen(guest, port);
         var sent = await TcpTransfer.Send(o.Bed.Prefix + "-lanhost", new IPEndPoint(IPAddress.Parse(address), port), TransferBytes, long.MaxValue / 2, Transfer)
             .WaitAsync(Transfer + TimeSpan.FromSeconds(10));
-        var got = guest.Run("i=0; while pidof nc > /dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done; ls -l /tmp/in; sha256sum /tmp/in", Command);
-        Assert.True(got.Output.Contains(sent.Sha256.ToLowerInvariant(), StringComparison.Ordinal),
-            $"LAN machine -> {guest.Name}, TCP: {sent.Bytes} bytes sent ({sent.Sha256}), the guest has:\n{got.Output}");
+        var got = Received(guest);
+        Assert.True(got.Contains(sent.Sha256.ToLowerInvariant(), StringComparison.Ordinal),
+            $"LAN machine -> {guest.Name}, TCP: {sent.Bytes} bytes sent ({sent.Sha256}), the guest has:\n{got}");
         output.WriteLine($"LAN machine -> {guest.Name}: {sent.Bytes} bytes by TCP in {clock.Elapsed.TotalSeconds:0.0} s");
     }
+
+    private void TcpBetweenGuests(QemuGuest from, QemuGuest to, string toAddress, int port)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Listen(to, port);
+        var sent = from.Run($"dd if=/dev/urandom of=/tmp/out bs=64k count={TransferBytes >> 16} 2>/dev/null && nc {toAddress} {port} < /tmp/out && sha256sum /tmp/out", Transfer);
+        Assert.True(sent.Ok, $"{from.Name} -> {to.Name}, TCP: rc {sent.ExitCode}:\n{sent.Output}");
+        var hash = sent.Output.Split('\n').Last(l => l.EndsWith("/tmp/out", StringComparison.Ordinal)).Split(' ')[0];
+        var got = Received(to);
+        Assert.True(got.Contains(hash, StringComparison.Ordinal), $"{from.Name} -> {to.Name}, TCP: {from.Name} sent {hash}, {to.Name} has:\n{got}");
+        output.WriteLine($"{from.Name} -> {to.Name}: {TransferBytes} bytes by TCP in {clock.Elapsed.TotalSeconds:0.0} s");
+    }
+
+    /// <summary>Starts nc listening in the guest, writing what it receives to /tmp/in, and returns once it listens.</summary>
+    private static void Listen(QemuGuest guest, int port)
+    {
+        // busybox nc half-closes when its stdin ends, and a busybox nc at the other end then quits
+        // before it sent everything: the stdin here is a pipe that stays open (sleep) instead.
+        var r = guest.Run($"rm -f /tmp/in; sleep {(int)Transfer.TotalSeconds} | nc -l -p {port} > /tmp/in & i=0; while ! netstat -ltn | grep -q ':{port} ' && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done", Command);
+        Assert.True(r.Ok, $"{guest.Name}: nc -l: {r.Output}");
+    }
+
+    /// <summary>Waits (at most 30 s) for the guest's nc to end and returns the size and SHA-256 of what it received.</summary>
+    private static string Received(QemuGuest guest) =>
+        guest.Run("i=0; while pidof nc > /dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done; ls -l /tmp/in; sha256sum /tmp/in", Command).Output;
 
     private void AssertPings(QemuGuest guest, string address, string what)
     {
