@@ -71,7 +71,8 @@ internal sealed partial class QemuGuest : IDisposable
     /// <summary>
     /// Starts QEMU in <paramref name="ns"/> and returns once its TAP exists and is up (QEMU leaves it
     /// down), not waiting for the guest to boot: a daemon can open the TAP while it does, and several
-    /// guests boot in parallel.
+    /// guests boot in parallel. (Under KVM, not forced, it first waits for /init, a second or two,
+    /// to fall back to TCG where KVM does not run guests.)
     /// </summary>
     /// <param name="mac">The guest NIC's address, e.g. 52:54:00:00:00:01.</param>
     public static QemuGuest Start(TestBed bed, string ns, string name, string tap, string mac, int memoryMb = 128)
