@@ -13,15 +13,23 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 
 # The end-to-end tests run real tools in the namespaces; on a fresh Debian machine, fetch the
 # missing ones (as .ci/run does) so that this one command is all a newcomer needs.
+# Each need is PACKAGE:COMMAND, PACKAGE:/FILE, or PACKAGE:dpkg (installed as a package: a kernel,
+# or busybox-static, which installs the same /bin/busybox as busybox but statically linked).
 missing=()
 for need in libpcap0.8:/usr/lib/x86_64-linux-gnu/libpcap.so.0.8 iperf3:iperf3 dnsmasq-base:dnsmasq udhcpc:udhcpc \
-            iputils-ping:ping iputils-arping:arping ethtool:ethtool iproute2:ip nftables:nft; do
+            iputils-ping:ping iputils-arping:arping ethtool:ethtool iproute2:ip nftables:nft \
+            qemu-system-x86:qemu-system-x86_64 linux-image-amd64:dpkg busybox-static:dpkg; do
     pkg=${need%%:*} what=${need#*:}
-    if [[ $what == /* ]]; then [ -e "$what" ] || missing+=("$pkg"); else command -v "$what" >/dev/null || missing+=("$pkg"); fi
+    if [[ $what == dpkg ]]; then
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+    elif [[ $what == /* ]]; then [ -e "$what" ] || missing+=("$pkg"); else command -v "$what" >/dev/null || missing+=("$pkg"); fi
 done
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]} ..."
     export DEBIAN_FRONTEND=noninteractive
+    # The kernel is only booted by the QEMU guests of the tests, with their own initramfs: INITRD=No
+    # stops its install from making one for /boot (minutes of update-initramfs on two cores).
+    export INITRD=No
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
         || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
 fi

@@ -30,6 +30,7 @@ internal sealed class BackgroundProcess : IDisposable
     private bool _stderrOpen = true;
     private bool _disposed;
     private int? _finalExitCode;
+    private StreamWriter? _input;
 
     public string Name { get; }
 
@@ -54,9 +55,11 @@ internal sealed class BackgroundProcess : IDisposable
     }
 
     /// <summary>Starts <paramref name="fileName"/> (in <paramref name="ns"/> when given) and begins capturing.</summary>
+    /// <param name="input">Keep its stdin open for <see cref="WriteLine"/> (a QEMU guest's serial
+    /// console); otherwise stdin is closed at once.</param>
     internal static BackgroundProcess Start(
         string? ns, string name, string fileName, IEnumerable<string> args,
-        IReadOnlyDictionary<string, string>? environment, string logPath)
+        IReadOnlyDictionary<string, string>? environment, string logPath, bool input = false)
     {
         var argv = new List<string>();
         if (ns is not null)
@@ -95,8 +98,12 @@ internal sealed class BackgroundProcess : IDisposable
         bp.Pid = process.Id;
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        // A daemon must never wait on the test host's terminal.
-        process.StandardInput.Close();
+        // A daemon must never wait on the test host's terminal; a program that takes input gets a
+        // pipe only the test writes to.
+        if (input)
+            bp._input = process.StandardInput;
+        else
+            process.StandardInput.Close();
         bp._ownGroup = WaitForOwnGroup(process);
         return bp;
     }
@@ -223,9 +230,32 @@ internal sealed class BackgroundProcess : IDisposable
         return true;
     }
 
+    /// <summary>Writes one line to its stdin (started with input); false once it has ended.</summary>
+    public bool WriteLine(string line)
+    {
+        var input = _input ?? throw new InvalidOperationException($"'{Name}' was started without input");
+        lock (input)
+        {
+            try
+            {
+                input.Write(line + "\n");
+                input.Flush();
+                return true;
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException)
+            {
+                // The program ended and closed its end of the pipe.
+                return false;
+            }
+        }
+    }
+
     /// <summary>Ends the program and everything it started with SIGKILL; returns the exit code.</summary>
     public int Kill()
     {
+        // Disposed already (e.g. by its owner before the bed): it was stopped then.
+        if (_disposed)
+            return _finalExitCode ?? -1;
         KillTree();
         if (!WaitForExit(ReapLimit))
             throw new InvalidOperationException($"'{Name}' (pid {Pid}) did not die within {ReapLimit.TotalSeconds} s of SIGKILL");
@@ -238,6 +268,8 @@ internal sealed class BackgroundProcess : IDisposable
     /// </summary>
     public int Stop(TimeSpan? grace = null)
     {
+        if (_disposed)
+            return _finalExitCode ?? -1;
         if (!_process.HasExited)
         {
             Log("SIGTERM");

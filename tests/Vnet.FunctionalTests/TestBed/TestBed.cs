@@ -243,6 +243,14 @@ internal sealed partial class TestBed : IDisposable
         Ip("-n", n, "link", "set", ifname, "mtu", mtu.ToString(CultureInfo.InvariantCulture));
     }
 
+    /// <summary>Whether the namespace has this interface; not logged, so that it can be polled (a TAP a QEMU makes).</summary>
+    public bool HasInterface(string ns, string ifname)
+    {
+        var n = Resolve(ns);
+        CheckInterfaceName(ifname);
+        return Sh.TryExec("ip", ["-n", n, "link", "show", "dev", ifname], 10).Ok;
+    }
+
     /// <summary>The interface's MAC address, lower case with colons.</summary>
     public string Mac(string ns, string ifname)
     {
@@ -303,8 +311,10 @@ internal sealed partial class TestBed : IDisposable
     /// Starts a program inside the namespace with extra environment variables. <paramref name="name"/>
     /// names its log file and appears in failure messages.
     /// </summary>
+    /// <param name="input">Keep the program's stdin open for <see cref="BackgroundProcess.WriteLine"/>.</param>
     public BackgroundProcess Start(
-        string ns, string name, string fileName, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment)
+        string ns, string name, string fileName, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment,
+        bool input = false)
     {
         ThrowIfDisposed();
         var n = Resolve(ns);
@@ -318,7 +328,7 @@ internal sealed partial class TestBed : IDisposable
             for (var i = 2; File.Exists(logPath) && i < 1000; i++)
                 logPath = Path.Combine(LogDirectory, $"{baseName}.{i}.log");
         }
-        var p = BackgroundProcess.Start(n, name, fileName, args, environment, logPath);
+        var p = BackgroundProcess.Start(n, name, fileName, args, environment, logPath, input);
         lock (_gate)
             _processes.Add(p);
         Log($"started '{name}' (pid {p.Pid}): {p.CommandLine} > {logPath}");

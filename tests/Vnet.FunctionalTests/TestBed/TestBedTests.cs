@@ -123,6 +123,58 @@ public sealed class TestBedTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Start_WithInput_ProgramReadsWhatTheTestWrites()
+    {
+        using var bed = new TestBed(output);
+        bed.Namespace("a");
+        var p = bed.Start("a", "reader", "/bin/sh", ["-c", "while read -r line; do echo \"got $line\"; done"], environment: null, input: true);
+
+        Assert.True(p.WriteLine("one"));
+        Assert.True(p.WriteLine("two"));
+
+        p.WaitForOutput("got two", Short);
+        Assert.Equal(["got one", "got two"], p.Lines);
+    }
+
+    /// <summary>
+    /// The QEMU guest helper on its own, without VNET: the guest boots, gets a lease from dnsmasq
+    /// on its TAP's side, answers commands on its console, and nothing of it is left after Dispose.
+    /// </summary>
+    [Fact]
+    public void QemuGuest_BootsOnATap_TakesALeaseAndRunsCommands()
+    {
+        using var bed = new TestBed(output);
+        bed.Namespace("h");
+        var guest = QemuGuest.Start(bed, "h", "guest", "vm1", "52:54:00:09:05:02");
+        var leases = Path.Combine(Path.GetTempPath(), $"vnet-leases-{Guid.NewGuid():N}");
+        try
+        {
+            bed.Address("h", "vm1", "10.9.5.1/24");
+            bed.Start("h", "dnsmasq", "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
+                "--interface=vm1", "--bind-interfaces", "--dhcp-range=10.9.5.100,10.9.5.150,255.255.255.0,1h",
+                $"--dhcp-leasefile={leases}", "--log-dhcp");
+
+            var lease = guest.WaitForLease(TimeSpan.FromSeconds(90));
+            output.WriteLine($"lease {lease} ({guest.Accelerator})");
+            Assert.StartsWith("10.9.5.1", lease, StringComparison.Ordinal);
+            Assert.Equal(QemuGuestImage.Get().KernelVersion, guest.Run("uname -r", Short).Output.Trim());
+            Assert.Contains(guest.Mac, guest.Run("cat /sys/class/net/eth0/address", Short).Output, StringComparison.Ordinal);
+            Assert.True(guest.Run("ping -c 2 -W 2 10.9.5.1", Short).Ok, "the guest cannot ping its TAP's side");
+            Assert.Equal(3, guest.Run("echo about to fail; exit 3", Short).ExitCode);
+            Assert.Equal("about to fail", guest.Run("echo about to fail", Short).Output);
+
+            guest.Dispose();
+            Assert.True(guest.Process.HasExited);
+            Assert.False(bed.HasInterface("h", "vm1"), "QEMU's TAP outlived it");
+        }
+        finally
+        {
+            guest.Dispose();
+            File.Delete(leases);
+        }
+    }
+
+    [Fact]
     public void Stop_ProcessWithChild_EndsWholeTree()
     {
         using var bed = new TestBed(output);
