@@ -22,6 +22,9 @@ internal static unsafe class NetDevice
 
     public const int IfNameSize = 16;
 
+    /// <summary>Where ifr_hwaddr's address bytes start in <see cref="IfReq"/>: after the name (16) and sa_family (2).</summary>
+    internal const int HardwareAddressOffset = IfNameSize + 2;
+
     /// <summary><c>struct ifreq</c>: a 16-byte name and a 24-byte union.</summary>
     [StructLayout(LayoutKind.Sequential, Size = 40)]
     public struct IfReq
@@ -96,10 +99,12 @@ internal static unsafe class NetDevice
         var req = default(IfReq);
         req.SetName(name);
         Check(LibC.Ioctl(s, SIOCGIFHWADDR, &req), $"read the address of {name}");
-        // ifr_hwaddr is a sockaddr: 2 bytes of family, then the address.
+        // ifr_hwaddr is a sockaddr at offset 16: 2 bytes of family (where Flags is), then the
+        // address, which starts at Pad (offset 18), not at Rest (offset 20).
         var mac = new byte[6];
+        var bytes = (byte*)&req;
         for (var i = 0; i < 6; i++)
-            mac[i] = req.Rest[i];
+            mac[i] = bytes[HardwareAddressOffset + i];
         return mac;
     });
 
