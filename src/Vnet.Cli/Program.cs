@@ -9,6 +9,7 @@ root.Add(TopoCli.Create());
 root.Add(PatternsCommand.Create());
 root.Add(VttifCli.Create());
 root.Add(AdaptCli.Create());
+root.Add(CompletionCommand.Create());
 foreach (var command in ControlCli.Create())
     root.Add(command);
 var parsed = root.Parse(args);
