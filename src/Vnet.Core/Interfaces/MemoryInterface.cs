@@ -190,7 +190,7 @@ public sealed class MemoryInterfaceFactory : IInterfaceFactory
     {
         if (config.Kind == InterfaceKind.Pcap && !Nics.ContainsKey(config.Name))
             throw new IOException($"{config.Name}: no such device");
-        var device = new MemoryInterface(config.Name, config.Mtu);
+        var device = new MemoryInterface(config.Name, config.Mtu, queues: config.Queues);
         _open[config.Name] = device;
         Opened?.Invoke(device);
         return new OpenedDevice(device, null);
