@@ -4,7 +4,8 @@
 # a TCP link and then over a UDP link, GC.GetTotalAllocatedBytes sampled before and after.
 # Usage (root): bench/alloc-per-frame.sh
 # Environment: VNET_DIR=a `dotnet publish` of src/Vnet.Cli to measure instead of building this
-# checkout; PREFIX=namespace prefix (default vab), to run beside another measurement.
+# checkout; PREFIX=namespace prefix (default vab), to run beside another measurement; QUEUES=N
+# gives both TAPs N receive queues (--tap-queues, a reader thread each).
 set -euo pipefail
 repo=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 out=${VNET_DIR:-}
@@ -15,6 +16,8 @@ fi
 vnet="dotnet $out/vnet.dll"
 P=${PREFIX:-vab}
 [[ $P =~ ^[a-z0-9]{1,8}$ ]] || { echo "PREFIX must be 1-8 of [a-z0-9]" >&2; exit 2; }
+Q=${QUEUES:-1}
+[[ $Q =~ ^[0-9]+$ ]] && ((Q >= 1 && Q <= 16)) || { echo "QUEUES must be 1..16" >&2; exit 2; }
 # Keys go in files that only root reads (mktemp -d makes the directory 0700), not on the daemons' command lines.
 keys=$(mktemp -d /tmp/vnet-alloc-keys.XXXXXX)
 pids=()
@@ -46,9 +49,9 @@ measure() {
     rm -f "$keys"/*.key
     $vnet keygen -o "$keys/a.key" >/dev/null
     $vnet keygen -o "$keys/b.key" >/dev/null
-    ip netns exec ${P}a $vnet daemon --name ${P}-a --role proxy --listen 192.0.2.1:5500 --key-file "$keys/a.key" --admit "${P}-b=$($vnet pubkey <"$keys/b.key")" --tap tap0 --lan tap0 --control-socket /tmp/$P-a.sock --log-level warning >/dev/null 2>&1 &
+    ip netns exec ${P}a $vnet daemon --name ${P}-a --role proxy --listen 192.0.2.1:5500 --key-file "$keys/a.key" --admit "${P}-b=$($vnet pubkey <"$keys/b.key")" --tap tap0 --tap-queues $Q --lan tap0 --control-socket /tmp/$P-a.sock --log-level warning >/dev/null 2>&1 &
     pids+=($!)
-    ip netns exec ${P}b $vnet daemon --name ${P}-b --role host --listen 192.0.2.2:5500 --key-file "$keys/b.key" --proxy 192.0.2.1:5500 --proxy-key "$($vnet pubkey <"$keys/a.key")" --proxy-name ${P}-a --transport "$transport" --tap tap0 --control-socket /tmp/$P-b.sock --log-level warning >/dev/null 2>&1 &
+    ip netns exec ${P}b $vnet daemon --name ${P}-b --role host --listen 192.0.2.2:5500 --key-file "$keys/b.key" --proxy 192.0.2.1:5500 --proxy-key "$($vnet pubkey <"$keys/a.key")" --proxy-name ${P}-a --transport "$transport" --tap tap0 --tap-queues $Q --control-socket /tmp/$P-b.sock --log-level warning >/dev/null 2>&1 &
     pids+=($!)
     for i in $(seq 1 100); do [ -S /tmp/$P-a.sock ] && [ -S /tmp/$P-b.sock ] && ip -n ${P}a link show tap0 >/dev/null 2>&1 && ip -n ${P}b link show tap0 >/dev/null 2>&1 && break; sleep 0.1; done
     ip -n ${P}a link set tap0 master br0; ip -n ${P}b link set tap0 master br0

@@ -9,6 +9,10 @@
 # ATTACH=pcap: the daemons open the host end of the VM's veth as interface kind pcap (a packet
 # socket) instead of a TAP on the host's bridge (peerbench --custom-attach pcap, which turns the
 # VMs' checksum offload, TSO and GSO off); overlay names get -pcap (vnet-tcp-pcap ...).
+# QUEUES="N ..." (TAP attach only): the daemons' TAPs get N receive queues each (--tap-queues N,
+# a reader thread per queue); one overlay per N, named -qN when N > 1, so QUEUES="1 4" measures
+# vnet-tcp and vnet-tcp-q4 side by side in one run (the multi-stream test is the one that can
+# differ: a single flow stays on one queue). Needs builds that have --tap-queues.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
@@ -51,6 +55,11 @@ keys_for() {
 }
 
 attach=${ATTACH:-tap}
+read -r -a queue_counts <<<"${QUEUES:-1}"
+for q in "${queue_counts[@]}"; do
+    [[ $q =~ ^[0-9]+$ ]] && ((q >= 1 && q <= 16)) || { echo "QUEUES: '$q' is not a number of queues (1..16)" >&2; exit 2; }
+    [[ $q == 1 || $attach == tap ]] || { echo "QUEUES above 1 needs ATTACH=tap" >&2; exit 2; }
+done
 case $attach in
     tap) iface='--tap $PB_TAP' lan='$PB_TAP' suffix='' ;;
     pcap) iface='--pcap $PB_IFACE' lan='$PB_IFACE' suffix=-pcap ;;
@@ -58,17 +67,18 @@ case $attach in
 esac
 
 # Host A is the Proxy with its interface as the "LAN"; host B is a host whose interface faces its
-# VM and whose star link to A uses the given transport.
+# VM and whose star link to A uses the given transport. $3: the TAPs' queues.
 command_for() {
-    local transport=$1 vnet=$2
+    local transport=$1 vnet=$2 queues=$3 dev=$iface
+    [ "$queues" = 1 ] || dev="$iface --tap-queues $queues"
     cat <<CMD
 if [ "\$PB_SIDE" = A ]; then
   exec $vnet daemon --name a --role proxy --listen \$PB_LOCAL_IP:\$PB_PORT $a_keys \
-    $iface --lan $lan --mtu \$PB_VM_MTU --control-socket \$PB_WORKDIR/vnet.sock --log-level warning
+    $dev --lan $lan --mtu \$PB_VM_MTU --control-socket \$PB_WORKDIR/vnet.sock --log-level warning
 else
   exec $vnet daemon --name b --role host --listen \$PB_LOCAL_IP:\$PB_PORT $b_keys \
     --proxy \$PB_PEER_IP:\$PB_PORT --proxy-name a --transport $transport \
-    $iface --mtu \$PB_VM_MTU --control-socket \$PB_WORKDIR/vnet.sock --log-level warning
+    $dev --mtu \$PB_VM_MTU --control-socket \$PB_WORKDIR/vnet.sock --log-level warning
 fi
 CMD
 }
@@ -77,14 +87,17 @@ CMD
 customs=()
 names=()
 for transport in tcp udp; do
-    for b in "${builds[@]}"; do
-        name=vnet${b%%=*}
-        [ "$name" = vnet ] || name=vnet-${b%%=*}
-        name=$name-$transport$suffix
-        keys_for "${b#*=}" "$work/$name"
-        cmd=$(command_for "$transport" "dotnet ${b#*=}/vnet.dll")
-        customs+=(--custom-name "$name" --custom-attach "$attach" --custom "$cmd" "$cmd")
-        names+=("$name")
+    for q in "${queue_counts[@]}"; do
+        for b in "${builds[@]}"; do
+            name=vnet${b%%=*}
+            [ "$name" = vnet ] || name=vnet-${b%%=*}
+            name=$name-$transport$suffix
+            [ "$q" = 1 ] || name=$name-q$q
+            keys_for "${b#*=}" "$work/$name"
+            cmd=$(command_for "$transport" "dotnet ${b#*=}/vnet.dll" "$q")
+            customs+=(--custom-name "$name" --custom-attach "$attach" --custom "$cmd" "$cmd")
+            names+=("$name")
+        done
     done
 done
 vnet_names=$(IFS=,; echo "${names[*]}")

@@ -37,6 +37,7 @@ internal static class DaemonCommand
         var lans = new Option<string[]>("--lan") { Description = "Proxy: interface that is the user's LAN (repeatable)", Arity = ArgumentArity.ZeroOrMore };
         var mtu = new Option<int?>("--mtu") { Description = "MTU of the interfaces (default 1500)" };
         var noOffloads = new Option<bool>("--no-offloads") { Description = "Open TAPs without IFF_VNET_HDR/TSO (for comparison)" };
+        var tapQueues = new Option<int?>("--tap-queues") { Description = $"Receive queues of the --tap interfaces, 1 to {InterfaceConfig.MaxQueues} (IFF_MULTI_QUEUE above 1; default 1)" };
         var socket = new Option<string?>("--control-socket") { Description = "Control socket path (default /run/vnet/NAME.sock)" };
         var logLevel = new Option<string>("--log-level") { Description = "trace, debug, information, warning, error", DefaultValueFactory = _ => "information" };
         logLevel.AcceptOnlyFromAmong("trace", "debug", "information", "warning", "error");
@@ -44,7 +45,7 @@ internal static class DaemonCommand
         var command = new Command("daemon", "Run a VNET daemon (a host, or the Proxy) until SIGTERM or SIGINT.")
         {
             config, name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, admit, hostsFile, adminKeys, acceptTools,
-            taps, pcaps, lans, mtu, noOffloads, socket, logLevel,
+            taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, logLevel,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -63,7 +64,7 @@ internal static class DaemonCommand
                 else
                 {
                     daemonConfig = FromOptions(parse, new Options(name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, admit, hostsFile,
-                        adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, socket));
+                        adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, tapQueues, socket));
                 }
             }
             catch (ConfigException e)
@@ -79,7 +80,7 @@ internal static class DaemonCommand
     private sealed record Options(Option<string?> Name, Option<string?> Role, Option<string?> Listen, Option<string?> KeyFile, Option<string?> PskFile,
         Option<string?> Proxy, Option<string?> ProxyKey, Option<string?> ProxyName, Option<string?> Transport, Option<string[]> Admit,
         Option<string?> HostsFile, Option<string[]> AdminKeys, Option<bool?> AcceptTools, Option<string[]> Taps, Option<string[]> Pcaps,
-        Option<string[]> Lans, Option<int?> Mtu, Option<bool> NoOffloads, Option<string?> Socket);
+        Option<string[]> Lans, Option<int?> Mtu, Option<bool> NoOffloads, Option<int?> TapQueues, Option<string?> Socket);
 
     private static DaemonConfig FromOptions(ParseResult p, Options o)
     {
@@ -119,8 +120,19 @@ internal static class DaemonCommand
         var lanSet = new HashSet<string>(p.GetValue(o.Lans) ?? [], StringComparer.Ordinal);
         var interfaces = new List<InterfaceConfig>();
         var m = p.GetValue(o.Mtu) ?? 1500;
+        var queues = p.GetValue(o.TapQueues) ?? 1;
+        if (queues is < 1 or > InterfaceConfig.MaxQueues)
+            throw new ConfigException("--tap-queues", $"{queues} is out of range (1..{InterfaceConfig.MaxQueues})");
+        if (queues > 1 && (p.GetValue(o.Taps) ?? []).Length == 0)
+            throw new ConfigException("--tap-queues", "applies to --tap interfaces, and there is none");
         foreach (var t in p.GetValue(o.Taps) ?? [])
-            interfaces.Add(new InterfaceConfig { Name = t, Kind = InterfaceKind.Tap, Mtu = m, Lan = lanSet.Contains(t), Learn = !lanSet.Contains(t), Offloads = !p.GetValue(o.NoOffloads) });
+        {
+            interfaces.Add(new InterfaceConfig
+            {
+                Name = t, Kind = InterfaceKind.Tap, Mtu = m, Lan = lanSet.Contains(t), Learn = !lanSet.Contains(t), Offloads = !p.GetValue(o.NoOffloads),
+                Queues = queues,
+            });
+        }
         foreach (var c in p.GetValue(o.Pcaps) ?? [])
         {
             var lan = lanSet.Contains(c) || r == DaemonRole.Proxy;

@@ -43,6 +43,15 @@ public sealed record InterfaceConfig
 
     /// <summary>TAP offloads (IFF_VNET_HDR, TSO); off only to compare or for old kernels.</summary>
     public bool Offloads { get; init; } = true;
+
+    /// <summary>
+    /// TAP receive queues (IFF_MULTI_QUEUE above 1), each read by its own thread; the kernel keeps
+    /// every flow on one queue. 1 is a plain TAP.
+    /// </summary>
+    public int Queues { get; init; } = 1;
+
+    /// <summary>Most queues a TAP interface may have.</summary>
+    public const int MaxQueues = Vnet.Interfaces.TapInterface.MaxQueues;
 }
 
 /// <summary>A link this daemon dials at start (besides the star link to the Proxy); the peer's key when it is not learned from the Proxy.</summary>
@@ -170,6 +179,10 @@ public sealed record DaemonConfig
                 throw new ConfigException(where + ".lan", "only the Proxy has a LAN interface");
             if (i.Bridge is not null && (i.Kind != InterfaceKind.Tap || !Names.IsValid(i.Bridge) || i.Bridge.Length > 15))
                 throw new ConfigException(where + ".bridge", "a bridge applies to TAP interfaces and needs a valid device name");
+            if (i.Queues is < 1 or > InterfaceConfig.MaxQueues)
+                throw new ConfigException(where + ".queues", $"{i.Queues} is out of range (1..{InterfaceConfig.MaxQueues})");
+            if (i.Queues > 1 && i.Kind != InterfaceKind.Tap)
+                throw new ConfigException(where + ".queues", "several queues apply to TAP interfaces only");
             foreach (var mac in i.Macs)
             {
                 if (mac.IsGroup)
@@ -374,8 +387,9 @@ public sealed record DaemonConfig
                 Learn = i.Bool("learn") ?? !lan,
                 Lan = lan,
                 Offloads = i.Bool("offloads") ?? true,
+                Queues = i.Int("queues") ?? 1,
             });
-            i.RejectUnknown("name", "kind", "mtu", "bridge", "macs", "learn", "lan", "offloads");
+            i.RejectUnknown("name", "kind", "mtu", "bridge", "macs", "learn", "lan", "offloads", "queues");
         }
 
         var links = new List<LinkConfig>();

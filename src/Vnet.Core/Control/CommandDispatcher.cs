@@ -165,6 +165,7 @@ public sealed class CommandDispatcher : ICommandHandler
             Lan = lan,
             Learn = ControlArgs.OptionalBool(a, "learn") ?? !lan,
             Offloads = ControlArgs.OptionalBool(a, "offloads") ?? true,
+            Queues = (int)Math.Clamp(ControlArgs.OptionalLong(a, "queues") ?? 1, int.MinValue, int.MaxValue),
         };
         return Run(() =>
         {

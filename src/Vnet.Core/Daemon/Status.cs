@@ -94,7 +94,9 @@ public sealed record InterfaceStatus(
     long RxFrames,
     long RxBytes,
     long TxDrops,
-    long RxErrors);
+    long RxErrors,
+    int Queues = 1,
+    IReadOnlyList<long>? QueueRxFrames = null);
 
 public sealed record VmStatus(MacAddress Mac, string Daemon, string? Interface, bool Local);
 

@@ -7,32 +7,35 @@ namespace Vnet.Engine;
 /// <summary>
 /// A local interface as a switch port.
 /// <code>
-/// Receive: a dedicated thread reads the device into pooled frames and calls VirtualSwitch.Forward,
-///          holding the port's read lock from the first frame of a burst until the burst's
-///          frames have been flushed to their links; it releases it before it sleeps.
+/// Receive: a dedicated thread per receive queue of the device (one, or N for a multi-queue TAP)
+///          reads it into pooled frames and calls VirtualSwitch.Forward, holding that queue's read
+///          lock from the first frame of a burst until the burst's frames have been flushed to
+///          their links; it releases it before it sleeps. The device keeps every flow on one
+///          queue, so per-queue order is per-flow order.
 /// Help:    a link's receiver thread that has just written frames to this port's device reads
-///          what the device holds right then (up to HelpBudget frames), if the lock is free,
-///          before it sleeps itself. A VM answers a frame while the write that carried it is still
-///          in the kernel, so the answer is usually there already: it goes out on this thread,
-///          without waking the reader (on this machine a wake-up is tens of microseconds, and a
-///          ping's round trip crossed four of them). Under the lock, frames leave in the order
-///          they were read, whichever thread reads them.
-/// Transmit: the sending thread writes to the device itself (a TAP write never blocks); frames with
-///           offload metadata are finalised first when the device did not agree to that kind
-///           (a TAP takes what TUNSETOFFLOAD accepted, a packet socket all): whatever a peer sent, a
-///           kernel gets only the kinds of metadata it offered itself.
+///          what the device holds right then (up to HelpBudget frames from each queue whose lock
+///          is free), before it sleeps itself. A VM answers a frame while the write that carried
+///          it is still in the kernel, so the answer is usually there already: it goes out on this
+///          thread, without waking the reader (on this machine a wake-up is tens of microseconds,
+///          and a ping's round trip crossed four of them). Under a queue's lock, its frames leave
+///          in the order they were read, whichever thread reads them.
+/// Transmit: the sending thread writes to the device itself (a TAP write never blocks; a
+///           multi-queue TAP takes writes on its first queue, which steers nothing: see
+///           TapSteering); frames with offload metadata are finalised first when the device did
+///           not agree to that kind (a TAP takes what TUNSETOFFLOAD accepted, a packet socket
+///           all): whatever a peer sent, a kernel gets only the kinds of metadata it offered itself.
 /// </code>
 /// </summary>
 public sealed class InterfacePort : Port, IDisposable
 {
-    /// <summary>Most frames a helping thread reads before it goes back to its own work.</summary>
+    /// <summary>Most frames a helping thread reads from one queue before it goes back to its own work.</summary>
     private const int HelpBudget = 32;
 
     private readonly VirtualSwitch _switch;
     private readonly FramePool _pool;
-    private readonly Thread _reader;
-    private readonly Lock _readLock = new();
+    private readonly QueueReader[] _queues;
     private volatile bool _up = true;
+    private int _closedRaised;
     private long _helped;
 
     [ThreadStatic]
@@ -52,13 +55,27 @@ public sealed class InterfacePort : Port, IDisposable
         _switch = sw;
         _pool = pool;
         HopLimit = hopLimit;
-        _reader = new Thread(ReadLoop) { IsBackground = true, Name = $"if-{device.Name}" };
+        var queues = device.Queues;
+        _queues = new QueueReader[queues.Count];
+        for (var i = 0; i < _queues.Length; i++)
+        {
+            var reader = new QueueReader(queues[i]);
+            var name = _queues.Length == 1 ? $"if-{device.Name}" : $"if-{device.Name}-{i}";
+            reader.Thread = new Thread(() => ReadLoop(reader)) { IsBackground = true, Name = name };
+            _queues[i] = reader;
+        }
     }
 
     public ILocalInterface Device { get; }
 
-    /// <summary>Frames read from the device by a link's receiver (helping) rather than by the port's reader.</summary>
+    /// <summary>Frames read from the device by a link's receiver (helping) rather than by the port's readers.</summary>
     public long HelpedFrames => Interlocked.Read(ref _helped);
+
+    /// <summary>The device's receive queues, each with its own reader thread and lock.</summary>
+    public int QueueCount => _queues.Length;
+
+    /// <summary>Frames read from queue <paramref name="queue"/> (by its reader or by helpers).</summary>
+    public long QueueFrames(int queue) => Volatile.Read(ref _queues[queue].Frames);
 
     public byte HopLimit { get; }
 
@@ -66,42 +83,53 @@ public sealed class InterfacePort : Port, IDisposable
 
     public override bool InFloodTree => true;
 
-    /// <summary>Raised once, on the reader thread, when the device goes away.</summary>
+    /// <summary>Raised once, on a reader thread, when the device goes away.</summary>
     public event Action<InterfacePort>? Closed;
 
-    public void Start() => _reader.Start();
+    public void Start()
+    {
+        foreach (var q in _queues)
+            q.Thread.Start();
+    }
 
-    private void ReadLoop()
+    private void ReadLoop(QueueReader queue)
     {
         TransmitBatch.Begin();
         while (_up)
         {
             ReadStatus last;
-            lock (_readLock)
+            lock (queue.Lock)
             {
-                last = Drain(int.MaxValue, out _);
+                last = Drain(queue, int.MaxValue, out _);
                 TransmitBatch.Flush();
             }
             if (last == ReadStatus.Closed)
                 break;
             if (last == ReadStatus.Empty)
-                Device.WaitReadable();
+                queue.Source.WaitReadable();
             else if (last == ReadStatus.Frame)
                 Thread.Sleep(1); // Every buffer is in flight: let the senders catch up rather than spin.
         }
         TransmitBatch.End();
         _up = false;
+        if (Interlocked.Exchange(ref _closedRaised, 1) != 0)
+            return;
+        // The device went away (or the port is being disposed): the other queues' readers may be
+        // asleep on descriptors that will say nothing more.
+        if (_queues.Length > 1)
+            Device.Close();
         Closed?.Invoke(this);
     }
 
     /// <summary>
-    /// Reads and forwards up to <paramref name="budget"/> frames (under the read lock): Empty when
-    /// the device has nothing more, Closed when it went away, Frame when the budget or the frame
-    /// pool ran out first.
+    /// Reads and forwards up to <paramref name="budget"/> frames of one queue (under its read lock):
+    /// Empty when the queue has nothing more, Closed when the device went away, Frame when the
+    /// budget or the frame pool ran out first.
     /// </summary>
-    private ReadStatus Drain(int budget, out int read)
+    private ReadStatus Drain(QueueReader queue, int budget, out int read)
     {
         read = 0;
+        var source = queue.Source;
         for (var i = 0; i < budget && _up; i++)
         {
             var frame = _pool.TryRent();
@@ -110,10 +138,12 @@ public sealed class InterfacePort : Port, IDisposable
                 _switch.CountDrop(DropReason.NoBuffer);
                 return ReadStatus.Frame;
             }
-            var status = Device.TryRead(frame);
+            var status = source.TryRead(frame);
             if (status == ReadStatus.Frame)
             {
                 Counters.CountRx(frame.Length);
+                // Only the holder of the queue's lock writes this; Volatile for readers elsewhere.
+                Volatile.Write(ref queue.Frames, queue.Frames + 1);
                 frame.IngressPort = Id;
                 frame.HopLimit = HopLimit;
                 read++;
@@ -159,18 +189,22 @@ public sealed class InterfacePort : Port, IDisposable
 
     private void Help()
     {
-        if (!_up || !_readLock.TryEnter())
-            return;
-        try
+        for (var i = 0; i < _queues.Length && _up; i++)
         {
-            Drain(HelpBudget, out var read);
-            TransmitBatch.Flush();
-            if (read > 0)
-                Interlocked.Add(ref _helped, read);
-        }
-        finally
-        {
-            _readLock.Exit();
+            var queue = _queues[i];
+            if (!queue.Lock.TryEnter())
+                continue;
+            try
+            {
+                Drain(queue, HelpBudget, out var read);
+                TransmitBatch.Flush();
+                if (read > 0)
+                    Interlocked.Add(ref _helped, read);
+            }
+            finally
+            {
+                queue.Lock.Exit();
+            }
         }
     }
 
@@ -235,8 +269,20 @@ public sealed class InterfacePort : Port, IDisposable
     {
         _up = false;
         Device.Close();
-        if (_reader.IsAlive && Thread.CurrentThread != _reader)
-            _reader.Join(TimeSpan.FromSeconds(2));
+        foreach (var q in _queues)
+        {
+            if (q.Thread.IsAlive && Thread.CurrentThread != q.Thread)
+                q.Thread.Join(TimeSpan.FromSeconds(2));
+        }
         Device.Dispose();
+    }
+
+    /// <summary>One receive queue of the device, its reader thread, its read lock and its count.</summary>
+    private sealed class QueueReader(IReceiveQueue source)
+    {
+        public readonly IReceiveQueue Source = source;
+        public readonly Lock Lock = new();
+        public Thread Thread = null!;
+        public long Frames;
     }
 }

@@ -13,15 +13,33 @@ public enum ReadStatus
     /// <summary>The interface was closed or disappeared; stop reading.</summary>
     Closed,
 
-    /// <summary>Nothing is waiting right now (only from <see cref="ILocalInterface.TryRead"/>).</summary>
+    /// <summary>Nothing is waiting right now (only from <see cref="IReceiveQueue.TryRead"/>).</summary>
     Empty,
 }
 
 /// <summary>
-/// A local interface back end: a TAP device or a NIC opened through a packet socket. One thread reads it;
-/// any thread may write to it.
+/// One receive queue of a device: read by one thread at a time (<see cref="Engine.InterfacePort"/>
+/// serialises its reader and its helpers with the queue's own lock). A device hands over all the
+/// frames of one flow on one queue, so reading each queue in order keeps every flow in order.
 /// </summary>
-public interface ILocalInterface : IDisposable
+public interface IReceiveQueue
+{
+    /// <summary>
+    /// Reads a frame if one is waiting, without blocking: <see cref="ReadStatus.Empty"/> if none.
+    /// Calls on one queue must not overlap.
+    /// </summary>
+    ReadStatus TryRead(Frame frame);
+
+    /// <summary>Blocks until <see cref="TryRead"/> may have something, or the interface closes.</summary>
+    void WaitReadable();
+}
+
+/// <summary>
+/// A local interface back end: a TAP device or a NIC opened through a packet socket. Each receive
+/// queue (<see cref="Queues"/>; one, except for a multi-queue TAP) is read by one thread at a
+/// time; any thread may write to the device.
+/// </summary>
+public interface ILocalInterface : IReceiveQueue, IDisposable
 {
     /// <summary>Device name, as the kernel knows it.</summary>
     string Name { get; }
@@ -38,17 +56,15 @@ public interface ILocalInterface : IDisposable
     /// <summary>Largest plain frame (MTU plus Ethernet header) the device takes.</summary>
     int MaxFrameSize { get; }
 
-    /// <summary>Blocks until a frame arrives (filling <paramref name="frame"/>) or the interface closes.</summary>
-    ReadStatus Read(Frame frame);
-
     /// <summary>
-    /// Reads a frame if one is waiting, without blocking: <see cref="ReadStatus.Empty"/> if none.
-    /// Calls must not overlap (the switch port serialises its reader and its helpers).
+    /// The device's receive queues, at least one; each holds whole flows (a multi-queue TAP steers
+    /// every flow to one queue). The first reads what the device's own <see cref="IReceiveQueue.TryRead"/>
+    /// and <see cref="IReceiveQueue.WaitReadable"/> read.
     /// </summary>
-    ReadStatus TryRead(Frame frame);
+    IReadOnlyList<IReceiveQueue> Queues { get; }
 
-    /// <summary>Blocks until <see cref="TryRead"/> may have something, or the interface closes.</summary>
-    void WaitReadable();
+    /// <summary>Blocks until a frame arrives on the first queue (filling <paramref name="frame"/>) or the interface closes.</summary>
+    ReadStatus Read(Frame frame);
 
     /// <summary>
     /// Called on the reading thread just before <see cref="Read"/> blocks because nothing is waiting:
@@ -59,6 +75,6 @@ public interface ILocalInterface : IDisposable
     /// <summary>Sends a frame out of the device; false when the device refused it.</summary>
     bool Write(Frame frame);
 
-    /// <summary>Unblocks <see cref="Read"/> for good.</summary>
+    /// <summary>Unblocks <see cref="Read"/> and every queue's <see cref="IReceiveQueue.WaitReadable"/> for good.</summary>
     void Close();
 }

@@ -87,8 +87,11 @@ public sealed partial class InterfaceService
         foreach (var i in _interfaces.Values)
         {
             var c = i.Port.Counters;
+            var queues = new long[i.Port.QueueCount];
+            for (var q = 0; q < queues.Length; q++)
+                queues[q] = i.Port.QueueFrames(q);
             list.Add(new InterfaceStatus(i.Name, i.Config.Kind, i.Config.Mtu, i.Port.IsUp, i.Port.Device.Offloads, i.Config.Lan,
-                i.Config.Learn, vmsOn(i.Name), c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes, c.TxDrops, c.RxErrors));
+                i.Config.Learn, vmsOn(i.Name), c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes, c.TxDrops, c.RxErrors, queues.Length, queues));
         }
         list.Sort(static (a, b) => string.CompareOrdinal(a.Name, b.Name));
         return list;
@@ -171,7 +174,7 @@ public sealed partial class InterfaceService
         }
         Opened?.Invoke(state);
         port.Start();
-        Log.Opened(_logger, opened.Device.Name, config.Kind, config.Mtu, opened.Device.Offloads);
+        Log.Opened(_logger, opened.Device.Name, config.Kind, config.Mtu, opened.Device.Offloads, opened.Device.Queues.Count);
     }
 
     private void Close(LocalInterface state, string reason)
@@ -242,8 +245,8 @@ public sealed partial class InterfaceService
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "Interface {Name} open ({Kind}, MTU {Mtu}, offloads {Offloads})")]
-        public static partial void Opened(ILogger logger, string name, InterfaceKind kind, int mtu, OffloadSet offloads);
+        [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "Interface {Name} open ({Kind}, MTU {Mtu}, offloads {Offloads}, queues {Queues})")]
+        public static partial void Opened(ILogger logger, string name, InterfaceKind kind, int mtu, OffloadSet offloads, int queues);
 
         [LoggerMessage(EventId = 11, Level = LogLevel.Warning, Message = "Interface {Name} closed: {Reason}")]
         public static partial void Closed(ILogger logger, string name, string reason);

@@ -8,7 +8,9 @@ namespace Vnet.Interfaces;
 /// An interface in memory: what a test injects is read as if a VM had sent it, and what the daemon
 /// writes is kept for the test to look at. Plain frames in, and by default plain frames out, like a
 /// device without offloads; a test may give it an <see cref="OffloadSet"/> to see what a TAP that
-/// agreed to it (or a packet socket, which takes them all) gets.
+/// agreed to it (or a packet socket, which takes them all) gets. With more than one queue, an
+/// injected frame goes to the queue a multi-queue TAP would hand it to (<see cref="TapSteering"/>),
+/// or to the one the test names.
 /// For tests and simulations; the daemon itself never makes one.
 /// </summary>
 public sealed class MemoryInterface : ILocalInterface
@@ -18,19 +20,20 @@ public sealed class MemoryInterface : ILocalInterface
 
     private const int MaxInbound = 4096;
 
-    // Frames to read, and a count of injections that wakes WaitReadable without taking a frame
-    // (as poll on a device does not read it: a reader and a helper may take turns).
-    private readonly ConcurrentQueue<byte[]> _inbound = new();
-    private readonly SemaphoreSlim _arrived = new(0);
+    private readonly Queue[] _queues;
     private readonly ConcurrentQueue<byte[]> _written = new();
     private readonly CancellationTokenSource _closed = new();
     private long _writes;
 
-    public MemoryInterface(string name, int mtu = 1500, OffloadSet offloads = OffloadSet.None)
+    public MemoryInterface(string name, int mtu = 1500, OffloadSet offloads = OffloadSet.None, int queues = 1)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(queues, 1);
         Name = name;
         MaxFrameSize = mtu + 14;
         Offloads = offloads;
+        _queues = new Queue[queues];
+        for (var i = 0; i < queues; i++)
+            _queues[i] = new Queue(this);
     }
 
     public string Name { get; }
@@ -42,6 +45,8 @@ public sealed class MemoryInterface : ILocalInterface
 
     public int MaxFrameSize { get; }
 
+    public IReadOnlyList<IReceiveQueue> Queues => _queues;
+
     public Action? BeforeWait { get; set; }
 
     public bool IsClosed => _closed.IsCancellationRequested;
@@ -52,15 +57,14 @@ public sealed class MemoryInterface : ILocalInterface
     /// <summary>Raised on the writing thread for every frame the daemon writes (must not block).</summary>
     public event Action<MemoryInterface, byte[]>? FrameWritten;
 
-    /// <summary>Hands the daemon a frame as if it came from the device; false when closed or full.</summary>
-    public bool Inject(ReadOnlySpan<byte> frame)
-    {
-        if (IsClosed || _inbound.Count >= MaxInbound)
-            return false;
-        _inbound.Enqueue(frame.ToArray());
-        _arrived.Release();
-        return true;
-    }
+    /// <summary>
+    /// Hands the daemon a frame as if it came from the device, on the queue a multi-queue TAP would
+    /// choose; false when closed or full.
+    /// </summary>
+    public bool Inject(ReadOnlySpan<byte> frame) => Inject(frame, TapSteering.QueueOf(frame, _queues.Length));
+
+    /// <summary>Hands the daemon a frame on queue <paramref name="queue"/>; false when closed or full.</summary>
+    public bool Inject(ReadOnlySpan<byte> frame, int queue) => !IsClosed && _queues[queue].Add(frame);
 
     /// <summary>Takes the oldest written frame not yet taken.</summary>
     public bool TryTake(out byte[] frame) => _written.TryDequeue(out frame!);
@@ -76,33 +80,10 @@ public sealed class MemoryInterface : ILocalInterface
         return status == ReadStatus.Empty ? ReadStatus.Closed : status;
     }
 
-    public ReadStatus TryRead(Frame frame)
-    {
-        if (!_inbound.TryDequeue(out var data))
-            return IsClosed ? ReadStatus.Closed : ReadStatus.Empty;
-        if (data.Length < 14 || data.Length > MaxFrameSize)
-            return ReadStatus.Bad;
-        data.CopyTo(frame.Buffer.AsSpan(Frame.Headroom));
-        frame.SetBounds(Frame.Headroom, data.Length);
-        return ReadStatus.Frame;
-    }
+    public ReadStatus TryRead(Frame frame) => _queues[0].TryRead(frame);
 
-    /// <summary>Waits until a frame may be waiting (a wake-up may be spurious: the caller reads and sees).</summary>
-    public void WaitReadable()
-    {
-        if (!_inbound.IsEmpty)
-            return;
-        try
-        {
-            _arrived.Wait(_closed.Token);
-        }
-        catch (OperationCanceledException)
-        {
-        }
-        catch (ObjectDisposedException)
-        {
-        }
-    }
+    /// <summary>Waits until a frame may be waiting on the first queue (a wake-up may be spurious: the caller reads and sees).</summary>
+    public void WaitReadable() => _queues[0].WaitReadable();
 
     public bool Write(Frame frame)
     {
@@ -131,8 +112,57 @@ public sealed class MemoryInterface : ILocalInterface
     public void Dispose()
     {
         Close();
-        _arrived.Dispose();
+        foreach (var q in _queues)
+            q.Dispose();
         _closed.Dispose();
+    }
+
+    /// <summary>
+    /// One receive queue: frames to read, and a count of injections that wakes WaitReadable without
+    /// taking a frame (as poll on a device does not read it: a reader and a helper may take turns).
+    /// </summary>
+    private sealed class Queue(MemoryInterface device) : IReceiveQueue, IDisposable
+    {
+        private readonly ConcurrentQueue<byte[]> _inbound = new();
+        private readonly SemaphoreSlim _arrived = new(0);
+
+        public bool Add(ReadOnlySpan<byte> frame)
+        {
+            if (_inbound.Count >= MaxInbound)
+                return false;
+            _inbound.Enqueue(frame.ToArray());
+            _arrived.Release();
+            return true;
+        }
+
+        public ReadStatus TryRead(Frame frame)
+        {
+            if (!_inbound.TryDequeue(out var data))
+                return device.IsClosed ? ReadStatus.Closed : ReadStatus.Empty;
+            if (data.Length < 14 || data.Length > device.MaxFrameSize)
+                return ReadStatus.Bad;
+            data.CopyTo(frame.Buffer.AsSpan(Frame.Headroom));
+            frame.SetBounds(Frame.Headroom, data.Length);
+            return ReadStatus.Frame;
+        }
+
+        public void WaitReadable()
+        {
+            if (!_inbound.IsEmpty)
+                return;
+            try
+            {
+                _arrived.Wait(device._closed.Token);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+
+        public void Dispose() => _arrived.Dispose();
     }
 }
 
@@ -160,7 +190,7 @@ public sealed class MemoryInterfaceFactory : IInterfaceFactory
     {
         if (config.Kind == InterfaceKind.Pcap && !Nics.ContainsKey(config.Name))
             throw new IOException($"{config.Name}: no such device");
-        var device = new MemoryInterface(config.Name, config.Mtu);
+        var device = new MemoryInterface(config.Name, config.Mtu, queues: config.Queues);
         _open[config.Name] = device;
         Opened?.Invoke(device);
         return new OpenedDevice(device, null);

@@ -240,14 +240,14 @@ public sealed unsafe class PacketSocketInterface : VirtioNetDevice
         Volatile.Write(ref _filterInKernel, inKernel ? 1 : 0);
     }
 
-    private protected override nint Receive(byte* buffer, nuint length)
+    private protected override nint Receive(int fd, byte* buffer, nuint length)
     {
         Volatile.Write(ref _readGeneration, Volatile.Read(ref _generation));
         var iov = new LibC.IoVec { Base = buffer, Length = length };
         var control = stackalloc byte[ControlBytes];
         var msg = new UdpBatch.MsgHdr { Iov = &iov, IovLength = 1, Control = control, ControlLength = ControlBytes };
         // MSG_TRUNC: the whole length even when it did not fit, so a truncated frame is seen.
-        var n = UdpBatch.RecvMsg(Fd, &msg, LibC.MSG_TRUNC);
+        var n = UdpBatch.RecvMsg(fd, &msg, LibC.MSG_TRUNC);
         _vlanTag = n >= 0 ? VlanTag(&msg) : 0;
         return n;
     }

@@ -8,13 +8,23 @@ namespace Vnet.Interfaces;
 /// <c>IFF_VNET_HDR</c> and TSO/checksum offloads so the kernel hands over and accepts 64 KiB TCP
 /// super-frames: one read instead of ~45. Reading, writing and closing are
 /// <see cref="VirtioNetDevice"/>'s.
+/// <para>
+/// With more than one queue the TAP is opened with <c>IFF_MULTI_QUEUE</c>: one descriptor per
+/// queue (<see cref="VirtioNetDevice.Queues"/>), each attached by its own <c>TUNSETIFF</c> on the
+/// same name, and a steering program (<see cref="TapSteering"/>) that sends every flow to one
+/// queue for good. Writes go to the first queue. One queue is today's TAP, without the flag.
+/// </para>
 /// </summary>
 public sealed unsafe class TapInterface : VirtioNetDevice
 {
     private const nuint TUNSETIFF = 0x400454ca;
     private const nuint TUNSETOFFLOAD = 0x400454d0;
     private const nuint TUNSETVNETHDRSZ = 0x400454d8;
+    /// <summary>Most queues a TAP is opened with (the kernel allows 256; a reader thread each).</summary>
+    public const int MaxQueues = 16;
+
     private const short IFF_TAP = 0x0002;
+    private const short IFF_MULTI_QUEUE = 0x0100;
     private const short IFF_NO_PI = 0x1000;
     private const short IFF_VNET_HDR = 0x4000;
     private const uint TUN_F_CSUM = 0x01;
@@ -22,8 +32,8 @@ public sealed unsafe class TapInterface : VirtioNetDevice
     private const uint TUN_F_TSO6 = 0x04;
     private const uint TUN_F_TSO_ECN = 0x08;
 
-    private TapInterface(string name, int fd, bool header, OffloadSet offloads, int mtu)
-        : base(name, fd, header, offloads, mtu)
+    private TapInterface(string name, int[] fds, bool header, OffloadSet offloads, int mtu)
+        : base(name, fds, header, offloads, mtu)
     {
     }
 
@@ -38,38 +48,77 @@ public sealed unsafe class TapInterface : VirtioNetDevice
         Open(name, mtu, offloads ? OffloadSet.All : OffloadSet.None);
 
     /// <inheritdoc cref="Open(string, int, bool)"/>
-    public static TapInterface Open(string name, int mtu, OffloadSet offloads)
+    public static TapInterface Open(string name, int mtu, OffloadSet offloads) => Open(name, mtu, offloads, 1);
+
+    /// <summary>
+    /// Opens the TAP with <paramref name="queues"/> receive queues (1 to <see cref="MaxQueues"/>).
+    /// More than one: <c>IFF_MULTI_QUEUE</c>, one descriptor per queue, each set up as the first
+    /// (virtio header size, offloads: every queue agrees to the same set), and the steering
+    /// program; an existing persistent TAP must have been made with the same choice (with or
+    /// without multi_queue), or the kernel refuses it. MTU and up once, at the end.
+    /// </summary>
+    public static TapInterface Open(string name, int mtu, OffloadSet offloads, int queues)
     {
-        var fd = LibC.Open("/dev/net/tun", LibC.O_RDWR | LibC.O_CLOEXEC);
-        if (fd < 0)
-            throw new IOException($"cannot open /dev/net/tun: {LibC.ErrorText(LibC.LastError)}");
+        if (queues is < 1 or > MaxQueues)
+            throw new ArgumentOutOfRangeException(nameof(queues), queues, $"a TAP has 1 to {MaxQueues} queues");
         var header = offloads != OffloadSet.None;
-        string actual;
+        var multi = queues > 1;
+        var fds = new List<int>(queues);
+        var actual = name;
         var agreed = OffloadSet.None;
         try
         {
-            var req = default(NetDevice.IfReq);
-            req.SetName(name);
-            req.Flags = (short)(IFF_TAP | IFF_NO_PI | (header ? IFF_VNET_HDR : 0));
-            NetDevice.Check(LibC.Ioctl(fd, TUNSETIFF, &req), $"create TAP {name}");
-            actual = req.GetName();
-            if (header)
+            for (var q = 0; q < queues; q++)
             {
-                var hdr = VirtioNetHeader.Size;
-                NetDevice.Check(LibC.Ioctl(fd, TUNSETVNETHDRSZ, &hdr), $"set the virtio header size of {actual}");
-                agreed = Negotiate(fd, offloads);
+                var fd = LibC.Open("/dev/net/tun", LibC.O_RDWR | LibC.O_CLOEXEC);
+                if (fd < 0)
+                    throw new IOException($"cannot open /dev/net/tun: {LibC.ErrorText(LibC.LastError)}");
+                fds.Add(fd);
+                var req = default(NetDevice.IfReq);
+                // Later queues attach to the name the first got (a name with %d is resolved then).
+                req.SetName(actual);
+                req.Flags = (short)(IFF_TAP | IFF_NO_PI | (header ? IFF_VNET_HDR : 0) | (multi ? IFF_MULTI_QUEUE : 0));
+                if (LibC.Ioctl(fd, TUNSETIFF, &req) < 0)
+                    throw AttachError(actual, q, queues, LibC.LastError);
+                actual = req.GetName();
+                if (header)
+                {
+                    var hdr = VirtioNetHeader.Size;
+                    NetDevice.Check(LibC.Ioctl(fd, TUNSETVNETHDRSZ, &hdr), $"set the virtio header size of {actual}");
+                    var set = Negotiate(fd, q == 0 ? offloads : agreed);
+                    if (q == 0)
+                        agreed = set;
+                    else if (set != agreed)
+                        throw new IOException($"queue {q} of {actual} agreed to offloads {set}, the first to {agreed}");
+                }
+                if (!LibC.SetNonBlocking(fd))
+                    throw new IOException($"cannot make {actual} non-blocking: {LibC.ErrorText(LibC.LastError)}");
             }
-            if (!LibC.SetNonBlocking(fd))
-                throw new IOException($"cannot make {actual} non-blocking: {LibC.ErrorText(LibC.LastError)}");
+            if (multi)
+                TapSteering.Attach(fds[0], actual);
             NetDevice.SetMtu(actual, mtu);
             NetDevice.SetUp(actual);
         }
         catch
         {
-            LibC.Close(fd);
+            foreach (var fd in fds)
+                LibC.Close(fd);
             throw;
         }
-        return new TapInterface(actual, fd, header, agreed, mtu);
+        return new TapInterface(actual, fds.ToArray(), header, agreed, mtu);
+    }
+
+    private static IOException AttachError(string name, int queue, int queues, int errno)
+    {
+        var what = queues == 1 ? $"cannot create TAP {name}" : $"cannot attach queue {queue + 1} of {queues} to TAP {name}";
+        // The kernel's EINVAL here: the device exists and is a TUN, or a TAP made with the other
+        // multi-queue choice.
+        var hint = errno == LibC.EINVAL
+            ? queues == 1
+                ? " (a device of that name exists and is a TUN, or a TAP made with multi_queue: that one needs queues > 1)"
+                : " (a device of that name exists and is a TUN, or a TAP made without multi_queue: that one takes 1 queue only)"
+            : "";
+        return new IOException($"{what}: {LibC.ErrorText(errno)}{hint}", errno);
     }
 
     /// <summary>

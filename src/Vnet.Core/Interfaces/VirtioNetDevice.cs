@@ -14,30 +14,47 @@ namespace Vnet.Interfaces;
 ///        flood), so the header is never written into it.
 /// Close: the eventfd stays readable from then on, so the reader is never left blocked on a
 ///        descriptor another thread closes, and Close does not race it for the fd.
+/// Queues: a multi-queue TAP has one descriptor per queue (Queues); each is read like the first,
+///        one eventfd wakes them all, and writes go to the first.
 /// </code>
 /// </summary>
 public abstract unsafe class VirtioNetDevice : ILocalInterface
 {
     private readonly int _wakeFd;
     private readonly int _headerSize;
+    private readonly int[] _fds;
+    private readonly IReceiveQueue[] _queues;
     private int _closed;
     private int _disposed;
 
     /// <summary>Takes over <paramref name="fd"/> (non-blocking) and makes the eventfd; closes the fd if that fails.</summary>
     private protected VirtioNetDevice(string name, int fd, bool header, OffloadSet offloads, int mtu)
+        : this(name, [fd], header, offloads, mtu)
+    {
+    }
+
+    /// <summary>
+    /// Takes over <paramref name="fds"/>, one non-blocking descriptor per receive queue (the first
+    /// also writes), and makes the eventfd; closes them all if that fails.
+    /// </summary>
+    private protected VirtioNetDevice(string name, int[] fds, bool header, OffloadSet offloads, int mtu)
     {
         _wakeFd = LibC.EventFd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK);
         if (_wakeFd < 0)
         {
             var errno = LibC.LastError;
-            LibC.Close(fd);
+            foreach (var fd in fds)
+                LibC.Close(fd);
             throw new IOException($"eventfd: {LibC.ErrorText(errno)}");
         }
         Name = name;
-        Fd = fd;
+        _fds = fds;
         Offloads = offloads;
         _headerSize = header ? VirtioNetHeader.Size : 0;
         MaxFrameSize = mtu + 14 + 4;
+        _queues = new IReceiveQueue[fds.Length];
+        for (var i = 0; i < fds.Length; i++)
+            _queues[i] = new Queue(this, fds[i]);
     }
 
     public string Name { get; }
@@ -48,7 +65,10 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
 
     public Action? BeforeWait { get; set; }
 
-    private protected int Fd { get; }
+    public IReadOnlyList<IReceiveQueue> Queues => _queues;
+
+    /// <summary>The first queue's descriptor, which writes too.</summary>
+    private protected int Fd => _fds[0];
 
     private protected bool IsClosed => Volatile.Read(ref _closed) != 0;
 
@@ -67,7 +87,9 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
         return ReadStatus.Closed;
     }
 
-    public ReadStatus TryRead(Frame frame)
+    public ReadStatus TryRead(Frame frame) => TryRead(Fd, frame);
+
+    private ReadStatus TryRead(int fd, Frame frame)
     {
         ArgumentNullException.ThrowIfNull(frame);
         var buffer = frame.Buffer;
@@ -77,7 +99,7 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
         {
             nint n;
             fixed (byte* p = &buffer[start])
-                n = Receive(p, (nuint)room);
+                n = Receive(fd, p, (nuint)room);
             if (n >= 0)
             {
                 // Longer than the room: truncated (a packet socket says so with MSG_TRUNC).
@@ -103,8 +125,8 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
         return ReadStatus.Closed;
     }
 
-    /// <summary>One read into <paramref name="buffer"/>: its length, or -1 with errno set.</summary>
-    private protected virtual nint Receive(byte* buffer, nuint length) => LibC.Read(Fd, buffer, length);
+    /// <summary>One read of <paramref name="fd"/> into <paramref name="buffer"/>: its length, or -1 with errno set.</summary>
+    private protected virtual nint Receive(int fd, byte* buffer, nuint length) => LibC.Read(fd, buffer, length);
 
     /// <summary>Checks a frame just read (its header is in <see cref="Frame.Offload"/>); false drops it as bad.</summary>
     private protected virtual bool Accept(Frame frame) => true;
@@ -120,10 +142,12 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
     /// <summary>Longest a wait in poll lasts (-1: until a frame or Close).</summary>
     private protected virtual int WaitTimeoutMs => -1;
 
-    public void WaitReadable()
+    public void WaitReadable() => WaitReadable(Fd);
+
+    private void WaitReadable(int fd)
     {
         var fds = stackalloc LibC.PollFd[2];
-        fds[0] = new LibC.PollFd { Fd = Fd, Events = LibC.POLLIN };
+        fds[0] = new LibC.PollFd { Fd = fd, Events = LibC.POLLIN };
         fds[1] = new LibC.PollFd { Fd = _wakeFd, Events = LibC.POLLIN };
         LibC.Poll(fds, 2, WaitTimeoutMs);
     }
@@ -170,14 +194,23 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
         Close();
         // The reader thread may still be inside poll(); closing the eventfd last keeps it valid
         // until then. Callers join the reader before disposing.
-        LibC.Close(Fd);
+        foreach (var fd in _fds)
+            LibC.Close(fd);
         LibC.Close(_wakeFd);
         DisposeCore();
         GC.SuppressFinalize(this);
     }
 
-    /// <summary>Frees what a subclass holds besides the descriptor, after both descriptors are closed.</summary>
+    /// <summary>Frees what a subclass holds besides the descriptors, after they are all closed.</summary>
     private protected virtual void DisposeCore()
     {
+    }
+
+    /// <summary>One receive queue: its own descriptor, read and waited on as the device's first.</summary>
+    private sealed class Queue(VirtioNetDevice device, int fd) : IReceiveQueue
+    {
+        public ReadStatus TryRead(Frame frame) => device.TryRead(fd, frame);
+
+        public void WaitReadable() => device.WaitReadable(fd);
     }
 }

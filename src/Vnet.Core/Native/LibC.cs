@@ -7,11 +7,13 @@ internal static unsafe partial class LibC
 {
     private const string Lib = "libc";
 
+    public const int EPERM = 1;
     public const int EINTR = 4;
     public const int EIO = 5;
     public const int EBADF = 9;
     public const int EAGAIN = 11;
     public const int ENOMEM = 12;
+    public const int EACCES = 13;
     public const int EBUSY = 16;
     public const int ENODEV = 19;
     public const int EINVAL = 22;
@@ -103,6 +105,11 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Lib, EntryPoint = "ioctl", SetLastError = true)]
     public static partial int Ioctl(int fd, nuint request, void* arg);
+
+    // syscall(2) is variadic; on x86-64 and arm64 Linux integer arguments go in the same registers
+    // either way, and glibc's syscall reads none of the vector registers a variadic call may pass.
+    [LibraryImport(Lib, EntryPoint = "syscall", SetLastError = true)]
+    public static partial nint Syscall(nint number, nint a1, nint a2, nint a3);
 
     [LibraryImport(Lib, EntryPoint = "fcntl", SetLastError = true)]
     public static partial int Fcntl(int fd, int cmd, int arg);

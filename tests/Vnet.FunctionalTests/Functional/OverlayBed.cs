@@ -148,10 +148,11 @@ internal sealed class OverlayBed : IDisposable
     /// <param name="identity">A key pair other than hN's own (the Proxy admitted hN's): an intruder's.</param>
     /// <param name="listenIp">The address hN listens on, when a test gave it another than <see cref="HostIp"/> (e.g. behind a NAT).</param>
     /// <param name="pcapInterface">Instead of a TAP, this device of hN (a VM's veth, see <see cref="AddVm"/>) as interface kind pcap.</param>
+    /// <param name="tapQueues">Receive queues of hN's TAP (<c>queues</c> in its configuration; 1 writes none).</param>
     public BackgroundProcess StartHost(int i, string transport = "tcp", StaticKeyPair? identity = null, bool bridgeInConfig = true,
-        string? listenIp = null, string? pcapInterface = null)
+        string? listenIp = null, string? pcapInterface = null, int tapQueues = 1)
     {
-        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface);
+        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface, tapQueues);
         WaitReady(process);
         if (!bridgeInConfig && pcapInterface is null)
             Bed.Attach($"h{i}", "tap0", "br0");
@@ -170,12 +171,13 @@ internal sealed class OverlayBed : IDisposable
     }
 
     private BackgroundProcess LaunchHost(int i, string transport, StaticKeyPair? identity, bool bridgeInConfig, string? listenIp = null,
-        string? pcapInterface = null)
+        string? pcapInterface = null, int tapQueues = 1)
     {
         var name = $"h{i}";
         var keyFile = identity is null ? KeyFileOf(name) : WriteKeyFile(name + "-other", identity);
         var bridge = bridgeInConfig ? "bridge = \"br0\"" : "";
-        var iface = pcapInterface is null ? $"name = \"tap0\"\n{bridge}" : $"name = \"{pcapInterface}\"\nkind = \"pcap\"";
+        var queues = tapQueues == 1 ? "" : $"\nqueues = {tapQueues}";
+        var iface = pcapInterface is null ? $"name = \"tap0\"\n{bridge}{queues}" : $"name = \"{pcapInterface}\"\nkind = \"pcap\"";
         return LaunchDaemon(name, $"""
             name = "{name}"
             role = "host"

@@ -64,6 +64,7 @@ public sealed class DaemonConfigTests
         bridge = "br-vms"
         macs = ["52:54:00:00:00:01", "52-54-00-00-00-02"]
         offloads = false
+        queues = 4
 
         [[interface]]
         name = "tap1"
@@ -115,6 +116,7 @@ public sealed class DaemonConfigTests
         Assert.True(tap0.Learn);
         Assert.False(tap0.Lan);
         Assert.False(tap0.Offloads);
+        Assert.Equal(4, tap0.Queues);
 
         var tap1 = c.Interfaces[1];
         Assert.Equal("tap1", tap1.Name);
@@ -125,6 +127,7 @@ public sealed class DaemonConfigTests
         Assert.True(tap1.Learn);
         Assert.False(tap1.Lan);
         Assert.True(tap1.Offloads);
+        Assert.Equal(1, tap1.Queues);
 
         Assert.Equal(
             [
@@ -321,6 +324,10 @@ public sealed class DaemonConfigTests
         { "interface name too long", $"{ProxyBase}\n[[interface]]\nname = \"tap0123456789abcd\"", "interface 'tap0123456789abcd': an interface name has 1 to 15" },
         { "mtu too small", $"{ProxyBase}\n[[interface]]\nname = \"tap0\"\nmtu = 100", "interface 'tap0'.mtu: 100 is out of range (576..65000)" },
         { "mtu not an integer", $"{ProxyBase}\n[[interface]]\nname = \"tap0\"\nmtu = \"big\"", "interface[0].mtu: expected an integer, found \"big\"" },
+        { "no queues", $"{ProxyBase}\n[[interface]]\nname = \"tap0\"\nqueues = 0", "interface 'tap0'.queues: 0 is out of range (1..16)" },
+        { "too many queues", $"{ProxyBase}\n[[interface]]\nname = \"tap0\"\nqueues = 17", "interface 'tap0'.queues: 17 is out of range (1..16)" },
+        { "queues not an integer", $"{ProxyBase}\n[[interface]]\nname = \"tap0\"\nqueues = \"4\"", "interface[0].queues: expected an integer, found \"4\"" },
+        { "queues on pcap", $"{ProxyBase}\n[[interface]]\nname = \"eth0\"\nkind = \"pcap\"\nqueues = 2", "interface 'eth0'.queues: several queues apply to TAP interfaces only" },
         { "bridge on pcap", $"{ProxyBase}\n[[interface]]\nname = \"eth0\"\nkind = \"pcap\"\nbridge = \"br0\"", "interface 'eth0'.bridge: a bridge applies to TAP interfaces" },
         { "lan on a host", $"name = \"h\"\nrole = \"host\"\nkey_file = \"{Key}\"\n[proxy]\naddress = \"10.0.0.1:5500\"\npublic_key = \"{ProxyPub}\"\n[[interface]]\nname = \"eth0\"\nlan = true", "interface 'eth0'.lan: only the Proxy has a LAN interface" },
         { "lan not a bool", $"{ProxyBase}\n[[interface]]\nname = \"eth0\"\nlan = \"yes\"", "interface[0].lan: expected true or false, found \"yes\"" },
@@ -372,7 +379,7 @@ public sealed class DaemonConfigTests
     {
         var e = Assert.Throws<ConfigException>(() => DaemonConfig.Parse($"{ProxyBase}\n[[interface]]\nname = \"tap0\"\nmac = []"));
 
-        Assert.Contains("known here: name, kind, mtu, bridge, macs, learn, lan, offloads", e.Message, StringComparison.Ordinal);
+        Assert.Contains("known here: name, kind, mtu, bridge, macs, learn, lan, offloads, queues", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]
