@@ -20,9 +20,10 @@ namespace Vnet.Metrics;
 /// control loop reads the counters the daemon keeps anyway, with the reads <c>vnet status</c>,
 /// <c>vnet link list</c> and <c>vnet rule list</c> make (volatile reads of the data path's
 /// interlocked counters, the loop's own state), and the series are set from that reading off the
-/// loop. The data path does no work for metrics, and a daemon nobody scrapes does none at all.
-/// Scrapes run one at a time; a loop that does not answer within <see cref="ReadTimeout"/> fails
-/// the scrape with 503.
+/// loop (the registry's before-collect callback). The data path does no work for metrics, and a
+/// daemon nobody scrapes does none at all. Scrapes (<see cref="ScrapeAsync"/>, the only way the
+/// registry is collected) run one at a time; a loop that does not answer within
+/// <see cref="ReadTimeout"/>, or a daemon that is stopping, fails the scrape (HTTP 503).
 /// </summary>
 public sealed class DaemonMetrics : IDisposable
 {
@@ -49,6 +50,7 @@ public sealed class DaemonMetrics : IDisposable
 
     private readonly VnetDaemon _daemon;
     private readonly SemaphoreSlim _oneScrape = new(1, 1);
+    private string? _failure;
 
     private readonly Gauge _uptime;
     private readonly Counter _loopBusy;
@@ -187,27 +189,43 @@ public sealed class DaemonMetrics : IDisposable
         Registry.AddBeforeCollectCallback(UpdateAsync);
     }
 
-    /// <summary>The daemon's own registry.</summary>
-    public CollectorRegistry Registry { get; }
+    /// <summary>The daemon's own registry (collected through <see cref="ScrapeAsync"/> only).</summary>
+    internal CollectorRegistry Registry { get; }
 
     /// <summary>Adds <c>GET /metrics</c> to an HTTP server's routes.</summary>
     public void Map(IEndpointRouteBuilder routes) => routes.MapGet(Path, ServeAsync);
 
-    /// <summary>The exposition, as a scrape gets it; a <see cref="ScrapeFailedException"/> when the daemon does not answer.</summary>
+    /// <summary>
+    /// The exposition, as a scrape gets it. Throws <see cref="ScrapeFailedException"/> with the
+    /// reason when the daemon could not be read (stopping, its loop not answering): a failed
+    /// reading is never served as the last numbers. Scrapes run one at a time.
+    /// </summary>
     public async Task<string> ScrapeAsync(CancellationToken cancellationToken = default)
     {
-        using var buffer = new MemoryStream();
-        await Registry.CollectAndExportAsTextAsync(buffer, ExpositionFormat.PrometheusText, cancellationToken).ConfigureAwait(false);
-        return Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);
+        await _oneScrape.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            // The registry runs UpdateAsync first, and keeps any exception of it to itself (it
+            // would serve what it has): UpdateAsync leaves its failure here instead.
+            _failure = null;
+            using var buffer = new MemoryStream();
+            await Registry.CollectAndExportAsTextAsync(buffer, ExpositionFormat.PrometheusText, cancellationToken).ConfigureAwait(false);
+            if (Volatile.Read(ref _failure) is { } why)
+                throw new ScrapeFailedException(why);
+            return Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);
+        }
+        finally
+        {
+            _oneScrape.Release();
+        }
     }
 
     private async Task ServeAsync(HttpContext context)
     {
-        // Collected whole before the answer starts: a failed reading is a 503, never half a page.
-        using var buffer = new MemoryStream();
+        string page;
         try
         {
-            await Registry.CollectAndExportAsTextAsync(buffer, ExpositionFormat.PrometheusText, context.RequestAborted).ConfigureAwait(false);
+            page = await ScrapeAsync(context.RequestAborted).ConfigureAwait(false);
         }
         catch (ScrapeFailedException e)
         {
@@ -217,8 +235,7 @@ public sealed class DaemonMetrics : IDisposable
             return;
         }
         context.Response.ContentType = ContentType;
-        context.Response.ContentLength = buffer.Length;
-        await context.Response.Body.WriteAsync(buffer.GetBuffer().AsMemory(0, (int)buffer.Length), context.RequestAborted).ConfigureAwait(false);
+        await context.Response.WriteAsync(page, context.RequestAborted).ConfigureAwait(false);
     }
 
     public void Dispose() => _oneScrape.Dispose();
@@ -231,29 +248,29 @@ public sealed class DaemonMetrics : IDisposable
 
     // ---------------------------------------------------------------- scrape time
 
+    /// <summary>The registry's before-collect callback: reads the daemon, then sets the series.</summary>
     private async Task UpdateAsync(CancellationToken cancellationToken)
     {
-        await _oneScrape.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            Reading reading;
-            try
-            {
-                reading = await _daemon.Run(Read).WaitAsync(ReadTimeout, cancellationToken).ConfigureAwait(false);
-            }
-            catch (TimeoutException)
-            {
-                throw new ScrapeFailedException($"the daemon's control loop did not answer within {ReadTimeout.TotalSeconds:0} s");
-            }
-            catch (ObjectDisposedException)
-            {
-                throw new ScrapeFailedException("the daemon is stopping");
-            }
-            Apply(reading);
+            Apply(await _daemon.Run(Read).WaitAsync(ReadTimeout, cancellationToken).ConfigureAwait(false));
         }
-        finally
+        catch (TimeoutException)
         {
-            _oneScrape.Release();
+            Volatile.Write(ref _failure, $"the daemon's control loop did not answer within {ReadTimeout.TotalSeconds:0} s");
+        }
+        catch (ObjectDisposedException)
+        {
+            Volatile.Write(ref _failure, "the daemon is stopping");
+        }
+        catch (OperationCanceledException)
+        {
+            Volatile.Write(ref _failure, "the scrape was cancelled");
+        }
+        catch (Exception e)
+        {
+            // A bug in a read: said, not served as the last numbers (the registry would swallow it).
+            Volatile.Write(ref _failure, $"reading the daemon failed: {e.GetType().Name}: {e.Message}");
         }
     }
 
