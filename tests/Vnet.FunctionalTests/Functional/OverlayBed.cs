@@ -148,10 +148,11 @@ internal sealed class OverlayBed : IDisposable
     /// <param name="identity">A key pair other than hN's own (the Proxy admitted hN's): an intruder's.</param>
     /// <param name="listenIp">The address hN listens on, when a test gave it another than <see cref="HostIp"/> (e.g. behind a NAT).</param>
     /// <param name="pcapInterface">Instead of a TAP, this device of hN (a VM's veth, see <see cref="AddVm"/>) as interface kind pcap.</param>
+    /// <param name="metrics">Serve metrics there: the daemon gets <c>--metrics ADDR:PORT</c> besides its configuration file.</param>
     public BackgroundProcess StartHost(int i, string transport = "tcp", StaticKeyPair? identity = null, bool bridgeInConfig = true,
-        string? listenIp = null, string? pcapInterface = null)
+        string? listenIp = null, string? pcapInterface = null, string? metrics = null)
     {
-        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface);
+        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface, metrics);
         WaitReady(process);
         if (!bridgeInConfig && pcapInterface is null)
             Bed.Attach($"h{i}", "tap0", "br0");
@@ -170,7 +171,7 @@ internal sealed class OverlayBed : IDisposable
     }
 
     private BackgroundProcess LaunchHost(int i, string transport, StaticKeyPair? identity, bool bridgeInConfig, string? listenIp = null,
-        string? pcapInterface = null)
+        string? pcapInterface = null, string? metrics = null)
     {
         var name = $"h{i}";
         var keyFile = identity is null ? KeyFileOf(name) : WriteKeyFile(name + "-other", identity);
@@ -191,7 +192,7 @@ internal sealed class OverlayBed : IDisposable
 
             [[interface]]
             {iface}
-            """);
+            """, metrics is null ? [] : ["--metrics", metrics]);
     }
 
     private BackgroundProcess StartDaemon(string name, string config)
@@ -202,13 +203,13 @@ internal sealed class OverlayBed : IDisposable
     }
 
     /// <summary>Starts a daemon (stopping the one of that name, if any) without waiting for it.</summary>
-    private BackgroundProcess LaunchDaemon(string name, string config)
+    private BackgroundProcess LaunchDaemon(string name, string config, string[]? options = null)
     {
         var path = Path.Combine(_dir, name + ".toml");
         File.WriteAllText(path, config);
         if (_daemons.Remove(name, out var old))
             old.Stop();
-        var process = Bed.Start(name, name, "dotnet", VnetDll, "daemon", "--config", path, "--log-level", "debug");
+        var process = Bed.Start(name, name, "dotnet", [VnetDll, "daemon", "--config", path, "--log-level", "debug", .. options ?? []]);
         _daemons[name] = process;
         return process;
     }
