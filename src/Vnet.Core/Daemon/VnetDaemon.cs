@@ -59,7 +59,6 @@ public sealed partial class VnetDaemon : IAsyncDisposable
     // An exception on the loop is a bug, but one a peer's message may trigger again and again.
     private readonly LogLimiter _errorLog = new();
     private bool _disposed;
-    private DaemonMetrics? _metrics;
 
     public VnetDaemon(DaemonConfig config, ILoggerFactory loggers, DaemonOptions? options = null)
     {
@@ -161,8 +160,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         await Run(StartServices).ConfigureAwait(false);
         if (Config.Metrics is { } endPoint)
         {
-            _metrics = new DaemonMetrics(this);
-            Http = await HttpServer.StartAsync(endPoint, _metrics.Map, Loggers).ConfigureAwait(false);
+            Http = await HttpServer.StartAsync(endPoint, new DaemonMetrics(this).Map, Loggers).ConfigureAwait(false);
             Log.Serving(_logger, Http.LocalEndPoint, DaemonMetrics.Path);
         }
     }
@@ -334,7 +332,6 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             Log.Stopping(_logger, "HTTP endpoint");
             await Http.DisposeAsync().ConfigureAwait(false);
         }
-        _metrics?.Dispose();
         Log.Stopping(_logger, "links");
         await Links.DisposeAsync().ConfigureAwait(false);
         Log.Stopping(_logger, "interfaces");

@@ -25,7 +25,10 @@ namespace Vnet.Metrics;
 /// registry is collected) run one at a time; a loop that does not answer within
 /// <see cref="ReadTimeout"/>, or a daemon that is stopping, fails the scrape (HTTP 503).
 /// </summary>
-public sealed class DaemonMetrics : IDisposable
+// A SemaphoreSlim holds no handle unless its AvailableWaitHandle is asked for: never disposing it
+// spares a scrape that ends while the daemon stops from meeting a disposed gate.
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001:Types that own disposable fields should be disposable", Justification = "see above")]
+public sealed class DaemonMetrics
 {
     /// <summary>Where the metrics are served.</summary>
     public const string Path = "/metrics";
@@ -237,8 +240,6 @@ public sealed class DaemonMetrics : IDisposable
         context.Response.ContentType = ContentType;
         await context.Response.WriteAsync(page, context.RequestAborted).ConfigureAwait(false);
     }
-
-    public void Dispose() => _oneScrape.Dispose();
 
     private static MirroredSeries<Counter.Child> Counters(MetricFactory f, string name, string help, params string[] labels) =>
         MirroredSeries.Of(f.CreateCounter(name, help, labels));

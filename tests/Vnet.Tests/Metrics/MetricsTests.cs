@@ -201,7 +201,7 @@ public sealed class MetricsTests
     public async Task HttpServer_OnAPortInUse_ThrowsAndTheFirstKeepsServing()
     {
         await using var net = await Net(metrics: false);
-        using var metrics = new DaemonMetrics(net["h1"]);
+        var metrics = new DaemonMetrics(net["h1"]);
         await using var first = await HttpServer.StartAsync(new IPEndPoint(IPAddress.Loopback, 0), metrics.Map, NullLoggerFactory.Instance);
 
         await Assert.ThrowsAnyAsync<IOException>(() => HttpServer.StartAsync(first.LocalEndPoint, metrics.Map, NullLoggerFactory.Instance));
@@ -216,7 +216,7 @@ public sealed class MetricsTests
     {
         var net = await Net(metrics: false);
         var h2 = net["h2"];
-        using var metrics = new DaemonMetrics(h2);
+        var metrics = new DaemonMetrics(h2);
         Assert.Contains("vnet_link_up", await metrics.ScrapeAsync(), StringComparison.Ordinal);
         await net.DisposeAsync();
 
