@@ -39,13 +39,14 @@ internal static class DaemonCommand
         var noOffloads = new Option<bool>("--no-offloads") { Description = "Open TAPs without IFF_VNET_HDR/TSO (for comparison)" };
         var tapQueues = new Option<int?>("--tap-queues") { Description = $"Receive queues of the --tap interfaces, 1 to {InterfaceConfig.MaxQueues} (IFF_MULTI_QUEUE above 1; default 1)" };
         var socket = new Option<string?>("--control-socket") { Description = "Control socket path (default /run/vnet/NAME.sock)" };
+        var metrics = new Option<string?>("--metrics") { Description = "Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9464 (no authentication; default: off)" };
         var logLevel = new Option<string>("--log-level") { Description = "trace, debug, information, warning, error", DefaultValueFactory = _ => "information" };
         logLevel.AcceptOnlyFromAmong("trace", "debug", "information", "warning", "error");
 
         var command = new Command("daemon", "Run a VNET daemon (a host, or the Proxy) until SIGTERM or SIGINT.")
         {
             config, name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, admit, hostsFile, adminKeys, acceptTools,
-            taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, logLevel,
+            taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, logLevel,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -60,11 +61,13 @@ internal static class DaemonCommand
                     daemonConfig = DaemonConfig.Load(file.FullName);
                     if (parse.GetValue(socket) is { } s)
                         daemonConfig = daemonConfig with { ControlSocket = s };
+                    if (parse.GetValue(metrics) is { } m)
+                        daemonConfig = (daemonConfig with { Metrics = DaemonConfig.ParseMetrics(m, "--metrics") }).Validated();
                 }
                 else
                 {
                     daemonConfig = FromOptions(parse, new Options(name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, admit, hostsFile,
-                        adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, tapQueues, socket));
+                        adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics));
                 }
             }
             catch (ConfigException e)
@@ -80,7 +83,7 @@ internal static class DaemonCommand
     private sealed record Options(Option<string?> Name, Option<string?> Role, Option<string?> Listen, Option<string?> KeyFile, Option<string?> PskFile,
         Option<string?> Proxy, Option<string?> ProxyKey, Option<string?> ProxyName, Option<string?> Transport, Option<string[]> Admit,
         Option<string?> HostsFile, Option<string[]> AdminKeys, Option<bool?> AcceptTools, Option<string[]> Taps, Option<string[]> Pcaps,
-        Option<string[]> Lans, Option<int?> Mtu, Option<bool> NoOffloads, Option<int?> TapQueues, Option<string?> Socket);
+        Option<string[]> Lans, Option<int?> Mtu, Option<bool> NoOffloads, Option<int?> TapQueues, Option<string?> Socket, Option<string?> Metrics);
 
     private static DaemonConfig FromOptions(ParseResult p, Options o)
     {
@@ -160,6 +163,7 @@ internal static class DaemonCommand
             AcceptTools = p.GetValue(o.AcceptTools),
             Interfaces = interfaces,
             ControlSocket = p.GetValue(o.Socket),
+            Metrics = p.GetValue(o.Metrics) is { } metrics ? DaemonConfig.ParseMetrics(metrics, "--metrics") : null,
         }.Validated().WithHostsFile();
     }
 

@@ -40,6 +40,9 @@ public sealed partial class AdaptationService
     private readonly ControlLoop _loop;
     private readonly ILogger _logger;
     private readonly List<AdaptationAction> _log = [];
+    private long _applied;
+    private long _advised;
+    private long _failed;
     private AdaptState _adapted = AdaptState.Empty;
     private AdaptationPolicy? _policy;
     private int? _budget;
@@ -67,6 +70,20 @@ public sealed partial class AdaptationService
     public AdaptationPolicy Policy => _policy ?? _config.Adaptation;
 
     public int Budget => _budget ?? _config.AdaptationBudget;
+
+    /// <summary>
+    /// Actions since start (the log keeps only the last <see cref="LogSize"/>): changes applied,
+    /// changes advised (policy advise), and failures (a refused change set, a refused rollback, a
+    /// round that could not plan). Any thread.
+    /// </summary>
+    public (long Applied, long Advised, long Failed) ActionCounts
+    {
+        get
+        {
+            lock (_log)
+                return (_applied, _advised, _failed);
+        }
+    }
 
     /// <summary>What adaptation installed: links (first dials second) and rules (destination VM, next daemon) per daemon.</summary>
     private sealed record AdaptState(IReadOnlySet<(string A, string B)> Links, IReadOnlyDictionary<string, IReadOnlySet<(MacAddress Dst, string Via)>> Rules)
@@ -368,6 +385,13 @@ public sealed partial class AdaptationService
     {
         lock (_log)
         {
+            // A failure's "change" is a note in parentheses: "(refused)", "(rollback refused)", "(nothing)".
+            if (action.Applied)
+                _applied++;
+            else if (action.Change.StartsWith('('))
+                _failed++;
+            else
+                _advised++;
             _log.Add(action);
             if (_log.Count > LogSize)
                 _log.RemoveAt(0);

@@ -117,6 +117,13 @@ public sealed record DaemonConfig
 
     public string? ControlSocket { get; init; }
 
+    /// <summary>
+    /// Where the daemon serves <c>GET /metrics</c> (Prometheus text) over HTTP; null: no HTTP port
+    /// at all (the default). It has no authentication: a non-loopback address shows the counters to
+    /// whoever reaches it.
+    /// </summary>
+    public IPEndPoint? Metrics { get; init; }
+
     public byte HopLimit { get; init; } = 8;
 
     /// <summary>Most VM MACs one interface may learn, a guard against MAC flooding.</summary>
@@ -189,6 +196,8 @@ public sealed record DaemonConfig
                     throw new ConfigException(where + ".macs", $"{mac} is a group address, not a VM's");
             }
         }
+        if (Metrics is not null && Metrics.Port == Listen.Port && Overlap(Metrics.Address, Listen.Address))
+            throw new ConfigException("metrics", $"{Metrics} is the link port ({Listen}): give the metrics endpoint a port of its own");
         var peers = new HashSet<string>(StringComparer.Ordinal);
         foreach (var l in Links)
         {
@@ -197,6 +206,21 @@ public sealed record DaemonConfig
         }
         CheckKeys();
         return this;
+    }
+
+    /// <summary>Whether two TCP sockets bound to these addresses (one port) would clash.</summary>
+    private static bool Overlap(IPAddress a, IPAddress b) =>
+        a.Equals(b) || a.Equals(IPAddress.Any) || b.Equals(IPAddress.Any) || a.Equals(IPAddress.IPv6Any) || b.Equals(IPAddress.IPv6Any);
+
+    /// <summary>
+    /// The metrics endpoint from the configuration (<c>metrics</c>) or the command line
+    /// (<c>--metrics</c>): an address and a port other than 0, e.g. <c>127.0.0.1:9464</c>.
+    /// </summary>
+    public static IPEndPoint ParseMetrics(string text, string field)
+    {
+        if (!IPEndPoint.TryParse(text, out var endPoint) || endPoint.Port == 0 || !text.Contains(':', StringComparison.Ordinal))
+            throw new ConfigException(field, $"'{text}' is not an address:port such as 127.0.0.1:9464 (0.0.0.0:9464 for every address)");
+        return endPoint;
     }
 
     /// <summary>
@@ -439,6 +463,7 @@ public sealed record DaemonConfig
             Interfaces = interfaces,
             Links = links,
             ControlSocket = reader.String("control_socket"),
+            Metrics = reader.String("metrics") is { } metrics ? ParseMetrics(metrics, "metrics") : null,
             HopLimit = (byte)Math.Clamp(reader.Int("hop_limit") ?? 8, 0, 255),
             MaxLearnedPerInterface = reader.Int("max_learned_per_interface") ?? 256,
             QueueCapacity = reader.Int("queue_capacity") ?? 1024,
@@ -453,7 +478,7 @@ public sealed record DaemonConfig
             AdaptationBudget = reader.Int("adaptation_budget") ?? 2,
             Vttif = ReadVttif(reader),
         };
-        reader.RejectUnknown("name", "role", "listen", "key_file", "psk_file", "host", "hosts_file", "admin_keys", "accept_tools", "proxy", "interface", "link", "control_socket",
+        reader.RejectUnknown("name", "role", "listen", "key_file", "psk_file", "host", "hosts_file", "admin_keys", "accept_tools", "proxy", "interface", "link", "control_socket", "metrics",
             "hop_limit", "max_learned_per_interface", "queue_capacity", "emulate", "adaptation", "adaptation_budget", "vttif");
         return config;
     }

@@ -8,9 +8,11 @@ using Vnet.Configuration;
 using Vnet.Engine;
 using Vnet.Forwarding;
 using Vnet.Frames;
+using Vnet.Http;
 using Vnet.Inference;
 using Vnet.Interfaces;
 using Vnet.Links;
+using Vnet.Metrics;
 using Vnet.Overlay;
 using Vnet.Peers;
 using Vnet.Vms;
@@ -138,10 +140,32 @@ public sealed partial class VnetDaemon : IAsyncDisposable
 
     public AdaptationService Adaptation { get; }
 
+    /// <summary>Time since the daemon was built.</summary>
+    public TimeSpan Uptime => Stopwatch.GetElapsedTime(_started);
+
+    /// <summary>
+    /// The HTTP endpoint (<c>GET /metrics</c>) when the configuration asks for one
+    /// (<see cref="DaemonConfig.Metrics"/>), from <see cref="StartAsync"/> on; else null.
+    /// </summary>
+    public HttpServer? Http { get; private set; }
+
     public static string VersionText => typeof(VnetDaemon).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
-    /// <summary>Starts everything, on the control loop, so no event is handled before every service is wired.</summary>
-    public Task StartAsync() => Run(() =>
+    /// <summary>
+    /// Starts everything, on the control loop, so no event is handled before every service is
+    /// wired; then the HTTP endpoint, when configured (a port in use throws, as the link port does).
+    /// </summary>
+    public async Task StartAsync()
+    {
+        await Run(StartServices).ConfigureAwait(false);
+        if (Config.Metrics is { } endPoint)
+        {
+            Http = await HttpServer.StartAsync(endPoint, new DaemonMetrics(this).Map, Loggers).ConfigureAwait(false);
+            Log.Serving(_logger, Http.LocalEndPoint, DaemonMetrics.Path);
+        }
+    }
+
+    private bool StartServices()
     {
         Links.Start();
         // Group frames follow the star: every daemon floods along it.
@@ -162,7 +186,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         Rules.Republish();
         Log.Started(_logger, Name, Config.Role, Links.LocalEndPoint!);
         return true;
-    });
+    }
 
     /// <summary>
     /// Reads the configuration file again (or, for a daemon started from options, its hosts file)
@@ -214,7 +238,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
                 up++;
         }
         return new DaemonStatus(Name, Config.Role, Links.LocalEndPoint?.ToString() ?? "", VersionText,
-            Stopwatch.GetElapsedTime(_started).TotalSeconds, Switch.ForwardedFrames, drops, Rules.Count, links.Count, up,
+            Uptime.TotalSeconds, Switch.ForwardedFrames, drops, Rules.Count, links.Count, up,
             Interfaces.Count, Vms.LocalCount, Vms.Locations.Count, Pool.Created, Pool.Available, Links.Udp?.Rejected ?? 0,
             GC.GetTotalAllocatedBytes(precise: true), GC.CollectionCount(0), Vms.Repairs, Peers.BadMessages, Vms.LearnRefused,
             Peers.Traffic.BytesSent, Peers.Traffic.BytesReceived, Loop.BusyTime.TotalSeconds,
@@ -302,6 +326,12 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         if (_disposed)
             return;
         _disposed = true;
+        if (Http is not null)
+        {
+            // First: a scrape must not meet a daemon half stopped.
+            Log.Stopping(_logger, "HTTP endpoint");
+            await Http.DisposeAsync().ConfigureAwait(false);
+        }
         Log.Stopping(_logger, "links");
         await Links.DisposeAsync().ConfigureAwait(false);
         Log.Stopping(_logger, "interfaces");
@@ -335,5 +365,8 @@ public sealed partial class VnetDaemon : IAsyncDisposable
 
         [LoggerMessage(EventId = 6, Level = LogLevel.Error, Message = "Reload refused, nothing changed: {Reason}")]
         public static partial void ReloadRefused(ILogger logger, string reason);
+
+        [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "Metrics at http://{EndPoint}{Path} (no authentication)")]
+        public static partial void Serving(ILogger logger, System.Net.IPEndPoint endPoint, string path);
     }
 }

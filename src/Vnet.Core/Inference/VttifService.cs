@@ -80,6 +80,15 @@ public sealed partial class VttifService : IDisposable
     /// <summary>What every daemon last reported about its links, the Proxy's own included (control loop).</summary>
     public IReadOnlyDictionary<string, IReadOnlyList<LinkMeasurement>> LinkMeasurements => _measurements;
 
+    /// <summary>Host: reports sent to the Proxy, since start (control loop, as the two below).</summary>
+    public long ReportsSent { get; private set; }
+
+    /// <summary>Proxy: hosts' reports folded in, since start.</summary>
+    public long ReportsReceived { get; private set; }
+
+    /// <summary>Proxy: changes of the inferred topology raised, since start.</summary>
+    public long TopologyChanges { get; private set; }
+
     public void Start()
     {
         _switch.Observer = _matrix;
@@ -109,7 +118,8 @@ public sealed partial class VttifService : IDisposable
             var matrix = new List<TrafficEntry>(snapshot.Count);
             foreach (var e in snapshot)
                 matrix.Add(new TrafficEntry(e.Source, e.Destination, e.Bytes, e.Frames));
-            _peers.Send(_config.ProxyName, new PeerMessage { Type = PeerMessageType.Traffic, Matrix = matrix, Measurements = measurements });
+            if (_peers.Send(_config.ProxyName, new PeerMessage { Type = PeerMessageType.Traffic, Matrix = matrix, Measurements = measurements }))
+                ReportsSent++;
             return;
         }
         _measurements[Name] = measurements;
@@ -122,6 +132,7 @@ public sealed partial class VttifService : IDisposable
         foreach (var e in _inference.EventsSince(last))
         {
             Log.TopologyChanged(_logger, e.Id, e.Topology.Edges.Count, e.Added, e.Removed);
+            TopologyChanges++;
             TopologyChanged?.Invoke(e);
         }
     }
@@ -133,6 +144,7 @@ public sealed partial class VttifService : IDisposable
         foreach (var t in m.Message.Matrix ?? [])
             entries.Add(new MatrixEntry(t.Src, t.Dst, t.Bytes, t.Frames));
         _aggregator!.Report(m.Peer, Now, entries);
+        ReportsReceived++;
         if (m.Message.Measurements is { } measured)
             _measurements[m.Peer] = measured;
     }

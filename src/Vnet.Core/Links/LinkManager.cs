@@ -150,6 +150,9 @@ public sealed partial class LinkManager : IAsyncDisposable
     /// <summary>Connections closed without a session for any reason (all those below, not admitted, replayed, timed out).</summary>
     public long HandshakesRefused => Interlocked.Read(ref _handshakesRefused) + InitsRefused + ConnectionsWithoutInit;
 
+    /// <summary>Of <see cref="HandshakesRefused"/>, those refused after a valid INIT: rate-limited, too many at once, not admitted, replayed, timed out.</summary>
+    public long HandshakesRefusedAfterInit => Interlocked.Read(ref _handshakesRefused);
+
     /// <summary>Connections whose first message was refused before any Diffie-Hellman: bad mac1, not an INIT, malformed, or closed early.</summary>
     public long InitsRefused => Interlocked.Read(ref _initsRefused);
 

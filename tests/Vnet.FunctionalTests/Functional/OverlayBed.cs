@@ -149,10 +149,11 @@ internal sealed class OverlayBed : IDisposable
     /// <param name="listenIp">The address hN listens on, when a test gave it another than <see cref="HostIp"/> (e.g. behind a NAT).</param>
     /// <param name="pcapInterface">Instead of a TAP, this device of hN (a VM's veth, see <see cref="AddVm"/>) as interface kind pcap.</param>
     /// <param name="tapQueues">Receive queues of hN's TAP (<c>queues</c> in its configuration; 1 writes none).</param>
+    /// <param name="metrics">Serve metrics there: the daemon gets <c>--metrics ADDR:PORT</c> besides its configuration file.</param>
     public BackgroundProcess StartHost(int i, string transport = "tcp", StaticKeyPair? identity = null, bool bridgeInConfig = true,
-        string? listenIp = null, string? pcapInterface = null, int tapQueues = 1)
+        string? listenIp = null, string? pcapInterface = null, int tapQueues = 1, string? metrics = null)
     {
-        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface, tapQueues);
+        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface, tapQueues, metrics);
         WaitReady(process);
         if (!bridgeInConfig && pcapInterface is null)
             Bed.Attach($"h{i}", "tap0", "br0");
@@ -171,7 +172,7 @@ internal sealed class OverlayBed : IDisposable
     }
 
     private BackgroundProcess LaunchHost(int i, string transport, StaticKeyPair? identity, bool bridgeInConfig, string? listenIp = null,
-        string? pcapInterface = null, int tapQueues = 1)
+        string? pcapInterface = null, int tapQueues = 1, string? metrics = null)
     {
         var name = $"h{i}";
         var keyFile = identity is null ? KeyFileOf(name) : WriteKeyFile(name + "-other", identity);
@@ -193,7 +194,7 @@ internal sealed class OverlayBed : IDisposable
 
             [[interface]]
             {iface}
-            """);
+            """, metrics is null ? [] : ["--metrics", metrics]);
     }
 
     private BackgroundProcess StartDaemon(string name, string config)
@@ -204,13 +205,13 @@ internal sealed class OverlayBed : IDisposable
     }
 
     /// <summary>Starts a daemon (stopping the one of that name, if any) without waiting for it.</summary>
-    private BackgroundProcess LaunchDaemon(string name, string config)
+    private BackgroundProcess LaunchDaemon(string name, string config, string[]? options = null)
     {
         var path = Path.Combine(_dir, name + ".toml");
         File.WriteAllText(path, config);
         if (_daemons.Remove(name, out var old))
             old.Stop();
-        var process = Bed.Start(name, name, "dotnet", VnetDll, "daemon", "--config", path, "--log-level", "debug");
+        var process = Bed.Start(name, name, "dotnet", [VnetDll, "daemon", "--config", path, "--log-level", "debug", .. options ?? []]);
         _daemons[name] = process;
         return process;
     }

@@ -154,6 +154,19 @@ public sealed class DaemonConfigTests
         Assert.Equal(8, c.HopLimit);
         Assert.Equal(256, c.MaxLearnedPerInterface);
         Assert.Equal(1024, c.QueueCapacity);
+        Assert.Null(c.Metrics);
+    }
+
+    [Theory]
+    [InlineData("127.0.0.1:9464")]
+    [InlineData("0.0.0.0:9464")]
+    [InlineData("[::1]:9464")]
+    [InlineData("0.0.0.0:5501")]
+    public void Parse_Metrics_TheEndpointAsWritten(string endPoint)
+    {
+        var c = DaemonConfig.Parse($"{ProxyBase}\nmetrics = \"{endPoint}\"");
+
+        Assert.Equal(IPEndPoint.Parse(endPoint), c.Metrics);
     }
 
     [Fact]
@@ -348,6 +361,11 @@ public sealed class DaemonConfigTests
         { "bad admin key", $"{ProxyBase}\nadmin_keys = [\"nope\"]", "admin_keys: 'nope' is not a public key" },
         { "host admitting hosts", $"{HostBase}\n[[host]]\nname = \"h2\"\npublic_key = \"{ProxyPub}\"", "host: only the Proxy admits hosts" },
         { "admitted host without a key", $"{ProxyBase}\n[[host]]\nname = \"h2\"", "host[0].public_key: missing" },
+        { "metrics without port", $"{ProxyBase}\nmetrics = \"127.0.0.1\"", "metrics: '127.0.0.1' is not an address:port such as 127.0.0.1:9464" },
+        { "metrics port zero", $"{ProxyBase}\nmetrics = \"127.0.0.1:0\"", "metrics: '127.0.0.1:0' is not an address:port" },
+        { "metrics a name", $"{ProxyBase}\nmetrics = \"localhost:9464\"", "metrics: 'localhost:9464' is not an address:port" },
+        { "metrics a port alone", $"{ProxyBase}\nmetrics = 9464", "metrics: expected a string, found 9464" },
+        { "metrics on the link port", $"{ProxyBase}\nmetrics = \"127.0.0.1:5500\"", "metrics: 127.0.0.1:5500 is the link port (0.0.0.0:5500)" },
     };
 
     [Theory]

@@ -56,10 +56,12 @@ internal sealed class DaemonNet : IAsyncDisposable
 
     /// <summary>Starts the Proxy and hosts with in-memory interfaces, and waits for the star.</summary>
     /// <param name="lan">Gives the Proxy a LAN NIC in memory, <c>lan0</c>, as a real Proxy opens its NIC through libpcap.</param>
+    /// <param name="metrics">Configures every daemon's metrics endpoint, on 127.0.0.1 at a port the kernel picks (<see cref="VnetDaemon.Http"/>).</param>
     public static async Task<DaemonNet> StartAsync(IReadOnlyList<(string Name, IReadOnlyList<InterfaceConfig> Interfaces)> hosts,
-        DirectoryOptions? directory, LinkTransport transport = LinkTransport.Tcp, bool lan = false)
+        DirectoryOptions? directory, LinkTransport transport = LinkTransport.Tcp, bool lan = false, bool metrics = false)
     {
         var net = new DaemonNet(directory) { _transport = transport };
+        var metricsAt = metrics ? new IPEndPoint(IPAddress.Loopback, 0) : null;
         try
         {
             var proxyConfig = new DaemonConfig
@@ -71,6 +73,7 @@ internal sealed class DaemonNet : IAsyncDisposable
                 Hosts = [.. hosts.Select(h => new AdmittedHost(h.Name, net.IdentityOf(h.Name).Public))],
                 AdminKeys = [net.Admin.Public],
                 Interfaces = lan ? [new InterfaceConfig { Name = Lan, Kind = InterfaceKind.Pcap, Lan = true, Learn = false }] : [],
+                Metrics = metricsAt,
             };
             if (lan)
             {
@@ -90,6 +93,7 @@ internal sealed class DaemonNet : IAsyncDisposable
                     ProxyAddress = proxy.Links.LocalEndPoint,
                     ProxyTransport = transport,
                     Interfaces = interfaces,
+                    Metrics = metricsAt,
                 });
             }
             foreach (var (h, _) in hosts)
