@@ -382,7 +382,7 @@ internal static class ControlCli
         {
             // A multi-queue TAP: how many, and the frames each has read ("4: 120/98/0/77").
             var queues = i.Queues > 1 && i.QueueRxFrames is { } q ? $"{i.Queues}: {string.Join('/', q)}" : i.Queues.ToString(CultureInfo.InvariantCulture);
-            t.Add(i.Name, i.Kind, i.Mtu, i.Up ? "up" : "down", i.Offloads, i.Lan, i.Vms,
+            t.Add(i.Name, i.Kind, i.Mtu, i.Waiting ? "waiting" : i.Up ? "up" : "down", i.Offloads, i.Lan, i.Vms,
                 $"{i.TxFrames}/{TableWriter.Bytes(i.TxBytes)}", $"{i.RxFrames}/{TableWriter.Bytes(i.RxBytes)}", i.TxDrops, queues);
         }
         Console.Write(t);

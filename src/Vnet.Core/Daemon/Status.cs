@@ -96,7 +96,8 @@ public sealed record InterfaceStatus(
     long TxDrops,
     long RxErrors,
     int Queues = 1,
-    IReadOnlyList<long>? QueueRxFrames = null);
+    IReadOnlyList<long>? QueueRxFrames = null,
+    bool Waiting = false);
 
 public sealed record VmStatus(MacAddress Mac, string Daemon, string? Interface, bool Local);
 

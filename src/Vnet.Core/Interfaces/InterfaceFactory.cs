@@ -16,12 +16,18 @@ public interface IInterfaceFactory
 {
     /// <summary>Opens the device; throws IOException, ArgumentException or InvalidOperationException with the reason.</summary>
     OpenedDevice Open(InterfaceConfig config, string? filter);
+
+    /// <summary>Whether a device of that name exists now (a pcap interface waits for it otherwise).</summary>
+    bool DeviceExists(string name);
 }
 
 /// <summary>The real devices: a TAP (joined to its bridge when configured) or a NIC through a packet socket.</summary>
 public sealed class SystemInterfaceFactory : IInterfaceFactory
 {
     public static SystemInterfaceFactory Instance { get; } = new();
+
+    /// <summary>By index, in this thread's network namespace (sysfs may show another one).</summary>
+    public bool DeviceExists(string name) => LibC.IfNameToIndex(name) != 0;
 
     public OpenedDevice Open(InterfaceConfig config, string? filter)
     {

@@ -32,6 +32,10 @@ public sealed class LocalInterface(InterfaceConfig config, InterfacePort port, M
 ///        set up by the VM directory) -> the port's reader starts
 /// close: Closed (the directory forgets the interface's VMs) -> rules that name the port made by
 ///        the system go -> the port leaves the switch -> device closed -> table republished
+/// wait:  a pcap interface whose device is missing (at start, unless it is the LAN) or went away
+///        (a VM's TAP when its QEMU stops) waits for it: every second (on the daemon's grid) the
+///        service looks for the name and opens it again as configured; user rules that name it
+///        stay and come back to life with it. A TAP is the daemon's own and is not waited for.
 /// </code>
 /// </summary>
 public sealed partial class InterfaceService
@@ -44,6 +48,9 @@ public sealed partial class InterfaceService
     private readonly ControlLoop _loop;
     private readonly ILogger _logger;
     private readonly Dictionary<string, LocalInterface> _interfaces = new(StringComparer.Ordinal);
+
+    // Interfaces waiting for their device, with the last reason an open failed (logged once per reason).
+    private readonly Dictionary<string, (InterfaceConfig Config, string? Failed)> _waiting = new(StringComparer.Ordinal);
     private IReadOnlyCollection<MacAddress>? _lanFilterPending;
     private int _lanFilterRunning;
     private bool _stopping;
@@ -72,11 +79,70 @@ public sealed partial class InterfaceService
 
     public LocalInterface? Find(string name) => _interfaces.GetValueOrDefault(name);
 
-    /// <summary>Opens the configured interfaces (control loop, at start).</summary>
+    /// <summary>How often a waiting interface looks for its device.</summary>
+    public static readonly TimeSpan WaitPeriod = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Opens the configured interfaces (control loop, at start). A missing device stops the daemon,
+    /// except for a pcap interface that is not the LAN: that one waits (a VM's TAP exists only while
+    /// its VM runs, and may start after the daemon).
+    /// </summary>
     public void Start()
     {
         foreach (var i in _config.Interfaces)
+        {
+            if (i.Kind == InterfaceKind.Pcap && !i.Lan && !_factory.DeviceExists(i.Name))
+            {
+                Wait(i);
+                continue;
+            }
             Open(i);
+        }
+        _loop.Every(WaitPeriod, OpenWaiting);
+    }
+
+    /// <summary>The names of the interfaces waiting for their device.</summary>
+    public IReadOnlyCollection<string> Waiting => _waiting.Keys;
+
+    private void Wait(InterfaceConfig config)
+    {
+        _waiting[config.Name] = (config, null);
+        Log.Waiting(_logger, config.Name);
+    }
+
+    /// <summary>Opens each waiting interface whose device has appeared (control loop, every <see cref="WaitPeriod"/>).</summary>
+    private void OpenWaiting()
+    {
+        if (_waiting.Count == 0 || _stopping)
+            return;
+        List<string>? opened = null;
+        List<(InterfaceConfig, string)>? failures = null;
+        foreach (var (name, (config, failed)) in _waiting)
+        {
+            if (!_factory.DeviceExists(name))
+                continue;
+            try
+            {
+                Open(config);
+                (opened ??= []).Add(name);
+            }
+            catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or DllNotFoundException)
+            {
+                if (failed != e.Message)
+                    Log.ReopenFailed(_logger, name, e.Message);
+                (failures ??= []).Add((config, e.Message));
+            }
+        }
+        foreach (var (config, reason) in failures ?? [])
+            _waiting[config.Name] = (config, reason);
+        if (opened is null)
+            return;
+        foreach (var name in opened)
+        {
+            _waiting.Remove(name);
+            Log.Reopened(_logger, name);
+        }
+        _rules.Republish();
     }
 
     // ---------------------------------------------------------------- commands
@@ -93,6 +159,9 @@ public sealed partial class InterfaceService
             list.Add(new InterfaceStatus(i.Name, i.Config.Kind, i.Config.Mtu, i.Port.IsUp, i.Port.Device.Offloads, i.Config.Lan,
                 i.Config.Learn, vmsOn(i.Name), c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes, c.TxDrops, c.RxErrors, queues.Length, queues));
         }
+        foreach (var (config, _) in _waiting.Values)
+            list.Add(new InterfaceStatus(config.Name, config.Kind, config.Mtu, false, OffloadSet.None, config.Lan, config.Learn, 0, 0, 0, 0, 0, 0, 0,
+                Waiting: true));
         list.Sort(static (a, b) => string.CompareOrdinal(a.Name, b.Name));
         return list;
     }
@@ -102,6 +171,8 @@ public sealed partial class InterfaceService
     {
         if (_interfaces.ContainsKey(config.Name))
             throw new DaemonCommandException($"interface {config.Name} already exists");
+        if (_waiting.ContainsKey(config.Name))
+            throw new DaemonCommandException($"interface {config.Name} already exists (waiting for its device)");
         try
         {
             (_config with { Interfaces = [config] }).Validated();
@@ -124,17 +195,25 @@ public sealed partial class InterfaceService
     /// <summary>Closes an interface; refused while user or adaptation rules still name it.</summary>
     public void Remove(string name)
     {
-        if (!_interfaces.TryGetValue(name, out var state))
+        var waiting = _waiting.ContainsKey(name);
+        if (!_interfaces.TryGetValue(name, out var state) && !waiting)
             throw new DaemonCommandException($"no interface {name}");
         var port = PortRef.Interface(name);
         if (_rules.UsersOf(port) is { Count: > 0 } users)
             throw new DaemonCommandException($"interface {name} is used by rule(s) {string.Join(", ", users)}; remove them first");
-        Close(state, "removed by command");
+        if (waiting)
+        {
+            _waiting.Remove(name);
+            Log.Closed(_logger, name, "removed by command (it was waiting for its device)");
+            return;
+        }
+        Close(state!, "removed by command");
     }
 
     /// <summary>Closes an interface whatever names it (change sets checked that first).</summary>
     public void RemoveForce(string name, string reason)
     {
+        _waiting.Remove(name);
         if (_interfaces.TryGetValue(name, out var state))
             Close(state, reason);
     }
@@ -159,7 +238,12 @@ public sealed partial class InterfaceService
         port.Closed += _ => _loop.Post(() =>
         {
             if (!_stopping && _interfaces.TryGetValue(config.Name, out var current) && current == state)
+            {
                 Close(state, "the device went away");
+                // A NIC or a VM's TAP that someone else owns comes back under its name: wait for it.
+                if (config.Kind == InterfaceKind.Pcap)
+                    Wait(config);
+            }
         });
         if (config.Lan)
         {
@@ -253,5 +337,14 @@ public sealed partial class InterfaceService
 
         [LoggerMessage(EventId = 12, Level = LogLevel.Warning, Message = "Cannot update the filter of {Name}: {Reason}")]
         public static partial void FilterFailed(ILogger logger, string name, string reason);
+
+        [LoggerMessage(EventId = 13, Level = LogLevel.Warning, Message = "Interface {Name}: no such device; waiting for it (checked every second)")]
+        public static partial void Waiting(ILogger logger, string name);
+
+        [LoggerMessage(EventId = 14, Level = LogLevel.Information, Message = "Interface {Name}: its device is back, open again")]
+        public static partial void Reopened(ILogger logger, string name);
+
+        [LoggerMessage(EventId = 15, Level = LogLevel.Warning, Message = "Interface {Name}: its device exists but does not open: {Reason}")]
+        public static partial void ReopenFailed(ILogger logger, string name, string reason);
     }
 }

@@ -186,6 +186,9 @@ public sealed class MemoryInterfaceFactory : IInterfaceFactory
 
     public bool TryGet(string name, out MemoryInterface device) => _open.TryGetValue(name, out device!);
 
+    /// <summary>A TAP can always be made; a pcap device exists while its name is in <see cref="Nics"/>.</summary>
+    public bool DeviceExists(string name) => Nics.ContainsKey(name);
+
     public OpenedDevice Open(InterfaceConfig config, string? filter)
     {
         if (config.Kind == InterfaceKind.Pcap && !Nics.ContainsKey(config.Name))
