@@ -14,26 +14,17 @@ namespace Vnet.Tests.Interfaces;
 [Collection("Netns")]
 public sealed class NetDeviceTests : IDisposable
 {
-    private static int s_counter;
-    private readonly string _ns;
+    private readonly ScratchNetns _scratch = new("vtnd");
 
-    public NetDeviceTests()
-    {
-        TestBedGuard.ThrowIfUnavailable();
-        _ns = $"vtnd{Environment.ProcessId % 10000}{Interlocked.Increment(ref s_counter)}";
-        Sh.TryExec("ip", ["netns", "del", _ns], 10);
-        Sh.Run($"ip netns add {_ns}");
-    }
-
-    public void Dispose() => Sh.TryExec("ip", ["netns", "del", _ns], 10);
+    public void Dispose() => _scratch.Dispose();
 
     [Theory]
     [InlineData("02:11:22:33:44:55")]
     [InlineData("aa:bb:cc:dd:ee:f0")]
     public void GetHardwareAddress_EqualsWhatTheKernelShows(string address)
     {
-        Sh.Run($"ip netns exec {_ns} ip link add vnd0 type veth peer name vnd0p");
-        Sh.Run($"ip netns exec {_ns} ip link set vnd0 address {address}");
+        Sh.Run($"ip netns exec {_scratch.Name} ip link add vnd0 type veth peer name vnd0p");
+        Sh.Run($"ip netns exec {_scratch.Name} ip link set vnd0 address {address}");
         var read = InNamespace(() => MacAddress.Read(NetDevice.GetHardwareAddress("vnd0")));
         Assert.Equal(address, read.ToString());
     }
@@ -45,31 +36,10 @@ public sealed class NetDeviceTests : IDisposable
         {
             var opened = SystemInterfaceFactory.Instance.Open(new Vnet.Configuration.InterfaceConfig { Name = "vnd1" }, null);
             using (opened.Device)
-                return (opened.OwnMac, Sh.Run($"ip netns exec {_ns} cat /sys/class/net/vnd1/address").Trim());
+                return (opened.OwnMac, Sh.Run($"ip netns exec {_scratch.Name} cat /sys/class/net/vnd1/address").Trim());
         });
         Assert.Equal(shown, own.ToString());
     }
 
-    private T InNamespace<T>(Func<T> work)
-    {
-        T result = default!;
-        Exception? error = null;
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                using (Netns.Enter(_ns))
-                    result = work();
-            }
-            catch (Exception e)
-            {
-                error = e;
-            }
-        });
-        thread.Start();
-        Assert.True(thread.Join(TimeSpan.FromSeconds(10)), "the work in the namespace did not finish within 10 s");
-        if (error is not null)
-            throw new InvalidOperationException("the work in the namespace failed", error);
-        return result;
-    }
+    private T InNamespace<T>(Func<T> work) => _scratch.Run(work, "the work in the namespace");
 }

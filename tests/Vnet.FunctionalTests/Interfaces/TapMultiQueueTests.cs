@@ -18,18 +18,9 @@ namespace Vnet.Tests.Interfaces;
 public sealed class TapMultiQueueTests : IDisposable
 {
     private const int IffMultiQueue = 0x0100;
-    private static int s_counter;
-    private readonly string _ns;
+    private readonly ScratchNetns _scratch = new("vtmq");
 
-    public TapMultiQueueTests()
-    {
-        TestBedGuard.ThrowIfUnavailable();
-        _ns = $"vtmq{Environment.ProcessId % 10000}{Interlocked.Increment(ref s_counter)}";
-        Sh.TryExec("ip", ["netns", "del", _ns], 10);
-        Sh.Run($"ip netns add {_ns}");
-    }
-
-    public void Dispose() => Sh.TryExec("ip", ["netns", "del", _ns], 10);
+    public void Dispose() => _scratch.Dispose();
 
     [Fact]
     public void Open_FourQueues_FourDescriptorsAndTheKernelShowsFourQueues()
@@ -40,7 +31,7 @@ public sealed class TapMultiQueueTests : IDisposable
         Assert.Equal(OffloadSet.All, tap.Offloads);
         Assert.True((TunFlags("vmq0") & IffMultiQueue) != 0, "the TAP has no IFF_MULTI_QUEUE");
         Assert.Equal(["rx-0", "rx-1", "rx-2", "rx-3", "tx-0", "tx-1", "tx-2", "tx-3"], KernelQueues("vmq0"));
-        Assert.Contains("UP", Sh.Run($"ip -n {_ns} link show vmq0"), StringComparison.Ordinal);
+        Assert.Contains("UP", Sh.Run($"ip -n {_scratch.Name} link show vmq0"), StringComparison.Ordinal);
     }
 
     [Fact]
@@ -59,16 +50,16 @@ public sealed class TapMultiQueueTests : IDisposable
         const int flows = 16;
         const int perFlow = 20;
         using var tap = Open("vmq2", OffloadSet.None, 4);
-        Sh.Run($"ip -n {_ns} addr add 10.9.0.1/24 dev vmq2");
-        Sh.Run($"ip -n {_ns} neigh add 10.9.0.2 lladdr 02:00:00:00:00:99 dev vmq2 nud permanent");
-        Sh.Run($"ip -n {_ns} -6 addr add fd09::1/64 dev vmq2 nodad");
-        Sh.Run($"ip -n {_ns} -6 neigh add fd09::2 lladdr 02:00:00:00:00:99 dev vmq2 nud permanent");
+        Sh.Run($"ip -n {_scratch.Name} addr add 10.9.0.1/24 dev vmq2");
+        Sh.Run($"ip -n {_scratch.Name} neigh add 10.9.0.2 lladdr 02:00:00:00:00:99 dev vmq2 nud permanent");
+        Sh.Run($"ip -n {_scratch.Name} -6 addr add fd09::1/64 dev vmq2 nodad");
+        Sh.Run($"ip -n {_scratch.Name} -6 neigh add fd09::2 lladdr 02:00:00:00:00:99 dev vmq2 nud permanent");
 
         // 16 IPv4 and 16 IPv6 UDP flows from distinct source ports, their datagrams interleaved.
         var sockets = new List<(Socket Socket, EndPoint To)>();
         var thread = new Thread(() =>
         {
-            using (Netns.Enter(_ns))
+            using (Netns.Enter(_scratch.Name))
             {
                 for (var i = 0; i < flows; i++)
                 {
@@ -148,8 +139,8 @@ public sealed class TapMultiQueueTests : IDisposable
     [Fact]
     public void Open_ExistingPersistentTaps_TheSameMultiQueueChoiceAttaches_TheOtherIsRefusedWithTheReason()
     {
-        Sh.Run($"ip -n {_ns} tuntap add dev vmq3 mode tap");
-        Sh.Run($"ip -n {_ns} tuntap add dev vmq4 mode tap multi_queue");
+        Sh.Run($"ip -n {_scratch.Name} tuntap add dev vmq3 mode tap");
+        Sh.Run($"ip -n {_scratch.Name} tuntap add dev vmq4 mode tap multi_queue");
 
         var single = Assert.IsType<InvalidOperationException>(Record.Exception(() => Open("vmq3", OffloadSet.All, 4)));
         Assert.Contains("without multi_queue", single.InnerException!.Message, StringComparison.Ordinal);
@@ -205,32 +196,15 @@ public sealed class TapMultiQueueTests : IDisposable
     }
 
     private int TunFlags(string device) =>
-        Convert.ToInt32(Sh.Run($"ip netns exec {_ns} cat /sys/class/net/{device}/tun_flags").Trim(), 16);
+        Convert.ToInt32(Sh.Run($"ip netns exec {_scratch.Name} cat /sys/class/net/{device}/tun_flags").Trim(), 16);
 
     private string[] KernelQueues(string device) =>
-        Sh.Run($"ip netns exec {_ns} ls /sys/class/net/{device}/queues").Split((char[])['\n', ' ', '\t'], StringSplitOptions.RemoveEmptyEntries)
+        Sh.Run($"ip netns exec {_scratch.Name} ls /sys/class/net/{device}/queues").Split((char[])['\n', ' ', '\t'], StringSplitOptions.RemoveEmptyEntries)
             .Order(StringComparer.Ordinal).ToArray();
 
     private TapInterface Open(string name, OffloadSet set, int queues)
     {
-        TapInterface? tap = null;
-        Exception? error = null;
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                using (Netns.Enter(_ns))
-                    tap = TapInterface.Open(name, 1500, set, queues);
-            }
-            catch (Exception e)
-            {
-                error = e;
-            }
-        });
-        thread.Start();
-        Assert.True(thread.Join(TimeSpan.FromSeconds(10)), "opening the TAP did not finish within 10 s");
-        if (error is not null)
-            throw new InvalidOperationException($"opening {name} with {queues.ToString(CultureInfo.InvariantCulture)} queue(s) failed", error);
-        return tap!;
+        return _scratch.Run(() => TapInterface.Open(name, 1500, set, queues),
+            $"opening {name} with {queues.ToString(CultureInfo.InvariantCulture)} queue(s)");
     }
 }

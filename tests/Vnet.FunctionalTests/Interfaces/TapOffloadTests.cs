@@ -11,18 +11,9 @@ namespace Vnet.Tests.Interfaces;
 [Collection("Netns")]
 public sealed class TapOffloadTests : IDisposable
 {
-    private static int s_counter;
-    private readonly string _ns;
+    private readonly ScratchNetns _scratch = new("vtto");
 
-    public TapOffloadTests()
-    {
-        TestBedGuard.ThrowIfUnavailable();
-        _ns = $"vtto{Environment.ProcessId % 10000}{Interlocked.Increment(ref s_counter)}";
-        Sh.TryExec("ip", ["netns", "del", _ns], 10);
-        Sh.Run($"ip netns add {_ns}");
-    }
-
-    public void Dispose() => Sh.TryExec("ip", ["netns", "del", _ns], 10);
+    public void Dispose() => _scratch.Dispose();
 
     [Theory]
     [InlineData(OffloadSet.All)]
@@ -34,7 +25,7 @@ public sealed class TapOffloadTests : IDisposable
         using var tap = Open("vto0", wanted);
         Assert.Equal(wanted, tap.Offloads);
         // The kernel's view: TSO on the TAP's own features follows what was agreed.
-        var features = Sh.Run($"ip netns exec {_ns} ethtool -k vto0");
+        var features = Sh.Run($"ip netns exec {_scratch.Name} ethtool -k vto0");
         var tso = (wanted & OffloadSet.Tso4) != 0 ? "on" : "off";
         Assert.Contains($"tcp-segmentation-offload: {tso}", features, StringComparison.Ordinal);
     }
@@ -47,26 +38,6 @@ public sealed class TapOffloadTests : IDisposable
         Assert.Equal(OffloadSet.None, tap.Offloads);
     }
 
-    private TapInterface Open(string name, OffloadSet set)
-    {
-        TapInterface? tap = null;
-        Exception? error = null;
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                using (Netns.Enter(_ns))
-                    tap = TapInterface.Open(name, 1500, set);
-            }
-            catch (Exception e)
-            {
-                error = e;
-            }
-        });
-        thread.Start();
-        Assert.True(thread.Join(TimeSpan.FromSeconds(10)), "opening the TAP did not finish within 10 s");
-        if (error is not null)
-            throw new InvalidOperationException($"opening {name} failed", error);
-        return tap!;
-    }
+    private TapInterface Open(string name, OffloadSet set) =>
+        _scratch.Run(() => TapInterface.Open(name, 1500, set), $"opening {name}");
 }
