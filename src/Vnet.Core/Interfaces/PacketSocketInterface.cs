@@ -292,6 +292,9 @@ public sealed unsafe class PacketSocketInterface : VirtioNetDevice
 
     private protected override bool Accept(Frame frame)
     {
+        // Frames again: the device is up (a read only, on the data path, unless it was down).
+        if (_sawDown)
+            Volatile.Write(ref _sawDown, false);
         if (_vlanTag != 0)
             RestoreVlanTag(frame);
         if (Volatile.Read(ref _userProgram) is not null)
@@ -329,9 +332,14 @@ public sealed unsafe class PacketSocketInterface : VirtioNetDevice
         {
             case LibC.ENETDOWN:
                 // The device went down (it comes back with its frames) or away (the socket lost it).
-                var address = default(SockAddrLl);
-                var length = (uint)sizeof(SockAddrLl);
-                return LibC.GetSockName(Fd, &address, &length) == 0 && address.IfIndex == _ifIndex ? null : ReadStatus.Closed;
+                // A deleted device reports ENETDOWN when it goes down, while the socket is still
+                // bound to it, and says nothing when it is unregistered right after: so, once down,
+                // the reader looks again (Gone) each time it finds nothing, and sleeps at most a
+                // second at a time until frames come again.
+                if (!StillBound())
+                    return ReadStatus.Closed;
+                Volatile.Write(ref _sawDown, true);
+                return null;
             case LibC.EINVAL:
                 // The kernel could not describe the frame in a virtio_net_hdr (an unsupported GSO
                 // type): it dropped it.
@@ -339,6 +347,21 @@ public sealed unsafe class PacketSocketInterface : VirtioNetDevice
             default:
                 return ReadStatus.Closed;
         }
+    }
+
+    // Set when the device was seen going down, cleared by the next frame (see OnReadError).
+    private bool _sawDown;
+
+    private protected override int WaitTimeoutMs => Volatile.Read(ref _sawDown) ? 1000 : -1;
+
+    private protected override bool Gone => Volatile.Read(ref _sawDown) && !StillBound();
+
+    /// <summary>Whether the socket is still bound to its device (the kernel unbinds it when the device is unregistered).</summary>
+    private bool StillBound()
+    {
+        var address = default(SockAddrLl);
+        var length = (uint)sizeof(SockAddrLl);
+        return LibC.GetSockName(Fd, &address, &length) == 0 && address.IfIndex == _ifIndex;
     }
 
     private protected override void DisposeCore()

@@ -120,10 +120,13 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
                 continue;
             }
             OnEmpty();
-            return ReadStatus.Empty;
+            return Gone ? ReadStatus.Closed : ReadStatus.Empty;
         }
         return ReadStatus.Closed;
     }
+
+    /// <summary>Asked when nothing is waiting: whether the device has gone for good (a packet socket's NIC unregistered).</summary>
+    private protected virtual bool Gone => false;
 
     /// <summary>One read of <paramref name="fd"/> into <paramref name="buffer"/>: its length, or -1 with errno set.</summary>
     private protected virtual nint Receive(int fd, byte* buffer, nuint length) => LibC.Read(fd, buffer, length);
