@@ -14,9 +14,17 @@ public static class Cadence
     /// <summary>The first grid instant of <paramref name="period"/> after <paramref name="now"/> (Stopwatch ticks).</summary>
     public static long NextDue(long now, TimeSpan period)
     {
-        var p = Math.Max(1, (long)(period.TotalSeconds * Stopwatch.Frequency));
+        var p = Ticks(period);
         return (now / p + 1) * p;
     }
+
+    /// <summary>
+    /// A new job's first grid instant: at least a whole period after <paramref name="now"/>, as a
+    /// plain timer's first tick would be (a job that checks on what start-up set going must not run early).
+    /// </summary>
+    public static long FirstDue(long now, TimeSpan period) => NextDue(now + Ticks(period), period);
+
+    private static long Ticks(TimeSpan period) => Math.Max(1, (long)(period.TotalSeconds * Stopwatch.Frequency));
 
     /// <summary>How long to sleep from <paramref name="now"/> until <paramref name="due"/>, rounded up to whole milliseconds (timers' resolution) so a job never runs early.</summary>
     public static TimeSpan Until(long due, long now)

@@ -162,10 +162,7 @@ public sealed class ControlLoop : IAsyncDisposable
     {
         lock (_timers)
         {
-            // The first run a whole period away at least, as a plain timer's would be: a job that
-            // checks on what start-up set going (a digest after the first snapshot) must not run early.
-            var now = System.Diagnostics.Stopwatch.GetTimestamp();
-            _periodic.Add(new Periodic(period, work, Cadence.NextDue(now + (long)(period.TotalSeconds * System.Diagnostics.Stopwatch.Frequency), period)));
+            _periodic.Add(new Periodic(period, work, Cadence.FirstDue(System.Diagnostics.Stopwatch.GetTimestamp(), period)));
             _periodicChanged.TrySetResult();
             if (_timers.Count == 0)
                 _timers.Add(Task.Run(Ticker));

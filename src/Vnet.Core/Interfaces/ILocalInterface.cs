@@ -63,18 +63,9 @@ public interface ILocalInterface : IReceiveQueue, IDisposable
     /// </summary>
     IReadOnlyList<IReceiveQueue> Queues { get; }
 
-    /// <summary>Blocks until a frame arrives on the first queue (filling <paramref name="frame"/>) or the interface closes.</summary>
-    ReadStatus Read(Frame frame);
-
-    /// <summary>
-    /// Called on the reading thread just before <see cref="Read"/> blocks because nothing is waiting:
-    /// the moment to flush what the frames read so far produced (see <c>TransmitBatch</c>).
-    /// </summary>
-    Action? BeforeWait { get; set; }
-
     /// <summary>Sends a frame out of the device; false when the device refused it.</summary>
     bool Write(Frame frame);
 
-    /// <summary>Unblocks <see cref="Read"/> and every queue's <see cref="IReceiveQueue.WaitReadable"/> for good.</summary>
+    /// <summary>Unblocks every queue's <see cref="IReceiveQueue.WaitReadable"/> for good.</summary>
     void Close();
 }

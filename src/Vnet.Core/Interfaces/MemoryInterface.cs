@@ -47,8 +47,6 @@ public sealed class MemoryInterface : ILocalInterface
 
     public IReadOnlyList<IReceiveQueue> Queues => _queues;
 
-    public Action? BeforeWait { get; set; }
-
     public bool IsClosed => _closed.IsCancellationRequested;
 
     /// <summary>Frames the daemon wrote to this interface, ever.</summary>
@@ -68,17 +66,6 @@ public sealed class MemoryInterface : ILocalInterface
 
     /// <summary>Takes the oldest written frame not yet taken.</summary>
     public bool TryTake(out byte[] frame) => _written.TryDequeue(out frame!);
-
-    public ReadStatus Read(Frame frame)
-    {
-        var status = TryRead(frame);
-        if (status != ReadStatus.Empty)
-            return status;
-        BeforeWait?.Invoke();
-        WaitReadable();
-        status = TryRead(frame);
-        return status == ReadStatus.Empty ? ReadStatus.Closed : status;
-    }
 
     public ReadStatus TryRead(Frame frame) => _queues[0].TryRead(frame);
 

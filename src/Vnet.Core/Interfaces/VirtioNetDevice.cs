@@ -63,8 +63,6 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
 
     public int MaxFrameSize { get; }
 
-    public Action? BeforeWait { get; set; }
-
     public IReadOnlyList<IReceiveQueue> Queues => _queues;
 
     /// <summary>The first queue's descriptor, which writes too.</summary>
@@ -74,6 +72,7 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
 
     private protected bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
+    /// <summary>Blocks until a frame arrives on the first queue or the device closes (for tools and tests: the switch port reads with TryRead).</summary>
     public ReadStatus Read(Frame frame)
     {
         while (!IsClosed)
@@ -81,7 +80,6 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
             var status = TryRead(frame);
             if (status != ReadStatus.Empty)
                 return status;
-            BeforeWait?.Invoke();
             WaitReadable();
         }
         return ReadStatus.Closed;
