@@ -274,7 +274,20 @@ public sealed class InterfacePort : Port, IDisposable
             if (q.Thread.IsAlive && Thread.CurrentThread != q.Thread)
                 q.Thread.Join(TimeSpan.FromSeconds(2));
         }
-        Device.Dispose();
+        // A link's receiver may be helping (Help) past its look at _up: the descriptors close only
+        // once no one holds a read lock, so no read can land on a descriptor closed and reused
+        // meanwhile. A helper that takes a lock after this finds _up false before it reads.
+        foreach (var q in _queues)
+            q.Lock.Enter();
+        try
+        {
+            Device.Dispose();
+        }
+        finally
+        {
+            foreach (var q in _queues)
+                q.Lock.Exit();
+        }
     }
 
     /// <summary>One receive queue of the device, its reader thread, its read lock and its count.</summary>
