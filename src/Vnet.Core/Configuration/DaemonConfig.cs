@@ -55,7 +55,8 @@ public sealed record InterfaceConfig
 }
 
 /// <summary>A link this daemon dials at start (besides the star link to the Proxy); the peer's key when it is not learned from the Proxy.</summary>
-public sealed record LinkConfig(string Peer, IPEndPoint Address, LinkTransport Transport, PublicKeyId? PublicKey = null);
+/// <summary>A link this daemon dials; <paramref name="Streams"/> parallel connections (TCP links, 1 to 8), frames spread over them by flow.</summary>
+public sealed record LinkConfig(string Peer, IPEndPoint Address, LinkTransport Transport, PublicKeyId? PublicKey = null, int Streams = 1);
 
 /// <summary>Proxy: a host admitted to the overlay, by name and public key; <paramref name="Where"/> names its entry in errors.</summary>
 public sealed record AdmittedHost(string Name, PublicKeyId PublicKey, string? Where = null)
@@ -203,6 +204,10 @@ public sealed record DaemonConfig
         {
             if (!Names.IsValid(l.Peer) || l.Peer == Name || (Role == DaemonRole.Host && l.Peer == ProxyName) || !peers.Add(l.Peer))
                 throw new ConfigException($"link '{l.Peer}'", "needs a valid peer name, not this daemon, the Proxy or a peer listed twice");
+            if (l.Streams is < 1 or > LinkPort.MaxStreams)
+                throw new ConfigException($"link '{l.Peer}'.streams", $"{l.Streams} is out of range (1..{LinkPort.MaxStreams})");
+            if (l.Streams > 1 && l.Transport != LinkTransport.Tcp)
+                throw new ConfigException($"link '{l.Peer}'.streams", "several streams apply to TCP links only");
         }
         CheckKeys();
         return this;
@@ -423,8 +428,9 @@ public sealed record DaemonConfig
                 l.String("peer") ?? throw new ConfigException(l.Path + ".peer", "missing"),
                 l.EndPoint("address") ?? throw new ConfigException(l.Path + ".address", "missing"),
                 l.Transport("transport") ?? LinkTransport.Tcp,
-                l.PublicKey("public_key")));
-            l.RejectUnknown("peer", "address", "transport", "public_key");
+                l.PublicKey("public_key"),
+                l.Int("streams") ?? 1));
+            l.RejectUnknown("peer", "address", "transport", "public_key", "streams");
         }
 
         var emulation = new Dictionary<string, LinkEmulation>(StringComparer.Ordinal);

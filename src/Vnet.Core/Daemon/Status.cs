@@ -78,7 +78,11 @@ public sealed record LinkStatus(
     long? AuthenticationFailures = null,
     long? Rekeys = null,
     string? DatagramRemote = null,
-    long? Roams = null);
+    long? Roams = null,
+    int Streams = 1,
+    int StreamsUp = 0,
+    IReadOnlyList<long>? StreamTxFrames = null,
+    IReadOnlyList<long>? StreamRxFrames = null);
 
 public sealed record InterfaceStatus(
     string Name,
