@@ -82,7 +82,8 @@ public sealed record LinkStatus(
     int Streams = 1,
     int StreamsUp = 0,
     IReadOnlyList<long>? StreamTxFrames = null,
-    IReadOnlyList<long>? StreamRxFrames = null);
+    IReadOnlyList<long>? StreamRxFrames = null,
+    long StreamSessions = 0);
 
 public sealed record InterfaceStatus(
     string Name,

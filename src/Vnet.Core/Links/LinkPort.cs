@@ -28,6 +28,7 @@ public sealed class LinkPort : Port
     // Slots Transmit hashes over: the configured streams, raised to the highest slot ever attached + 1.
     private int _width;
     private long _sessionsStarted;
+    private long _streamSessionsStarted;
     private string _lastDownReason = "";
 
     public LinkPort(string peer, LinkTransport transport, bool star, IPEndPoint? dial, int streams = 1)
@@ -84,7 +85,11 @@ public sealed class LinkPort : Port
 
     public override bool InFloodTree => Star;
 
+    /// <summary>Sessions of slot 0 attached since the port was made (the link's sessions).</summary>
     public long SessionsStarted => Interlocked.Read(ref _sessionsStarted);
+
+    /// <summary>Sessions attached in any slot (every stream's connections, as they came and went).</summary>
+    public long StreamSessionsStarted => Interlocked.Read(ref _streamSessionsStarted);
 
     /// <summary>Who made the link: configuration and users, or adaptation (which may remove it again).</summary>
     public Forwarding.RuleOrigin Origin { get; set; } = Forwarding.RuleOrigin.User;
@@ -109,6 +114,7 @@ public sealed class LinkPort : Port
         var slot = session.Stream;
         if (slot == 0)
             Interlocked.Increment(ref _sessionsStarted);
+        Interlocked.Increment(ref _streamSessionsStarted);
         // Wider first: a frame hashed before the session is in its slot falls back to slot 0.
         for (var width = Volatile.Read(ref _width); width <= slot; width = Volatile.Read(ref _width))
             Interlocked.CompareExchange(ref _width, slot + 1, width);

@@ -73,7 +73,7 @@ public sealed partial class LinkService
             list.Add(new LinkStatus(p.Peer, p.Emulation?.ToString(), s?.Transport ?? p.Transport, p.Star, p.DialAddress?.ToString(),
                 p.IsUp, s?.RemoteEndPoint, s?.Started, rtt, c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes, c.TxDrops, c.RxErrors,
                 s?.QueuedFrames ?? 0, p.SessionsStarted, p.LastDownReason.Length == 0 ? null : p.LastDownReason, p.Origin,
-                s?.RefusedMessages, s?.Rekeys, s?.DatagramEndPoint, s?.DatagramRoams, p.Width, p.StreamsUp, streamTx, streamRx));
+                s?.RefusedMessages, s?.Rekeys, s?.DatagramEndPoint, s?.DatagramRoams, p.Width, p.StreamsUp, streamTx, streamRx, p.StreamSessionsStarted));
         }
         list.Sort(static (a, b) => string.CompareOrdinal(a.Peer, b.Peer));
         return list;
