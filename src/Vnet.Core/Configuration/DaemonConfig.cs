@@ -112,6 +112,9 @@ public sealed record DaemonConfig
 
     public LinkTransport ProxyTransport { get; init; } = LinkTransport.Tcp;
 
+    /// <summary>Hosts: parallel connections of the star link (TCP only; 1 to 8, default 1).</summary>
+    public int ProxyStreams { get; init; } = 1;
+
     public IReadOnlyList<InterfaceConfig> Interfaces { get; init; } = [];
 
     public IReadOnlyList<LinkConfig> Links { get; init; } = [];
@@ -199,6 +202,10 @@ public sealed record DaemonConfig
         }
         if (Metrics is not null && Metrics.Port == Listen.Port && Overlap(Metrics.Address, Listen.Address))
             throw new ConfigException("metrics", $"{Metrics} is the link port ({Listen}): give the metrics endpoint a port of its own");
+        if (ProxyStreams is < 1 or > LinkPort.MaxStreams)
+            throw new ConfigException("proxy.streams", $"{ProxyStreams} is out of range (1..{LinkPort.MaxStreams})");
+        if (ProxyStreams > 1 && ProxyTransport != LinkTransport.Tcp)
+            throw new ConfigException("proxy.streams", "several streams apply to TCP links only");
         var peers = new HashSet<string>(StringComparer.Ordinal);
         foreach (var l in Links)
         {
@@ -377,13 +384,15 @@ public sealed record DaemonConfig
         IPEndPoint? proxyAddress = null;
         PublicKeyId? proxyKey = null;
         var proxyTransport = LinkTransport.Tcp;
+        var proxyStreams = 1;
         if (reader.Table("proxy") is { } p)
         {
             proxyName = p.String("name") ?? "proxy";
             proxyAddress = p.EndPoint("address") ?? throw new ConfigException("proxy.address", "missing");
             proxyTransport = p.Transport("transport") ?? LinkTransport.Tcp;
             proxyKey = p.PublicKey("public_key") ?? throw new ConfigException("proxy.public_key", "missing (the Proxy's public key)");
-            p.RejectUnknown("name", "address", "transport", "public_key");
+            proxyStreams = p.Int("streams") ?? 1;
+            p.RejectUnknown("name", "address", "transport", "public_key", "streams");
         }
 
         var hosts = new List<AdmittedHost>();
@@ -466,6 +475,7 @@ public sealed record DaemonConfig
             ProxyName = proxyName,
             ProxyAddress = proxyAddress,
             ProxyTransport = proxyTransport,
+            ProxyStreams = proxyStreams,
             Interfaces = interfaces,
             Links = links,
             ControlSocket = reader.String("control_socket"),

@@ -38,7 +38,7 @@ public sealed partial class LinkService
     public void Start()
     {
         if (!IsProxy)
-            _links.AddLink(_config.ProxyName, _config.ProxyTransport, star: true, _config.ProxyAddress);
+            _links.AddLink(_config.ProxyName, _config.ProxyTransport, star: true, _config.ProxyAddress, _config.ProxyStreams);
         foreach (var l in _config.Links)
             _links.AddLink(l.Peer, l.Transport, star: false, l.Address, l.Streams);
     }
@@ -98,10 +98,10 @@ public sealed partial class LinkService
     }
 
     /// <summary>Puts back a link a change set removed, when the set is undone: what was there before comes back as it was.</summary>
-    public void Restore(string peer, IPEndPoint address, LinkTransport transport, RuleOrigin origin)
+    public void Restore(string peer, IPEndPoint address, LinkTransport transport, RuleOrigin origin, int streams = 1)
     {
         if (_links.Find(peer) is null)
-            Dial(peer, address, transport, origin);
+            Dial(peer, address, transport, origin, streams);
     }
 
     private void Dial(string peer, IPEndPoint address, LinkTransport transport, RuleOrigin origin, int streams = 1)

@@ -142,6 +142,24 @@ public sealed class LinkStreamsTests : IAsyncLifetime
             Assert.Equal(2, h1.Events.Events.Count(e => e == "up h2"));
     }
 
+    /// <summary>A host's star link of 2 streams (--streams, [proxy] streams): the Proxy takes both, the host sends on both.</summary>
+    [Fact]
+    public void StarLinkOfTwoStreams_ProxyTakesBoth_FramesOnBoth()
+    {
+        var proxy = new LinkNode("proxy", DaemonRole.Proxy, _keys);
+        _nodes.Add(proxy);
+        var host = Node("h1");
+        host.Links.AddLink("proxy", LinkTransport.Tcp, star: true, proxy.EndPoint, streams: 2);
+        Wait.Until(() => host.Links.Find("proxy") is { StreamsUp: 2 } && proxy.Links.Find("h1") is { StreamsUp: 2 }, TimeSpan.FromSeconds(10),
+            "both streams of the star up");
+        Assert.True(proxy.Links.Find("h1")!.SessionOf(1)!.Peer.Star);
+        host.Route("proxy");
+        proxy.Route("h1");
+        SendFlows(host, flows: 32, rounds: 4);
+        AssertInOrderPerFlow(proxy.Vm.WaitFor(128));
+        Assert.Equal(2, CarryingStreams(host.Links.Find("proxy")!, s => s.SentFrames));
+    }
+
     [Fact]
     public void Streams4_RemovedWhileComingUp_NoSessionLeftAtEitherEnd()
     {
