@@ -176,6 +176,24 @@ public sealed class LinkStreamsTests : IAsyncLifetime
         Assert.Equal(0, h2.Links.Find("h1")!.StreamsUp);
     }
 
+    /// <summary>A peer's INIT for stream 1 of a UDP session is refused with the reason, and makes no port.</summary>
+    [Fact]
+    public async Task Accept_StreamAboveZeroOfAUdpSession_RejectedWithTheReason()
+    {
+        var h2 = Node("h2");
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        using var socket = new System.Net.Sockets.Socket(h2.EndPoint.AddressFamily, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        await socket.ConnectAsync(h2.EndPoint, timeout.Token);
+        using var initiator = new NoiseHandshake.Initiator(_keys.Of("h1"), _keys.Of("h2").Public, PresharedKey.None);
+        var init = initiator.CreateInit(new InitiatorHello("h1", DaemonRole.Host, LinkTransport.Udp, false, 0x0800_0001, NoiseHandshake.Timestamp(), 1));
+        await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeInit, 0, init, timeout.Token);
+        var (header, payload) = await HandshakeChannel.ReadAsync(socket, timeout.Token);
+
+        Assert.Equal(MessageType.Reject, header.Type);
+        Assert.Equal("parallel streams are for TCP links only", System.Text.Encoding.UTF8.GetString(payload));
+        Assert.Null(h2.Links.Find("h1"));
+    }
+
     [Fact]
     public void Streams_OnUdpLink_Refused()
     {
