@@ -12,21 +12,8 @@ namespace Vnet.Tests.Links;
 /// the hello that names a stream, the streams coming up and carrying flows in order, a stream dying
 /// and coming back, a peer of one stream answering on every stream it was dialed, removal.
 /// </summary>
-public sealed class LinkStreamsTests : IAsyncLifetime
+public sealed class LinkStreamsTests : LinkNodeTests
 {
-    private readonly TestKeys _keys = new();
-    private readonly List<LinkNode> _nodes = [];
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync()
-    {
-        foreach (var node in _nodes)
-            await node.DisposeAsync();
-        foreach (var node in _nodes)
-            node.AssertPoolComplete();
-    }
-
     // The hash.
 
     [Theory]
@@ -77,8 +64,8 @@ public sealed class LinkStreamsTests : IAsyncLifetime
         Assert.Equal(1, first[3]);
         var third = NoiseHandshake.Encode(new InitiatorHello("h1", DaemonRole.Host, LinkTransport.Tcp, false, 7, 1, 3));
         Assert.Equal(0x30, third[3]);
-        var keys = _keys.Of("h2");
-        using var initiator = new NoiseHandshake.Initiator(_keys.Of("h1"), keys.Public, PresharedKey.None);
+        var keys = Keys.Of("h2");
+        using var initiator = new NoiseHandshake.Initiator(Keys.Of("h1"), keys.Public, PresharedKey.None);
         var init = initiator.CreateInit(new InitiatorHello("h1", DaemonRole.Host, LinkTransport.Tcp, true, 7, 1, InitiatorHello.MaxStream));
         using var responder = new NoiseHandshake.Responder(keys, PresharedKey.None);
         var read = responder.ReadInit(init, out var error);
@@ -146,8 +133,8 @@ public sealed class LinkStreamsTests : IAsyncLifetime
     [Fact]
     public void StarLinkOfTwoStreams_ProxyTakesBoth_FramesOnBoth()
     {
-        var proxy = new LinkNode("proxy", DaemonRole.Proxy, _keys);
-        _nodes.Add(proxy);
+        var proxy = new LinkNode("proxy", DaemonRole.Proxy, Keys);
+        Nodes.Add(proxy);
         var host = Node("h1");
         host.Links.AddLink("proxy", LinkTransport.Tcp, star: true, proxy.EndPoint, streams: 2);
         Wait.Until(() => host.Links.Find("proxy") is { StreamsUp: 2 } && proxy.Links.Find("h1") is { StreamsUp: 2 }, TimeSpan.FromSeconds(10),
@@ -184,7 +171,7 @@ public sealed class LinkStreamsTests : IAsyncLifetime
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
         using var socket = new System.Net.Sockets.Socket(h2.EndPoint.AddressFamily, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
         await socket.ConnectAsync(h2.EndPoint, timeout.Token);
-        using var initiator = new NoiseHandshake.Initiator(_keys.Of("h1"), _keys.Of("h2").Public, PresharedKey.None);
+        using var initiator = new NoiseHandshake.Initiator(Keys.Of("h1"), Keys.Of("h2").Public, PresharedKey.None);
         var init = initiator.CreateInit(new InitiatorHello("h1", DaemonRole.Host, LinkTransport.Udp, false, 0x0800_0001, NoiseHandshake.Timestamp(), 1));
         await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeInit, 0, init, timeout.Token);
         var (header, payload) = await HandshakeChannel.ReadAsync(socket, timeout.Token);
@@ -206,8 +193,8 @@ public sealed class LinkStreamsTests : IAsyncLifetime
 
     private LinkNode Node(string name)
     {
-        var node = new LinkNode(name, DaemonRole.Host, _keys);
-        _nodes.Add(node);
+        var node = new LinkNode(name, DaemonRole.Host, Keys);
+        Nodes.Add(node);
         return node;
     }
 
