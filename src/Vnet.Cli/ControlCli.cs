@@ -165,13 +165,15 @@ internal static class ControlCli
         var address = new Argument<string>("address") { Description = "Its address:port" };
         var transport = new Option<string>("--transport", "-t") { Description = "tcp or udp", DefaultValueFactory = _ => "tcp" };
         transport.AcceptOnlyFromAmong("tcp", "udp");
-        var add = new Command("add", "Add a link this daemon dials and keeps up.") { peer, address, transport };
-        add.SetAction((p, ct) => Call(p, "link.add", new JsonObject
+        var streams = new Option<int>("--streams") { Description = "TCP links: parallel connections, 1 to 8, frames spread over them by flow", DefaultValueFactory = _ => 1 };
+        var add = new Command("add", "Add a link this daemon dials and keeps up.") { peer, address, transport, streams };
+        add.SetAction((p, ct) =>
         {
-            ["peer"] = p.GetValue(peer),
-            ["address"] = p.GetValue(address),
-            ["transport"] = p.GetValue(transport),
-        }, d => PrintLinks(new JsonArray(d?.DeepClone())), ct));
+            var args = new JsonObject { ["peer"] = p.GetValue(peer), ["address"] = p.GetValue(address), ["transport"] = p.GetValue(transport) };
+            if (p.GetValue(streams) != 1)
+                args["streams"] = p.GetValue(streams);
+            return Call(p, "link.add", args, d => PrintLinks(new JsonArray(d?.DeepClone())), ct);
+        });
 
         var delPeer = new Argument<string>("peer") { Description = "The other daemon's name" };
         var del = new Command("del", "Remove a link (refused while user rules use it).") { delPeer };
@@ -356,11 +358,12 @@ internal static class ControlCli
 
     private static void PrintLinks(JsonNode? data)
     {
-        var t = new TableWriter("PEER", "TRANSPORT", "STAR", "STATE", "REMOTE", "UDP PEER", "ROAMS", "RTT ms", "TX", "RX", "DROPS", "SESSIONS",
+        var t = new TableWriter("PEER", "TRANSPORT", "STAR", "STATE", "STREAMS", "REMOTE", "UDP PEER", "ROAMS", "RTT ms", "TX", "RX", "DROPS", "SESSIONS",
             "AUTH FAIL", "REKEYS", "EMULATION", "LAST DOWN");
         foreach (var l in DaemonJson.FromNode<List<LinkStatus>>(data) ?? [])
         {
-            t.Add(l.Peer, l.Transport, l.Star, l.Up ? "up" : "down", l.Remote ?? l.Dial, l.DatagramRemote, l.Roams, l.RttMs,
+            // Streams up of those the link spreads over; a link of one stream shows 1/1 or 0/1.
+            t.Add(l.Peer, l.Transport, l.Star, l.Up ? "up" : "down", $"{l.StreamsUp}/{l.Streams}", l.Remote ?? l.Dial, l.DatagramRemote, l.Roams, l.RttMs,
                 $"{l.TxFrames}/{TableWriter.Bytes(l.TxBytes)}", $"{l.RxFrames}/{TableWriter.Bytes(l.RxBytes)}", l.TxDrops, l.Sessions,
                 l.AuthenticationFailures, l.Rekeys, l.Emulation, l.LastDownReason);
         }

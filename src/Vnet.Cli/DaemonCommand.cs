@@ -32,6 +32,7 @@ internal static class DaemonCommand
         var proxyName = new Option<string?>("--proxy-name") { Description = "Hosts: the Proxy's daemon name (default proxy)" };
         var transport = new Option<string?>("--transport") { Description = "Hosts: star link transport, tcp or udp (default tcp)" };
         transport.AcceptOnlyFromAmong("tcp", "udp");
+        var streams = new Option<int?>("--streams") { Description = "Hosts: parallel connections of a TCP star link, 1 to 8, frames spread over them by flow (default 1)" };
         var taps = new Option<string[]>("--tap") { Description = "TAP interface to create or attach (repeatable)", Arity = ArgumentArity.ZeroOrMore };
         var pcaps = new Option<string[]>("--pcap") { Description = "Existing NIC to open as a packet socket, interface kind pcap (repeatable)", Arity = ArgumentArity.ZeroOrMore };
         var lans = new Option<string[]>("--lan") { Description = "Proxy: interface that is the user's LAN (repeatable)", Arity = ArgumentArity.ZeroOrMore };
@@ -45,7 +46,7 @@ internal static class DaemonCommand
 
         var command = new Command("daemon", "Run a VNET daemon (a host, or the Proxy) until SIGTERM or SIGINT.")
         {
-            config, name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, admit, hostsFile, adminKeys, acceptTools,
+            config, name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, streams, admit, hostsFile, adminKeys, acceptTools,
             taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, logLevel,
         };
         command.SetAction(async (parse, ct) =>
@@ -66,7 +67,7 @@ internal static class DaemonCommand
                 }
                 else
                 {
-                    daemonConfig = FromOptions(parse, new Options(name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, admit, hostsFile,
+                    daemonConfig = FromOptions(parse, new Options(name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, streams, admit, hostsFile,
                         adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics));
                 }
             }
@@ -81,7 +82,7 @@ internal static class DaemonCommand
     }
 
     private sealed record Options(Option<string?> Name, Option<string?> Role, Option<string?> Listen, Option<string?> KeyFile, Option<string?> PskFile,
-        Option<string?> Proxy, Option<string?> ProxyKey, Option<string?> ProxyName, Option<string?> Transport, Option<string[]> Admit,
+        Option<string?> Proxy, Option<string?> ProxyKey, Option<string?> ProxyName, Option<string?> Transport, Option<int?> Streams, Option<string[]> Admit,
         Option<string?> HostsFile, Option<string[]> AdminKeys, Option<bool?> AcceptTools, Option<string[]> Taps, Option<string[]> Pcaps,
         Option<string[]> Lans, Option<int?> Mtu, Option<bool> NoOffloads, Option<int?> TapQueues, Option<string?> Socket, Option<string?> Metrics);
 
@@ -157,6 +158,7 @@ internal static class DaemonCommand
             ProxyKey = proxyKey,
             ProxyName = p.GetValue(o.ProxyName) ?? "proxy",
             ProxyTransport = p.GetValue(o.Transport) == "udp" ? LinkTransport.Udp : LinkTransport.Tcp,
+            ProxyStreams = p.GetValue(o.Streams) ?? 1,
             Hosts = hosts,
             HostsFile = p.GetValue(o.HostsFile) is { } hostsFile ? Path.GetFullPath(hostsFile) : null,
             AdminKeys = admins,

@@ -55,7 +55,8 @@ public sealed record InterfaceConfig
 }
 
 /// <summary>A link this daemon dials at start (besides the star link to the Proxy); the peer's key when it is not learned from the Proxy.</summary>
-public sealed record LinkConfig(string Peer, IPEndPoint Address, LinkTransport Transport, PublicKeyId? PublicKey = null);
+/// <summary>A link this daemon dials; <paramref name="Streams"/> parallel connections (TCP links, 1 to 8), frames spread over them by flow.</summary>
+public sealed record LinkConfig(string Peer, IPEndPoint Address, LinkTransport Transport, PublicKeyId? PublicKey = null, int Streams = 1);
 
 /// <summary>Proxy: a host admitted to the overlay, by name and public key; <paramref name="Where"/> names its entry in errors.</summary>
 public sealed record AdmittedHost(string Name, PublicKeyId PublicKey, string? Where = null)
@@ -110,6 +111,9 @@ public sealed record DaemonConfig
     public IPEndPoint? ProxyAddress { get; init; }
 
     public LinkTransport ProxyTransport { get; init; } = LinkTransport.Tcp;
+
+    /// <summary>Hosts: parallel connections of the star link (TCP only; 1 to 8, default 1).</summary>
+    public int ProxyStreams { get; init; } = 1;
 
     public IReadOnlyList<InterfaceConfig> Interfaces { get; init; } = [];
 
@@ -198,11 +202,19 @@ public sealed record DaemonConfig
         }
         if (Metrics is not null && Metrics.Port == Listen.Port && Overlap(Metrics.Address, Listen.Address))
             throw new ConfigException("metrics", $"{Metrics} is the link port ({Listen}): give the metrics endpoint a port of its own");
+        if (ProxyStreams is < 1 or > LinkPort.MaxStreams)
+            throw new ConfigException("proxy.streams", $"{ProxyStreams} is out of range (1..{LinkPort.MaxStreams})");
+        if (ProxyStreams > 1 && ProxyTransport != LinkTransport.Tcp)
+            throw new ConfigException("proxy.streams", "several streams apply to TCP links only");
         var peers = new HashSet<string>(StringComparer.Ordinal);
         foreach (var l in Links)
         {
             if (!Names.IsValid(l.Peer) || l.Peer == Name || (Role == DaemonRole.Host && l.Peer == ProxyName) || !peers.Add(l.Peer))
                 throw new ConfigException($"link '{l.Peer}'", "needs a valid peer name, not this daemon, the Proxy or a peer listed twice");
+            if (l.Streams is < 1 or > LinkPort.MaxStreams)
+                throw new ConfigException($"link '{l.Peer}'.streams", $"{l.Streams} is out of range (1..{LinkPort.MaxStreams})");
+            if (l.Streams > 1 && l.Transport != LinkTransport.Tcp)
+                throw new ConfigException($"link '{l.Peer}'.streams", "several streams apply to TCP links only");
         }
         CheckKeys();
         return this;
@@ -372,13 +384,15 @@ public sealed record DaemonConfig
         IPEndPoint? proxyAddress = null;
         PublicKeyId? proxyKey = null;
         var proxyTransport = LinkTransport.Tcp;
+        var proxyStreams = 1;
         if (reader.Table("proxy") is { } p)
         {
             proxyName = p.String("name") ?? "proxy";
             proxyAddress = p.EndPoint("address") ?? throw new ConfigException("proxy.address", "missing");
             proxyTransport = p.Transport("transport") ?? LinkTransport.Tcp;
             proxyKey = p.PublicKey("public_key") ?? throw new ConfigException("proxy.public_key", "missing (the Proxy's public key)");
-            p.RejectUnknown("name", "address", "transport", "public_key");
+            proxyStreams = p.Int("streams") ?? 1;
+            p.RejectUnknown("name", "address", "transport", "public_key", "streams");
         }
 
         var hosts = new List<AdmittedHost>();
@@ -423,8 +437,9 @@ public sealed record DaemonConfig
                 l.String("peer") ?? throw new ConfigException(l.Path + ".peer", "missing"),
                 l.EndPoint("address") ?? throw new ConfigException(l.Path + ".address", "missing"),
                 l.Transport("transport") ?? LinkTransport.Tcp,
-                l.PublicKey("public_key")));
-            l.RejectUnknown("peer", "address", "transport", "public_key");
+                l.PublicKey("public_key"),
+                l.Int("streams") ?? 1));
+            l.RejectUnknown("peer", "address", "transport", "public_key", "streams");
         }
 
         var emulation = new Dictionary<string, LinkEmulation>(StringComparer.Ordinal);
@@ -460,6 +475,7 @@ public sealed record DaemonConfig
             ProxyName = proxyName,
             ProxyAddress = proxyAddress,
             ProxyTransport = proxyTransport,
+            ProxyStreams = proxyStreams,
             Interfaces = interfaces,
             Links = links,
             ControlSocket = reader.String("control_socket"),

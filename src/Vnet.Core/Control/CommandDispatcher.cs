@@ -140,9 +140,10 @@ public sealed class CommandDispatcher : ICommandHandler
         if (!IPEndPoint.TryParse(text, out var address) || address.Port == 0)
             throw new DaemonCommandException($"'{text}' is not an address:port");
         var transport = ControlArgs.ParseTransport(ControlArgs.Optional(a, "transport") ?? "tcp");
+        var streams = (int)Math.Clamp(ControlArgs.OptionalLong(a, "streams") ?? 1, int.MinValue, int.MaxValue);
         return Run(() =>
         {
-            _daemon.LinkCommands.Add(peer, address, transport);
+            _daemon.LinkCommands.Add(peer, address, transport, streams: streams);
             return _daemon.LinkCommands.List().First(l => l.Peer == peer);
         });
     }

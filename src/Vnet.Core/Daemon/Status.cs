@@ -78,7 +78,12 @@ public sealed record LinkStatus(
     long? AuthenticationFailures = null,
     long? Rekeys = null,
     string? DatagramRemote = null,
-    long? Roams = null);
+    long? Roams = null,
+    int Streams = 1,
+    int StreamsUp = 0,
+    IReadOnlyList<long>? StreamTxFrames = null,
+    IReadOnlyList<long>? StreamRxFrames = null,
+    long StreamSessions = 0);
 
 public sealed record InterfaceStatus(
     string Name,
@@ -192,7 +197,8 @@ public sealed record DaemonState(
 public sealed record InterfaceState(string Name, InterfaceKind Kind, int Mtu, string? Bridge, bool Lan, IReadOnlyList<MacAddress> Vms);
 
 /// <summary>A link as this daemon has it: <c>Dial</c> is where it dials the peer, null when the peer dials in.</summary>
-public sealed record LinkState(string Peer, LinkTransport Transport, bool Star, string? Dial, bool Up, string? Remote, RuleOrigin Origin = RuleOrigin.User);
+public sealed record LinkState(string Peer, LinkTransport Transport, bool Star, string? Dial, bool Up, string? Remote, RuleOrigin Origin = RuleOrigin.User,
+    int Streams = 1);
 
 /// <summary>The Proxy's smoothed global matrix, for <c>vnet vttif matrix</c>.</summary>
 public sealed record VttifMatrix(double PeriodSeconds, double TimeConstantSeconds, IReadOnlyList<MatrixCell> Cells);

@@ -287,7 +287,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         var interfaces = Interfaces.All.OrderBy(i => i.Name, StringComparer.Ordinal).Select(i =>
             new InterfaceState(i.Name, i.Config.Kind, i.Config.Mtu, i.Config.Bridge, i.Config.Lan, Vms.VmsOn(i.Name))).ToList();
         var links = Links.Links.OrderBy(l => l.Peer, StringComparer.Ordinal).Select(l =>
-            new LinkState(l.Peer, l.Session?.Transport ?? l.Transport, l.Star, l.DialAddress?.ToString(), l.IsUp, l.Session?.RemoteEndPoint, l.Origin)).ToList();
+            new LinkState(l.Peer, l.Session?.Transport ?? l.Transport, l.Star, l.DialAddress?.ToString(), l.IsUp, l.Session?.RemoteEndPoint, l.Origin, l.Streams)).ToList();
         var rules = RuleCommands.List();
         return new DaemonState(Name, Config.Role, Links.LocalEndPoint?.ToString(), interfaces, links, rules,
             StateVersion(Interfaces.All, Links.Links, rules));
@@ -307,7 +307,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             // A link the peer dials appears here when the peer connects: a change set planned
             // before that still applies (it takes the port over), so it is no change of state.
             if (l.DialAddress is not null)
-                lines.Add($"l {l.Peer} {l.Transport} {l.Star} {l.DialAddress} {l.Origin}");
+                lines.Add($"l {l.Peer} {l.Transport} {l.Star} {l.DialAddress} {l.Origin}{(l.Streams > 1 ? $" streams {l.Streams}" : "")}");
         }
         foreach (var r in rules)
         {

@@ -290,6 +290,31 @@ internal sealed class OverlayBed : IDisposable
 
     public DaemonStatus Status(string daemon) => DaemonJson.FromNode<DaemonStatus>(Control(daemon, "status"))!;
 
+    /// <summary>Starts a one-shot iperf3 server in <paramref name="serverNs"/> and, once it listens, a JSON client in <paramref name="clientNs"/>.</summary>
+    public BackgroundProcess StartIperf(string clientNs, string serverNs, string serverIp, int port, params string[] options)
+    {
+        var p = port.ToString(CultureInfo.InvariantCulture);
+        var server = Bed.Start(serverNs, $"iperf3-server-{p}", "iperf3", "-s", "-1", "-p", p, "--forceflush");
+        server.WaitForOutput("Server listening", TimeSpan.FromSeconds(10));
+        return Bed.Start(clientNs, $"iperf3-client-{p}", "iperf3", ["-c", serverIp, "-p", p, "-J", .. options]);
+    }
+
+    /// <summary>Runs <see cref="StartIperf"/> to its end (at most 40 s) and returns the client's JSON report.</summary>
+    public JsonNode Iperf(string clientNs, string serverNs, string serverIp, int port, params string[] options)
+    {
+        var client = StartIperf(clientNs, serverNs, serverIp, port, options);
+        return IperfResult(client, port);
+    }
+
+    /// <summary>The JSON report of an iperf3 client from <see cref="StartIperf"/>, once it ended (at most 40 s) with success.</summary>
+    public static JsonNode IperfResult(BackgroundProcess client, int port)
+    {
+        var timeout = TimeSpan.FromSeconds(40);
+        Assert.True(client.WaitForExit(timeout), $"iperf3 on port {port} did not finish in {timeout.TotalSeconds} s");
+        Assert.True(client.ExitCode == 0, $"iperf3 on port {port} failed: {client.Output}");
+        return JsonNode.Parse(client.Stdout)!;
+    }
+
     /// <summary>Writes every daemon's links, interfaces, rules and drops to the test output (for failures).</summary>
     public void DumpCounters()
     {

@@ -77,6 +77,7 @@ public sealed class DaemonConfigTests
         [[link]]
         peer = "host3"
         address = "[2001:db8::3]:5500"
+        streams = 4
         """;
 
     private static string ProxyToml => $"""
@@ -132,7 +133,7 @@ public sealed class DaemonConfigTests
         Assert.Equal(
             [
                 new LinkConfig("host2", IPEndPoint.Parse("192.0.2.11:5500"), LinkTransport.Udp),
-                new LinkConfig("host3", IPEndPoint.Parse("[2001:db8::3]:5500"), LinkTransport.Tcp),
+                new LinkConfig("host3", IPEndPoint.Parse("[2001:db8::3]:5500"), LinkTransport.Tcp, Streams: 4),
             ],
             c.Links);
     }
@@ -344,6 +345,10 @@ public sealed class DaemonConfigTests
         { "bridge on pcap", $"{ProxyBase}\n[[interface]]\nname = \"eth0\"\nkind = \"pcap\"\nbridge = \"br0\"", "interface 'eth0'.bridge: a bridge applies to TAP interfaces" },
         { "lan on a host", $"name = \"h\"\nrole = \"host\"\nkey_file = \"{Key}\"\n[proxy]\naddress = \"10.0.0.1:5500\"\npublic_key = \"{ProxyPub}\"\n[[interface]]\nname = \"eth0\"\nlan = true", "interface 'eth0'.lan: only the Proxy has a LAN interface" },
         { "lan not a bool", $"{ProxyBase}\n[[interface]]\nname = \"eth0\"\nlan = \"yes\"", "interface[0].lan: expected true or false, found \"yes\"" },
+        { "no streams", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\nstreams = 0", "link 'h2'.streams: 0 is out of range (1..8)" },
+        { "too many streams", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\nstreams = 9", "link 'h2'.streams: 9 is out of range (1..8)" },
+        { "streams not an integer", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\nstreams = \"4\"", "link[0].streams: expected an integer, found \"4\"" },
+        { "streams on udp", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\ntransport = \"udp\"\nstreams = 2", "link 'h2'.streams: several streams apply to TCP links only" },
         { "link without address", $"{ProxyBase}\n[[link]]\npeer = \"h2\"", "link[0].address: missing" },
         { "link to itself", $"{ProxyBase}\n[[link]]\npeer = \"proxy\"\naddress = \"10.0.0.2:5500\"", "link 'proxy': needs a valid peer name" },
         { "link listed twice", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.3:5500\"", "link 'h2': needs a valid peer name" },
