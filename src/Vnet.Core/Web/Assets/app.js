@@ -81,10 +81,11 @@ function layout(s) {
   const pos = new Map();
   const hosts = s.daemons.map(d => d.name).filter(n => n !== s.self).sort();
   pos.set(s.self, { x: CX, y: CY, kind: 'proxy' });
-  const r = Math.min(W, H) * 0.32;
+  // An ellipse, as the picture is wider than tall; turned so that two hosts sit left and right.
+  const rx = W * 0.34, ry = H * 0.3, n = Math.max(hosts.length, 1);
   hosts.forEach((h, i) => {
-    const a = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(hosts.length, 1);
-    pos.set(h, { x: CX + r * Math.cos(a), y: CY + r * Math.sin(a), kind: 'host', angle: a });
+    const a = -Math.PI / 2 + (n > 1 ? Math.PI / n : 0) + (2 * Math.PI * i) / n;
+    pos.set(h, { x: CX + rx * Math.cos(a), y: CY + ry * Math.sin(a), kind: 'host', angle: a });
   });
   for (const d of s.daemons) {
     const home = pos.get(d.name);
@@ -145,14 +146,18 @@ function drawGraph(s) {
     if (!a || !b) continue;
     const g = keyed(linksG, l.id, 'data-link', () => {
       const g = svg('g');
-      g.appendChild(svg('line'));
+      g.appendChild(svg('path'));
       g.appendChild(svg('text', { 'text-anchor': 'middle' }));
       return g;
     });
     const line = g.firstChild, label = g.lastChild;
-    line.setAttribute('x1', a.x); line.setAttribute('y1', a.y);
-    line.setAttribute('x2', b.x); line.setAttribute('y2', b.y);
-    label.setAttribute('x', (a.x + b.x) / 2); label.setAttribute('y', (a.y + b.y) / 2 - 6);
+    const geo = geometry(l, a, b);
+    linkGeo.set(l.id, geo);
+    line.setAttribute('d', `M ${a.x} ${a.y} Q ${geo.c.x} ${geo.c.y} ${b.x} ${b.y}`);
+    // A bowed link's label sits outside its curve, clear of the Proxy.
+    const side = l.star ? 0 : Math.sign(geo.c.x - (a.x + b.x) / 2);
+    label.setAttribute('x', geo.m.x + 8 * side); label.setAttribute('y', geo.m.y - 6);
+    label.setAttribute('text-anchor', side > 0 ? 'start' : side < 0 ? 'end' : 'middle');
     const role = l.star ? 'star' : 'added by ' + (l.addedBy || 'user');
     const rtt = l.rttMs !== undefined && l.rttMs !== null ? l.rttMs.toFixed(2) + ' ms' : '';
     label.textContent = [String(l.transport || '').toUpperCase(), role, rate(l.bytesPerSecond), rtt].filter(x => x).join(' · ');
@@ -196,6 +201,22 @@ function drawGraph(s) {
   drawTrace(pos);
 }
 
+// Star links are straight; a link between two hosts bows away from the middle, so it never runs
+// over the Proxy (with two hosts it would cross it straight). m: the curve's middle, for the label.
+const linkGeo = new Map();
+function geometry(l, a, b) {
+  const mx = (a.x + b.x) / 2, my = (a.y + b.y) / 2;
+  let c = { x: mx, y: my };
+  if (!l.star) {
+    let dx = mx - CX, dy = my - CY;
+    let len = Math.hypot(dx, dy);
+    if (len < 1) { dx = -(b.y - a.y); dy = b.x - a.x; len = Math.hypot(dx, dy) || 1; }
+    const bow = Math.max(120, 0.45 * Math.hypot(b.x - a.x, b.y - a.y));
+    c = { x: mx + (dx / len) * bow, y: my + (dy / len) * bow };
+  }
+  return { a, b, c, m: { x: 0.25 * a.x + 0.5 * c.x + 0.25 * b.x, y: 0.25 * a.y + 0.5 * c.y + 0.25 * b.y } };
+}
+
 function onTrace(l) {
   for (let i = 1; i < traceHops.length; i++) {
     const a = traceHops[i - 1], b = traceHops[i];
@@ -208,9 +229,18 @@ function drawTrace(pos) {
   const g = $('graph-trace');
   g.replaceChildren();
   if (!traceHops || traceHops.length === 0) return;
-  const points = traceHops.map(h => pos.get(h)).filter(p => p);
-  if (points.length === 0) return;
-  const path = svg('polyline', { points: points.map(p => `${p.x},${p.y}`).join(' ') });
+  // The path follows the links between consecutive hops (curved ones too).
+  let d = '';
+  for (let i = 0; i < traceHops.length; i++) {
+    const p = pos.get(traceHops[i]);
+    if (!p) continue;
+    if (d === '') { d = `M ${p.x} ${p.y}`; continue; }
+    const prev = traceHops[i - 1], id = [prev, traceHops[i]].sort().join('-');
+    const geo = linkGeo.get(id);
+    d += geo ? ` Q ${geo.c.x} ${geo.c.y} ${p.x} ${p.y}` : ` L ${p.x} ${p.y}`;
+  }
+  if (d === '') return;
+  const path = svg('path', { d });
   path.setAttribute('data-trace', traceHops.join('>'));
   g.appendChild(path);
   traceHops.forEach((h, i) => {
