@@ -170,17 +170,8 @@ public sealed partial class WebFront
     private async Task LoginAsync(HttpContext c)
     {
         Secure(c);
-        if (CrossSiteRefusal(c) is { } refused)
-        {
-            await ErrorAsync(c, 403, refused).ConfigureAwait(false);
+        if (await ReadChangeAsync(c).ConfigureAwait(false) is not { } body)
             return;
-        }
-        var (body, status, error) = await ReadBodyAsync(c).ConfigureAwait(false);
-        if (body is null)
-        {
-            await ErrorAsync(c, status, error!).ConfigureAwait(false);
-            return;
-        }
         var given = body["token"] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
         if (_token is not null && !_token.Matches(given))
         {
@@ -233,17 +224,8 @@ public sealed partial class WebFront
     /// </summary>
     private Task Change(HttpContext c, string command, params (string Field, string Argument)[] fields) => Guarded(c, async () =>
     {
-        if (CrossSiteRefusal(c) is { } refused)
-        {
-            await ErrorAsync(c, 403, refused).ConfigureAwait(false);
+        if (await ReadChangeAsync(c).ConfigureAwait(false) is not { } body)
             return;
-        }
-        var (body, status, error) = await ReadBodyAsync(c).ConfigureAwait(false);
-        if (body is null)
-        {
-            await ErrorAsync(c, status, error!).ConfigureAwait(false);
-            return;
-        }
         var args = new JsonObject();
         foreach (var (field, argument) in fields)
         {
@@ -278,6 +260,20 @@ public sealed partial class WebFront
             return;
         }
         await JsonTextAsync(c, 200, result.Data?.ToJsonString() ?? "{}").ConfigureAwait(false);
+    }
+
+    /// <summary>A POST's body, once its cross-site check passed; else null, the refusal answered.</summary>
+    private static async Task<JsonObject?> ReadChangeAsync(HttpContext c)
+    {
+        if (CrossSiteRefusal(c) is { } refused)
+        {
+            await ErrorAsync(c, 403, refused).ConfigureAwait(false);
+            return null;
+        }
+        var (body, status, error) = await ReadBodyAsync(c).ConfigureAwait(false);
+        if (body is null)
+            await ErrorAsync(c, status, error!).ConfigureAwait(false);
+        return body;
     }
 
     /// <summary>A JSON object of at most <see cref="MaxBody"/> bytes, or the status and reason of the refusal.</summary>
