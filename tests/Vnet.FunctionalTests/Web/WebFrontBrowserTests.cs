@@ -121,9 +121,20 @@ public sealed class WebFrontBrowserTests(ITestOutputHelper output)
         Assert.Contains("on-trace", await page.GetAttributeAsync("#graph [data-link=\"h1-h2\"]", "class") ?? "", StringComparison.Ordinal);
         await page.ScreenshotAsync(new() { Path = Path.Combine(shots, "web-trace.png") });
 
+        // The VMs page lists both VMs at their hosts, with their traffic; what the daemon says of
+        // the sites (the VM verbs' answer or refusal) is shown, not swallowed.
+        await page.ClickAsync("#tabs [data-tab=\"vms\"]");
+        await page.Locator($"#vms [data-vm=\"{VmMac(1)}\"][data-host=\"h1\"]").WaitForAsync();
+        await page.Locator($"#vms [data-vm=\"{VmMac(2)}\"][data-host=\"h2\"]").WaitForAsync();
+        await page.WaitForFunctionAsync("() => document.getElementById('sites').textContent.startsWith('sites: ')", null, new() { Timeout = Timeout });
+        output.WriteLine("VMs page: " + await page.TextContentAsync("#sites"));
+        await page.ScreenshotAsync(new() { Path = Path.Combine(shots, "web-vms.png") });
+
         Assert.False(client.HasExited, "iperf3 ended early: " + client.Output);
         client.Stop();
         server.Stop();
+        // The token came in a URL and a login; the Proxy's log (at debug level) has it nowhere.
+        Assert.DoesNotContain(o.Daemon("proxy").Lines, l => l.Contains(Token, StringComparison.Ordinal));
     }
 
     /// <summary>

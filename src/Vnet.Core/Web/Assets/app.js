@@ -402,8 +402,12 @@ function drawVms(s) {
     traffic.set(c.src, (traffic.get(c.src) || 0) + c.bytesPerSecond);
     traffic.set(c.dst, (traffic.get(c.dst) || 0) + c.bytesPerSecond);
   }
+  // The Proxy's vm.list says where a VM is, not on which interface: the host's state says that.
+  const iface = new Map();
+  for (const d of s.daemons) for (const i of d.interfaces || []) for (const mac of i.vms || []) iface.set(mac, i.name);
   const body = $('vms').tBodies[0];
-  const siteNames = (sites || []).map(x => x.site);
+  // Where a VM may move: the provider's sites, or the hosts until the sites are known.
+  const siteNames = sites ? sites.map(x => x.site) : s.daemons.filter(d => d.name !== s.self).map(d => d.name);
   for (const v of s.vms || []) {
     const id = v.name || v.mac;
     const tr = keyed(body, id, 'data-vm', () => {
@@ -430,7 +434,7 @@ function drawVms(s) {
     tr.dataset.host = v.daemon;
     if (v.name) tr.dataset.name = v.name;
     const cells = tr.children;
-    const values = [v.name || '', v.mac, v.daemon, v.interface || '', v.address || '', rate(traffic.get(v.mac) || 0)];
+    const values = [v.name || '', v.mac, v.daemon, v.interface || iface.get(v.mac) || '', v.address || '', rate(traffic.get(v.mac) || 0)];
     values.forEach((x, i) => { if (cells[i].textContent !== x) cells[i].textContent = x; });
     cells[4].dataset.address = v.address || '';
     const to = tr.querySelector('.move-to');
