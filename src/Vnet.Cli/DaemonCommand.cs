@@ -41,13 +41,15 @@ internal static class DaemonCommand
         var tapQueues = new Option<int?>("--tap-queues") { Description = $"Receive queues of the --tap interfaces, 1 to {InterfaceConfig.MaxQueues} (IFF_MULTI_QUEUE above 1; default 1)" };
         var socket = new Option<string?>("--control-socket") { Description = "Control socket path (default /run/vnet/NAME.sock)" };
         var metrics = new Option<string?>("--metrics") { Description = "Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9464 (no authentication; default: off)" };
+        var web = new Option<string?>("--web") { Description = "Proxy: serve the web front at http://ADDR:PORT/ (PORT alone: 127.0.0.1; default: off; docs/web.md)" };
+        var webTokenFile = new Option<string?>("--web-token-file") { Description = "The web front's token file, mode 0600 (required when --web is not a loopback address)" };
         var logLevel = new Option<string>("--log-level") { Description = "trace, debug, information, warning, error", DefaultValueFactory = _ => "information" };
         logLevel.AcceptOnlyFromAmong("trace", "debug", "information", "warning", "error");
 
         var command = new Command("daemon", "Run a VNET daemon (a host, or the Proxy) until SIGTERM or SIGINT.")
         {
             config, name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, streams, admit, hostsFile, adminKeys, acceptTools,
-            taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, logLevel,
+            taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, web, webTokenFile, logLevel,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -64,11 +66,16 @@ internal static class DaemonCommand
                         daemonConfig = daemonConfig with { ControlSocket = s };
                     if (parse.GetValue(metrics) is { } m)
                         daemonConfig = (daemonConfig with { Metrics = DaemonConfig.ParseMetrics(m, "--metrics") }).Validated();
+                    if (parse.GetValue(web) is { } w)
+                        daemonConfig = daemonConfig with { Web = DaemonConfig.ParseWeb(w, "--web") };
+                    if (parse.GetValue(webTokenFile) is { } t)
+                        daemonConfig = daemonConfig with { WebToken = DaemonConfig.ReadWebToken(t, "--web-token-file") };
+                    daemonConfig = daemonConfig.Validated();
                 }
                 else
                 {
                     daemonConfig = FromOptions(parse, new Options(name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, streams, admit, hostsFile,
-                        adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics));
+                        adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, web, webTokenFile));
                 }
             }
             catch (ConfigException e)
@@ -84,7 +91,8 @@ internal static class DaemonCommand
     private sealed record Options(Option<string?> Name, Option<string?> Role, Option<string?> Listen, Option<string?> KeyFile, Option<string?> PskFile,
         Option<string?> Proxy, Option<string?> ProxyKey, Option<string?> ProxyName, Option<string?> Transport, Option<int?> Streams, Option<string[]> Admit,
         Option<string?> HostsFile, Option<string[]> AdminKeys, Option<bool?> AcceptTools, Option<string[]> Taps, Option<string[]> Pcaps,
-        Option<string[]> Lans, Option<int?> Mtu, Option<bool> NoOffloads, Option<int?> TapQueues, Option<string?> Socket, Option<string?> Metrics);
+        Option<string[]> Lans, Option<int?> Mtu, Option<bool> NoOffloads, Option<int?> TapQueues, Option<string?> Socket, Option<string?> Metrics,
+        Option<string?> Web, Option<string?> WebTokenFile);
 
     private static DaemonConfig FromOptions(ParseResult p, Options o)
     {
@@ -166,6 +174,8 @@ internal static class DaemonCommand
             Interfaces = interfaces,
             ControlSocket = p.GetValue(o.Socket),
             Metrics = p.GetValue(o.Metrics) is { } metrics ? DaemonConfig.ParseMetrics(metrics, "--metrics") : null,
+            Web = p.GetValue(o.Web) is { } web ? DaemonConfig.ParseWeb(web, "--web") : null,
+            WebToken = p.GetValue(o.WebTokenFile) is { } tokenFile ? DaemonConfig.ReadWebToken(tokenFile, "--web-token-file") : null,
         }.Validated().WithHostsFile();
     }
 

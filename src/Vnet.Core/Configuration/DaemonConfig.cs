@@ -128,6 +128,19 @@ public sealed record DaemonConfig
     /// </summary>
     public IPEndPoint? Metrics { get; init; }
 
+    /// <summary>
+    /// Proxy: where the web front is served (<c>web</c>, <c>--web</c>; docs/web.md); null: none (the
+    /// default). A host refuses the setting: it is reached through the Proxy, whose front shows it.
+    /// </summary>
+    public IPEndPoint? Web { get; init; }
+
+    /// <summary>
+    /// The web front's token, read from <c>web_token_file</c> (<c>--web-token-file</c>), a private
+    /// file as the key files are. Required when <see cref="Web"/> is not a loopback address; with
+    /// it, every request must carry it (a bearer header or the cookie the login sets).
+    /// </summary>
+    public WebToken? WebToken { get; init; }
+
     public byte HopLimit { get; init; } = 8;
 
     /// <summary>Most VM MACs one interface may learn, a guard against MAC flooding.</summary>
@@ -206,6 +219,7 @@ public sealed record DaemonConfig
             throw new ConfigException("proxy.streams", $"{ProxyStreams} is out of range (1..{LinkPort.MaxStreams})");
         if (ProxyStreams > 1 && ProxyTransport != LinkTransport.Tcp)
             throw new ConfigException("proxy.streams", "several streams apply to TCP links only");
+        CheckWeb();
         var peers = new HashSet<string>(StringComparer.Ordinal);
         foreach (var l in Links)
         {
@@ -219,6 +233,41 @@ public sealed record DaemonConfig
         CheckKeys();
         return this;
     }
+
+    private void CheckWeb()
+    {
+        if (Web is null)
+        {
+            if (WebToken is not null)
+                throw new ConfigException("web_token_file", "given without web (the address of the web front)");
+            return;
+        }
+        if (Role != DaemonRole.Proxy)
+            throw new ConfigException("web", "only the Proxy serves the web front (a host is seen and controlled through it)");
+        if (Web.Port == Listen.Port && Overlap(Web.Address, Listen.Address))
+            throw new ConfigException("web", $"{Web} is the link port ({Listen}): give the web front a port of its own");
+        if (Metrics is not null && Web.Port == Metrics.Port && Overlap(Web.Address, Metrics.Address))
+            throw new ConfigException("web", $"{Web} is the metrics endpoint's port ({Metrics}): give the web front a port of its own");
+        if (WebToken is null && !IPAddress.IsLoopback(Web.Address))
+            throw new ConfigException("web_token_file", $"missing: the web front at {Web} is reachable from other machines, so it needs a token (a private file, e.g. 'openssl rand -hex 32 > web.token; chmod 600 web.token')");
+    }
+
+    /// <summary>
+    /// The web front's address from the configuration or the command line: ADDR:PORT, or PORT
+    /// alone for 127.0.0.1:PORT (the default address).
+    /// </summary>
+    public static IPEndPoint ParseWeb(string text, string field)
+    {
+        if (int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var port) && port is > 0 and <= 65535)
+            return new IPEndPoint(IPAddress.Loopback, port);
+        if (!IPEndPoint.TryParse(text, out var endPoint) || endPoint.Port == 0 || !text.Contains(':', StringComparison.Ordinal))
+            throw new ConfigException(field, $"'{text}' is not an address:port such as 127.0.0.1:8080 (or a port alone, on 127.0.0.1)");
+        return endPoint;
+    }
+
+    /// <summary>The web front's token from its file (checked as the key files are).</summary>
+    public static WebToken ReadWebToken(string path, string field) =>
+        WebToken.TryParse(KeyFiles.Read(path, field), out var error) ?? throw new ConfigException(field, error!);
 
     /// <summary>Whether two TCP sockets bound to these addresses (one port) would clash.</summary>
     private static bool Overlap(IPAddress a, IPAddress b) =>
@@ -480,6 +529,8 @@ public sealed record DaemonConfig
             Links = links,
             ControlSocket = reader.String("control_socket"),
             Metrics = reader.String("metrics") is { } metrics ? ParseMetrics(metrics, "metrics") : null,
+            Web = reader.String("web") is { } web ? ParseWeb(web, "web") : null,
+            WebToken = reader.String("web_token_file") is { } tokenFile ? ReadWebToken(PathOf(tokenFile, source), "web_token_file") : null,
             HopLimit = (byte)Math.Clamp(reader.Int("hop_limit") ?? 8, 0, 255),
             MaxLearnedPerInterface = reader.Int("max_learned_per_interface") ?? 256,
             QueueCapacity = reader.Int("queue_capacity") ?? 1024,
@@ -494,7 +545,7 @@ public sealed record DaemonConfig
             AdaptationBudget = reader.Int("adaptation_budget") ?? 2,
             Vttif = ReadVttif(reader),
         };
-        reader.RejectUnknown("name", "role", "listen", "key_file", "psk_file", "host", "hosts_file", "admin_keys", "accept_tools", "proxy", "interface", "link", "control_socket", "metrics",
+        reader.RejectUnknown("name", "role", "listen", "key_file", "psk_file", "host", "hosts_file", "admin_keys", "accept_tools", "proxy", "interface", "link", "control_socket", "metrics", "web", "web_token_file",
             "hop_limit", "max_learned_per_interface", "queue_capacity", "emulate", "adaptation", "adaptation_budget", "vttif");
         return config;
     }

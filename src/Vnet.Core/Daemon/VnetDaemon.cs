@@ -16,6 +16,7 @@ using Vnet.Metrics;
 using Vnet.Overlay;
 using Vnet.Peers;
 using Vnet.Vms;
+using Vnet.Web;
 
 namespace Vnet.Daemon;
 
@@ -149,6 +150,18 @@ public sealed partial class VnetDaemon : IAsyncDisposable
     /// </summary>
     public HttpServer? Http { get; private set; }
 
+    /// <summary>
+    /// The Proxy's web front (<see cref="DaemonConfig.Web"/>), from <see cref="StartAsync"/> on; else
+    /// null. It runs every command through <see cref="Commands"/>, the dispatcher the CLI uses.
+    /// </summary>
+    public HttpServer? Web { get; private set; }
+
+    /// <summary>
+    /// The command dispatcher whoever hosts the daemon attached (<c>DaemonControl.Attach</c>); the
+    /// web front needs it, as it reads and changes nothing but through commands.
+    /// </summary>
+    public ICommandHandler? Commands { get; set; }
+
     public static string VersionText => typeof(VnetDaemon).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
     /// <summary>
@@ -162,6 +175,14 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         {
             Http = await HttpServer.StartAsync(endPoint, new DaemonMetrics(this).Map, Loggers).ConfigureAwait(false);
             Log.Serving(_logger, Http.LocalEndPoint, DaemonMetrics.Path);
+        }
+        if (Config.Web is { } webAt)
+        {
+            var commands = Commands ?? throw new InvalidOperationException("the web front needs the command dispatcher attached before the daemon starts");
+            var front = new WebFront(Name, commands, Config.WebToken, Loggers.CreateLogger("vnet.web"));
+            Web = await HttpServer.StartAsync(webAt, front.Map, Loggers).ConfigureAwait(false);
+            // The address only: the token is never logged.
+            Log.ServingWeb(_logger, Web.LocalEndPoint, Config.WebToken is null ? "no authentication (loopback)" : "token required");
         }
     }
 
@@ -326,6 +347,11 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         if (_disposed)
             return;
         _disposed = true;
+        if (Web is not null)
+        {
+            Log.Stopping(_logger, "web front");
+            await Web.DisposeAsync().ConfigureAwait(false);
+        }
         if (Http is not null)
         {
             // First: a scrape must not meet a daemon half stopped.
@@ -368,5 +394,8 @@ public sealed partial class VnetDaemon : IAsyncDisposable
 
         [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "Metrics at http://{EndPoint}{Path} (no authentication)")]
         public static partial void Serving(ILogger logger, System.Net.IPEndPoint endPoint, string path);
+
+        [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Web front at http://{EndPoint}/ ({Access})")]
+        public static partial void ServingWeb(ILogger logger, System.Net.IPEndPoint endPoint, string access);
     }
 }

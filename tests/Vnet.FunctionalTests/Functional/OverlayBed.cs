@@ -121,12 +121,25 @@ internal sealed class OverlayBed : IDisposable
 
     public string SocketOf(string daemon) => Path.Combine(_dir, daemon + ".sock");
 
+    /// <summary>A file of the bed's own folder (removed with the bed).</summary>
+    public string FileOf(string name) => Path.Combine(_dir, name);
+
     /// <summary>
     /// Starts the Proxy with the LAN NIC (lan0) through pcap, or with no interface. It admits every
     /// host of the bed (h1 ... hN, each with its key) and takes remote CLI sessions made with the admin key.
     /// </summary>
-    public BackgroundProcess StartProxy(bool lanNic = true)
+    /// <param name="web">Serve the web front there (<c>web</c> in the configuration).</param>
+    /// <param name="webToken">The web front's token, written to a private file (<c>web_token_file</c>).</param>
+    public BackgroundProcess StartProxy(bool lanNic = true, string? web = null, string? webToken = null)
     {
+        var webSettings = web is null ? "" : $"web = \"{web}\"\n";
+        if (webToken is not null)
+        {
+            var tokenFile = Path.Combine(_dir, "web.token");
+            File.WriteAllText(tokenFile, webToken + "\n");
+            File.SetUnixFileMode(tokenFile, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            webSettings += $"web_token_file = \"{tokenFile}\"\n";
+        }
         var iface = lanNic ? "\n[[interface]]\nname = \"lan0\"\nkind = \"pcap\"\nlan = true\n" : "";
         var hosts = string.Concat(Enumerable.Range(1, HostCount).Select(i => $"\n[[host]]\nname = \"h{i}\"\npublic_key = \"{PublicKeyOf($"h{i}")}\"\n"));
         return StartDaemon("proxy", $"""
@@ -136,7 +149,7 @@ internal sealed class OverlayBed : IDisposable
             key_file = "{KeyFileOf("proxy")}"
             admin_keys = ["{PublicKeyOf("admin")}"]
             control_socket = "{SocketOf("proxy")}"
-            {iface}{hosts}
+            {webSettings}{iface}{hosts}
             """);
     }
 
