@@ -40,13 +40,15 @@ internal static class DaemonCommand
         var tapQueues = new Option<int?>("--tap-queues") { Description = $"Receive queues of the --tap interfaces, 1 to {InterfaceConfig.MaxQueues} (IFF_MULTI_QUEUE above 1; default 1)" };
         var socket = new Option<string?>("--control-socket") { Description = "Control socket path (default /run/vnet/NAME.sock)" };
         var metrics = new Option<string?>("--metrics") { Description = "Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9464 (no authentication; default: off)" };
+        var vmProvider = new Option<string?>("--vm-provider") { Description = "Hosts: make VMs on the Proxy's order with netns (namespaces, demos) or qemu (default: none)" };
+        vmProvider.AcceptOnlyFromAmong("none", "netns", "qemu");
         var logLevel = new Option<string>("--log-level") { Description = "trace, debug, information, warning, error", DefaultValueFactory = _ => "information" };
         logLevel.AcceptOnlyFromAmong("trace", "debug", "information", "warning", "error");
 
         var command = new Command("daemon", "Run a VNET daemon (a host, or the Proxy) until SIGTERM or SIGINT.")
         {
             config, name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, admit, hostsFile, adminKeys, acceptTools,
-            taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, logLevel,
+            taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, vmProvider, logLevel,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -63,11 +65,13 @@ internal static class DaemonCommand
                         daemonConfig = daemonConfig with { ControlSocket = s };
                     if (parse.GetValue(metrics) is { } m)
                         daemonConfig = (daemonConfig with { Metrics = DaemonConfig.ParseMetrics(m, "--metrics") }).Validated();
+                    if (parse.GetValue(vmProvider) is { } v)
+                        daemonConfig = (daemonConfig with { VmProvider = DaemonConfig.ReadVmProvider(v, "--vm-provider") }).Validated();
                 }
                 else
                 {
                     daemonConfig = FromOptions(parse, new Options(name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, admit, hostsFile,
-                        adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics));
+                        adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, vmProvider));
                 }
             }
             catch (ConfigException e)
@@ -83,7 +87,8 @@ internal static class DaemonCommand
     private sealed record Options(Option<string?> Name, Option<string?> Role, Option<string?> Listen, Option<string?> KeyFile, Option<string?> PskFile,
         Option<string?> Proxy, Option<string?> ProxyKey, Option<string?> ProxyName, Option<string?> Transport, Option<string[]> Admit,
         Option<string?> HostsFile, Option<string[]> AdminKeys, Option<bool?> AcceptTools, Option<string[]> Taps, Option<string[]> Pcaps,
-        Option<string[]> Lans, Option<int?> Mtu, Option<bool> NoOffloads, Option<int?> TapQueues, Option<string?> Socket, Option<string?> Metrics);
+        Option<string[]> Lans, Option<int?> Mtu, Option<bool> NoOffloads, Option<int?> TapQueues, Option<string?> Socket, Option<string?> Metrics,
+        Option<string?> VmProvider);
 
     private static DaemonConfig FromOptions(ParseResult p, Options o)
     {
@@ -164,6 +169,7 @@ internal static class DaemonCommand
             Interfaces = interfaces,
             ControlSocket = p.GetValue(o.Socket),
             Metrics = p.GetValue(o.Metrics) is { } metrics ? DaemonConfig.ParseMetrics(metrics, "--metrics") : null,
+            VmProvider = DaemonConfig.ReadVmProvider(p.GetValue(o.VmProvider), "--vm-provider"),
         }.Validated().WithHostsFile();
     }
 

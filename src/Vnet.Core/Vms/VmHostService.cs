@@ -71,6 +71,29 @@ public sealed partial class VmHostService : IAsyncDisposable
 
     private IVmProvider Provider => _provider ?? throw new DaemonCommandException("this host has no VM provider (vm_provider in its configuration)");
 
+    /// <summary>
+    /// A provider's work, whose system errors (a file, a process, a program's output) become
+    /// refusals with the reason: the Proxy's request always gets an answer.
+    /// </summary>
+    private static async Task<T> Guard<T>(string what, Func<Task<T>> work)
+    {
+        try
+        {
+            return await work().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException or
+            System.ComponentModel.Win32Exception or InvalidOperationException or FormatException)
+        {
+            throw new DaemonCommandException($"{what}: {e.Message}");
+        }
+    }
+
+    private static Task<bool> Guard(string what, Func<Task> work) => Guard(what, async () =>
+    {
+        await work().ConfigureAwait(false);
+        return true;
+    });
+
     /// <summary>Control loop: takes the name for a VM about to exist here, or refuses.</summary>
     private void Reserve(VmSpec spec, HostedVmState state)
     {
@@ -139,7 +162,7 @@ public sealed partial class VmHostService : IAsyncDisposable
         }).ConfigureAwait(false);
         try
         {
-            await Provider.CreateAsync(spec).ConfigureAwait(false);
+            await Guard($"making VM {spec.Name}", () => Provider.CreateAsync(spec)).ConfigureAwait(false);
         }
         catch
         {
@@ -157,7 +180,7 @@ public sealed partial class VmHostService : IAsyncDisposable
         }
         catch
         {
-            await Provider.DestroyAsync(spec).ConfigureAwait(false);
+            await Guard($"removing VM {spec.Name}", () => Provider.DestroyAsync(spec)).ConfigureAwait(false);
             await _loop.Invoke(() => _vms.Remove(spec.Name)).ConfigureAwait(false);
             throw;
         }
@@ -185,7 +208,7 @@ public sealed partial class VmHostService : IAsyncDisposable
         }).ConfigureAwait(false);
         try
         {
-            await Provider.DestroyAsync(vm.Spec).ConfigureAwait(false);
+            await Guard($"removing VM {name}", () => Provider.DestroyAsync(vm.Spec)).ConfigureAwait(false);
         }
         finally
         {
@@ -204,7 +227,7 @@ public sealed partial class VmHostService : IAsyncDisposable
         }).ConfigureAwait(false);
         try
         {
-            var incoming = await Provider.PrepareIncomingAsync(spec).ConfigureAwait(false);
+            var incoming = await Guard($"preparing for VM {spec.Name}", () => Provider.PrepareIncomingAsync(spec)).ConfigureAwait(false);
             // A device that exists before the VM arrives (QEMU's TAP) is attached without its MAC:
             // the VM is placed here only when its own frames come from here.
             if (incoming.DeviceReady)
@@ -229,11 +252,11 @@ public sealed partial class VmHostService : IAsyncDisposable
         VmHandover handover;
         try
         {
-            handover = await Provider.SendAsync(vm.Spec, incoming, () => _loop.Invoke(() =>
+            handover = await Guard($"sending VM {name} away", () => Provider.SendAsync(vm.Spec, incoming, () => _loop.Invoke(() =>
             {
                 Detach(vm.Spec);
                 return true;
-            })).ConfigureAwait(false);
+            }))).ConfigureAwait(false);
         }
         catch
         {
@@ -256,7 +279,7 @@ public sealed partial class VmHostService : IAsyncDisposable
     public async Task<JsonObject> AdoptAsync(string name, VmHandover handover)
     {
         var vm = await _loop.Invoke(() => Take(name, HostedVmState.Arriving, HostedVmState.Arriving)).ConfigureAwait(false);
-        await Provider.ReceiveAsync(vm.Spec, handover).ConfigureAwait(false);
+        await Guard($"taking VM {name} in", () => Provider.ReceiveAsync(vm.Spec, handover)).ConfigureAwait(false);
         await _loop.Invoke(() =>
         {
             if (!_vms[name].Attached)
@@ -266,7 +289,7 @@ public sealed partial class VmHostService : IAsyncDisposable
             Set(name, HostedVmState.Running);
             return true;
         }).ConfigureAwait(false);
-        await Provider.AnnounceAsync(vm.Spec).ConfigureAwait(false);
+        await Guard($"announcing VM {name}", () => Provider.AnnounceAsync(vm.Spec)).ConfigureAwait(false);
         Log.Adopted(_logger, name, handover.Mode);
         return Result(vm.Spec);
     }
@@ -282,7 +305,7 @@ public sealed partial class VmHostService : IAsyncDisposable
         }).ConfigureAwait(false);
         try
         {
-            await Provider.AbortIncomingAsync(vm.Spec).ConfigureAwait(false);
+            await Guard($"aborting the move of VM {name}", () => Provider.AbortIncomingAsync(vm.Spec)).ConfigureAwait(false);
         }
         finally
         {
@@ -307,7 +330,7 @@ public sealed partial class VmHostService : IAsyncDisposable
         {
             try
             {
-                await _provider.DestroyAsync(v.Spec).ConfigureAwait(false);
+                await Guard($"removing VM {v.Spec.Name}", () => _provider.DestroyAsync(v.Spec)).ConfigureAwait(false);
             }
             catch (DaemonCommandException e)
             {
