@@ -135,6 +135,78 @@ public sealed class VmProviderTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// A QEMU guest ordered on h1 boots (TCG), leases its address from the LAN through the Proxy and
+    /// pings the LAN machine; moved to h2 (live migration when it works here, else stop and restart
+    /// with the same MAC), it keeps its address and still reaches the LAN; removed, its QEMU and TAP go.
+    /// </summary>
+    [Fact]
+    public void QemuVm_OrderedLeasedPingsTheLanAndKeepsItsAddressAcrossAMove()
+    {
+        using var o = new OverlayBed(output, hosts: 2);
+        var leases = Path.Combine(Path.GetTempPath(), $"vnet-leases-{Guid.NewGuid():N}");
+        var name = o.Bed.Prefix + "-q";
+        var device = "vm-" + name;
+        var boot = TimeSpan.FromSeconds(120);
+        try
+        {
+            StartDnsmasq(o, leases);
+            o.StartProxy();
+            o.StartHost(1, vmProvider: "qemu");
+            o.StartHost(2, vmProvider: "qemu");
+            o.WaitStar(2);
+            Assert.All(o.Control("proxy", "vm.sites")!.AsArray(), s => Assert.Equal("qemu", s!["provider"]!.GetValue<string>()));
+
+            var clock = Stopwatch.StartNew();
+            var ordered = o.Control("proxy", "vm.order", new JsonObject { ["site"] = "h1", ["size"] = "small", ["name"] = name })!.AsObject();
+            output.WriteLine($"vm.order: {ordered.ToJsonString()} in {clock.ElapsedMilliseconds} ms");
+            Assert.Equal("qemu", ordered["kind"]!.GetValue<string>());
+            Assert.True(o.Bed.HasInterface("h1", device), $"h1 has no TAP {device}");
+
+            var address = WaitForAddress(o, name, "h1", null, boot);
+            output.WriteLine($"{name} leased {address} {clock.Elapsed.TotalSeconds:0.0} s after the order");
+            using (var console = GuestConsole.Connect(Path.Combine(o.VmDirOf("h1"), name + ".console")))
+                AssertGuestPings(console, OverlayBed.LanHostIp, "on h1");
+
+            clock.Restart();
+            var moved = o.Control("proxy", "vm.move", new JsonObject { ["name"] = name, ["to"] = "h2" })!.AsObject();
+            output.WriteLine($"vm.move: {moved.ToJsonString()} in {clock.ElapsedMilliseconds} ms");
+            Assert.Equal("h2", moved["to"]!.GetValue<string>());
+            var mode = moved["mode"]!.GetValue<string>();
+            Assert.Contains(mode, new[] { "live", "restart" });
+            Assert.False(o.Bed.HasInterface("h1", device), $"{device} is still on h1");
+            Assert.True(o.Bed.HasInterface("h2", device), $"h2 has no TAP {device}");
+            Assert.Equal(address, WaitForAddress(o, name, "h2", address, boot));
+            using (var console = GuestConsole.Connect(Path.Combine(o.VmDirOf("h2"), name + ".console")))
+            {
+                var shown = console.Run("ip -4 addr show dev eth0", boot);
+                Assert.Contains(address + "/", shown.Output, StringComparison.Ordinal);
+                AssertGuestPings(console, OverlayBed.LanHostIp, $"on h2 after a {mode} move");
+            }
+            Assert.True(o.Bed.Ping("lanhost", address, count: 2, timeoutSeconds: 10), "LAN machine -> the moved guest");
+
+            o.Control("proxy", "vm.remove", new JsonObject { ["name"] = name });
+            Wait.Until(() => !o.Bed.HasInterface("h2", device), TimeSpan.FromSeconds(10), $"{device} gone from h2");
+            Assert.False(File.Exists(Path.Combine(o.VmDirOf("h2"), name + ".qmp")), "vm.remove left QEMU's monitor socket");
+        }
+        catch
+        {
+            o.DumpAll();
+            throw;
+        }
+        finally
+        {
+            File.Delete(leases);
+        }
+    }
+
+    private void AssertGuestPings(GuestConsole console, string address, string what)
+    {
+        var r = console.Run($"ping -c 3 -i 0.2 -W 2 {address}", TimeSpan.FromSeconds(120));
+        output.WriteLine($"guest {what} -> {address}:\n{r.Output}");
+        Assert.True(r.Ok && r.Output.Contains(" 0% packet loss", StringComparison.Ordinal), $"guest {what}: ping {address} failed (rc {r.ExitCode}):\n{r.Output}");
+    }
+
     internal static void StartDnsmasq(OverlayBed o, string leases) =>
         o.Bed.Start("lanhost", "dnsmasq", "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
             "--interface=eth0", "--bind-interfaces", "--dhcp-range=10.50.0.100,10.50.0.150,255.255.255.0,1h", "--no-ping",
@@ -147,7 +219,7 @@ public sealed class VmProviderTests(ITestOutputHelper output)
     }
 
     /// <summary>Waits (bounded) until the Proxy's vm.list shows the VM on <paramref name="site"/> with an address (other than none) and returns it.</summary>
-    internal static string WaitForAddress(OverlayBed o, string name, string site, string? expected)
+    internal static string WaitForAddress(OverlayBed o, string name, string site, string? expected, TimeSpan? timeout = null)
     {
         VmStatus? row = null;
         try
@@ -156,7 +228,7 @@ public sealed class VmProviderTests(ITestOutputHelper output)
             {
                 row = o.Vms("proxy").FirstOrDefault(v => v.Name == name);
                 return row is { Address: not null } && row.Site == site && (expected is null || row.Address == expected);
-            }, Lease, $"vm.list at the Proxy shows {name} on {site} with an address");
+            }, timeout ?? Lease, $"vm.list at the Proxy shows {name} on {site} with an address");
         }
         catch (TimeoutException)
         {

@@ -175,7 +175,15 @@ public sealed partial class QemuVmProvider : IVmProvider
         {
             process.Dispose();
             foreach (var path in new[] { QmpPath(name), ConsolePath(name), MigratePath(name) })
-                File.Delete(path);
+            {
+                try
+                {
+                    File.Delete(path);
+                }
+                catch (DirectoryNotFoundException)
+                {
+                }
+            }
         }
     }
 
@@ -183,6 +191,7 @@ public sealed partial class QemuVmProvider : IVmProvider
 
     public async Task<VmIncoming> PrepareIncomingAsync(VmSpec spec)
     {
+        Directory.CreateDirectory(_stateDir);
         File.Delete(MigratePath(spec.Name));
         var address = "unix:" + MigratePath(spec.Name);
         await LaunchAsync(spec, address).ConfigureAwait(false);
