@@ -200,21 +200,27 @@ public sealed partial class VmHostService : IAsyncDisposable
     /// <summary><c>vm.destroy</c>: closes the interface, ends the VM, forgets it.</summary>
     public async Task DestroyAsync(string name)
     {
+        await EndAsync(name, HostedVmState.Running, $"removing VM {name}", Provider.DestroyAsync).ConfigureAwait(false);
+        Log.Destroyed(_logger, name);
+    }
+
+    /// <summary>A VM in <paramref name="expected"/> state ends here: interface closed, the provider's work, forgotten whatever it did.</summary>
+    private async Task EndAsync(string name, HostedVmState expected, string what, Func<VmSpec, Task> work)
+    {
         var vm = await _loop.Invoke(() =>
         {
-            var v = Take(name, HostedVmState.Running, HostedVmState.Removing);
+            var v = Take(name, expected, HostedVmState.Removing);
             Detach(v.Spec);
             return v;
         }).ConfigureAwait(false);
         try
         {
-            await Guard($"removing VM {name}", () => Provider.DestroyAsync(vm.Spec)).ConfigureAwait(false);
+            await Guard(what, () => work(vm.Spec)).ConfigureAwait(false);
         }
         finally
         {
             await _loop.Invoke(() => _vms.Remove(name)).ConfigureAwait(false);
         }
-        Log.Destroyed(_logger, name);
     }
 
     /// <summary><c>vm.prepare</c> (target of a move): reserves the name and readies the provider.</summary>
@@ -295,23 +301,8 @@ public sealed partial class VmHostService : IAsyncDisposable
     }
 
     /// <summary><c>vm.abort</c> (target of a move that failed): forgets the VM that was to arrive.</summary>
-    public async Task AbortAsync(string name)
-    {
-        var vm = await _loop.Invoke(() =>
-        {
-            var v = Take(name, HostedVmState.Arriving, HostedVmState.Removing);
-            Detach(v.Spec);
-            return v;
-        }).ConfigureAwait(false);
-        try
-        {
-            await Guard($"aborting the move of VM {name}", () => Provider.AbortIncomingAsync(vm.Spec)).ConfigureAwait(false);
-        }
-        finally
-        {
-            await _loop.Invoke(() => _vms.Remove(name)).ConfigureAwait(false);
-        }
-    }
+    public Task AbortAsync(string name) =>
+        EndAsync(name, HostedVmState.Arriving, $"aborting the move of VM {name}", Provider.AbortIncomingAsync);
 
     /// <summary>Daemon stopping: every VM here ends (interfaces first, while the loop runs).</summary>
     public async Task StopAllAsync()
