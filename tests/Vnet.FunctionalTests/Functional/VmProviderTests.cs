@@ -75,6 +75,10 @@ public sealed class VmProviderTests(ITestOutputHelper output)
             // The Proxy saw the DHCPACK; udhcpc's script applies it a moment later.
             Wait.Until(() => AddressIn(ns) == address, TimeSpan.FromSeconds(10), $"the VM has {address} on eth0");
             AssertPings(ns, OverlayBed.LanHostIp);
+            var table = o.Cli("proxy", "vms");
+            Assert.Contains(name, table, StringComparison.Ordinal);
+            Assert.Contains(address, table, StringComparison.Ordinal);
+            Assert.Contains("netns", o.Cli("proxy", "vm sites"), StringComparison.Ordinal);
 
             // An open TCP connection from the VM to the LAN machine, carrying data across the move.
             var server = o.Bed.Start("lanhost", "iperf3-server", "iperf3", "-s", "-1", "--forceflush");
@@ -141,7 +145,7 @@ public sealed class VmProviderTests(ITestOutputHelper output)
     /// with the same MAC), it keeps its address and still reaches the LAN; removed, its QEMU and TAP go.
     /// </summary>
     [Fact]
-    public void QemuVm_OrderedLeasedPingsTheLanAndKeepsItsAddressAcrossAMove()
+    public async Task QemuVm_OrderedLeasedPingsTheLanAndKeepsItsAddressAcrossAMove()
     {
         using var o = new OverlayBed(output, hosts: 2);
         var leases = Path.Combine(Path.GetTempPath(), $"vnet-leases-{Guid.NewGuid():N}");
@@ -165,8 +169,15 @@ public sealed class VmProviderTests(ITestOutputHelper output)
 
             var address = WaitForAddress(o, name, "h1", null, boot);
             output.WriteLine($"{name} leased {address} {clock.Elapsed.TotalSeconds:0.0} s after the order");
+            // A TCP connection from the guest to the LAN machine: 1 MiB before the move, 1 MiB after.
+            var received = TcpTransfer.Receive(o.Bed.Prefix + "-lanhost", 7201, boot);
             using (var console = GuestConsole.Connect(Path.Combine(o.VmDirOf("h1"), name + ".console")))
+            {
                 AssertGuestPings(console, OverlayBed.LanHostIp, "on h1");
+                var started = console.Run($"(head -c 1048576 /dev/zero; sleep 8; head -c 1048576 /dev/zero) | nc {OverlayBed.LanHostIp} 7201 > /dev/null 2>&1 &", TimeSpan.FromSeconds(30));
+                Assert.True(started.Ok, started.Output);
+            }
+            Thread.Sleep(1500);
 
             clock.Restart();
             var moved = o.Control("proxy", "vm.move", new JsonObject { ["name"] = name, ["to"] = "h2" })!.AsObject();
@@ -184,6 +195,10 @@ public sealed class VmProviderTests(ITestOutputHelper output)
                 AssertGuestPings(console, OverlayBed.LanHostIp, $"on h2 after a {mode} move");
             }
             Assert.True(o.Bed.Ping("lanhost", address, count: 2, timeoutSeconds: 10), "LAN machine -> the moved guest");
+            var transfer = await received.WaitAsync(boot);
+            output.WriteLine($"TCP across the {mode} move: {transfer.Bytes} bytes");
+            if (mode == "live")
+                Assert.Equal(2L << 20, transfer.Bytes);
 
             o.Control("proxy", "vm.remove", new JsonObject { ["name"] = name });
             Wait.Until(() => !o.Bed.HasInterface("h2", device), TimeSpan.FromSeconds(10), $"{device} gone from h2");
