@@ -27,7 +27,7 @@ public sealed class VmProviderTests(ITestOutputHelper output)
     [Fact]
     public async Task NetnsVm_OrderedLeasedMovedWithItsConnectionAndRemoved()
     {
-        using var o = new OverlayBed(output, hosts: 2);
+        using var o = new OverlayBed(output, hosts: 3);
         var leases = Path.Combine(Path.GetTempPath(), $"vnet-leases-{Guid.NewGuid():N}");
         var name = o.Bed.Prefix + "-a";
         var registry = Path.Combine(NetnsVmProvider.Registry, name + ".netns");
@@ -39,7 +39,8 @@ public sealed class VmProviderTests(ITestOutputHelper output)
             o.StartProxy();
             o.StartHost(1, vmProvider: "netns");
             o.StartHost(2, vmProvider: "netns");
-            o.WaitStar(2);
+            o.StartHost(3); // no provider: never makes a VM
+            o.WaitStar(3);
 
             var sites = o.Control("proxy", "vm.sites")!.AsArray();
             Assert.Equal(["h1", "h2"], sites.Select(s => s!["site"]!.GetValue<string>()).Order(StringComparer.Ordinal));
@@ -50,6 +51,8 @@ public sealed class VmProviderTests(ITestOutputHelper output)
             AssertRefused(o, "vm.order", new JsonObject { ["site"] = "h1", ["size"] = "small", ["name"] = "Bad_Name" }, "Bad_Name");
             AssertRefused(o, "vm.order", new JsonObject { ["site"] = "h1", ["size"] = "huge", ["name"] = name }, "huge");
             AssertRefused(o, "vm.order", new JsonObject { ["site"] = "proxy", ["size"] = "small", ["name"] = name }, "proxy");
+            AssertRefused(o, "vm.order", new JsonObject { ["site"] = "h3", ["size"] = "small", ["name"] = name }, "no VM provider");
+            Assert.Empty(o.Vms("proxy"));
             Assert.False(File.Exists(registry), "a refused order made a namespace");
 
             var ordered = o.Control("proxy", "vm.order", new JsonObject { ["site"] = "h1", ["size"] = "small", ["name"] = name })!.AsObject();
@@ -113,6 +116,8 @@ public sealed class VmProviderTests(ITestOutputHelper output)
             AssertPings(ns, OverlayBed.LanHostIp);
 
             AssertRefused(o, "vm.move", new JsonObject { ["name"] = name, ["to"] = "h2" }, "already");
+            AssertRefused(o, "vm.move", new JsonObject { ["name"] = name, ["to"] = "h3" }, "no VM provider");
+            Assert.Contains(o.Vms("proxy"), v => v.Name == name && v.Site == "h2" && v.State == "running");
             var removed = o.Control("proxy", "vm.remove", new JsonObject { ["name"] = name })!.AsObject();
             Assert.Equal(name, removed["name"]!.GetValue<string>());
             Assert.False(File.Exists(registry), "vm.remove left the namespace's registration");
