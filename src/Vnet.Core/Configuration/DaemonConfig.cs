@@ -143,6 +143,12 @@ public sealed record DaemonConfig
 
     public byte HopLimit { get; init; } = 8;
 
+    /// <summary>Hosts: what makes VMs here on the Proxy's order (<c>vm_provider</c>); none by default.</summary>
+    public Vms.Providers.VmProviderKind VmProvider { get; init; }
+
+    /// <summary>Where the VM provider keeps its files (DHCP scripts, QEMU sockets and images); <c>vm_dir</c>.</summary>
+    public string? VmDirectory { get; init; }
+
     /// <summary>Most VM MACs one interface may learn, a guard against MAC flooding.</summary>
     public int MaxLearnedPerInterface { get; init; } = 256;
 
@@ -187,6 +193,8 @@ public sealed record DaemonConfig
             throw new ConfigException("proxy.name", $"'{ProxyName}' is not a valid daemon name");
         if (Role == DaemonRole.Host && ProxyName == Name)
             throw new ConfigException("proxy.name", "a host cannot be its own Proxy");
+        if (VmProvider != Vms.Providers.VmProviderKind.None && Role == DaemonRole.Proxy)
+            throw new ConfigException("vm_provider", "the Proxy hosts no VMs: give vm_provider to hosts");
         if (HopLimit is 0 or > 64)
             throw new ConfigException("hop_limit", "must be between 1 and 64");
         var seen = new HashSet<string>(StringComparer.Ordinal);
@@ -277,6 +285,20 @@ public sealed record DaemonConfig
     /// The metrics endpoint from the configuration (<c>metrics</c>) or the command line
     /// (<c>--metrics</c>): an address and a port other than 0, e.g. <c>127.0.0.1:9464</c>.
     /// </summary>
+    public static Vms.Providers.VmProviderKind ReadVmProvider(string? text, string field)
+    {
+        if (text is null)
+            return Vms.Providers.VmProviderKind.None;
+        try
+        {
+            return Vms.Providers.VmNames.ParseProvider(text);
+        }
+        catch (FormatException e)
+        {
+            throw new ConfigException(field, e.Message);
+        }
+    }
+
     public static IPEndPoint ParseMetrics(string text, string field)
     {
         if (!IPEndPoint.TryParse(text, out var endPoint) || endPoint.Port == 0 || !text.Contains(':', StringComparison.Ordinal))
@@ -532,6 +554,8 @@ public sealed record DaemonConfig
             Web = reader.String("web") is { } web ? ParseWeb(web, "web") : null,
             WebToken = reader.String("web_token_file") is { } tokenFile ? ReadWebToken(PathOf(tokenFile, source), "web_token_file") : null,
             HopLimit = (byte)Math.Clamp(reader.Int("hop_limit") ?? 8, 0, 255),
+            VmProvider = ReadVmProvider(reader.String("vm_provider"), "vm_provider"),
+            VmDirectory = reader.String("vm_dir") is { } vmDir ? PathOf(vmDir, source) : null,
             MaxLearnedPerInterface = reader.Int("max_learned_per_interface") ?? 256,
             QueueCapacity = reader.Int("queue_capacity") ?? 1024,
             Emulation = emulation,
@@ -546,7 +570,7 @@ public sealed record DaemonConfig
             Vttif = ReadVttif(reader),
         };
         reader.RejectUnknown("name", "role", "listen", "key_file", "psk_file", "host", "hosts_file", "admin_keys", "accept_tools", "proxy", "interface", "link", "control_socket", "metrics", "web", "web_token_file",
-            "hop_limit", "max_learned_per_interface", "queue_capacity", "emulate", "adaptation", "adaptation_budget", "vttif");
+            "hop_limit", "max_learned_per_interface", "queue_capacity", "emulate", "adaptation", "adaptation_budget", "vttif", "vm_provider", "vm_dir");
         return config;
     }
 

@@ -104,7 +104,25 @@ public sealed record InterfaceStatus(
     IReadOnlyList<long>? QueueRxFrames = null,
     bool Waiting = false);
 
-public sealed record VmStatus(MacAddress Mac, string Daemon, string? Interface, bool Local);
+/// <summary>
+/// A VM as <c>vm.list</c> shows it: where it lives (<see cref="Daemon"/>, also as <see cref="Site"/>),
+/// the IPv4 address its ARP and DHCP frames showed (or null), and, for a VM ordered through the
+/// Proxy, its name, size, kind and state (null for a VM the overlay only learned).
+/// </summary>
+public sealed record VmStatus(
+    MacAddress Mac,
+    string Daemon,
+    string? Interface,
+    bool Local,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.Never)] string? Address = null,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.Never)] string? Name = null,
+    string? Size = null,
+    string? Kind = null,
+    string? State = null)
+{
+    /// <summary>The site (host daemon) the VM is on: the same as <see cref="Daemon"/>, under the name the web front uses.</summary>
+    public string Site => Daemon;
+}
 
 /// <summary>A rule as tools show it, with its hit counters.</summary>
 public sealed record RuleStatus(

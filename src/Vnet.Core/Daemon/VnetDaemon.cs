@@ -17,6 +17,7 @@ using Vnet.Overlay;
 using Vnet.Peers;
 using Vnet.Vms;
 using Vnet.Web;
+using Vnet.Vms.Providers;
 
 namespace Vnet.Daemon;
 
@@ -96,6 +97,12 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         Vttif = new VttifService(config, Switch, Links, Peers, Loop, loggers.CreateLogger("vnet.vttif"));
         Overlay = new OverlayService(config.Name, IsProxy, Peers, Links, () => Run(State), (set, version) => Run(() => ChangeSets.Apply(set, version)));
         Adaptation = new AdaptationService(config, Vttif, Vms, Overlay, Links, Rules, Loop, loggers.CreateLogger("vnet.adapt"));
+        Addresses = new AddressBook();
+        Switch.Addresses = Addresses;
+        if (IsProxy)
+            Inventory = new VmInventory(Peers, Links, Vms, Loop, loggers.CreateLogger("vnet.inventory"));
+        else
+            VmHost = new VmHostService(VmProviders.Create(config, loggers.CreateLogger("vnet.provider")), Interfaces, Vms, Loop, loggers.CreateLogger("vnet.vmhost"));
     }
 
     public DaemonConfig Config { get; }
@@ -140,6 +147,53 @@ public sealed partial class VnetDaemon : IAsyncDisposable
     public OverlayService Overlay { get; }
 
     public AdaptationService Adaptation { get; }
+
+    /// <summary>The IPv4 address each MAC was seen using (ARP, DHCPACK), filled by the switch.</summary>
+    public AddressBook Addresses { get; }
+
+    /// <summary>Proxy: the VMs users ordered (<c>vm.order|move|remove</c>); null on a host.</summary>
+    public VmInventory? Inventory { get; }
+
+    /// <summary>Host: the VMs its provider runs here (none without <c>vm_provider</c>); null on the Proxy.</summary>
+    public VmHostService? VmHost { get; }
+
+    /// <summary>
+    /// <c>vm.list</c> (control loop): every VM the directory knows, with the address it was seen
+    /// using and, when it was ordered, its name, size, kind and state; on the Proxy also the ordered
+    /// VMs whose frames were not seen yet.
+    /// </summary>
+    public IReadOnlyList<VmStatus> VmList()
+    {
+        var named = new Dictionary<MacAddress, (string Name, string Size, string Kind, string State)>();
+        if (Inventory is not null)
+        {
+            foreach (var o in Inventory.List())
+                named[o.Mac] = (o.Name, VmNames.Text(o.Size), VmNames.Text(o.Kind), o.State.ToString().ToLowerInvariant());
+        }
+        else if (VmHost is not null)
+        {
+            foreach (var h in VmHost.List())
+                named[h.Spec.Mac] = (h.Spec.Name, VmNames.Text(h.Spec.Size), VmNames.Text(VmHost.Kind), h.State.ToString().ToLowerInvariant());
+        }
+        var list = new List<VmStatus>();
+        foreach (var row in Vms.List())
+        {
+            var address = Addresses.Find(row.Mac)?.ToString();
+            list.Add(named.Remove(row.Mac, out var n)
+                ? row with { Address = address, Name = n.Name, Size = n.Size, Kind = n.Kind, State = n.State }
+                : row with { Address = address });
+        }
+        if (Inventory is not null)
+        {
+            foreach (var o in Inventory.List())
+            {
+                if (named.Remove(o.Mac, out var n))
+                    list.Add(new VmStatus(o.Mac, o.Site, null, false, Addresses.Find(o.Mac)?.ToString(), n.Name, n.Size, n.Kind, n.State));
+            }
+        }
+        list.Sort(static (a, b) => a.Mac.CompareTo(b.Mac));
+        return list;
+    }
 
     /// <summary>Time since the daemon was built.</summary>
     public TimeSpan Uptime => Stopwatch.GetElapsedTime(_started);
@@ -357,6 +411,13 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             // First: a scrape must not meet a daemon half stopped.
             Log.Stopping(_logger, "HTTP endpoint");
             await Http.DisposeAsync().ConfigureAwait(false);
+        }
+        if (VmHost is not null)
+        {
+            // VMs live as long as their daemon: each ends while the loop still runs to close its interface.
+            Log.Stopping(_logger, "VMs");
+            await VmHost.StopAllAsync().ConfigureAwait(false);
+            await VmHost.DisposeAsync().ConfigureAwait(false);
         }
         Log.Stopping(_logger, "links");
         await Links.DisposeAsync().ConfigureAwait(false);

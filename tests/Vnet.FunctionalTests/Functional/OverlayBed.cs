@@ -163,10 +163,11 @@ internal sealed class OverlayBed : IDisposable
     /// <param name="pcapInterface">Instead of a TAP, this device of hN (a VM's veth, see <see cref="AddVm"/>) as interface kind pcap.</param>
     /// <param name="tapQueues">Receive queues of hN's TAP (<c>queues</c> in its configuration; 1 writes none).</param>
     /// <param name="metrics">Serve metrics there: the daemon gets <c>--metrics ADDR:PORT</c> besides its configuration file.</param>
+    /// <param name="vmProvider">The host makes VMs on the Proxy's order (<c>vm_provider</c>), keeping its files in <see cref="VmDirOf"/>.</param>
     public BackgroundProcess StartHost(int i, string transport = "tcp", StaticKeyPair? identity = null, bool bridgeInConfig = true,
-        string? listenIp = null, string? pcapInterface = null, int tapQueues = 1, string? metrics = null)
+        string? listenIp = null, string? pcapInterface = null, int tapQueues = 1, string? metrics = null, string? vmProvider = null)
     {
-        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface, tapQueues, metrics);
+        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface, tapQueues, metrics, vmProvider);
         WaitReady(process);
         if (!bridgeInConfig && pcapInterface is null)
             Bed.Attach($"h{i}", "tap0", "br0");
@@ -184,8 +185,11 @@ internal sealed class OverlayBed : IDisposable
             WaitReady(process);
     }
 
+    /// <summary>Where host <paramref name="daemon"/> keeps its VM provider's files (a QEMU guest's console socket: NAME.console).</summary>
+    public string VmDirOf(string daemon) => Path.Combine(_dir, daemon + "-vms");
+
     private BackgroundProcess LaunchHost(int i, string transport, StaticKeyPair? identity, bool bridgeInConfig, string? listenIp = null,
-        string? pcapInterface = null, int tapQueues = 1, string? metrics = null)
+        string? pcapInterface = null, int tapQueues = 1, string? metrics = null, string? vmProvider = null)
     {
         var name = $"h{i}";
         var keyFile = identity is null ? KeyFileOf(name) : WriteKeyFile(name + "-other", identity);
@@ -198,6 +202,7 @@ internal sealed class OverlayBed : IDisposable
             listen = "{listenIp ?? HostIp(i)}:5500"
             key_file = "{keyFile}"
             control_socket = "{SocketOf(name)}"
+            {(vmProvider is null ? "" : $"vm_provider = \"{vmProvider}\"\nvm_dir = \"{VmDirOf(name)}\"")}
 
             [proxy]
             name = "proxy"
@@ -291,7 +296,9 @@ internal sealed class OverlayBed : IDisposable
 
     public JsonNode? Control(string daemon, string command, JsonObject? args = null)
     {
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        // VM orders and moves wait for hosts; everything else answers within 10 s.
+        var limit = ControlClient.TimeoutFor(command) > ControlClient.Timeout ? ControlClient.TimeoutFor(command) : TimeSpan.FromSeconds(10);
+        using var cts = new CancellationTokenSource(limit);
         return ControlClient.SendAsync(SocketOf(daemon), command, args, cts.Token).GetAwaiter().GetResult();
     }
 

@@ -3,6 +3,7 @@ using Vnet.Configuration;
 using Vnet.Frames;
 using Vnet.Links;
 using Vnet.Links.Security;
+using Vnet.Vms.Providers;
 
 namespace Vnet.Tests.Configuration;
 
@@ -168,6 +169,18 @@ public sealed class DaemonConfigTests
         var c = DaemonConfig.Parse($"{ProxyBase}\nmetrics = \"{endPoint}\"");
 
         Assert.Equal(IPEndPoint.Parse(endPoint), c.Metrics);
+    }
+
+    [Theory]
+    [InlineData("netns", VmProviderKind.Netns)]
+    [InlineData("qemu", VmProviderKind.Qemu)]
+    [InlineData("none", VmProviderKind.None)]
+    public void Parse_HostVmProvider(string text, VmProviderKind kind)
+    {
+        var c = DaemonConfig.Parse($"name = \"host1\"\nrole = \"host\"\nkey_file = \"{Key}\"\nvm_provider = \"{text}\"\n[proxy]\naddress = \"10.0.0.1:5500\"\npublic_key = \"{ProxyPub}\"");
+
+        Assert.Equal(kind, c.VmProvider);
+        Assert.Equal(VmProviderKind.None, DaemonConfig.Parse(HostBase).VmProvider);
     }
 
     [Fact]
@@ -371,6 +384,8 @@ public sealed class DaemonConfigTests
         { "metrics a name", $"{ProxyBase}\nmetrics = \"localhost:9464\"", "metrics: 'localhost:9464' is not an address:port" },
         { "metrics a port alone", $"{ProxyBase}\nmetrics = 9464", "metrics: expected a string, found 9464" },
         { "metrics on the link port", $"{ProxyBase}\nmetrics = \"127.0.0.1:5500\"", "metrics: 127.0.0.1:5500 is the link port (0.0.0.0:5500)" },
+        { "VM provider on the Proxy", $"{ProxyBase}\nvm_provider = \"netns\"", "vm_provider: the Proxy hosts no VMs" },
+        { "unknown VM provider", $"{ProxyBase}\nvm_provider = \"xen\"", "vm_provider: 'xen' is not netns, qemu or none" },
     };
 
     [Theory]
