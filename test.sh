@@ -18,7 +18,7 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 missing=()
 for need in libpcap0.8:/usr/lib/x86_64-linux-gnu/libpcap.so.0.8 iperf3:iperf3 dnsmasq-base:dnsmasq udhcpc:udhcpc \
             iputils-ping:ping iputils-arping:arping ethtool:ethtool iproute2:ip nftables:nft \
-            qemu-system-x86:qemu-system-x86_64 linux-image-amd64:dpkg busybox-static:dpkg; do
+            qemu-system-x86:qemu-system-x86_64 linux-image-amd64:dpkg busybox-static:dpkg chromium:/usr/bin/chromium; do
     pkg=${need%%:*} what=${need#*:}
     if [[ $what == dpkg ]]; then
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")

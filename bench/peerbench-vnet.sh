@@ -13,6 +13,10 @@
 # a reader thread per queue); one overlay per N, named -qN when N > 1, so QUEUES="1 4" measures
 # vnet-tcp and vnet-tcp-q4 side by side in one run (the multi-stream test is the one that can
 # differ: a single flow stays on one queue). Needs builds that have --tap-queues.
+# STREAMS="N ..." (TCP links only): host B's star link gets N parallel connections (--streams N,
+# frames spread over them by flow); one TCP overlay per N, named -sN when N > 1, so
+# ONLY=vnet-tcp,vnet-tcp-s4 STREAMS="1 4" measures both in one run. UDP overlays are made for N = 1
+# only. Needs builds that have --streams.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
@@ -60,6 +64,10 @@ for q in "${queue_counts[@]}"; do
     [[ $q =~ ^[0-9]+$ ]] && ((q >= 1 && q <= 16)) || { echo "QUEUES: '$q' is not a number of queues (1..16)" >&2; exit 2; }
     [[ $q == 1 || $attach == tap ]] || { echo "QUEUES above 1 needs ATTACH=tap" >&2; exit 2; }
 done
+read -r -a stream_counts <<<"${STREAMS:-1}"
+for n in "${stream_counts[@]}"; do
+    [[ $n =~ ^[0-9]+$ ]] && ((n >= 1 && n <= 8)) || { echo "STREAMS: '$n' is not a number of streams (1..8)" >&2; exit 2; }
+done
 case $attach in
     tap) iface='--tap $PB_TAP' lan='$PB_TAP' suffix='' ;;
     pcap) iface='--pcap $PB_IFACE' lan='$PB_IFACE' suffix=-pcap ;;
@@ -67,17 +75,18 @@ case $attach in
 esac
 
 # Host A is the Proxy with its interface as the "LAN"; host B is a host whose interface faces its
-# VM and whose star link to A uses the given transport. $3: the TAPs' queues.
+# VM and whose star link to A uses the given transport. $3: the TAPs' queues; $4: the star link's streams.
 command_for() {
-    local transport=$1 vnet=$2 queues=$3 dev=$iface
+    local transport=$1 vnet=$2 queues=$3 streams=$4 dev=$iface star=""
     [ "$queues" = 1 ] || dev="$iface --tap-queues $queues"
+    [ "$streams" = 1 ] || star="--streams $streams"
     cat <<CMD
 if [ "\$PB_SIDE" = A ]; then
   exec $vnet daemon --name a --role proxy --listen \$PB_LOCAL_IP:\$PB_PORT $a_keys \
     $dev --lan $lan --mtu \$PB_VM_MTU --control-socket \$PB_WORKDIR/vnet.sock --log-level warning
 else
   exec $vnet daemon --name b --role host --listen \$PB_LOCAL_IP:\$PB_PORT $b_keys \
-    --proxy \$PB_PEER_IP:\$PB_PORT --proxy-name a --transport $transport \
+    --proxy \$PB_PEER_IP:\$PB_PORT --proxy-name a --transport $transport $star \
     $dev --mtu \$PB_VM_MTU --control-socket \$PB_WORKDIR/vnet.sock --log-level warning
 fi
 CMD
@@ -88,16 +97,20 @@ customs=()
 names=()
 for transport in tcp udp; do
     for q in "${queue_counts[@]}"; do
+      for n in "${stream_counts[@]}"; do
+        [[ $n == 1 || $transport == tcp ]] || continue
         for b in "${builds[@]}"; do
             name=vnet${b%%=*}
             [ "$name" = vnet ] || name=vnet-${b%%=*}
             name=$name-$transport$suffix
             [ "$q" = 1 ] || name=$name-q$q
+            [ "$n" = 1 ] || name=$name-s$n
             keys_for "${b#*=}" "$work/$name"
-            cmd=$(command_for "$transport" "dotnet ${b#*=}/vnet.dll" "$q")
+            cmd=$(command_for "$transport" "dotnet ${b#*=}/vnet.dll" "$q" "$n")
             customs+=(--custom-name "$name" --custom-attach "$attach" --custom "$cmd" "$cmd")
             names+=("$name")
         done
+      done
     done
 done
 vnet_names=$(IFS=,; echo "${names[*]}")

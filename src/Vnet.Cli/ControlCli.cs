@@ -86,9 +86,10 @@ internal static class ControlCli
         yield return RuleCommands();
         yield return InterfaceCommands();
 
-        var vms = new Command("vms", "List the VMs this daemon knows and where they live.") { };
+        var vms = new Command("vms", "List the VMs this daemon knows, where they live and the address each was seen using.") { };
         vms.SetAction((p, ct) => Call(p, "vm.list", null, PrintVms, ct));
         yield return vms;
+        yield return VmCommands();
 
         var directory = new Command("directory", "Show the VM directory's versions, the replicas this daemon keeps and its self-repairs.") { };
         directory.SetAction((p, ct) => Call(p, "directory", null, PrintDirectory, ct));
@@ -117,6 +118,57 @@ internal static class ControlCli
             show.Add(sub);
         }
         yield return show;
+    }
+
+    /// <summary><c>vnet vm order|move|remove|sites</c>: the Proxy's VM commands (docs/vms.md).</summary>
+    private static Command VmCommands()
+    {
+        var vm = new Command("vm", "Order VMs on sites that offer a provider, move and remove them (ask the Proxy).");
+
+        var sites = new Command("sites", "List the hosts up now that make VMs, with their provider and VM count.") { };
+        sites.SetAction((p, ct) => Call(p, "vm.sites", null, PrintSites, ct));
+        vm.Add(sites);
+
+        var site = new Option<string>("--site") { Description = "The host to make the VM on ('vnet vm sites' lists them)", Required = true };
+        var size = new Option<string>("--size") { Description = "small, medium or large (QEMU: 128, 256, 512 MiB)", DefaultValueFactory = _ => "small" };
+        size.AcceptOnlyFromAmong("small", "medium", "large");
+        var orderName = new Option<string?>("--name") { Description = $"The VM's name: a-z, 0-9 and '-', at most {Vms.Providers.VmSpec.MaxNameLength} (default: vm-XXXX)" };
+        var order = new Command("order", "Make a VM on a site; it joins the LAN and takes its address from the LAN's DHCP server.") { site, size, orderName };
+        order.Validators.Add(r =>
+        {
+            if (r.GetValue(orderName) is { } n && Vms.Providers.VmNames.Problem(n) is { } problem)
+                r.AddError(problem);
+        });
+        order.SetAction((p, ct) =>
+        {
+            var args = new JsonObject { ["site"] = p.GetValue(site), ["size"] = p.GetValue(size) };
+            if (p.GetValue(orderName) is { } n)
+                args["name"] = n;
+            return Call(p, "vm.order", args, d => Console.WriteLine($"ordered {d?["name"]} ({d?["mac"]}, {d?["size"]}, {d?["kind"]}) on {d?["site"]}"), ct);
+        });
+        vm.Add(order);
+
+        var moveName = new Argument<string>("name") { Description = "The VM" };
+        var to = new Option<string>("--to") { Description = "The site to move it to", Required = true };
+        var move = new Command("move", "Move a VM to another site; it keeps its MAC, address and (live) its connections.") { moveName, to };
+        move.SetAction((p, ct) => Call(p, "vm.move", new JsonObject { ["name"] = p.GetValue(moveName), ["to"] = p.GetValue(to) },
+            d => Console.WriteLine($"moved {d?["name"]} from {d?["from"]} to {d?["to"]} ({d?["mode"]})"), ct));
+        vm.Add(move);
+
+        var removeName = new Argument<string>("name") { Description = "The VM" };
+        var remove = new Command("remove", "End a VM and remove everything it had on its site.") { removeName };
+        remove.SetAction((p, ct) => Call(p, "vm.remove", new JsonObject { ["name"] = p.GetValue(removeName) },
+            d => Console.WriteLine($"removed {d?["name"]}"), ct));
+        vm.Add(remove);
+        return vm;
+    }
+
+    private static void PrintSites(JsonNode? data)
+    {
+        var t = new TableWriter("SITE", "PROVIDER", "VMS");
+        foreach (var s in data?.AsArray() ?? [])
+            t.Add(s?["site"]?.GetValue<string>(), s?["provider"]?.GetValue<string>(), s?["vms"]?.GetValue<int>());
+        Console.Write(t);
     }
 
     private static Command HostCommands()
@@ -165,13 +217,15 @@ internal static class ControlCli
         var address = new Argument<string>("address") { Description = "Its address:port" };
         var transport = new Option<string>("--transport", "-t") { Description = "tcp or udp", DefaultValueFactory = _ => "tcp" };
         transport.AcceptOnlyFromAmong("tcp", "udp");
-        var add = new Command("add", "Add a link this daemon dials and keeps up.") { peer, address, transport };
-        add.SetAction((p, ct) => Call(p, "link.add", new JsonObject
+        var streams = new Option<int>("--streams") { Description = "TCP links: parallel connections, 1 to 8, frames spread over them by flow", DefaultValueFactory = _ => 1 };
+        var add = new Command("add", "Add a link this daemon dials and keeps up.") { peer, address, transport, streams };
+        add.SetAction((p, ct) =>
         {
-            ["peer"] = p.GetValue(peer),
-            ["address"] = p.GetValue(address),
-            ["transport"] = p.GetValue(transport),
-        }, d => PrintLinks(new JsonArray(d?.DeepClone())), ct));
+            var args = new JsonObject { ["peer"] = p.GetValue(peer), ["address"] = p.GetValue(address), ["transport"] = p.GetValue(transport) };
+            if (p.GetValue(streams) != 1)
+                args["streams"] = p.GetValue(streams);
+            return Call(p, "link.add", args, d => PrintLinks(new JsonArray(d?.DeepClone())), ct);
+        });
 
         var delPeer = new Argument<string>("peer") { Description = "The other daemon's name" };
         var del = new Command("del", "Remove a link (refused while user rules use it).") { delPeer };
@@ -356,11 +410,12 @@ internal static class ControlCli
 
     private static void PrintLinks(JsonNode? data)
     {
-        var t = new TableWriter("PEER", "TRANSPORT", "STAR", "STATE", "REMOTE", "UDP PEER", "ROAMS", "RTT ms", "TX", "RX", "DROPS", "SESSIONS",
+        var t = new TableWriter("PEER", "TRANSPORT", "STAR", "STATE", "STREAMS", "REMOTE", "UDP PEER", "ROAMS", "RTT ms", "TX", "RX", "DROPS", "SESSIONS",
             "AUTH FAIL", "REKEYS", "EMULATION", "LAST DOWN");
         foreach (var l in DaemonJson.FromNode<List<LinkStatus>>(data) ?? [])
         {
-            t.Add(l.Peer, l.Transport, l.Star, l.Up ? "up" : "down", l.Remote ?? l.Dial, l.DatagramRemote, l.Roams, l.RttMs,
+            // Streams up of those the link spreads over; a link of one stream shows 1/1 or 0/1.
+            t.Add(l.Peer, l.Transport, l.Star, l.Up ? "up" : "down", $"{l.StreamsUp}/{l.Streams}", l.Remote ?? l.Dial, l.DatagramRemote, l.Roams, l.RttMs,
                 $"{l.TxFrames}/{TableWriter.Bytes(l.TxBytes)}", $"{l.RxFrames}/{TableWriter.Bytes(l.RxBytes)}", l.TxDrops, l.Sessions,
                 l.AuthenticationFailures, l.Rekeys, l.Emulation, l.LastDownReason);
         }
@@ -406,9 +461,9 @@ internal static class ControlCli
 
     private static void PrintVms(JsonNode? data)
     {
-        var t = new TableWriter("MAC", "DAEMON", "INTERFACE", "LOCAL");
+        var t = new TableWriter("MAC", "DAEMON", "INTERFACE", "LOCAL", "ADDRESS", "NAME", "STATE");
         foreach (var v in DaemonJson.FromNode<List<VmStatus>>(data) ?? [])
-            t.Add(v.Mac, v.Daemon, v.Interface, v.Local);
+            t.Add(v.Mac, v.Daemon, v.Interface, v.Local, v.Address, v.Name, v.State);
         Console.Write(t);
     }
 

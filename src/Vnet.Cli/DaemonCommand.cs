@@ -32,6 +32,7 @@ internal static class DaemonCommand
         var proxyName = new Option<string?>("--proxy-name") { Description = "Hosts: the Proxy's daemon name (default proxy)" };
         var transport = new Option<string?>("--transport") { Description = "Hosts: star link transport, tcp or udp (default tcp)" };
         transport.AcceptOnlyFromAmong("tcp", "udp");
+        var streams = new Option<int?>("--streams") { Description = "Hosts: parallel connections of a TCP star link, 1 to 8, frames spread over them by flow (default 1)" };
         var taps = new Option<string[]>("--tap") { Description = "TAP interface to create or attach (repeatable)", Arity = ArgumentArity.ZeroOrMore };
         var pcaps = new Option<string[]>("--pcap") { Description = "Existing NIC to open as a packet socket, interface kind pcap (repeatable)", Arity = ArgumentArity.ZeroOrMore };
         var lans = new Option<string[]>("--lan") { Description = "Proxy: interface that is the user's LAN (repeatable)", Arity = ArgumentArity.ZeroOrMore };
@@ -40,13 +41,17 @@ internal static class DaemonCommand
         var tapQueues = new Option<int?>("--tap-queues") { Description = $"Receive queues of the --tap interfaces, 1 to {InterfaceConfig.MaxQueues} (IFF_MULTI_QUEUE above 1; default 1)" };
         var socket = new Option<string?>("--control-socket") { Description = "Control socket path (default /run/vnet/NAME.sock)" };
         var metrics = new Option<string?>("--metrics") { Description = "Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9464 (no authentication; default: off)" };
+        var web = new Option<string?>("--web") { Description = "Proxy: serve the web front at http://ADDR:PORT/ (PORT alone: 127.0.0.1; default: off; docs/web.md)" };
+        var webTokenFile = new Option<string?>("--web-token-file") { Description = "The web front's token file, mode 0600 (required when --web is not a loopback address)" };
+        var vmProvider = new Option<string?>("--vm-provider") { Description = "Hosts: make VMs on the Proxy's order with netns (namespaces, demos) or qemu (default: none)" };
+        vmProvider.AcceptOnlyFromAmong("none", "netns", "qemu");
         var logLevel = new Option<string>("--log-level") { Description = "trace, debug, information, warning, error", DefaultValueFactory = _ => "information" };
         logLevel.AcceptOnlyFromAmong("trace", "debug", "information", "warning", "error");
 
         var command = new Command("daemon", "Run a VNET daemon (a host, or the Proxy) until SIGTERM or SIGINT.")
         {
-            config, name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, admit, hostsFile, adminKeys, acceptTools,
-            taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, logLevel,
+            config, name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, streams, admit, hostsFile, adminKeys, acceptTools,
+            taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, web, webTokenFile, vmProvider, logLevel,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -62,12 +67,19 @@ internal static class DaemonCommand
                     if (parse.GetValue(socket) is { } s)
                         daemonConfig = daemonConfig with { ControlSocket = s };
                     if (parse.GetValue(metrics) is { } m)
-                        daemonConfig = (daemonConfig with { Metrics = DaemonConfig.ParseMetrics(m, "--metrics") }).Validated();
+                        daemonConfig = daemonConfig with { Metrics = DaemonConfig.ParseMetrics(m, "--metrics") };
+                    if (parse.GetValue(web) is { } w)
+                        daemonConfig = daemonConfig with { Web = DaemonConfig.ParseWeb(w, "--web") };
+                    if (parse.GetValue(webTokenFile) is { } t)
+                        daemonConfig = daemonConfig with { WebToken = DaemonConfig.ReadWebToken(t, "--web-token-file") };
+                    if (parse.GetValue(vmProvider) is { } v)
+                        daemonConfig = daemonConfig with { VmProvider = DaemonConfig.ReadVmProvider(v, "--vm-provider") };
+                    daemonConfig = daemonConfig.Validated();
                 }
                 else
                 {
-                    daemonConfig = FromOptions(parse, new Options(name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, admit, hostsFile,
-                        adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics));
+                    daemonConfig = FromOptions(parse, new Options(name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, streams, admit, hostsFile,
+                        adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, web, webTokenFile, vmProvider));
                 }
             }
             catch (ConfigException e)
@@ -81,9 +93,10 @@ internal static class DaemonCommand
     }
 
     private sealed record Options(Option<string?> Name, Option<string?> Role, Option<string?> Listen, Option<string?> KeyFile, Option<string?> PskFile,
-        Option<string?> Proxy, Option<string?> ProxyKey, Option<string?> ProxyName, Option<string?> Transport, Option<string[]> Admit,
+        Option<string?> Proxy, Option<string?> ProxyKey, Option<string?> ProxyName, Option<string?> Transport, Option<int?> Streams, Option<string[]> Admit,
         Option<string?> HostsFile, Option<string[]> AdminKeys, Option<bool?> AcceptTools, Option<string[]> Taps, Option<string[]> Pcaps,
-        Option<string[]> Lans, Option<int?> Mtu, Option<bool> NoOffloads, Option<int?> TapQueues, Option<string?> Socket, Option<string?> Metrics);
+        Option<string[]> Lans, Option<int?> Mtu, Option<bool> NoOffloads, Option<int?> TapQueues, Option<string?> Socket, Option<string?> Metrics,
+        Option<string?> Web, Option<string?> WebTokenFile, Option<string?> VmProvider);
 
     private static DaemonConfig FromOptions(ParseResult p, Options o)
     {
@@ -157,6 +170,7 @@ internal static class DaemonCommand
             ProxyKey = proxyKey,
             ProxyName = p.GetValue(o.ProxyName) ?? "proxy",
             ProxyTransport = p.GetValue(o.Transport) == "udp" ? LinkTransport.Udp : LinkTransport.Tcp,
+            ProxyStreams = p.GetValue(o.Streams) ?? 1,
             Hosts = hosts,
             HostsFile = p.GetValue(o.HostsFile) is { } hostsFile ? Path.GetFullPath(hostsFile) : null,
             AdminKeys = admins,
@@ -164,6 +178,9 @@ internal static class DaemonCommand
             Interfaces = interfaces,
             ControlSocket = p.GetValue(o.Socket),
             Metrics = p.GetValue(o.Metrics) is { } metrics ? DaemonConfig.ParseMetrics(metrics, "--metrics") : null,
+            Web = p.GetValue(o.Web) is { } web ? DaemonConfig.ParseWeb(web, "--web") : null,
+            WebToken = p.GetValue(o.WebTokenFile) is { } tokenFile ? DaemonConfig.ReadWebToken(tokenFile, "--web-token-file") : null,
+            VmProvider = DaemonConfig.ReadVmProvider(p.GetValue(o.VmProvider), "--vm-provider"),
         }.Validated().WithHostsFile();
     }
 

@@ -194,6 +194,11 @@ public sealed partial class ChangeSetService
             {
                 var peer = Need(c.Peer, "peer");
                 var transport = c.Transport ?? LinkTransport.Tcp;
+                var streams = c.Streams ?? 1;
+                if (streams is < 1 or > LinkPort.MaxStreams)
+                    throw new DaemonCommandException($"streams {streams} is out of range (1..{LinkPort.MaxStreams})");
+                if (streams > 1 && transport != LinkTransport.Tcp)
+                    throw new DaemonCommandException("several streams apply to TCP links only");
                 IPEndPoint? dial = null;
                 if (c.Dial is not null && (!IPEndPoint.TryParse(c.Dial, out dial) || dial.Port == 0))
                     throw new DaemonCommandException($"'{c.Dial}' is not an address:port");
@@ -220,7 +225,7 @@ public sealed partial class ChangeSetService
                 return (c, () =>
                 {
                     if (dial is not null)
-                        _linkService.Add(peer, dial, transport, origin);
+                        _linkService.Add(peer, dial, transport, origin, streams);
                     else
                         _linkService.Expect(peer, transport, origin);
                 }, () => _linkService.RemoveForce(peer));
@@ -240,10 +245,11 @@ public sealed partial class ChangeSetService
                 var transport = port.Transport;
                 var dial = port.DialAddress;
                 var origin = port.Origin;
+                var streams = port.Streams;
                 return (c, () => _linkService.RemoveForce(peer), () =>
                 {
                     if (dial is not null)
-                        _linkService.Restore(peer, dial, transport, origin);
+                        _linkService.Restore(peer, dial, transport, origin, streams);
                     else
                         _linkService.Expect(peer, transport, origin);
                 });

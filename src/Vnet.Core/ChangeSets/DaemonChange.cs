@@ -61,6 +61,9 @@ public sealed record DaemonChange
 
     public LinkTransport? Transport { get; init; }
 
+    /// <summary>A link this daemon dials: its parallel connections (TCP, 1 to 8; null: 1).</summary>
+    public int? Streams { get; init; }
+
     /// <summary>Where to dial the peer (address:port); adaptation writes <c>@name</c> until it knows the address.</summary>
     public string? Dial { get; init; }
 
@@ -77,7 +80,7 @@ public sealed record DaemonChange
         ChangeOp.RemoveRule => $"remove rule {RuleText}",
         ChangeOp.AddLink => Dial is null
             ? $"add link {Peer} ({Text(Transport ?? LinkTransport.Tcp)}, dialed by {Peer})"
-            : $"add link {Peer} ({Text(Transport ?? LinkTransport.Tcp)}, dials {Dial})",
+            : $"add link {Peer} ({Text(Transport ?? LinkTransport.Tcp)}, dials {Dial}{(Streams > 1 ? $", {Streams} streams" : "")})",
         ChangeOp.RemoveLink => $"remove link {Peer}",
         _ => Op.ToString(),
     };

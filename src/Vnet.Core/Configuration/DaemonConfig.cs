@@ -55,7 +55,8 @@ public sealed record InterfaceConfig
 }
 
 /// <summary>A link this daemon dials at start (besides the star link to the Proxy); the peer's key when it is not learned from the Proxy.</summary>
-public sealed record LinkConfig(string Peer, IPEndPoint Address, LinkTransport Transport, PublicKeyId? PublicKey = null);
+/// <summary>A link this daemon dials; <paramref name="Streams"/> parallel connections (TCP links, 1 to 8), frames spread over them by flow.</summary>
+public sealed record LinkConfig(string Peer, IPEndPoint Address, LinkTransport Transport, PublicKeyId? PublicKey = null, int Streams = 1);
 
 /// <summary>Proxy: a host admitted to the overlay, by name and public key; <paramref name="Where"/> names its entry in errors.</summary>
 public sealed record AdmittedHost(string Name, PublicKeyId PublicKey, string? Where = null)
@@ -111,6 +112,9 @@ public sealed record DaemonConfig
 
     public LinkTransport ProxyTransport { get; init; } = LinkTransport.Tcp;
 
+    /// <summary>Hosts: parallel connections of the star link (TCP only; 1 to 8, default 1).</summary>
+    public int ProxyStreams { get; init; } = 1;
+
     public IReadOnlyList<InterfaceConfig> Interfaces { get; init; } = [];
 
     public IReadOnlyList<LinkConfig> Links { get; init; } = [];
@@ -124,7 +128,26 @@ public sealed record DaemonConfig
     /// </summary>
     public IPEndPoint? Metrics { get; init; }
 
+    /// <summary>
+    /// Proxy: where the web front is served (<c>web</c>, <c>--web</c>; docs/web.md); null: none (the
+    /// default). A host refuses the setting: it is reached through the Proxy, whose front shows it.
+    /// </summary>
+    public IPEndPoint? Web { get; init; }
+
+    /// <summary>
+    /// The web front's token, read from <c>web_token_file</c> (<c>--web-token-file</c>), a private
+    /// file as the key files are. Required when <see cref="Web"/> is not a loopback address; with
+    /// it, every request must carry it (a bearer header or the cookie the login sets).
+    /// </summary>
+    public WebToken? WebToken { get; init; }
+
     public byte HopLimit { get; init; } = 8;
+
+    /// <summary>Hosts: what makes VMs here on the Proxy's order (<c>vm_provider</c>); none by default.</summary>
+    public Vms.Providers.VmProviderKind VmProvider { get; init; }
+
+    /// <summary>Where the VM provider keeps its files (DHCP scripts, QEMU sockets and images); <c>vm_dir</c>.</summary>
+    public string? VmDirectory { get; init; }
 
     /// <summary>Most VM MACs one interface may learn, a guard against MAC flooding.</summary>
     public int MaxLearnedPerInterface { get; init; } = 256;
@@ -170,6 +193,8 @@ public sealed record DaemonConfig
             throw new ConfigException("proxy.name", $"'{ProxyName}' is not a valid daemon name");
         if (Role == DaemonRole.Host && ProxyName == Name)
             throw new ConfigException("proxy.name", "a host cannot be its own Proxy");
+        if (VmProvider != Vms.Providers.VmProviderKind.None && Role == DaemonRole.Proxy)
+            throw new ConfigException("vm_provider", "the Proxy hosts no VMs: give vm_provider to hosts");
         if (HopLimit is 0 or > 64)
             throw new ConfigException("hop_limit", "must be between 1 and 64");
         var seen = new HashSet<string>(StringComparer.Ordinal);
@@ -198,15 +223,59 @@ public sealed record DaemonConfig
         }
         if (Metrics is not null && Metrics.Port == Listen.Port && Overlap(Metrics.Address, Listen.Address))
             throw new ConfigException("metrics", $"{Metrics} is the link port ({Listen}): give the metrics endpoint a port of its own");
+        if (ProxyStreams is < 1 or > LinkPort.MaxStreams)
+            throw new ConfigException("proxy.streams", $"{ProxyStreams} is out of range (1..{LinkPort.MaxStreams})");
+        if (ProxyStreams > 1 && ProxyTransport != LinkTransport.Tcp)
+            throw new ConfigException("proxy.streams", "several streams apply to TCP links only");
+        CheckWeb();
         var peers = new HashSet<string>(StringComparer.Ordinal);
         foreach (var l in Links)
         {
             if (!Names.IsValid(l.Peer) || l.Peer == Name || (Role == DaemonRole.Host && l.Peer == ProxyName) || !peers.Add(l.Peer))
                 throw new ConfigException($"link '{l.Peer}'", "needs a valid peer name, not this daemon, the Proxy or a peer listed twice");
+            if (l.Streams is < 1 or > LinkPort.MaxStreams)
+                throw new ConfigException($"link '{l.Peer}'.streams", $"{l.Streams} is out of range (1..{LinkPort.MaxStreams})");
+            if (l.Streams > 1 && l.Transport != LinkTransport.Tcp)
+                throw new ConfigException($"link '{l.Peer}'.streams", "several streams apply to TCP links only");
         }
         CheckKeys();
         return this;
     }
+
+    private void CheckWeb()
+    {
+        if (Web is null)
+        {
+            if (WebToken is not null)
+                throw new ConfigException("web_token_file", "given without web (the address of the web front)");
+            return;
+        }
+        if (Role != DaemonRole.Proxy)
+            throw new ConfigException("web", "only the Proxy serves the web front (a host is seen and controlled through it)");
+        if (Web.Port == Listen.Port && Overlap(Web.Address, Listen.Address))
+            throw new ConfigException("web", $"{Web} is the link port ({Listen}): give the web front a port of its own");
+        if (Metrics is not null && Web.Port == Metrics.Port && Overlap(Web.Address, Metrics.Address))
+            throw new ConfigException("web", $"{Web} is the metrics endpoint's port ({Metrics}): give the web front a port of its own");
+        if (WebToken is null && !IPAddress.IsLoopback(Web.Address))
+            throw new ConfigException("web_token_file", $"missing: the web front at {Web} is reachable from other machines, so it needs a token (a private file, e.g. 'openssl rand -hex 32 > web.token; chmod 600 web.token')");
+    }
+
+    /// <summary>
+    /// The web front's address from the configuration or the command line: ADDR:PORT, or PORT
+    /// alone for 127.0.0.1:PORT (the default address).
+    /// </summary>
+    public static IPEndPoint ParseWeb(string text, string field)
+    {
+        if (int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var port) && port is > 0 and <= 65535)
+            return new IPEndPoint(IPAddress.Loopback, port);
+        if (!IPEndPoint.TryParse(text, out var endPoint) || endPoint.Port == 0 || !text.Contains(':', StringComparison.Ordinal))
+            throw new ConfigException(field, $"'{text}' is not an address:port such as 127.0.0.1:8080 (or a port alone, on 127.0.0.1)");
+        return endPoint;
+    }
+
+    /// <summary>The web front's token from its file (checked as the key files are).</summary>
+    public static WebToken ReadWebToken(string path, string field) =>
+        WebToken.TryParse(KeyFiles.Read(path, field), out var error) ?? throw new ConfigException(field, error!);
 
     /// <summary>Whether two TCP sockets bound to these addresses (one port) would clash.</summary>
     private static bool Overlap(IPAddress a, IPAddress b) =>
@@ -216,6 +285,20 @@ public sealed record DaemonConfig
     /// The metrics endpoint from the configuration (<c>metrics</c>) or the command line
     /// (<c>--metrics</c>): an address and a port other than 0, e.g. <c>127.0.0.1:9464</c>.
     /// </summary>
+    public static Vms.Providers.VmProviderKind ReadVmProvider(string? text, string field)
+    {
+        if (text is null)
+            return Vms.Providers.VmProviderKind.None;
+        try
+        {
+            return Vms.Providers.VmNames.ParseProvider(text);
+        }
+        catch (FormatException e)
+        {
+            throw new ConfigException(field, e.Message);
+        }
+    }
+
     public static IPEndPoint ParseMetrics(string text, string field)
     {
         if (!IPEndPoint.TryParse(text, out var endPoint) || endPoint.Port == 0 || !text.Contains(':', StringComparison.Ordinal))
@@ -372,13 +455,15 @@ public sealed record DaemonConfig
         IPEndPoint? proxyAddress = null;
         PublicKeyId? proxyKey = null;
         var proxyTransport = LinkTransport.Tcp;
+        var proxyStreams = 1;
         if (reader.Table("proxy") is { } p)
         {
             proxyName = p.String("name") ?? "proxy";
             proxyAddress = p.EndPoint("address") ?? throw new ConfigException("proxy.address", "missing");
             proxyTransport = p.Transport("transport") ?? LinkTransport.Tcp;
             proxyKey = p.PublicKey("public_key") ?? throw new ConfigException("proxy.public_key", "missing (the Proxy's public key)");
-            p.RejectUnknown("name", "address", "transport", "public_key");
+            proxyStreams = p.Int("streams") ?? 1;
+            p.RejectUnknown("name", "address", "transport", "public_key", "streams");
         }
 
         var hosts = new List<AdmittedHost>();
@@ -423,8 +508,9 @@ public sealed record DaemonConfig
                 l.String("peer") ?? throw new ConfigException(l.Path + ".peer", "missing"),
                 l.EndPoint("address") ?? throw new ConfigException(l.Path + ".address", "missing"),
                 l.Transport("transport") ?? LinkTransport.Tcp,
-                l.PublicKey("public_key")));
-            l.RejectUnknown("peer", "address", "transport", "public_key");
+                l.PublicKey("public_key"),
+                l.Int("streams") ?? 1));
+            l.RejectUnknown("peer", "address", "transport", "public_key", "streams");
         }
 
         var emulation = new Dictionary<string, LinkEmulation>(StringComparer.Ordinal);
@@ -460,11 +546,16 @@ public sealed record DaemonConfig
             ProxyName = proxyName,
             ProxyAddress = proxyAddress,
             ProxyTransport = proxyTransport,
+            ProxyStreams = proxyStreams,
             Interfaces = interfaces,
             Links = links,
             ControlSocket = reader.String("control_socket"),
             Metrics = reader.String("metrics") is { } metrics ? ParseMetrics(metrics, "metrics") : null,
+            Web = reader.String("web") is { } web ? ParseWeb(web, "web") : null,
+            WebToken = reader.String("web_token_file") is { } tokenFile ? ReadWebToken(PathOf(tokenFile, source), "web_token_file") : null,
             HopLimit = (byte)Math.Clamp(reader.Int("hop_limit") ?? 8, 0, 255),
+            VmProvider = ReadVmProvider(reader.String("vm_provider"), "vm_provider"),
+            VmDirectory = reader.String("vm_dir") is { } vmDir ? PathOf(vmDir, source) : null,
             MaxLearnedPerInterface = reader.Int("max_learned_per_interface") ?? 256,
             QueueCapacity = reader.Int("queue_capacity") ?? 1024,
             Emulation = emulation,
@@ -478,8 +569,8 @@ public sealed record DaemonConfig
             AdaptationBudget = reader.Int("adaptation_budget") ?? 2,
             Vttif = ReadVttif(reader),
         };
-        reader.RejectUnknown("name", "role", "listen", "key_file", "psk_file", "host", "hosts_file", "admin_keys", "accept_tools", "proxy", "interface", "link", "control_socket", "metrics",
-            "hop_limit", "max_learned_per_interface", "queue_capacity", "emulate", "adaptation", "adaptation_budget", "vttif");
+        reader.RejectUnknown("name", "role", "listen", "key_file", "psk_file", "host", "hosts_file", "admin_keys", "accept_tools", "proxy", "interface", "link", "control_socket", "metrics", "web", "web_token_file",
+            "hop_limit", "max_learned_per_interface", "queue_capacity", "emulate", "adaptation", "adaptation_budget", "vttif", "vm_provider", "vm_dir");
         return config;
     }
 

@@ -12,6 +12,8 @@ using Vnet.Language;
 using Vnet.Links;
 using Vnet.Overlay;
 using Vnet.Peers;
+using Vnet.Vms;
+using Vnet.Vms.Providers;
 
 namespace Vnet.Control;
 
@@ -54,7 +56,38 @@ public sealed class CommandDispatcher : ICommandHandler
             ["interface.list"] = _ => Run(() => d.Interfaces.List(d.Vms.CountOn)),
             ["interface.add"] = AddInterface,
             ["interface.del"] = a => Do(() => d.Interfaces.Remove(ControlArgs.Required(a, "name"))),
-            ["vm.list"] = _ => Run(d.Vms.List),
+            ["vm.list"] = _ => Run(d.VmList),
+            ["vm.sites"] = async _ => await Proxy(d.Inventory).SitesAsync().ConfigureAwait(false),
+            ["vm.order"] = a =>
+            {
+                var size = VmNames.ParseSize(ControlArgs.Optional(a, "size") ?? "small");
+                var name = ControlArgs.Optional(a, "name");
+                if (name is not null)
+                    VmNames.Check(name);
+                return Wrap(Proxy(d.Inventory).OrderAsync(ControlArgs.Required(a, "site"), size, name));
+            },
+            ["vm.move"] = a => Wrap(Proxy(d.Inventory).MoveAsync(VmNames.Check(ControlArgs.Required(a, "name")), ControlArgs.Required(a, "to"))),
+            ["vm.remove"] = a => Wrap(Proxy(d.Inventory).RemoveAsync(VmNames.Check(ControlArgs.Required(a, "name")))),
+            // Host side: the Proxy calls these over the star link.
+            ["vm.host"] = _ => d.Run(() => (JsonNode?)Host(d.VmHost).Describe()),
+            ["vm.create"] = a => Wrap(Host(d.VmHost).CreateAsync(VmArgs.Spec(a))),
+            ["vm.destroy"] = async a =>
+            {
+                var name = VmNames.Check(ControlArgs.Required(a, "name"));
+                await Host(d.VmHost).DestroyAsync(name).ConfigureAwait(false);
+                return new JsonObject { ["name"] = name };
+            },
+            ["vm.prepare"] = async a => VmArgs.ToNode(await Host(d.VmHost).PrepareAsync(VmArgs.Spec(a)).ConfigureAwait(false)),
+            ["vm.release"] = async a => VmArgs.ToNode(await Host(d.VmHost).ReleaseAsync(
+                VmNames.Check(ControlArgs.Required(a, "name")), VmArgs.Incoming(a["incoming"] as JsonObject)).ConfigureAwait(false)),
+            ["vm.adopt"] = a => Wrap(Host(d.VmHost).AdoptAsync(VmNames.Check(ControlArgs.Required(a, "name")),
+                VmArgs.Handover(a["handover"] as JsonObject ?? throw new DaemonCommandException("missing argument 'handover'")))),
+            ["vm.abort"] = async a =>
+            {
+                var name = VmNames.Check(ControlArgs.Required(a, "name"));
+                await Host(d.VmHost).AbortAsync(name).ConfigureAwait(false);
+                return new JsonObject { ["name"] = name };
+            },
             ["host.list"] = _ => d.Run(() => (JsonNode?)new JsonArray([.. d.Keys.List().Select(k => (JsonNode)new JsonObject { ["name"] = k.Name, ["publicKey"] = k.Key.ToString() })])),
             ["host.admit"] = a => d.Run(() =>
             {
@@ -125,6 +158,14 @@ public sealed class CommandDispatcher : ICommandHandler
 
     private Task<JsonNode?> Run<T>(Func<T> command) => Wrap(_daemon.Run(command));
 
+    private static async Task<JsonNode?> Wrap(Task<JsonObject> result) => await result.ConfigureAwait(false);
+
+    private VmInventory Proxy(VmInventory? inventory) =>
+        inventory ?? throw new DaemonCommandException($"{_daemon.Name} is a host: VMs are ordered, moved and removed at the Proxy");
+
+    private VmHostService Host(VmHostService? host) =>
+        host ?? throw new DaemonCommandException($"{_daemon.Name} is the Proxy: it runs no VMs itself");
+
     private static async Task<JsonNode?> Wrap<T>(Task<T> result) => DaemonJson.ToNode(await result.ConfigureAwait(false));
 
     private Task<JsonNode?> Do(Action command) => _daemon.Run(() =>
@@ -140,9 +181,10 @@ public sealed class CommandDispatcher : ICommandHandler
         if (!IPEndPoint.TryParse(text, out var address) || address.Port == 0)
             throw new DaemonCommandException($"'{text}' is not an address:port");
         var transport = ControlArgs.ParseTransport(ControlArgs.Optional(a, "transport") ?? "tcp");
+        var streams = (int)Math.Clamp(ControlArgs.OptionalLong(a, "streams") ?? 1, int.MinValue, int.MaxValue);
         return Run(() =>
         {
-            _daemon.LinkCommands.Add(peer, address, transport);
+            _daemon.LinkCommands.Add(peer, address, transport, streams: streams);
             return _daemon.LinkCommands.List().First(l => l.Peer == peer);
         });
     }
@@ -250,6 +292,55 @@ public sealed class CommandDispatcher : ICommandHandler
             map[part[..eq]] = n;
         }
         return map;
+    }
+}
+
+/// <summary>The arguments of the host-side VM verbs, as the Proxy's <see cref="VmInventory"/> writes them.</summary>
+public static class VmArgs
+{
+    /// <summary><c>{ "name", "mac", "size" }</c> → a spec, each part checked.</summary>
+    public static VmSpec Spec(JsonObject a)
+    {
+        var name = VmNames.Check(ControlArgs.Required(a, "name"));
+        var text = ControlArgs.Required(a, "mac");
+        if (!MacAddress.TryParse(text, out var mac) || mac.IsGroup || mac == MacAddress.Zero)
+            throw new DaemonCommandException($"'{text}' is not a unicast MAC address");
+        return new VmSpec(name, mac, VmNames.ParseSize(ControlArgs.Optional(a, "size") ?? "small"));
+    }
+
+    public static JsonObject ToNode(VmIncoming incoming) => new() { ["address"] = incoming.Address, ["deviceReady"] = incoming.DeviceReady };
+
+    public static VmIncoming Incoming(JsonObject? a) =>
+        a is null ? new VmIncoming(null, false) : new VmIncoming(ControlArgs.Optional(a, "address"), ControlArgs.OptionalBool(a, "deviceReady") ?? false);
+
+    public static JsonObject ToNode(VmHandover h) => new()
+    {
+        ["mode"] = VmNames.Text(h.Mode),
+        ["addresses"] = new JsonArray([.. h.Addresses.Select(x => (JsonNode)JsonValue.Create(x))]),
+        ["gateway"] = h.Gateway,
+    };
+
+    /// <summary>A handover from the VM's old host: a bounded list of address/prefix texts, each checked.</summary>
+    public static VmHandover Handover(JsonObject a)
+    {
+        var mode = VmNames.ParseMode(ControlArgs.Required(a, "mode"));
+        var addresses = new List<string>();
+        if (a["addresses"] is JsonArray list)
+        {
+            if (list.Count > 16)
+                throw new DaemonCommandException("a handover carries at most 16 addresses");
+            foreach (var item in list)
+            {
+                var text = item is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
+                if (text is null || !VmNames.IsIpv4WithPrefix(text))
+                    throw new DaemonCommandException($"'{item}' is not an address/prefix");
+                addresses.Add(text);
+            }
+        }
+        var gateway = ControlArgs.Optional(a, "gateway");
+        if (gateway is not null && !IPAddress.TryParse(gateway, out _))
+            throw new DaemonCommandException($"gateway '{gateway}' is not an address");
+        return new VmHandover(mode, addresses, gateway);
     }
 }
 

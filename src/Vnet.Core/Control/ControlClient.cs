@@ -35,17 +35,25 @@ public static class ControlClient
     /// <summary>How long a command may take before the client gives up on the daemon.</summary>
     public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How long one command may take: 30 s, but VM orders, moves and removals wait for hosts that
+    /// boot guests and migrate them (the Proxy bounds each step itself), so they get 4 minutes.
+    /// </summary>
+    public static TimeSpan TimeoutFor(string command) =>
+        command is "vm.order" or "vm.move" or "vm.remove" ? TimeSpan.FromMinutes(4) : Timeout;
+
     public static async Task<JsonNode?> SendAsync(string socketPath, string command, JsonObject? args = null, CancellationToken ct = default)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        timeout.CancelAfter(Timeout);
+        var limit = TimeoutFor(command);
+        timeout.CancelAfter(limit);
         try
         {
             return await Exchange(socketPath, command, args, timeout.Token);
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
-            throw new ControlException($"the daemon at {socketPath} did not answer '{command}' within {Timeout.TotalSeconds:0} s");
+            throw new ControlException($"the daemon at {socketPath} did not answer '{command}' within {limit.TotalSeconds:0} s");
         }
     }
 
@@ -85,7 +93,7 @@ public static class RemoteControlClient
         string command, JsonObject? args = null, CancellationToken ct = default)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        timeout.CancelAfter(ControlClient.Timeout);
+        timeout.CancelAfter(ControlClient.TimeoutFor(command));
         using var socket = new Socket(daemon.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
         {

@@ -168,6 +168,7 @@ public static class DaemonControl
     {
         var dispatcher = new CommandDispatcher(daemon);
         daemon.Peers.Commands = dispatcher;
+        daemon.Commands = dispatcher;
         var tools = new ToolSessionHost(dispatcher, daemon.ToolSessions, daemon.Keys.IsAdministrator, daemon.Loggers.CreateLogger("vnet.control"));
         daemon.Keys.AdministratorsChanged += () => tools.EndRevoked();
         daemon.Links.ToolSessions = tools;

@@ -78,7 +78,12 @@ public sealed record LinkStatus(
     long? AuthenticationFailures = null,
     long? Rekeys = null,
     string? DatagramRemote = null,
-    long? Roams = null);
+    long? Roams = null,
+    int Streams = 1,
+    int StreamsUp = 0,
+    IReadOnlyList<long>? StreamTxFrames = null,
+    IReadOnlyList<long>? StreamRxFrames = null,
+    long StreamSessions = 0);
 
 public sealed record InterfaceStatus(
     string Name,
@@ -99,7 +104,25 @@ public sealed record InterfaceStatus(
     IReadOnlyList<long>? QueueRxFrames = null,
     bool Waiting = false);
 
-public sealed record VmStatus(MacAddress Mac, string Daemon, string? Interface, bool Local);
+/// <summary>
+/// A VM as <c>vm.list</c> shows it: where it lives (<see cref="Daemon"/>, also as <see cref="Site"/>),
+/// the IPv4 address its ARP and DHCP frames showed (or null), and, for a VM ordered through the
+/// Proxy, its name, size, kind and state (null for a VM the overlay only learned).
+/// </summary>
+public sealed record VmStatus(
+    MacAddress Mac,
+    string Daemon,
+    string? Interface,
+    bool Local,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.Never)] string? Address = null,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.Never)] string? Name = null,
+    string? Size = null,
+    string? Kind = null,
+    string? State = null)
+{
+    /// <summary>The site (host daemon) the VM is on: the same as <see cref="Daemon"/>, under the name the web front uses.</summary>
+    public string Site => Daemon;
+}
 
 /// <summary>A rule as tools show it, with its hit counters.</summary>
 public sealed record RuleStatus(
@@ -192,7 +215,8 @@ public sealed record DaemonState(
 public sealed record InterfaceState(string Name, InterfaceKind Kind, int Mtu, string? Bridge, bool Lan, IReadOnlyList<MacAddress> Vms);
 
 /// <summary>A link as this daemon has it: <c>Dial</c> is where it dials the peer, null when the peer dials in.</summary>
-public sealed record LinkState(string Peer, LinkTransport Transport, bool Star, string? Dial, bool Up, string? Remote, RuleOrigin Origin = RuleOrigin.User);
+public sealed record LinkState(string Peer, LinkTransport Transport, bool Star, string? Dial, bool Up, string? Remote, RuleOrigin Origin = RuleOrigin.User,
+    int Streams = 1);
 
 /// <summary>The Proxy's smoothed global matrix, for <c>vnet vttif matrix</c>.</summary>
 public sealed record VttifMatrix(double PeriodSeconds, double TimeConstantSeconds, IReadOnlyList<MatrixCell> Cells);

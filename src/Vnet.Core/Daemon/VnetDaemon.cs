@@ -16,6 +16,8 @@ using Vnet.Metrics;
 using Vnet.Overlay;
 using Vnet.Peers;
 using Vnet.Vms;
+using Vnet.Web;
+using Vnet.Vms.Providers;
 
 namespace Vnet.Daemon;
 
@@ -95,6 +97,12 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         Vttif = new VttifService(config, Switch, Links, Peers, Loop, loggers.CreateLogger("vnet.vttif"));
         Overlay = new OverlayService(config.Name, IsProxy, Peers, Links, () => Run(State), (set, version) => Run(() => ChangeSets.Apply(set, version)));
         Adaptation = new AdaptationService(config, Vttif, Vms, Overlay, Links, Rules, Loop, loggers.CreateLogger("vnet.adapt"));
+        Addresses = new AddressBook();
+        Switch.Addresses = Addresses;
+        if (IsProxy)
+            Inventory = new VmInventory(Peers, Links, Vms, Loop, loggers.CreateLogger("vnet.inventory"));
+        else
+            VmHost = new VmHostService(VmProviders.Create(config, loggers.CreateLogger("vnet.provider")), Interfaces, Vms, Loop, loggers.CreateLogger("vnet.vmhost"));
     }
 
     public DaemonConfig Config { get; }
@@ -140,6 +148,53 @@ public sealed partial class VnetDaemon : IAsyncDisposable
 
     public AdaptationService Adaptation { get; }
 
+    /// <summary>The IPv4 address each MAC was seen using (ARP, DHCPACK), filled by the switch.</summary>
+    public AddressBook Addresses { get; }
+
+    /// <summary>Proxy: the VMs users ordered (<c>vm.order|move|remove</c>); null on a host.</summary>
+    public VmInventory? Inventory { get; }
+
+    /// <summary>Host: the VMs its provider runs here (none without <c>vm_provider</c>); null on the Proxy.</summary>
+    public VmHostService? VmHost { get; }
+
+    /// <summary>
+    /// <c>vm.list</c> (control loop): every VM the directory knows, with the address it was seen
+    /// using and, when it was ordered, its name, size, kind and state; on the Proxy also the ordered
+    /// VMs whose frames were not seen yet.
+    /// </summary>
+    public IReadOnlyList<VmStatus> VmList()
+    {
+        var named = new Dictionary<MacAddress, (string Name, string Size, string Kind, string State)>();
+        if (Inventory is not null)
+        {
+            foreach (var o in Inventory.List())
+                named[o.Mac] = (o.Name, VmNames.Text(o.Size), VmNames.Text(o.Kind), o.State.ToString().ToLowerInvariant());
+        }
+        else if (VmHost is not null)
+        {
+            foreach (var h in VmHost.List())
+                named[h.Spec.Mac] = (h.Spec.Name, VmNames.Text(h.Spec.Size), VmNames.Text(VmHost.Kind), h.State.ToString().ToLowerInvariant());
+        }
+        var list = new List<VmStatus>();
+        foreach (var row in Vms.List())
+        {
+            var address = Addresses.Find(row.Mac)?.ToString();
+            list.Add(named.Remove(row.Mac, out var n)
+                ? row with { Address = address, Name = n.Name, Size = n.Size, Kind = n.Kind, State = n.State }
+                : row with { Address = address });
+        }
+        if (Inventory is not null)
+        {
+            foreach (var o in Inventory.List())
+            {
+                if (named.Remove(o.Mac, out var n))
+                    list.Add(new VmStatus(o.Mac, o.Site, null, false, Addresses.Find(o.Mac)?.ToString(), n.Name, n.Size, n.Kind, n.State));
+            }
+        }
+        list.Sort(static (a, b) => a.Mac.CompareTo(b.Mac));
+        return list;
+    }
+
     /// <summary>Time since the daemon was built.</summary>
     public TimeSpan Uptime => Stopwatch.GetElapsedTime(_started);
 
@@ -148,6 +203,18 @@ public sealed partial class VnetDaemon : IAsyncDisposable
     /// (<see cref="DaemonConfig.Metrics"/>), from <see cref="StartAsync"/> on; else null.
     /// </summary>
     public HttpServer? Http { get; private set; }
+
+    /// <summary>
+    /// The Proxy's web front (<see cref="DaemonConfig.Web"/>), from <see cref="StartAsync"/> on; else
+    /// null. It runs every command through <see cref="Commands"/>, the dispatcher the CLI uses.
+    /// </summary>
+    public HttpServer? Web { get; private set; }
+
+    /// <summary>
+    /// The command dispatcher whoever hosts the daemon attached (<c>DaemonControl.Attach</c>); the
+    /// web front needs it, as it reads and changes nothing but through commands.
+    /// </summary>
+    public ICommandHandler? Commands { get; set; }
 
     public static string VersionText => typeof(VnetDaemon).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
@@ -162,6 +229,14 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         {
             Http = await HttpServer.StartAsync(endPoint, new DaemonMetrics(this).Map, Loggers).ConfigureAwait(false);
             Log.Serving(_logger, Http.LocalEndPoint, DaemonMetrics.Path);
+        }
+        if (Config.Web is { } webAt)
+        {
+            var commands = Commands ?? throw new InvalidOperationException("the web front needs the command dispatcher attached before the daemon starts");
+            var front = new WebFront(Name, commands, Config.WebToken, Loggers.CreateLogger("vnet.web"));
+            Web = await HttpServer.StartAsync(webAt, front.Map, Loggers).ConfigureAwait(false);
+            // The address only: the token is never logged.
+            Log.ServingWeb(_logger, Web.LocalEndPoint, Config.WebToken is null ? "no authentication (loopback)" : "token required");
         }
     }
 
@@ -287,7 +362,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         var interfaces = Interfaces.All.OrderBy(i => i.Name, StringComparer.Ordinal).Select(i =>
             new InterfaceState(i.Name, i.Config.Kind, i.Config.Mtu, i.Config.Bridge, i.Config.Lan, Vms.VmsOn(i.Name))).ToList();
         var links = Links.Links.OrderBy(l => l.Peer, StringComparer.Ordinal).Select(l =>
-            new LinkState(l.Peer, l.Session?.Transport ?? l.Transport, l.Star, l.DialAddress?.ToString(), l.IsUp, l.Session?.RemoteEndPoint, l.Origin)).ToList();
+            new LinkState(l.Peer, l.Session?.Transport ?? l.Transport, l.Star, l.DialAddress?.ToString(), l.IsUp, l.Session?.RemoteEndPoint, l.Origin, l.Streams)).ToList();
         var rules = RuleCommands.List();
         return new DaemonState(Name, Config.Role, Links.LocalEndPoint?.ToString(), interfaces, links, rules,
             StateVersion(Interfaces.All, Links.Links, rules));
@@ -307,7 +382,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             // A link the peer dials appears here when the peer connects: a change set planned
             // before that still applies (it takes the port over), so it is no change of state.
             if (l.DialAddress is not null)
-                lines.Add($"l {l.Peer} {l.Transport} {l.Star} {l.DialAddress} {l.Origin}");
+                lines.Add($"l {l.Peer} {l.Transport} {l.Star} {l.DialAddress} {l.Origin}{(l.Streams > 1 ? $" streams {l.Streams}" : "")}");
         }
         foreach (var r in rules)
         {
@@ -326,11 +401,23 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         if (_disposed)
             return;
         _disposed = true;
+        if (Web is not null)
+        {
+            Log.Stopping(_logger, "web front");
+            await Web.DisposeAsync().ConfigureAwait(false);
+        }
         if (Http is not null)
         {
             // First: a scrape must not meet a daemon half stopped.
             Log.Stopping(_logger, "HTTP endpoint");
             await Http.DisposeAsync().ConfigureAwait(false);
+        }
+        if (VmHost is not null)
+        {
+            // VMs live as long as their daemon: each ends while the loop still runs to close its interface.
+            Log.Stopping(_logger, "VMs");
+            await VmHost.StopAllAsync().ConfigureAwait(false);
+            await VmHost.DisposeAsync().ConfigureAwait(false);
         }
         Log.Stopping(_logger, "links");
         await Links.DisposeAsync().ConfigureAwait(false);
@@ -368,5 +455,8 @@ public sealed partial class VnetDaemon : IAsyncDisposable
 
         [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "Metrics at http://{EndPoint}{Path} (no authentication)")]
         public static partial void Serving(ILogger logger, System.Net.IPEndPoint endPoint, string path);
+
+        [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Web front at http://{EndPoint}/ ({Access})")]
+        public static partial void ServingWeb(ILogger logger, System.Net.IPEndPoint endPoint, string access);
     }
 }

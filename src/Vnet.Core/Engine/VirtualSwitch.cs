@@ -56,6 +56,9 @@ public sealed class VirtualSwitch
     /// <summary>Observes every frame forwarded from a local interface (source, destination, bytes): the traffic matrix hooks in here.</summary>
     public ITrafficObserver? Observer { get; set; }
 
+    /// <summary>Learns the IPv4 address of each MAC from ARP and DHCPACK frames (only those are looked at).</summary>
+    public Vms.AddressBook? Addresses { get; set; }
+
     public ForwardingTable Table => Volatile.Read(ref _table);
 
     public long ForwardedFrames => Volatile.Read(ref _forwarded);
@@ -259,6 +262,9 @@ public sealed class VirtualSwitch
             Drop(frame, DropReason.Malformed);
             return;
         }
+
+        if (Addresses is { } addresses && Vms.AddressBook.IsCandidate(frame.Data))
+            addresses.Observe(frame.Data);
 
         var ingress = frame.IngressPort;
         var sources = Volatile.Read(ref _sources);

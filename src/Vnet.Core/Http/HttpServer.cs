@@ -12,10 +12,11 @@ namespace Vnet.Http;
 
 /// <summary>
 /// A daemon's HTTP port: a small Kestrel server on one address, serving the routes it is given
-/// (today <c>GET /metrics</c>; what is not routed gets 404). It is its own host, apart from the
-/// process's: it takes no signals (the process stops it by disposing it) and logs warnings and
-/// errors only, into the daemon's log. Plain HTTP with no authentication: whoever reaches the
-/// address may read what it serves. Connections are capped at <see cref="MaxConnections"/>.
+/// (<c>GET /metrics</c>, or the Proxy's web front on a port of its own; what is not routed gets
+/// 404). It is its own host, apart from the process's: it takes no signals (the process stops it by
+/// disposing it) and logs warnings and errors only, into the daemon's log. Plain HTTP, and no
+/// authentication of its own: whoever reaches the address may read what the routes serve (the web
+/// front checks its token itself). Connections are capped at <see cref="MaxConnections"/>.
 /// </summary>
 public sealed class HttpServer : IAsyncDisposable
 {

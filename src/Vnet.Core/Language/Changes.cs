@@ -88,13 +88,14 @@ public sealed record RemoveRule(string Daemon, RuleDecl Rule) : Change(Daemon)
 /// One end of a link: <paramref name="Dial"/> is where this daemon dials the peer (the peer's
 /// address, with the link's port override); null means the peer dials in and this end waits for it.
 /// </summary>
-public sealed record AddLink(string Daemon, string Peer, LinkTransport Transport, IPEndPoint? Dial) : Change(Daemon)
+/// <summary>A link end to add; <paramref name="Streams"/> matters to the end that dials (the other answers on what it is dialed).</summary>
+public sealed record AddLink(string Daemon, string Peer, LinkTransport Transport, IPEndPoint? Dial, int Streams = 1) : Change(Daemon)
 {
     internal override ChangeStage Stage => ChangeStage.AddLink;
 
     public override string Describe() => Dial is null
         ? $"+ link {Peer} ({Peer} dials in, {TransportName(Transport)})"
-        : $"+ link {Peer} (dials {OverlayFormatter.Endpoint(Dial)}, {TransportName(Transport)})";
+        : $"+ link {Peer} (dials {OverlayFormatter.Endpoint(Dial)}, {TransportName(Transport)}{(Streams > 1 ? $", {Streams} streams" : "")})";
 }
 
 public sealed record RemoveLink(string Daemon, string Peer) : Change(Daemon)

@@ -89,6 +89,10 @@ public static class OverlayChecker
                 report(l.Span, $"{l.From} cannot dial {l.To}: {l.To} has no address (give it one with 'at ADDRESS:PORT')");
             if (l.Port is { } port && port is < 1 or > IPEndPoint.MaxPort)
                 report(Or(l.PortAt, l.Span), $"port {port} is out of range (1-65535)");
+            if (l.Streams is < 1 or > LinkPort.MaxStreams)
+                report(Or(l.StreamsAt, l.Span), $"streams {l.Streams} is out of range (1..{LinkPort.MaxStreams})");
+            else if (l.Streams > 1 && l.Transport != LinkTransport.Tcp)
+                report(Or(l.StreamsAt, l.Span), "several streams apply to TCP links only (a UDP link has one socket per daemon)");
         }
     }
 

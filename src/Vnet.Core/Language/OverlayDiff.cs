@@ -149,7 +149,9 @@ public static class OverlayDiff
             var peer = l.PeerOf(daemon);
             if (ends.ContainsKey(peer))
                 continue;
-            ends.Add(peer, new AddLink(daemon, peer, l.Transport, l.From == daemon ? Dial(overlay, l) : null));
+            ends.Add(peer, l.From == daemon
+                ? new AddLink(daemon, peer, l.Transport, Dial(overlay, l), l.Streams)
+                : new AddLink(daemon, peer, l.Transport, null));
         }
         return ends;
     }

@@ -90,7 +90,8 @@ public static class OverlayFormatter
     {
         var transport = link.Transport == LinkTransport.Udp ? "udp" : "tcp";
         var port = link.Port is { } p ? " port " + p.ToString(CultureInfo.InvariantCulture) : "";
-        return $"link {link.From} -> {link.To} {transport}{port}";
+        var streams = link.Streams != 1 ? " streams " + link.Streams.ToString(CultureInfo.InvariantCulture) : "";
+        return $"link {link.From} -> {link.To} {transport}{port}{streams}";
     }
 
     /// <summary>A port as rules write it: <c>link h2</c>, <c>interface tap0</c>.</summary>

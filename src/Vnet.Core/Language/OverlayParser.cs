@@ -418,7 +418,7 @@ public static class OverlayParser
             return Expected($"'link NAME' or 'interface NAME' after {after}", t, hint);
         }
 
-        // link = "link" NAME "->" NAME { "tcp" | "udp" | "port" NUMBER }
+        // link = "link" NAME "->" NAME { "tcp" | "udp" | "port" NUMBER | "streams" NUMBER }
         private bool ParseLink(List<LinkDecl> links)
         {
             var keyword = Next();
@@ -433,6 +433,8 @@ public static class OverlayParser
             LinkTransport? transport = null;
             int? port = null;
             SourceSpan portAt = default;
+            int? streams = null;
+            SourceSpan streamsAt = default;
             while (Peek.Kind == TokenKind.Word)
             {
                 var option = Peek;
@@ -452,19 +454,29 @@ public static class OverlayParser
                         return false;
                     port = value;
                 }
+                else if (option.Is("streams"))
+                {
+                    if (streams is not null)
+                        return Fail(option, "'streams' is given twice");
+                    Next();
+                    if (!ExpectNumber("the number of streams after 'streams'", out var value, out streamsAt))
+                        return false;
+                    streams = value;
+                }
                 else
                 {
                     break;
                 }
             }
-            links.Add(new LinkDecl(from, to, transport ?? LinkTransport.Tcp, port)
+            links.Add(new LinkDecl(from, to, transport ?? LinkTransport.Tcp, port, streams ?? 1)
             {
                 Span = keyword.Span,
                 FromAt = fromAt,
                 ToAt = toAt,
                 PortAt = portAt,
+                StreamsAt = streamsAt,
             });
-            return EndOfStatement("'tcp', 'udp', 'port' or the end of the line after the link");
+            return EndOfStatement("'tcp', 'udp', 'port', 'streams' or the end of the line after the link");
         }
 
         private bool ParseBlock(string owner, Func<bool> parseItem)

@@ -25,10 +25,11 @@ public sealed record PeerIdentity(
     bool Star,
     uint RemoteSession,
     PublicKeyId PublicKey,
-    SessionKeys Keys)
+    SessionKeys Keys,
+    byte Stream = 0)
 {
     // The session keys are secrets: a record would print them.
-    public override string ToString() => $"{Name} ({Role}, {Transport}{(Star ? ", star" : "")}, key {PublicKey})";
+    public override string ToString() => $"{Name} ({Role}, {Transport}{(Star ? ", star" : "")}{(Stream > 0 ? $", stream {Stream}" : "")}, key {PublicKey})";
 }
 
 /// <summary>Whether a proven key may be a given daemon (or an administrator's tool).</summary>

@@ -28,6 +28,15 @@ public sealed partial class LinkManager
             Message = "{Peer} refuses this daemon's handshakes as older than the last it took from this key: this machine's clock is behind (it jumped back). Fix the clock, or wait until it passes the old time, or restart {Peer} ({Suppressed} more such lines not logged before this one)")]
         public static partial void ClockBehind(ILogger logger, string peer, long suppressed);
 
+        [LoggerMessage(EventId = 108, Level = LogLevel.Information, Message = "Link {Peer} stream {Stream} up ({Remote}, session {Session:x8})")]
+        public static partial void StreamUp(ILogger logger, string peer, int stream, string remote, uint session);
+
+        [LoggerMessage(EventId = 109, Level = LogLevel.Information, Message = "Link {Peer} stream {Stream} down: {Reason}")]
+        public static partial void StreamDown(ILogger logger, string peer, int stream, string reason);
+
+        [LoggerMessage(EventId = 110, Level = LogLevel.Debug, Message = "Dialing stream {Stream} of {Peer} failed: {Reason}; next try in {DelayMs} ms")]
+        public static partial void StreamDialFailed(ILogger logger, string peer, int stream, string reason, int delayMs);
+
         [LoggerMessage(EventId = 105, Level = LogLevel.Debug, Message = "Link {Peer} replaced an older session")]
         public static partial void Replaced(ILogger logger, string peer);
     }

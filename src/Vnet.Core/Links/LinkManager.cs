@@ -186,10 +186,13 @@ public sealed partial class LinkManager : IAsyncDisposable
 
     /// <summary>
     /// Adds a link (idempotent for the same settings). With <paramref name="dial"/> this daemon keeps
-    /// dialing the peer; without it the port waits for the peer to dial in.
+    /// dialing the peer; without it the port waits for the peer to dial in. <paramref name="streams"/>
+    /// above 1 (TCP links only) dials that many parallel connections, frames spread over them by flow.
     /// </summary>
-    public LinkPort AddLink(string peer, LinkTransport transport, bool star, IPEndPoint? dial)
+    public LinkPort AddLink(string peer, LinkTransport transport, bool star, IPEndPoint? dial, int streams = 1)
     {
+        if (streams > 1 && transport != LinkTransport.Tcp)
+            throw new ArgumentException("streams above 1 need a TCP link", nameof(streams));
         lock (_attachLock)
         {
             if (_links.TryGetValue(peer, out var existing))
@@ -198,7 +201,7 @@ public sealed partial class LinkManager : IAsyncDisposable
                     return existing;
                 throw new InvalidOperationException($"link {peer} already exists with address {existing.DialAddress?.ToString() ?? "(inbound)"}");
             }
-            var port = new LinkPort(peer, transport, star, dial);
+            var port = new LinkPort(peer, transport, star, dial, streams);
             _links[peer] = port;
             _switch.AddPort(port);
             if (dial is not null)
@@ -226,7 +229,9 @@ public sealed partial class LinkManager : IAsyncDisposable
             }
             _switch.RemovePort(port);
         }
-        port.Session?.Leave("link removed");
+        // A session attached from now on is closed by Attach (the port is no longer in _links).
+        for (var i = 0; i < LinkPort.MaxStreams; i++)
+            port.SessionOf(i)?.Leave("link removed");
         return true;
     }
 
@@ -240,16 +245,16 @@ public sealed partial class LinkManager : IAsyncDisposable
             if (port.IsUp)
             {
                 // The peer dialed us; keep the link and watch it.
-                await WaitSessionOrCancel(port.Session!, ct);
+                await KeepStreams(port, port.Session!, ct);
                 continue;
             }
             string reason;
             var unreachable = false;
             try
             {
-                var session = await DialOnce(port, ct);
+                var session = await DialOnce(port, 0, ct);
                 delay = _options.FirstRetryDelay;
-                await WaitSessionOrCancel(session, ct);
+                await KeepStreams(port, session, ct);
                 continue;
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -287,6 +292,73 @@ public sealed partial class LinkManager : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// While the link's first session is up: with streams above 1, dials the other streams that are
+    /// down, one at a time (so the peer sees this daemon's INITs in the order of their timestamps),
+    /// each with its own back-off; otherwise just waits for the session to end. Returns when the
+    /// first session ended (the dial loop then dials it again; the other streams carry the frames
+    /// meanwhile) or the link is removed. Wakes only when a stream ends or a retry is due.
+    /// </summary>
+    private async Task KeepStreams(LinkPort port, LinkSession first, CancellationToken ct)
+    {
+        if (port.Streams <= 1)
+        {
+            await WaitSessionOrCancel(first, ct);
+            return;
+        }
+        var delays = new TimeSpan[port.Streams];
+        var due = new long[port.Streams];
+        var waits = new List<Task>(port.Streams + 1);
+        while (!ct.IsCancellationRequested && !first.IsClosed)
+        {
+            var next = long.MaxValue;
+            for (var stream = 1; stream < port.Streams && !ct.IsCancellationRequested && !first.IsClosed; stream++)
+            {
+                if (port.SessionOf(stream) is { IsClosed: false } || System.Diagnostics.Stopwatch.GetTimestamp() < due[stream])
+                    continue;
+                try
+                {
+                    await DialOnce(port, stream, ct);
+                    delays[stream] = TimeSpan.Zero;
+                }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                {
+                    return;
+                }
+                catch (Exception e) when (e is SocketException or HandshakeException or IOException or OperationCanceledException or ObjectDisposedException)
+                {
+                    var delay = delays[stream] == TimeSpan.Zero ? _options.FirstRetryDelay : delays[stream] * 2;
+                    delays[stream] = delay > _options.MaxRetryDelay ? _options.MaxRetryDelay : delay;
+                    var wait = delays[stream] * (0.8 + (0.4 * Random.Shared.NextDouble()));
+                    due[stream] = System.Diagnostics.Stopwatch.GetTimestamp() + (long)(wait.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+                    Log.StreamDialFailed(_logger, port.Peer, stream, e is OperationCanceledException ? "handshake timed out" : e.Message, (int)wait.TotalMilliseconds);
+                }
+            }
+            waits.Clear();
+            waits.Add(first.Completion);
+            for (var stream = 1; stream < port.Streams; stream++)
+            {
+                if (port.SessionOf(stream) is { IsClosed: false } session)
+                    waits.Add(session.Completion);
+                else
+                    next = Math.Min(next, due[stream]);
+            }
+            if (next != long.MaxValue)
+            {
+                var ms = Math.Max(1, (next - System.Diagnostics.Stopwatch.GetTimestamp()) * 1000 / System.Diagnostics.Stopwatch.Frequency);
+                waits.Add(Task.Delay(TimeSpan.FromMilliseconds(ms), ct));
+            }
+            try
+            {
+                await Task.WhenAny(waits).WaitAsync(ct);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
     private static async Task WaitSessionOrCancel(LinkSession session, CancellationToken ct)
     {
         try
@@ -298,7 +370,8 @@ public sealed partial class LinkManager : IAsyncDisposable
         }
     }
 
-    private async Task<LinkSession> DialOnce(LinkPort port, CancellationToken ct)
+    /// <summary>Connects, runs the handshake for slot <paramref name="stream"/> of the link and attaches the session.</summary>
+    private async Task<LinkSession> DialOnce(LinkPort port, int stream, CancellationToken ct)
     {
         var address = port.DialAddress!;
         var expected = _options.Peers.KeyOf(port.Peer)
@@ -321,7 +394,16 @@ public sealed partial class LinkManager : IAsyncDisposable
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
             timeout.CancelAfter(_options.HandshakeTimeout);
             var local = NewSessionId();
-            var peer = await Initiate(socket, expected, port.Peer, port.Transport, port.Star, local, timeout.Token);
+            var timestamp = _options.Timestamp();
+            if (port.Streams > 1)
+            {
+                // A link's streams are dialed one after the other, often within one millisecond (the
+                // timestamp's grain): each INIT must still be newer than the last the peer took.
+                if (timestamp <= port.LastInitTimestamp)
+                    timestamp = port.LastInitTimestamp + 1_000_000;
+                port.LastInitTimestamp = timestamp;
+            }
+            var peer = await Initiate(socket, expected, port.Peer, port.Transport, port.Star, local, timestamp, (byte)stream, timeout.Token);
             var session = CreateSession(socket, peer, local, port);
             if (session.DataChannel is UdpLinkTransport udp)
             {
@@ -339,6 +421,7 @@ public sealed partial class LinkManager : IAsyncDisposable
                 Attach(port, session);
                 session.Start();
             }
+            // A session the port did not take (the link was removed meanwhile) was closed by Attach.
             return session;
         }
         catch
@@ -353,10 +436,10 @@ public sealed partial class LinkManager : IAsyncDisposable
     /// REJECT with the peer's reason). Returns who answered, proven to hold <paramref name="expected"/>.
     /// </summary>
     private async Task<PeerIdentity> Initiate(Socket socket, PublicKeyId expected, string peerName, LinkTransport transport, bool star, uint local,
-        CancellationToken ct)
+        ulong timestamp, byte stream, CancellationToken ct)
     {
         using var initiator = new NoiseHandshake.Initiator(_options.Identity, expected, _options.Psk);
-        var init = initiator.CreateInit(new InitiatorHello(_options.Name, _options.Role, transport, star, local, _options.Timestamp()));
+        var init = initiator.CreateInit(new InitiatorHello(_options.Name, _options.Role, transport, star, local, timestamp, stream));
         await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeInit, 0, init, ct);
         var (header, payload) = await HandshakeChannel.ReadAsync(socket, ct);
         if (header.Type == MessageType.Reject)
@@ -367,7 +450,7 @@ public sealed partial class LinkManager : IAsyncDisposable
         if (answer.Hello.Name != peerName)
             throw new HandshakeException($"expected daemon '{peerName}', found '{answer.Hello.Name}'");
         await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeConfirm, answer.Hello.Session, answer.Keys.InitiatorConfirmation(), ct);
-        return new PeerIdentity(answer.Hello.Name, answer.Hello.Role, transport, star, answer.Hello.Session, expected, answer.Keys);
+        return new PeerIdentity(answer.Hello.Name, answer.Hello.Role, transport, star, answer.Hello.Session, expected, answer.Keys, stream);
     }
 
     /// <summary>
@@ -593,13 +676,18 @@ public sealed partial class LinkManager : IAsyncDisposable
                 await TryReject(socket, hello.Session, "that is this daemon's own name");
                 throw new HandshakeException($"a peer uses this daemon's own name '{hello.Name}'");
             }
+            if (hello.Stream > 0 && (hello.Role == DaemonRole.Tool || hello.Transport != LinkTransport.Tcp))
+            {
+                await TryReject(socket, hello.Session, "parallel streams are for TCP links only");
+                throw new HandshakeException($"'{hello.Name}' dialed stream {hello.Stream} of a {hello.Transport} {hello.Role} session (streams are for TCP links only)");
+            }
             var (response, keys) = responder.CreateResponse(new ResponderHello(_options.Name, _options.Role, local));
             await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeResponse, hello.Session, response, timeout.Token);
             // Nothing is taken from this peer (no port, no session) until it proves it has the keys.
             var (confirmHeader, confirmation) = await HandshakeChannel.ReadAsync(socket, timeout.Token);
             if (confirmHeader.Type != MessageType.HandshakeConfirm || confirmHeader.Session != local || !keys.ConfirmsInitiator(confirmation))
                 throw new HandshakeException($"'{hello.Name}' did not confirm the session keys (another preshared key?)");
-            var peer = new PeerIdentity(hello.Name, hello.Role, hello.Transport, hello.Star, hello.Session, key, keys);
+            var peer = new PeerIdentity(hello.Name, hello.Role, hello.Transport, hello.Star, hello.Session, key, keys, hello.Stream);
             if (peer.Role == DaemonRole.Tool)
             {
                 Log.ToolConnected(_logger, remote, peer.Name);
@@ -688,15 +776,33 @@ public sealed partial class LinkManager : IAsyncDisposable
         return session;
     }
 
+    /// <summary>
+    /// Makes <paramref name="session"/> current in its slot of the port. A session for a port that
+    /// was removed meanwhile (its handshake ran while the link went) is closed instead: it would
+    /// otherwise live on, ticked by nobody, on a port no one sends to.
+    /// </summary>
     private void Attach(LinkPort port, LinkSession session)
     {
         LinkSession? old;
         lock (_attachLock)
+        {
+            if (!_links.TryGetValue(port.Peer, out var current) || current != port)
+            {
+                session.Close("link removed");
+                return;
+            }
             old = port.Attach(session);
+        }
         if (old is not null)
         {
             Log.Replaced(_logger, port.Peer);
             old.Close("replaced by a newer session");
+        }
+        if (session.Stream > 0)
+        {
+            // Only the first stream is the link to the control plane: the others carry frames.
+            Log.StreamUp(_logger, port.Peer, session.Stream, session.RemoteEndPoint, session.LocalSession);
+            return;
         }
         Log.LinkUp(_logger, port.Peer, session.Transport, session.RemoteEndPoint, session.LocalSession);
         Events?.OnLinkUp(port, session);
@@ -709,14 +815,22 @@ public sealed partial class LinkManager : IAsyncDisposable
             _udp?.Unregister(link);
         if (port.Detach(session, reason))
         {
+            if (session.Stream > 0)
+            {
+                Log.StreamDown(_logger, port.Peer, session.Stream, reason);
+                return;
+            }
             Log.LinkDown(_logger, port.Peer, reason);
             Events?.OnLinkDown(port, session, reason);
         }
     }
 
-    /// <summary>A control message arrived (on the session's receiver thread).</summary>
-    internal void OnSessionControl(LinkPort port, LinkSession session, byte[] payload) =>
-        Events?.OnControl(port, session, payload);
+    /// <summary>A control message arrived (on the session's receiver thread); the link's other streams carry none.</summary>
+    internal void OnSessionControl(LinkPort port, LinkSession session, byte[] payload)
+    {
+        if (session.Stream == 0)
+            Events?.OnControl(port, session, payload);
+    }
 
     /// <summary>
     /// The link clock: keep-alives (each second), dead peers (3 s of silence) and connections that
@@ -733,7 +847,11 @@ public sealed partial class LinkManager : IAsyncDisposable
             {
                 await Daemon.Cadence.Next(ClockPeriod, _stop.Token);
                 foreach (var port in _links.Values)
+                {
                     port.Session?.Tick();
+                    for (var i = 1; i < port.Width; i++)
+                        port.SessionOf(i)?.Tick();
+                }
                 ExpireWaiting();
             }
         }
@@ -760,7 +878,8 @@ public sealed partial class LinkManager : IAsyncDisposable
         _waiting.Clear();
         foreach (var port in _links.Values)
         {
-            port.Session?.Leave("daemon stopping");
+            for (var i = 0; i < LinkPort.MaxStreams; i++)
+                port.SessionOf(i)?.Leave("daemon stopping");
         }
         if (_acceptLoop is not null)
             await _acceptLoop.ConfigureAwait(false);
@@ -768,8 +887,11 @@ public sealed partial class LinkManager : IAsyncDisposable
             await _clock.ConfigureAwait(false);
         foreach (var port in _links.Values)
         {
-            if (port.Session is { } s)
-                await s.Completion.WaitAsync(TimeSpan.FromSeconds(2)).ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+            for (var i = 0; i < LinkPort.MaxStreams; i++)
+            {
+                if (port.SessionOf(i) is { } s)
+                    await s.Completion.WaitAsync(TimeSpan.FromSeconds(2)).ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+            }
         }
         _udp?.Dispose();
         _stop.Dispose();

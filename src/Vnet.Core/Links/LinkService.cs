@@ -38,9 +38,9 @@ public sealed partial class LinkService
     public void Start()
     {
         if (!IsProxy)
-            _links.AddLink(_config.ProxyName, _config.ProxyTransport, star: true, _config.ProxyAddress);
+            _links.AddLink(_config.ProxyName, _config.ProxyTransport, star: true, _config.ProxyAddress, _config.ProxyStreams);
         foreach (var l in _config.Links)
-            _links.AddLink(l.Peer, l.Transport, star: false, l.Address);
+            _links.AddLink(l.Peer, l.Transport, star: false, l.Address, l.Streams);
     }
 
     /// <summary>A session came up (control loop): the port may be new (the peer dialed in), and emulation applies to it.</summary>
@@ -58,18 +58,34 @@ public sealed partial class LinkService
             var s = p.Session;
             var c = p.Counters;
             var rtt = s?.SmoothedRttMicros is long r && r >= 0 ? r / 1000.0 : (double?)null;
+            // Per stream only when the link has several: what each connection carried since it came up.
+            long[]? streamTx = null, streamRx = null;
+            if (p.Width > 1)
+            {
+                streamTx = new long[p.Width];
+                streamRx = new long[p.Width];
+                for (var i = 0; i < p.Width; i++)
+                {
+                    streamTx[i] = p.SessionOf(i)?.SentFrames ?? 0;
+                    streamRx[i] = p.SessionOf(i)?.ReceivedFrames ?? 0;
+                }
+            }
             list.Add(new LinkStatus(p.Peer, p.Emulation?.ToString(), s?.Transport ?? p.Transport, p.Star, p.DialAddress?.ToString(),
                 p.IsUp, s?.RemoteEndPoint, s?.Started, rtt, c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes, c.TxDrops, c.RxErrors,
                 s?.QueuedFrames ?? 0, p.SessionsStarted, p.LastDownReason.Length == 0 ? null : p.LastDownReason, p.Origin,
-                s?.RefusedMessages, s?.Rekeys, s?.DatagramEndPoint, s?.DatagramRoams));
+                s?.RefusedMessages, s?.Rekeys, s?.DatagramEndPoint, s?.DatagramRoams, p.Width, p.StreamsUp, streamTx, streamRx, p.StreamSessionsStarted));
         }
         list.Sort(static (a, b) => string.CompareOrdinal(a.Peer, b.Peer));
         return list;
     }
 
     /// <summary>Adds a link this daemon dials; refused when the peer is this daemon or the link exists.</summary>
-    public void Add(string peer, IPEndPoint address, LinkTransport transport, RuleOrigin origin = RuleOrigin.User)
+    public void Add(string peer, IPEndPoint address, LinkTransport transport, RuleOrigin origin = RuleOrigin.User, int streams = 1)
     {
+        if (streams is < 1 or > LinkPort.MaxStreams)
+            throw new DaemonCommandException($"streams {streams} is out of range (1..{LinkPort.MaxStreams})");
+        if (streams > 1 && transport != LinkTransport.Tcp)
+            throw new DaemonCommandException("several streams apply to TCP links only");
         if (!Names.IsValid(peer))
             throw new DaemonCommandException($"'{peer}' is not a valid daemon name");
         if (peer == _config.Name)
@@ -78,19 +94,19 @@ public sealed partial class LinkService
             throw new DaemonCommandException($"link {peer} already exists");
         if (DialRefusal(peer) is { } why)
             throw new DaemonCommandException(why);
-        Dial(peer, address, transport, origin);
+        Dial(peer, address, transport, origin, streams);
     }
 
     /// <summary>Puts back a link a change set removed, when the set is undone: what was there before comes back as it was.</summary>
-    public void Restore(string peer, IPEndPoint address, LinkTransport transport, RuleOrigin origin)
+    public void Restore(string peer, IPEndPoint address, LinkTransport transport, RuleOrigin origin, int streams = 1)
     {
         if (_links.Find(peer) is null)
-            Dial(peer, address, transport, origin);
+            Dial(peer, address, transport, origin, streams);
     }
 
-    private void Dial(string peer, IPEndPoint address, LinkTransport transport, RuleOrigin origin)
+    private void Dial(string peer, IPEndPoint address, LinkTransport transport, RuleOrigin origin, int streams = 1)
     {
-        var port = _links.AddLink(peer, transport, star: !IsProxy && peer == _config.ProxyName, address);
+        var port = _links.AddLink(peer, transport, star: !IsProxy && peer == _config.ProxyName, address, streams);
         port.Origin = origin;
         _rules.Republish();
         Log.LinkAdded(_logger, peer, address, transport);

@@ -77,6 +77,9 @@ public sealed class LinkSession : IDisposable, IFlushable
     private readonly Frame?[] _batch = new Frame?[BatchSize];
     private readonly DelayLine _delay = new(8192);
     private long _inlineSends;
+    private long _sentFrames;
+    // Written by the one thread that receives this session's frames (its receiver, or udp-rx).
+    private long _receivedFrames;
 
     /// <param name="transport">Makes the session's transport (TCP or UDP); called once, last in the constructor.</param>
     internal LinkSession(Socket tcp, PeerIdentity peer, uint localSession, LinkPort port, VirtualSwitch sw,
@@ -100,8 +103,9 @@ public sealed class LinkSession : IDisposable, IFlushable
             _datagramOpen = new ReceiveCipher(datagram.Receive);
         }
         _connection = new LinkConnection(tcp, this);
-        _sender = new Thread(SendLoop) { IsBackground = true, Name = $"link-{peer.Name}-tx" };
-        _receiver = new Thread(ReceiveLoop) { IsBackground = true, Name = $"link-{peer.Name}-rx" };
+        var name = peer.Stream == 0 ? peer.Name : $"{peer.Name}.{peer.Stream}";
+        _sender = new Thread(SendLoop) { IsBackground = true, Name = $"link-{name}-tx" };
+        _receiver = new Thread(ReceiveLoop) { IsBackground = true, Name = $"link-{name}-rx" };
         // Last: the transport may read what is set above (the connection, the peer).
         _transport = transport(this);
     }
@@ -111,6 +115,15 @@ public sealed class LinkSession : IDisposable, IFlushable
     public uint LocalSession { get; }
 
     public LinkTransport Transport => Peer.Transport;
+
+    /// <summary>Which of the link's parallel connections this is (its slot in the port); 0 for the link's first.</summary>
+    public int Stream => Peer.Stream;
+
+    /// <summary>Frames this session handed to its transport (the port's counters sum every session's).</summary>
+    public long SentFrames => Interlocked.Read(ref _sentFrames);
+
+    /// <summary>Frames that arrived on this session.</summary>
+    public long ReceivedFrames => Volatile.Read(ref _receivedFrames);
 
     public DateTimeOffset Started { get; }
 
@@ -219,6 +232,7 @@ public sealed class LinkSession : IDisposable, IFlushable
                     if (_transport.SendBatch(_batch, n, inline: true, out var taken) == LinkSendOutcome.Failed)
                         taken = n;
                     Interlocked.Add(ref _inlineSends, taken);
+                    Interlocked.Add(ref _sentFrames, taken);
                     for (var i = 0; i < taken; i++)
                         _batch[i]!.Release();
                     // What the socket could not take now goes back to the head of the queue, in order.
@@ -279,6 +293,7 @@ public sealed class LinkSession : IDisposable, IFlushable
                     if (n > 0)
                     {
                         outcome = _transport.SendBatch(_batch, n, inline: false, out _);
+                        Interlocked.Add(ref _sentFrames, n);
                         for (var i = 0; i < n; i++)
                         {
                             _batch[i]!.Release();
@@ -446,6 +461,7 @@ public sealed class LinkSession : IDisposable, IFlushable
     internal void DeliverFrame(Frame frame, byte hopLimit)
     {
         _port.Counters.CountRx(frame.Length);
+        Volatile.Write(ref _receivedFrames, _receivedFrames + 1);
         frame.IngressPort = _port.Id;
         _switch.ForwardFromLink(frame, hopLimit);
     }

@@ -57,11 +57,14 @@ public static class OverlayModel
                 if (l.Origin == RuleOrigin.Adaptation || l.Dial is null || !IPEndPoint.TryParse(l.Dial, out var dial) || !names.Contains(l.Peer))
                     continue;
                 int? port = listen.TryGetValue(l.Peer, out var peer) && peer.Port == dial.Port ? null : dial.Port;
-                links.Add(new LinkDecl(s.Name, l.Peer, l.Transport, port));
+                links.Add(new LinkDecl(s.Name, l.Peer, l.Transport, port, l.Streams));
             }
         }
         return new OverlayDescription(daemons, links);
     }
+
+    /// <summary>A change set names streams only above 1, so that a link of one stream is the change it always was.</summary>
+    private static int? StreamsOf(int streams) => streams > 1 ? streams : null;
 
     /// <summary>Writes defaults the way the live model does (an MTU of 1500 is no MTU), so they never show as changes.</summary>
     public static OverlayDescription Normalize(OverlayDescription overlay) => overlay with
@@ -81,7 +84,7 @@ public static class OverlayModel
         RemoveVm v => [new DaemonChange { Op = ChangeOp.RemoveVm, Name = v.Interface, Mac = v.Mac }],
         AddRule r => [RuleChange(ChangeOp.AddRule, r.Rule)],
         RemoveRule r => [RuleChange(ChangeOp.RemoveRule, r.Rule)],
-        AddLink l => [new DaemonChange { Op = ChangeOp.AddLink, Peer = l.Peer, Transport = l.Transport, Dial = l.Dial?.ToString() }],
+        AddLink l => [new DaemonChange { Op = ChangeOp.AddLink, Peer = l.Peer, Transport = l.Transport, Dial = l.Dial?.ToString(), Streams = StreamsOf(l.Streams) }],
         RemoveLink l => [new DaemonChange { Op = ChangeOp.RemoveLink, Peer = l.Peer }],
         _ => throw new DaemonCommandException($"cannot apply '{change}'"),
     };
@@ -111,7 +114,7 @@ public static class OverlayModel
                 IPEndPoint? dial = null;
                 if (link.From == l.Daemon && before.Daemon(l.Peer)?.Address is { } address)
                     dial = new IPEndPoint(address.Address, link.Port ?? address.Port);
-                return [new DaemonChange { Op = ChangeOp.AddLink, Peer = l.Peer, Transport = link.Transport, Dial = dial?.ToString() }];
+                return [new DaemonChange { Op = ChangeOp.AddLink, Peer = l.Peer, Transport = link.Transport, Dial = dial?.ToString(), Streams = dial is null ? null : StreamsOf(link.Streams) }];
             default:
                 return [];
         }

@@ -12,8 +12,6 @@ namespace Vnet.Tests.Functional;
 [Collection("Netns")]
 public sealed class MultiQueueTapTests(ITestOutputHelper output)
 {
-    private static readonly TimeSpan IperfTimeout = TimeSpan.FromSeconds(40);
-
     [Fact]
     public void FourQueueTap_ParallelFlowsFromAVm_EachInOrder_SeveralQueuesRead()
     {
@@ -72,15 +70,5 @@ public sealed class MultiQueueTapTests(ITestOutputHelper output)
         DaemonJson.FromNode<List<InterfaceStatus>>(o.Control("h1", "interface.list"))!.Single(i => i.Name == "tap0");
 
     /// <summary>Runs an iperf3 client in vm1 against a one-shot server on the LAN machine; its JSON report.</summary>
-    private static JsonNode Iperf(OverlayBed o, int port, params string[] options)
-    {
-        var p = port.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        var server = o.Bed.Start("lanhost", $"iperf3-server-{p}", "iperf3", "-s", "-1", "-p", p, "--forceflush");
-        server.WaitForOutput("Server listening", TimeSpan.FromSeconds(10));
-        var client = o.Bed.Start("vm1", $"iperf3-client-{p}", "iperf3", ["-c", OverlayBed.LanHostIp, "-p", p, "-J", .. options]);
-        Assert.True(client.WaitForExit(IperfTimeout), $"iperf3 on port {p} did not finish in {IperfTimeout.TotalSeconds} s");
-        Assert.True(client.ExitCode == 0, $"iperf3 on port {p} failed: {client.Output}");
-        server.WaitForExit(TimeSpan.FromSeconds(5));
-        return JsonNode.Parse(client.Stdout)!;
-    }
+    private static JsonNode Iperf(OverlayBed o, int port, params string[] options) => o.Iperf("vm1", "lanhost", OverlayBed.LanHostIp, port, options);
 }

@@ -121,12 +121,25 @@ internal sealed class OverlayBed : IDisposable
 
     public string SocketOf(string daemon) => Path.Combine(_dir, daemon + ".sock");
 
+    /// <summary>A file of the bed's own folder (removed with the bed).</summary>
+    public string FileOf(string name) => Path.Combine(_dir, name);
+
     /// <summary>
     /// Starts the Proxy with the LAN NIC (lan0) through pcap, or with no interface. It admits every
     /// host of the bed (h1 ... hN, each with its key) and takes remote CLI sessions made with the admin key.
     /// </summary>
-    public BackgroundProcess StartProxy(bool lanNic = true)
+    /// <param name="web">Serve the web front there (<c>web</c> in the configuration).</param>
+    /// <param name="webToken">The web front's token, written to a private file (<c>web_token_file</c>).</param>
+    public BackgroundProcess StartProxy(bool lanNic = true, string? web = null, string? webToken = null)
     {
+        var webSettings = web is null ? "" : $"web = \"{web}\"\n";
+        if (webToken is not null)
+        {
+            var tokenFile = Path.Combine(_dir, "web.token");
+            File.WriteAllText(tokenFile, webToken + "\n");
+            File.SetUnixFileMode(tokenFile, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            webSettings += $"web_token_file = \"{tokenFile}\"\n";
+        }
         var iface = lanNic ? "\n[[interface]]\nname = \"lan0\"\nkind = \"pcap\"\nlan = true\n" : "";
         var hosts = string.Concat(Enumerable.Range(1, HostCount).Select(i => $"\n[[host]]\nname = \"h{i}\"\npublic_key = \"{PublicKeyOf($"h{i}")}\"\n"));
         return StartDaemon("proxy", $"""
@@ -136,7 +149,7 @@ internal sealed class OverlayBed : IDisposable
             key_file = "{KeyFileOf("proxy")}"
             admin_keys = ["{PublicKeyOf("admin")}"]
             control_socket = "{SocketOf("proxy")}"
-            {iface}{hosts}
+            {webSettings}{iface}{hosts}
             """);
     }
 
@@ -150,10 +163,11 @@ internal sealed class OverlayBed : IDisposable
     /// <param name="pcapInterface">Instead of a TAP, this device of hN (a VM's veth, see <see cref="AddVm"/>) as interface kind pcap.</param>
     /// <param name="tapQueues">Receive queues of hN's TAP (<c>queues</c> in its configuration; 1 writes none).</param>
     /// <param name="metrics">Serve metrics there: the daemon gets <c>--metrics ADDR:PORT</c> besides its configuration file.</param>
+    /// <param name="vmProvider">The host makes VMs on the Proxy's order (<c>vm_provider</c>), keeping its files in <see cref="VmDirOf"/>.</param>
     public BackgroundProcess StartHost(int i, string transport = "tcp", StaticKeyPair? identity = null, bool bridgeInConfig = true,
-        string? listenIp = null, string? pcapInterface = null, int tapQueues = 1, string? metrics = null)
+        string? listenIp = null, string? pcapInterface = null, int tapQueues = 1, string? metrics = null, string? vmProvider = null)
     {
-        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface, tapQueues, metrics);
+        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface, tapQueues, metrics, vmProvider);
         WaitReady(process);
         if (!bridgeInConfig && pcapInterface is null)
             Bed.Attach($"h{i}", "tap0", "br0");
@@ -171,8 +185,11 @@ internal sealed class OverlayBed : IDisposable
             WaitReady(process);
     }
 
+    /// <summary>Where host <paramref name="daemon"/> keeps its VM provider's files (a QEMU guest's console socket: NAME.console).</summary>
+    public string VmDirOf(string daemon) => Path.Combine(_dir, daemon + "-vms");
+
     private BackgroundProcess LaunchHost(int i, string transport, StaticKeyPair? identity, bool bridgeInConfig, string? listenIp = null,
-        string? pcapInterface = null, int tapQueues = 1, string? metrics = null)
+        string? pcapInterface = null, int tapQueues = 1, string? metrics = null, string? vmProvider = null)
     {
         var name = $"h{i}";
         var keyFile = identity is null ? KeyFileOf(name) : WriteKeyFile(name + "-other", identity);
@@ -185,6 +202,7 @@ internal sealed class OverlayBed : IDisposable
             listen = "{listenIp ?? HostIp(i)}:5500"
             key_file = "{keyFile}"
             control_socket = "{SocketOf(name)}"
+            {(vmProvider is null ? "" : $"vm_provider = \"{vmProvider}\"\nvm_dir = \"{VmDirOf(name)}\"")}
 
             [proxy]
             name = "proxy"
@@ -278,7 +296,9 @@ internal sealed class OverlayBed : IDisposable
 
     public JsonNode? Control(string daemon, string command, JsonObject? args = null)
     {
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        // VM orders and moves wait for hosts; everything else answers within 10 s.
+        var limit = ControlClient.TimeoutFor(command) > ControlClient.Timeout ? ControlClient.TimeoutFor(command) : TimeSpan.FromSeconds(10);
+        using var cts = new CancellationTokenSource(limit);
         return ControlClient.SendAsync(SocketOf(daemon), command, args, cts.Token).GetAwaiter().GetResult();
     }
 
@@ -289,6 +309,31 @@ internal sealed class OverlayBed : IDisposable
     public List<VmStatus> Vms(string daemon) => DaemonJson.FromNode<List<VmStatus>>(Control(daemon, "vm.list")) ?? [];
 
     public DaemonStatus Status(string daemon) => DaemonJson.FromNode<DaemonStatus>(Control(daemon, "status"))!;
+
+    /// <summary>Starts a one-shot iperf3 server in <paramref name="serverNs"/> and, once it listens, a JSON client in <paramref name="clientNs"/>.</summary>
+    public BackgroundProcess StartIperf(string clientNs, string serverNs, string serverIp, int port, params string[] options)
+    {
+        var p = port.ToString(CultureInfo.InvariantCulture);
+        var server = Bed.Start(serverNs, $"iperf3-server-{p}", "iperf3", "-s", "-1", "-p", p, "--forceflush");
+        server.WaitForOutput("Server listening", TimeSpan.FromSeconds(10));
+        return Bed.Start(clientNs, $"iperf3-client-{p}", "iperf3", ["-c", serverIp, "-p", p, "-J", .. options]);
+    }
+
+    /// <summary>Runs <see cref="StartIperf"/> to its end (at most 40 s) and returns the client's JSON report.</summary>
+    public JsonNode Iperf(string clientNs, string serverNs, string serverIp, int port, params string[] options)
+    {
+        var client = StartIperf(clientNs, serverNs, serverIp, port, options);
+        return IperfResult(client, port);
+    }
+
+    /// <summary>The JSON report of an iperf3 client from <see cref="StartIperf"/>, once it ended (at most 40 s) with success.</summary>
+    public static JsonNode IperfResult(BackgroundProcess client, int port)
+    {
+        var timeout = TimeSpan.FromSeconds(40);
+        Assert.True(client.WaitForExit(timeout), $"iperf3 on port {port} did not finish in {timeout.TotalSeconds} s");
+        Assert.True(client.ExitCode == 0, $"iperf3 on port {port} failed: {client.Output}");
+        return JsonNode.Parse(client.Stdout)!;
+    }
 
     /// <summary>Writes every daemon's links, interfaces, rules and drops to the test output (for failures).</summary>
     public void DumpCounters()

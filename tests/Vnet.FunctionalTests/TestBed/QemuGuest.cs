@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using Vnet.Vms.Providers.Qemu;
 
 namespace Vnet.Tests.TestBed;
 

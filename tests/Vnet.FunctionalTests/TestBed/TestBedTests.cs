@@ -1,3 +1,4 @@
+using Vnet.Vms.Providers.Qemu;
 using System.Globalization;
 using Xunit.Abstractions;
 

@@ -3,6 +3,7 @@ using Vnet.Configuration;
 using Vnet.Frames;
 using Vnet.Links;
 using Vnet.Links.Security;
+using Vnet.Vms.Providers;
 
 namespace Vnet.Tests.Configuration;
 
@@ -77,6 +78,7 @@ public sealed class DaemonConfigTests
         [[link]]
         peer = "host3"
         address = "[2001:db8::3]:5500"
+        streams = 4
         """;
 
     private static string ProxyToml => $"""
@@ -132,7 +134,7 @@ public sealed class DaemonConfigTests
         Assert.Equal(
             [
                 new LinkConfig("host2", IPEndPoint.Parse("192.0.2.11:5500"), LinkTransport.Udp),
-                new LinkConfig("host3", IPEndPoint.Parse("[2001:db8::3]:5500"), LinkTransport.Tcp),
+                new LinkConfig("host3", IPEndPoint.Parse("[2001:db8::3]:5500"), LinkTransport.Tcp, Streams: 4),
             ],
             c.Links);
     }
@@ -167,6 +169,18 @@ public sealed class DaemonConfigTests
         var c = DaemonConfig.Parse($"{ProxyBase}\nmetrics = \"{endPoint}\"");
 
         Assert.Equal(IPEndPoint.Parse(endPoint), c.Metrics);
+    }
+
+    [Theory]
+    [InlineData("netns", VmProviderKind.Netns)]
+    [InlineData("qemu", VmProviderKind.Qemu)]
+    [InlineData("none", VmProviderKind.None)]
+    public void Parse_HostVmProvider(string text, VmProviderKind kind)
+    {
+        var c = DaemonConfig.Parse($"name = \"host1\"\nrole = \"host\"\nkey_file = \"{Key}\"\nvm_provider = \"{text}\"\n[proxy]\naddress = \"10.0.0.1:5500\"\npublic_key = \"{ProxyPub}\"");
+
+        Assert.Equal(kind, c.VmProvider);
+        Assert.Equal(VmProviderKind.None, DaemonConfig.Parse(HostBase).VmProvider);
     }
 
     [Fact]
@@ -344,6 +358,10 @@ public sealed class DaemonConfigTests
         { "bridge on pcap", $"{ProxyBase}\n[[interface]]\nname = \"eth0\"\nkind = \"pcap\"\nbridge = \"br0\"", "interface 'eth0'.bridge: a bridge applies to TAP interfaces" },
         { "lan on a host", $"name = \"h\"\nrole = \"host\"\nkey_file = \"{Key}\"\n[proxy]\naddress = \"10.0.0.1:5500\"\npublic_key = \"{ProxyPub}\"\n[[interface]]\nname = \"eth0\"\nlan = true", "interface 'eth0'.lan: only the Proxy has a LAN interface" },
         { "lan not a bool", $"{ProxyBase}\n[[interface]]\nname = \"eth0\"\nlan = \"yes\"", "interface[0].lan: expected true or false, found \"yes\"" },
+        { "no streams", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\nstreams = 0", "link 'h2'.streams: 0 is out of range (1..8)" },
+        { "too many streams", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\nstreams = 9", "link 'h2'.streams: 9 is out of range (1..8)" },
+        { "streams not an integer", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\nstreams = \"4\"", "link[0].streams: expected an integer, found \"4\"" },
+        { "streams on udp", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\ntransport = \"udp\"\nstreams = 2", "link 'h2'.streams: several streams apply to TCP links only" },
         { "link without address", $"{ProxyBase}\n[[link]]\npeer = \"h2\"", "link[0].address: missing" },
         { "link to itself", $"{ProxyBase}\n[[link]]\npeer = \"proxy\"\naddress = \"10.0.0.2:5500\"", "link 'proxy': needs a valid peer name" },
         { "link listed twice", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.3:5500\"", "link 'h2': needs a valid peer name" },
@@ -366,6 +384,8 @@ public sealed class DaemonConfigTests
         { "metrics a name", $"{ProxyBase}\nmetrics = \"localhost:9464\"", "metrics: 'localhost:9464' is not an address:port" },
         { "metrics a port alone", $"{ProxyBase}\nmetrics = 9464", "metrics: expected a string, found 9464" },
         { "metrics on the link port", $"{ProxyBase}\nmetrics = \"127.0.0.1:5500\"", "metrics: 127.0.0.1:5500 is the link port (0.0.0.0:5500)" },
+        { "VM provider on the Proxy", $"{ProxyBase}\nvm_provider = \"netns\"", "vm_provider: the Proxy hosts no VMs" },
+        { "unknown VM provider", $"{ProxyBase}\nvm_provider = \"xen\"", "vm_provider: 'xen' is not netns, qemu or none" },
     };
 
     [Theory]

@@ -57,8 +57,10 @@ internal sealed class DaemonNet : IAsyncDisposable
     /// <summary>Starts the Proxy and hosts with in-memory interfaces, and waits for the star.</summary>
     /// <param name="lan">Gives the Proxy a LAN NIC in memory, <c>lan0</c>, as a real Proxy opens its NIC through libpcap.</param>
     /// <param name="metrics">Configures every daemon's metrics endpoint, on 127.0.0.1 at a port the kernel picks (<see cref="VnetDaemon.Http"/>).</param>
+    /// <param name="web">Configures the Proxy's web front on 127.0.0.1 at a port the kernel picks (<see cref="VnetDaemon.Web"/>), with <paramref name="webToken"/> if given.</param>
     public static async Task<DaemonNet> StartAsync(IReadOnlyList<(string Name, IReadOnlyList<InterfaceConfig> Interfaces)> hosts,
-        DirectoryOptions? directory, LinkTransport transport = LinkTransport.Tcp, bool lan = false, bool metrics = false)
+        DirectoryOptions? directory, LinkTransport transport = LinkTransport.Tcp, bool lan = false, bool metrics = false,
+        bool web = false, WebToken? webToken = null)
     {
         var net = new DaemonNet(directory) { _transport = transport };
         var metricsAt = metrics ? new IPEndPoint(IPAddress.Loopback, 0) : null;
@@ -74,6 +76,8 @@ internal sealed class DaemonNet : IAsyncDisposable
                 AdminKeys = [net.Admin.Public],
                 Interfaces = lan ? [new InterfaceConfig { Name = Lan, Kind = InterfaceKind.Pcap, Lan = true, Learn = false }] : [],
                 Metrics = metricsAt,
+                Web = web ? new IPEndPoint(IPAddress.Loopback, 0) : null,
+                WebToken = webToken,
             };
             if (lan)
             {

@@ -129,6 +129,24 @@ public sealed class OverlayCheckerTests
             Error(Proxy + $"host h\nlink h -> p port {port}"));
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(9)]
+    public void Check_StreamsOutOfRange_PointsAtTheNumber(int streams)
+    {
+        Assert.Equal(
+            $"t.vnet:3:21: streams {streams} is out of range (1..8)",
+            Error(Proxy + $"host h\nlink h -> p streams {streams}"));
+    }
+
+    [Fact]
+    public void Check_StreamsOnUdp_Refused()
+    {
+        Assert.Equal(
+            "t.vnet:3:25: several streams apply to TCP links only (a UDP link has one socket per daemon)",
+            Error(Proxy + "host h\nlink h -> p udp streams 2"));
+    }
+
     [Fact]
     public void Check_RuleToMissingInterface_UnreachableAction()
     {

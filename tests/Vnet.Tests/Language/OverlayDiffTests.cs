@@ -129,6 +129,26 @@ public sealed class OverlayDiffTests
     }
 
     [Fact]
+    public void Compute_LinkStreamsChanged_OnlyTheDialingEndRemade_AndTheChangeSetCarriesThem()
+    {
+        var changes = Diff(Base, Edit(Base, "link h1 -> h2 udp port 5501", "link h1 -> h2 tcp port 5501 streams 4"));
+        var add = Assert.Single(changes.For("h1").OfType<AddLink>());
+        Assert.Equal(4, add.Streams);
+        Assert.Equal(new AddLink("h2", "h1", LinkTransport.Tcp, null), Assert.Single(changes.For("h2").OfType<AddLink>()));
+        var set = Assert.Single(Vnet.Overlay.OverlayModel.ToDaemonChanges(add, Parse(Base)));
+        Assert.Equal(4, set.Streams);
+        Assert.Contains("4 streams", set.ToString(), StringComparison.Ordinal);
+
+        // Only the streams differ: the dialing end is made again, the other end keeps its link.
+        var tcp = Edit(Base, "link h1 -> h2 udp port 5501", "link h1 -> h2 tcp port 5501");
+        changes = Diff(tcp, Edit(tcp, "link h1 -> h2 tcp port 5501", "link h1 -> h2 tcp port 5501 streams 2"));
+        Assert.Contains(new AddLink("h1", "h2", LinkTransport.Tcp, Ep("192.0.2.12:5501"), 2), changes.For("h1"));
+        Assert.Empty(changes.For("h2"));
+        // A link of one stream is the change set it always was.
+        Assert.Null(Assert.Single(Vnet.Overlay.OverlayModel.ToDaemonChanges(new AddLink("h1", "h2", LinkTransport.Tcp, Ep("192.0.2.12:5501")), Parse(Base))).Streams);
+    }
+
+    [Fact]
     public void Compute_LinkDirectionReversed_BothEndsRemade()
     {
         var changes = Diff(Base, Edit(Base, "link h1 -> h2 udp port 5501", "link h2 -> h1 udp"));

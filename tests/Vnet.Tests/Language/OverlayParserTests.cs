@@ -34,7 +34,7 @@ public sealed class OverlayParserTests
               rule any -> 02:00:00:00:00:01 from link h2 to interface tap0
             }
             host h2 at 192.0.2.12:5500 { interface tap0 tap }
-            link h1 -> home tcp
+            link h1 -> home tcp streams 4
             link h2 -> home udp
             link h1 -> h2 udp port 5501
             """);
@@ -53,7 +53,7 @@ public sealed class OverlayParserTests
                 new DaemonDecl("h2", DaemonRole.Host, Ep("192.0.2.12:5500"), [new InterfaceDecl("tap0", InterfaceKind.Tap, null, null, false, [])], []),
             ],
             [
-                new LinkDecl("h1", "home", LinkTransport.Tcp, null),
+                new LinkDecl("h1", "home", LinkTransport.Tcp, null, Streams: 4),
                 new LinkDecl("h2", "home", LinkTransport.Udp, null),
                 new LinkDecl("h1", "h2", LinkTransport.Udp, 5501),
             ]);
@@ -422,7 +422,7 @@ public sealed class OverlayParserTests
     public void Parse_UnknownLinkOption_ListsTheOptions()
     {
         Assert.Equal(
-            "t.vnet:2:13: expected 'tcp', 'udp', 'port' or the end of the line after the link, found 'sctp'",
+            "t.vnet:2:13: expected 'tcp', 'udp', 'port', 'streams' or the end of the line after the link, found 'sctp'",
             Error(Proxy + "link h -> p sctp"));
     }
 
@@ -430,6 +430,18 @@ public sealed class OverlayParserTests
     public void Parse_TransportTwice_GivenTwice()
     {
         Assert.Equal("t.vnet:2:17: the transport is given twice", Error(Proxy + "link h -> p udp tcp"));
+    }
+
+    [Fact]
+    public void Parse_Streams_GivenTwiceOrNotANumber_PointedAt()
+    {
+        Assert.Equal("t.vnet:2:23: 'streams' is given twice", Error(Proxy + "link h -> p streams 2 streams 4"));
+        Assert.Equal("t.vnet:2:21: expected the number of streams after 'streams', found 'many'", Error(Proxy + "link h -> p streams many"));
+        var link = Parse(Proxy + "host h\nlink h -> p port 6000 streams 3").Links[0];
+        Assert.Equal(3, link.Streams);
+        Assert.Equal(new SourceSpan(FileName, 3, 31), link.StreamsAt);
+        Assert.Equal("link h -> p tcp port 6000 streams 3", link.ToString());
+        Assert.Equal("link h -> p tcp", Parse(Proxy + "host h\nlink h -> p streams 1").Links[0].ToString());
     }
 
     [Fact]
@@ -461,7 +473,7 @@ public sealed class OverlayParserTests
                 "t.vnet:3:12: expected '->' after the source address, found '02:00:00:00:00:01'",
                 "t.vnet:4:26: expected the link name after 'link', found the end of the line",
                 "t.vnet:6:11: '192.0.2.300:5500' is not an endpoint: expected ADDRESS:PORT such as 192.0.2.1:5500 or [2001:db8::1]:5500",
-                "t.vnet:11:13: expected 'tcp', 'udp', 'port' or the end of the line after the link, found 'sctp'",
+                "t.vnet:11:13: expected 'tcp', 'udp', 'port', 'streams' or the end of the line after the link, found 'sctp'",
             ],
             errors);
     }

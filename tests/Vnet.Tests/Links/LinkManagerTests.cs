@@ -11,24 +11,10 @@ namespace Vnet.Tests.Links;
 /// UDP sockets: the link comes up, frames and their offload metadata cross, hop limits, keep-alives,
 /// removal and re-dialing. Failures (bad keys, garbage, silent peers) are in <see cref="LinkManagerFaultTests"/>.
 /// </summary>
-public sealed class LinkManagerTests : IAsyncLifetime
+public sealed class LinkManagerTests : LinkNodeTests
 {
     private const string ProxyName = "proxy";
     private const string HostName = "host1";
-
-    private readonly TestKeys _keys = new();
-
-    private readonly List<LinkNode> _nodes = [];
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync()
-    {
-        foreach (var node in _nodes)
-            await node.DisposeAsync();
-        foreach (var node in _nodes)
-            node.AssertPoolComplete();
-    }
 
     // Coming up.
 
@@ -59,8 +45,8 @@ public sealed class LinkManagerTests : IAsyncLifetime
         Assert.Equal(atHost.Session.Peer.Keys.Send, atProxy.Session.Peer.Keys.Receive);
         Assert.Equal(atHost.Session.Peer.Keys.Receive, atProxy.Session.Peer.Keys.Send);
         Assert.NotEqual(atHost.Session.Peer.Keys.Send, atHost.Session.Peer.Keys.Receive);
-        Assert.Equal(_keys.Of("proxy").Public, atHost.Session.Peer.PublicKey);
-        Assert.Equal(_keys.Of("host1").Public, atProxy.Session.Peer.PublicKey);
+        Assert.Equal(Keys.Of("proxy").Public, atHost.Session.Peer.PublicKey);
+        Assert.Equal(Keys.Of("host1").Public, atProxy.Session.Peer.PublicKey);
         Assert.Equal(1, atHost.SessionsStarted);
         Assert.Equal(1, atProxy.SessionsStarted);
         Assert.Same(atProxy, proxy.Switch.FindPort(PortRef.Link(HostName)));
@@ -451,8 +437,8 @@ public sealed class LinkManagerTests : IAsyncLifetime
 
     private LinkNode Node(string name, DaemonRole role, int port = 0)
     {
-        var node = new LinkNode(name, role, _keys, port);
-        _nodes.Add(node);
+        var node = new LinkNode(name, role, Keys, port);
+        Nodes.Add(node);
         return node;
     }
 

@@ -133,6 +133,27 @@ internal sealed class LinkNode : IAsyncDisposable
             $"{Name}: all {Pool.Created} frame buffers back in the pool (now {Pool.Available})");
 }
 
+/// <summary>
+/// A test class of <see cref="LinkNode"/>s: one overlay's keys, and the nodes it made, disposed
+/// after each test with every frame buffer checked back in its pool.
+/// </summary>
+public abstract class LinkNodeTests : IAsyncLifetime
+{
+    internal TestKeys Keys { get; } = new();
+
+    internal List<LinkNode> Nodes { get; } = [];
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        foreach (var node in Nodes)
+            await node.DisposeAsync();
+        foreach (var node in Nodes)
+            node.AssertPoolComplete();
+    }
+}
+
 /// <summary>What arrived on a recording port: a copy, so the buffer goes back to its pool at once.</summary>
 internal sealed record ReceivedFrame(byte[] Bytes, VirtioNetHeader Offload, byte HopLimit)
 {

@@ -11,22 +11,8 @@ namespace Vnet.Tests.Links;
 /// into VirtualSwitch.ForwardFromLink), over real TCP and UDP links: a bad offload header drops the
 /// frame as BadOffload, DATA_VALID never arrives, and the hop limit is clamped to the receiver's.
 /// </summary>
-public sealed class PeerFrameCheckTests : IAsyncLifetime
+public sealed class PeerFrameCheckTests : LinkNodeTests
 {
-    private readonly TestKeys _keys = new();
-
-    private readonly List<LinkNode> _nodes = [];
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync()
-    {
-        foreach (var node in _nodes)
-            await node.DisposeAsync();
-        foreach (var node in _nodes)
-            node.AssertPoolComplete();
-    }
-
     [Theory]
     [InlineData(LinkTransport.Tcp)]
     [InlineData(LinkTransport.Udp)]
@@ -100,10 +86,10 @@ public sealed class PeerFrameCheckTests : IAsyncLifetime
 
     private (LinkNode Proxy, LinkNode Host) Pair(LinkTransport transport)
     {
-        var proxy = new LinkNode("proxy", DaemonRole.Proxy, _keys);
-        _nodes.Add(proxy);
-        var host = new LinkNode("host1", DaemonRole.Host, _keys);
-        _nodes.Add(host);
+        var proxy = new LinkNode("proxy", DaemonRole.Proxy, Keys);
+        Nodes.Add(proxy);
+        var host = new LinkNode("host1", DaemonRole.Host, Keys);
+        Nodes.Add(host);
         host.Links.AddLink("proxy", transport, star: true, proxy.EndPoint);
         host.WaitUp("proxy");
         proxy.WaitUp("host1");

@@ -120,8 +120,15 @@ internal sealed class SymmetricState
     }
 }
 
-/// <summary>What the initiator says about itself inside its (encrypted) first message.</summary>
-public sealed record InitiatorHello(string Name, DaemonRole Role, LinkTransport Transport, bool Star, uint Session, ulong Timestamp);
+/// <summary>
+/// What the initiator says about itself inside its (encrypted) first message. <paramref name="Stream"/>
+/// is which of a link's parallel connections this one is (0 to <see cref="MaxStream"/>; 0 for the
+/// link's first, the only one of a link with one stream).
+/// </summary>
+public sealed record InitiatorHello(string Name, DaemonRole Role, LinkTransport Transport, bool Star, uint Session, ulong Timestamp, byte Stream = 0)
+{
+    public const byte MaxStream = 7;
+}
 
 /// <summary>What the responder says about itself inside its (encrypted) answer.</summary>
 public sealed record ResponderHello(string Name, DaemonRole Role, uint Session);
@@ -450,7 +457,11 @@ public static class NoiseHandshake
 
     // ---------------------------------------------------------------- payloads
 
-    /// <summary>The initiator's hello as the protocol lays it out: version, role, transport, star, session, timestamp, name.</summary>
+    /// <summary>
+    /// The initiator's hello as the protocol lays it out: version, role, transport, star and stream
+    /// (bit 0: star; bits 4-6: the stream, 0 for a link's first connection, so that hello is the
+    /// byte it always was), session, timestamp, name.
+    /// </summary>
     internal static byte[] Encode(InitiatorHello h)
     {
         var name = Encoding.UTF8.GetBytes(h.Name);
@@ -458,7 +469,7 @@ public static class NoiseHandshake
         b[0] = Version;
         b[1] = (byte)h.Role;
         b[2] = (byte)h.Transport;
-        b[3] = h.Star ? (byte)1 : (byte)0;
+        b[3] = (byte)((h.Star ? 1 : 0) | (h.Stream << 4));
         BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(4), h.Session);
         BinaryPrimitives.WriteUInt64BigEndian(b.AsSpan(8), h.Timestamp);
         b[16] = (byte)name.Length;
@@ -487,7 +498,8 @@ public static class NoiseHandshake
             error = p.Length > 0 && p[0] != Version ? $"protocol version {p[0]}, this daemon speaks {Version}" : "malformed hello";
             return null;
         }
-        if (p[1] > (byte)DaemonRole.Tool || p[2] > (byte)LinkTransport.Udp || p[3] > 1 || p[16] != p.Length - 17)
+        // Byte 3: star in bit 0, the stream in bits 4-6; any other bit set is malformed.
+        if (p[1] > (byte)DaemonRole.Tool || p[2] > (byte)LinkTransport.Udp || (p[3] & 0x8e) != 0 || p[16] != p.Length - 17)
         {
             error = "malformed hello";
             return null;
@@ -501,7 +513,8 @@ public static class NoiseHandshake
             error = "malformed hello (session 0)";
             return null;
         }
-        return new InitiatorHello(name, (DaemonRole)p[1], (LinkTransport)p[2], p[3] == 1, session, BinaryPrimitives.ReadUInt64BigEndian(p[8..]));
+        return new InitiatorHello(name, (DaemonRole)p[1], (LinkTransport)p[2], (p[3] & 1) == 1, session, BinaryPrimitives.ReadUInt64BigEndian(p[8..]),
+            (byte)(p[3] >> 4));
     }
 
     private static ResponderHello? DecodeResponder(ReadOnlySpan<byte> p, out string? error)

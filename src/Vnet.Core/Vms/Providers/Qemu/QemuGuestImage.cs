@@ -3,10 +3,10 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 
-namespace Vnet.Tests.TestBed;
+namespace Vnet.Vms.Providers.Qemu;
 
 /// <summary>
-/// What every <see cref="QemuGuest"/> boots: the distribution's kernel (linux-image-amd64) and an
+/// What every QEMU guest boots (the QEMU provider's VMs, the test bed's QemuGuest): the distribution's kernel (linux-image-amd64) and an
 /// initramfs made here of busybox-static, that kernel's virtio-net modules (in dependency order) and
 /// the guest's /init. Made once per test run and kept under $TMPDIR/vnet-qemu-guest, named by a hash
 /// of everything in it, so a later run reuses it and a changed /init or kernel makes a new one; a
@@ -16,7 +16,7 @@ namespace Vnet.Tests.TestBed;
 /// A missing package is an error that says which package to install: CI installs them
 /// (.ci/run, test.sh), so a skip would only hide a broken install.
 /// </remarks>
-internal sealed class QemuGuestImage
+public sealed class QemuGuestImage
 {
     /// <summary>Starts every line the guest prints for the test to read (see <see cref="InitScript"/>).</summary>
     public const string Marker = "VNET-GUEST";
@@ -69,9 +69,9 @@ internal sealed class QemuGuestImage
     /// from then on it runs each line "ID COMMAND" it reads from the console and answers
     /// "done ID rc=N" after the command's output.
     /// </summary>
-    internal const string InitScript = """
+    public const string InitScript = """
         #!/bin/busybox sh
-        # The guest's init (tests/Vnet.FunctionalTests/TestBed/QemuGuestImage.cs).
+        # The guest's init (src/Vnet.Core/Vms/Providers/Qemu/QemuGuestImage.cs).
         /bin/busybox --install -s /bin
         export PATH=/bin
         mount -t proc proc /proc
@@ -102,7 +102,7 @@ internal sealed class QemuGuestImage
         """;
 
     /// <summary>busybox udhcpc's script: applies the lease ($mask is the prefix length) and says so.</summary>
-    internal const string DhcpScript = """
+    public const string DhcpScript = """
         #!/bin/sh
         case "$1" in
         deconfig)
@@ -222,12 +222,12 @@ internal sealed class QemuGuestImage
 
     private static string ModInfo(string version, params string[] args)
     {
-        Sh.Result r;
+        ProcessResult r;
         try
         {
-            r = Sh.TryExec("modinfo", ["-k", version, .. args], 30);
+            r = ProcessRunner.RunAsync(ProcessRunner.Find("modinfo") ?? "modinfo", ["-k", version, .. args], TimeSpan.FromSeconds(30)).GetAwaiter().GetResult();
         }
-        catch (System.ComponentModel.Win32Exception e)
+        catch (Vnet.Daemon.DaemonCommandException e)
         {
             throw Missing($"cannot run modinfo ({e.Message})", "kmod");
         }
@@ -247,18 +247,18 @@ internal sealed class QemuGuestImage
             : null;
         if (tool is null)
             throw new InvalidOperationException($"module {path}: unknown compression");
-        var plain = Path.GetTempFileName();
-        try
+        using var process = ProcessRunner.Start(ProcessRunner.Find(tool) ?? tool, ["-dc", path], redirectInput: false);
+        using var plain = new MemoryStream();
+        var errors = process.StandardError.ReadToEndAsync();
+        process.StandardOutput.BaseStream.CopyTo(plain);
+        if (!process.WaitForExit(TimeSpan.FromSeconds(60)))
         {
-            var r = Sh.TryRun($"{tool} -dc {Sh.Quote(path)} > {Sh.Quote(plain)}", 60);
-            if (!r.Ok)
-                throw new InvalidOperationException($"cannot decompress {path} with {tool}: {r.Stderr.Trim()}");
-            return File.ReadAllBytes(plain);
+            ProcessRunner.Kill(process);
+            throw new InvalidOperationException($"decompressing {path} with {tool} took more than 60 s");
         }
-        finally
-        {
-            TryDelete(plain);
-        }
+        if (process.ExitCode != 0)
+            throw new InvalidOperationException($"cannot decompress {path} with {tool}: {errors.GetAwaiter().GetResult().Trim()}");
+        return plain.ToArray();
     }
 
     /// <summary>Whether an ELF executable has no program interpreter (PT_INTERP): runs without a libc.</summary>

@@ -2,14 +2,14 @@ using System.Globalization;
 using System.IO.Compression;
 using System.Text;
 
-namespace Vnet.Tests.TestBed;
+namespace Vnet.Vms.Providers.Qemu;
 
 /// <summary>
 /// Writes a cpio archive in the "newc" format the kernel unpacks as an initramfs, gzip-compressed.
 /// Made here rather than with the cpio program so that the guest image needs one package less and
 /// comes out byte for byte the same for the same files (every time stamp and owner is 0).
 /// </summary>
-internal sealed class CpioArchive
+public sealed class CpioArchive
 {
     private const uint TypeDirectory = 0x4000;
     private const uint TypeCharDevice = 0x2000;
