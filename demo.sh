@@ -51,25 +51,30 @@ VNET="dotnet $out/vnet.dll"
 cleaned=0
 cleanup() {
     [ $cleaned = 1 ] && return; cleaned=1
-    trap '' INT TERM
-    # Background loops of this script first, so that they start nothing new.
-    local jobs_; jobs_=$(jobs -p); [ -n "$jobs_" ] && kill $jobs_ 2>/dev/null || true
-    for pidfile in "$run"/*.pid; do [ -e "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true; done
-    sleep 0.5
-    # Namespaces the VM provider made for ordered VMs (vnet-vm-*) belong to this demo's hosts.
-    for ns in $(ip netns list | awk '{print $1}' | grep -E "^($P-|vnet-vm-$P)" || true); do
+    # The pattern's loop first, so that it starts nothing new (the daemons are jobs too: they get SIGTERM below).
+    [ -n "${pattern_loop:-}" ] && kill -9 "$pattern_loop" 2>/dev/null || true
+    # SIGTERM: a host daemon ends the VMs it made (their namespaces' holder processes, QEMU) as it stops.
+    local pids=() pidfile
+    for pidfile in "$run"/*.pid; do [ -e "$pidfile" ] && pids+=("$(cat "$pidfile")"); done
+    [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        local alive=0 pid; for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break; sleep 0.2
+    done
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$P-" || true); do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; ip netns del "$ns" 2>/dev/null || true
     done
     ip link del "$P-web" 2>/dev/null || true
+    rmdir /run/vnet-vms 2>/dev/null || true
     if [ "${VNET_DEMO_KEEP_LOGS:-0}" = 1 ] && [ -d "$run" ]; then
         mkdir -p /tmp/vnet-demo-logs && cp "$run"/*.log /tmp/vnet-demo-logs/ 2>/dev/null || true
     fi
     rm -rf "$run"
 }
 trap cleanup EXIT
-trap 'echo; echo "stopping: removing every process, namespace and file of the demo ..."; cleanup; echo "done."; exit 130' INT TERM
+trap 'trap "" INT TERM; echo; echo "stopping: removing every process, namespace and file of the demo ..."; cleanup; echo "done."; exit 130' INT TERM
 cleanup; cleaned=0
-mkdir -p "$run"; chmod 700 "$run"
+mkdir -p "$run/tmp"; chmod 700 "$run"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
@@ -108,7 +113,7 @@ pub() { $VNET pubkey < "$run/$1.key"; }
 head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' > "$run/web.token"; chmod 600 "$run/web.token"
 daemon() { # name args...
     local name=$1; shift
-    ip netns exec "$P-$name" setsid $VNET daemon --name "$name" --key-file "$run/$name.key" --control-socket "$run/$name.sock" --log-level information "$@" \
+    ip netns exec "$P-$name" env TMPDIR="$run/tmp" setsid $VNET daemon --name "$name" --key-file "$run/$name.key" --control-socket "$run/$name.sock" --log-level information "$@" \
         >"$run/$name.log" 2>&1 < /dev/null &
     echo $! > "$run/$name.pid"
 }
@@ -149,12 +154,21 @@ show ns vm3 ping -c 2 -i 0.2 -w 15 10.50.0.1 | tail -1
 show ns lanhost ping -c 2 -i 0.2 -w 15 10.50.0.14 | tail -1
 
 say "Ordering a VM, as the web front's VMs page does: it is made on h2 and leases its address from the LAN"
-vnet proxy vm order --site h2 --size small --name web1
+vnet proxy vm order --site h2 --size small --name web1 || echo "(the order was refused: the demo goes on without web1)"
 for i in $(seq 1 60); do
-    addr=$($VNET vms --json --socket "$run/proxy.sock" 2>/dev/null | grep -A8 '"web1"' | grep -o '"address": "[0-9.]*"' | grep -o '[0-9.]*' | head -1 || true)
+    addr=$($VNET vms --socket "$run/proxy.sock" 2>/dev/null | grep -w web1 | grep -oE '10\.50\.0\.[0-9]+' | head -1 || true)
     [ -n "$addr" ] && break; sleep 0.5
 done
 vnet proxy vms
+if [ -n "${addr:-}" ]; then
+    say "Moving web1 from h2 to h3 while the LAN machine pings it: same MAC, same address, no lost session"
+    ns lanhost ping -c 25 -i 0.1 "$addr" > "$run/move-ping.txt" 2>&1 &
+    pinger=$!
+    sleep 0.5
+    vnet proxy vm move web1 --to h3
+    wait $pinger || true
+    tail -2 "$run/move-ping.txt"
+fi
 
 say "Throughput vm1 -> vm2 through the star (h1 -TCP-> Proxy -TCP-> h2), 3 seconds"
 ns vm2 iperf3 -s -1 -D
@@ -179,7 +193,7 @@ echo "VTTIF infers who talks to whom; the Proxy adds direct links between those 
 vnet proxy adapt policy auto
 pattern() { # one rank per VM, again and again until the demo stops
     local peers=10.50.0.11:7000,10.50.0.12:7000,10.50.0.13:7000,10.50.0.14:7000
-    while true; do
+    while [ -d "$run" ] && kill -0 $$ 2>/dev/null; do
         for r in 0 1 2 3; do
             ns vm$((r + 1)) $VNET patterns --pattern neighbor-mesh --peers $peers --rank $r --bytes 4M --rounds 30 \
                 --connect-timeout 10 --round-timeout 20 >>"$run/pattern.log" 2>&1 &
@@ -189,6 +203,7 @@ pattern() { # one rank per VM, again and again until the demo stops
     done
 }
 pattern &
+pattern_loop=$!
 for i in $(seq 1 40); do
     added=$($VNET adapt status --json --socket "$run/proxy.sock" 2>/dev/null | grep -c '"added' || true)
     links=$($VNET link list --json --socket "$run/h1.sock" 2>/dev/null | grep -c '"peer"' || true)
