@@ -2,9 +2,10 @@ using System.Runtime.InteropServices;
 
 namespace Vnet.Tests.TestBed;
 
-/// <summary>The few libc calls the test bed needs that .NET does not offer (SIGTERM, process groups).</summary>
+/// <summary>The few libc calls the test bed needs that .NET does not offer (signals, process groups).</summary>
 internal static partial class TestNative
 {
+    public const int SIGINT = 2;
     public const int SIGTERM = 15;
     public const int SIGKILL = 9;
 
