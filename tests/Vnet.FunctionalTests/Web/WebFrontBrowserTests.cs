@@ -141,7 +141,7 @@ public sealed class WebFrontBrowserTests(ITestOutputHelper output)
     /// An executable that runs /usr/bin/chromium inside one of the bed's namespaces, for Playwright
     /// to launch (it talks to the browser over a pipe, which crosses namespaces).
     /// </summary>
-    private static string BrowserIn(OverlayBed o, string ns)
+    internal static string BrowserIn(OverlayBed o, string ns)
     {
         var path = o.FileOf("chromium-in-" + ns);
         File.WriteAllText(path, $"#!/bin/sh\nexec ip netns exec {o.Bed.Prefix}-{ns} {Chromium} \"$@\"\n");
