@@ -28,11 +28,7 @@ public sealed class VttifReportingTests
         Assert.InRange(h1.ReportsSkipped - skipped, 2, 4);
 
         // The VM sends to the LAN: reported at the next period, and the Proxy's matrix has the pair.
-        var frame = new byte[60];
-        SimVms.LanHost.Write(frame);
-        Vm.Write(frame.AsSpan(6));
-        frame[12] = 0x88;
-        frame[13] = 0xb5;
+        var frame = SimVms.FrameToLan(Vm);
         var tap = net.DevicesOf("h1")["vm1"];
         for (var i = 0; i < 20; i++)
             await DaemonNet.Until(() => tap.Inject(frame), Deadline, "room in the memory TAP");
