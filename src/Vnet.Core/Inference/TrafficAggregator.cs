@@ -9,7 +9,8 @@ namespace Vnet.Inference;
 /// Report(daemon, at, counters)   per pair: delta = counters - previous counters of that daemon
 ///                                (a counter that went down: a restart, delta = the new value);
 ///                                bytes and elapsed time pile up until the next tick; a pair the
-///                                daemon no longer reports is forgotten (it sent nothing).
+///                                daemon no longer reports is forgotten (it sent nothing); a
+///                                report resumed after skipped ones counts over one period.
 /// Tick(now)                      per daemon: rate = piled bytes / piled time (several reports
 ///                                since the last tick average, so nothing is lost); a daemon with
 ///                                no report since the last tick but one within 2 report periods is
@@ -54,8 +55,11 @@ public sealed class TrafficAggregator
     /// <see cref="Forget"/>) is only a baseline: nobody knows over what time its counters grew.
     /// A report not newer than the daemon's previous one is ignored. Negative counters count as 0;
     /// a pair listed twice keeps its last entry; frames to oneself are ignored.
+    /// <paramref name="resumed"/>: the daemon skipped reports because its counters did not move
+    /// (<see cref="ReportGate"/>), so what they moved by happened in the last report period, and
+    /// is counted over that period, not over the whole silence (which would dilute a new burst).
     /// </summary>
-    public void Report(string daemon, DateTimeOffset at, IReadOnlyList<MatrixEntry> cumulative)
+    public void Report(string daemon, DateTimeOffset at, IReadOnlyList<MatrixEntry> cumulative, bool resumed = false)
     {
         ArgumentException.ThrowIfNullOrEmpty(daemon);
         ArgumentNullException.ThrowIfNull(cumulative);
@@ -105,7 +109,8 @@ public sealed class TrafficAggregator
 
         // Pairs missing from this report are forgotten: their next appearance counts from zero.
         state.Counters = counters;
-        state.PendingSeconds += (at - state.LastAt).TotalSeconds;
+        var elapsed = at - state.LastAt;
+        state.PendingSeconds += (resumed && elapsed > Options.ReportPeriod ? Options.ReportPeriod : elapsed).TotalSeconds;
         state.LastAt = at;
     }
 

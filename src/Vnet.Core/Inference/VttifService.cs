@@ -17,7 +17,8 @@ namespace Vnet.Inference;
 ///  1. Every frame forwarded from a local interface adds its bytes to the local matrix (data path).
 ///  2. Every report period (a timer on the loop) the daemon measures its links (RTT, throughput)
 ///     and snapshots the matrix: cumulative counters, so a lost report loses nothing.
-///  3. A host sends both to the Proxy over the star (Traffic); the Proxy folds in its own.
+///  3. A host sends both to the Proxy over the star (Traffic) when something moved (ReportGate:
+///     an idle host stays silent but for a heartbeat); the Proxy folds in its own.
 ///  4. The Proxy smooths the global matrix, infers the topology, and raises a topology change
 ///     (damped: a pattern switch is one change), which adaptation acts on.
 /// </code>
@@ -36,6 +37,7 @@ public sealed partial class VttifService : IDisposable
     private readonly ControlLoop _loop;
     private readonly ILogger _logger;
     private readonly LocalTrafficMatrix _matrix = new();
+    private readonly ReportGate _gate = new();
     private readonly Dictionary<string, IReadOnlyList<LinkMeasurement>> _measurements = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (long Tx, long Rx, long At)> _linkCounters = new(StringComparer.Ordinal);
     private readonly TrafficAggregator? _aggregator;
@@ -83,6 +85,9 @@ public sealed partial class VttifService : IDisposable
     /// <summary>Host: reports sent to the Proxy, since start (control loop, as the two below).</summary>
     public long ReportsSent { get; private set; }
 
+    /// <summary>Host: periods whose report was not sent because nothing moved (<see cref="ReportGate"/>).</summary>
+    public long ReportsSkipped { get; private set; }
+
     /// <summary>Proxy: hosts' reports folded in, since start.</summary>
     public long ReportsReceived { get; private set; }
 
@@ -92,6 +97,15 @@ public sealed partial class VttifService : IDisposable
     public void Start()
     {
         _switch.Observer = _matrix;
+        if (!IsProxy)
+        {
+            // A new star session: the Proxy forgot this host, so its next report is a baseline.
+            _peers.PeerUp += (port, _) =>
+            {
+                if (port.Star)
+                    _gate.Reset();
+            };
+        }
         if (IsProxy)
         {
             _peers.On(PeerMessageType.Traffic, OnTraffic);
@@ -115,11 +129,29 @@ public sealed partial class VttifService : IDisposable
         var snapshot = _matrix.Snapshot();
         if (!IsProxy)
         {
+            long frames = 0;
+            foreach (var e in snapshot)
+                frames += e.Frames;
+            var (linksMoved, shape) = (false, measurements.Count * 2);
+            foreach (var l in measurements)
+            {
+                linksMoved |= l.TxBytesPerSecond > 0 || l.RxBytesPerSecond > 0;
+                shape += l.RttMs is null ? 0 : 1;
+            }
+            if (!_gate.ShouldSend(frames, linksMoved, shape, out var resumed))
+            {
+                ReportsSkipped++;
+                return;
+            }
             var matrix = new List<TrafficEntry>(snapshot.Count);
             foreach (var e in snapshot)
                 matrix.Add(new TrafficEntry(e.Source, e.Destination, e.Bytes, e.Frames));
-            if (_peers.Send(_config.ProxyName, new PeerMessage { Type = PeerMessageType.Traffic, Matrix = matrix, Measurements = measurements }))
+            var report = new PeerMessage { Type = PeerMessageType.Traffic, Matrix = matrix, Measurements = measurements, Resumed = resumed ? true : null };
+            if (_peers.Send(_config.ProxyName, report))
+            {
                 ReportsSent++;
+                _gate.Sent(frames, linksMoved, shape);
+            }
             return;
         }
         _measurements[Name] = measurements;
@@ -143,7 +175,7 @@ public sealed partial class VttifService : IDisposable
         var entries = new List<MatrixEntry>(m.Message.Matrix?.Count ?? 0);
         foreach (var t in m.Message.Matrix ?? [])
             entries.Add(new MatrixEntry(t.Src, t.Dst, t.Bytes, t.Frames));
-        _aggregator!.Report(m.Peer, Now, entries);
+        _aggregator!.Report(m.Peer, Now, entries, m.Message.Resumed == true);
         ReportsReceived++;
         if (m.Message.Measurements is { } measured)
             _measurements[m.Peer] = measured;

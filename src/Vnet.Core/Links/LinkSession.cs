@@ -25,7 +25,8 @@ namespace Vnet.Links;
 /// Inbound (receiver thread): the transport reads the connection until the session ends; control
 ///   messages come back to ReceiveSealedControl, frames go to DeliverFrame (VirtualSwitch.Forward on this
 ///   thread). A UDP link's frames arrive on UdpTransport's receive thread, also through DeliverFrame.
-/// Clock (LinkManager, every 500 ms): Tick sends a keep-alive each second and ends a silent session.
+/// Clock (LinkManager, every 500 ms): Tick sends a keep-alive each second (the leading end; the other
+///   answers, see LeadsKeepAlives) and ends a silent session.
 /// End: Close shuts the connection down, which wakes both threads; the last one to finish frees
 ///   the connection and queues and reports to LinkManager.OnSessionDown.
 /// </code>
@@ -37,8 +38,8 @@ public sealed class LinkSession : IDisposable, IFlushable
     public static readonly TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(1);
     public static readonly TimeSpan DeadAfter = TimeSpan.FromSeconds(3);
 
-    /// <summary>Longest sleep of an idle sender thread (see SendLoop).</summary>
-    private const int IdleWaitMs = 1000;
+    /// <summary>Longest sleep of an idle sender thread (see SendLoop): a safety net, as the readers' poll timeout.</summary>
+    private const int IdleWaitMs = 5000;
 
     /// <summary>Frames sent at once (one system call on a TCP link).</summary>
     internal const int BatchSize = 64;
@@ -69,6 +70,7 @@ public sealed class LinkSession : IDisposable, IFlushable
     private string _closeReason = "";
     private string? _leaving;
     private long _lastKeepAliveTicks;
+    private long _keepAlivesSent;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     // Whoever holds the send lock owns the connection's write side, the transport's scratch space and
@@ -138,6 +140,9 @@ public sealed class LinkSession : IDisposable, IFlushable
     public bool IsClosed => Volatile.Read(ref _closed) != 0;
 
     public string CloseReason => _closeReason;
+
+    /// <summary>Keep-alives this end sent (answers not counted); see <see cref="LeadsKeepAlives"/>.</summary>
+    public long KeepAlivesSent => Interlocked.Read(ref _keepAlivesSent);
 
     /// <summary>Smoothed round-trip time from keep-alives, in microseconds; -1 before the first.</summary>
     public long SmoothedRttMicros => Interlocked.Read(ref _srttMicros);
@@ -306,9 +311,9 @@ public sealed class LinkSession : IDisposable, IFlushable
                 if (n == 0 && !_connection.HasCarry)
                 {
                     // Sleep until work arrives (frames, control messages, a carry to drain and
-                    // leaving all wake the queue), or until the next held-back frame is due. The
-                    // timeout only bounds a rekey's delay on an idle link: a second, not the
-                    // 10 wake-ups a second that were most of an idle daemon's own work.
+                    // leaving all wake the queue), or until the next held-back frame is due. An
+                    // idle link's key is stepped by the clock (Tick), so the timeout is only a
+                    // safety net: an idle sender used to wake 10 times, then once, a second.
                     var wait = IdleWaitMs;
                     if (nextDue != long.MaxValue)
                         wait = (int)Math.Clamp((nextDue - Stopwatch.GetTimestamp()) * 1000 / Stopwatch.Frequency, 0, IdleWaitMs);
@@ -357,15 +362,54 @@ public sealed class LinkSession : IDisposable, IFlushable
             Close($"no message for {DeadAfter.TotalSeconds:0} s");
             return;
         }
+        // An idle sender thread sleeps (up to IdleWaitMs): the clock steps an old key for it, as
+        // the send-lock holder; a busy sender steps its own before each batch.
+        if (_sendLock.TryEnter())
+        {
+            try
+            {
+                _seal.RekeyIfDue();
+                _datagramSeal?.RekeyIfDue();
+            }
+            finally
+            {
+                _sendLock.Exit();
+            }
+        }
         // A tick that comes a hair early must not push the keep-alive to the next tick (1.5 s).
-        if (Stopwatch.GetElapsedTime(_lastKeepAliveTicks) < KeepAliveInterval - LinkManager.ClockPeriod / 4)
+        var sinceKeepAlive = Stopwatch.GetElapsedTime(_lastKeepAliveTicks);
+        if (sinceKeepAlive < KeepAliveInterval - LinkManager.ClockPeriod / 4)
+            return;
+        if (!LeadsKeepAlives && !FollowerNeedsKeepAlive(sinceKeepAlive))
             return;
         _lastKeepAliveTicks = Stopwatch.GetTimestamp();
+        Interlocked.Increment(ref _keepAlivesSent);
         Span<byte> payload = stackalloc byte[12];
         BinaryPrimitives.WriteInt64BigEndian(payload, Stopwatch.GetTimestamp());
         BinaryPrimitives.WriteUInt32BigEndian(payload.Slice(8), ++_keepAliveSeq);
         SendProbe(MessageType.KeepAlive, payload);
     }
+
+    /// <summary>
+    /// One end of a link sends the keep-alives, the other answers (an idle link used to carry two
+    /// pairs a second, and every one was a wake-up on both daemons): each end still hears the other
+    /// every second, so the dead timer is unchanged. The end with the lower session id leads; both
+    /// ends know both ids. On equal ids both lead, as before.
+    /// </summary>
+    internal bool LeadsKeepAlives => LocalSession <= Peer.RemoteSession;
+
+    /// <summary>A follower's own RTT is refreshed this often (the leader's answers give only the leader one).</summary>
+    internal static readonly TimeSpan FollowerRttRefresh = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// The follower sends a keep-alive of its own when it has no RTT yet, when its RTT is
+    /// <see cref="FollowerRttRefresh"/> old, or when the leader's keep-alive is overdue (lost, or a
+    /// leader of an older build that waits for ours): then the leader hears it within the same second.
+    /// </summary>
+    private bool FollowerNeedsKeepAlive(TimeSpan sinceKeepAlive) =>
+        SmoothedRttMicros < 0
+        || sinceKeepAlive >= FollowerRttRefresh - LinkManager.ClockPeriod / 4
+        || SilentFor > KeepAliveInterval + (LinkManager.ClockPeriod / 2);
 
     /// <summary>
     /// Sends a keep-alive or its answer on the data channel. On an emulated link it waits out the

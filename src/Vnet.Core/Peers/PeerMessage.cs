@@ -103,6 +103,9 @@ public sealed record PeerMessage
 
     public IReadOnlyList<LinkMeasurement>? Measurements { get; init; }
 
+    /// <summary>Traffic: the host skipped reports before this one, as its counters had not moved (see <see cref="Inference.ReportGate"/>).</summary>
+    public bool? Resumed { get; init; }
+
     /// <summary>Request and response: pairs them up.</summary>
     public long Id { get; init; }
 

@@ -370,6 +370,36 @@ public sealed class LinkManagerTests : LinkNodeTests
         Assert.True(hostSession.SilentFor < LinkSession.DeadAfter);
     }
 
+    /// <summary>
+    /// One end leads the keep-alives, the other only answers once it has an RTT: an idle link
+    /// carries one pair a second, not two, and neither end is declared dead.
+    /// </summary>
+    [Theory]
+    [InlineData(LinkTransport.Tcp)]
+    [InlineData(LinkTransport.Udp)]
+    public void KeepAlive_IdleLink_OnlyTheLeadingEndSendsThem(LinkTransport transport)
+    {
+        var (proxy, host) = Pair(transport, route: false);
+        var hostSession = host.WaitUp(ProxyName).Session!;
+        var proxySession = proxy.WaitUp(HostName).Session!;
+        Assert.NotEqual(hostSession.LeadsKeepAlives, proxySession.LeadsKeepAlives);
+        var (leader, follower) = hostSession.LeadsKeepAlives ? (hostSession, proxySession) : (proxySession, hostSession);
+        Wait.Until(() => leader.SmoothedRttMicros >= 0 && follower.SmoothedRttMicros >= 0,
+            TimeSpan.FromSeconds(3), "an RTT on both sides");
+
+        var (leaderBefore, followerBefore) = (leader.KeepAlivesSent, follower.KeepAlivesSent);
+        Thread.Sleep(TimeSpan.FromSeconds(4.2));
+
+        // About one a second from the leader (the clock ticks every 500 ms); none from the follower
+        // (its RTT is fresh and the leader's keep-alives arrive), or one if a tick raced.
+        Assert.InRange(leader.KeepAlivesSent - leaderBefore, 3, 5);
+        Assert.InRange(follower.KeepAlivesSent - followerBefore, 0, 1);
+        Assert.False(leader.IsClosed, leader.CloseReason);
+        Assert.False(follower.IsClosed, follower.CloseReason);
+        Assert.True(follower.SilentFor < LinkSession.DeadAfter);
+        Assert.True(leader.SilentFor < LinkSession.DeadAfter);
+    }
+
     // Removal.
 
     [Theory]

@@ -47,11 +47,7 @@ public sealed class MetricsTests
     {
         var lan = net.DevicesOf("proxy")[DaemonNet.Lan];
         var before = lan.Writes;
-        var frame = new byte[60];
-        SimVms.LanHost.Write(frame);
-        Vm.Write(frame.AsSpan(6));
-        frame[12] = 0x88;
-        frame[13] = 0xb5;
+        var frame = SimVms.FrameToLan(Vm);
         var tap = net.DevicesOf("h1")["vm1"];
         for (var i = 0; i < count; i++)
         {

@@ -16,6 +16,17 @@ internal sealed class SimVms : IAsyncDisposable
     /// <summary>Where VM frames go when they go nowhere in particular: a machine on the home LAN.</summary>
     public static readonly MacAddress LanHost = MacAddress.Parse("02:aa:00:00:00:01");
 
+    /// <summary>A minimal frame (60 bytes, a local experimental EtherType) from <paramref name="vm"/> to <see cref="LanHost"/>.</summary>
+    public static byte[] FrameToLan(MacAddress vm)
+    {
+        var frame = new byte[60];
+        LanHost.Write(frame);
+        vm.Write(frame.AsSpan(6));
+        frame[12] = 0x88;
+        frame[13] = 0xb5;
+        return frame;
+    }
+
     private readonly DaemonNet _net;
     private readonly Lock _lock = new();
     private readonly Dictionary<MacAddress, string> _at = [];
