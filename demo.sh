@@ -205,7 +205,6 @@ pattern() { # one rank per VM, again and again until the demo stops
 pattern &
 pattern_loop=$!
 for i in $(seq 1 40); do
-    added=$($VNET adapt status --json --socket "$run/proxy.sock" 2>/dev/null | grep -c '"added' || true)
     links=$($VNET link list --json --socket "$run/h1.sock" 2>/dev/null | grep -c '"peer"' || true)
     [ "${links:-0}" -gt 1 ] && break; sleep 1
 done

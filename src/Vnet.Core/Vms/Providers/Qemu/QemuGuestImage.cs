@@ -120,7 +120,7 @@ public sealed class QemuGuestImage
 
     private static QemuGuestImage Build()
     {
-        var qemu = FindOnPath(QemuProgram)
+        var qemu = ProcessRunner.Find(QemuProgram)
             ?? throw Missing($"{QemuProgram} is not on PATH", "qemu-system-x86");
         var (version, kernel) = FindKernel();
         if (!File.Exists(Busybox) || !IsStatic(Busybox))
@@ -280,12 +280,6 @@ public sealed class QemuGuestImage
         }
         return true;
     }
-
-    private static string? FindOnPath(string program) =>
-        (Environment.GetEnvironmentVariable("PATH") ?? "/usr/local/bin:/usr/bin:/bin")
-            .Split(':', StringSplitOptions.RemoveEmptyEntries)
-            .Select(dir => Path.Combine(dir, program))
-            .FirstOrDefault(File.Exists);
 
     // Scripts must reach the guest with Unix line ends whatever this file was checked out with.
     private static byte[] Unix(string text) => Encoding.UTF8.GetBytes(text.Replace("\r\n", "\n", StringComparison.Ordinal) + (text.EndsWith('\n') ? "" : "\n"));
