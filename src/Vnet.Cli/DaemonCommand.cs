@@ -37,7 +37,7 @@ internal static class DaemonCommand
         var pcaps = new Option<string[]>("--pcap") { Description = "Existing NIC to open as a packet socket, interface kind pcap (repeatable)", Arity = ArgumentArity.ZeroOrMore };
         var lans = new Option<string[]>("--lan") { Description = "Proxy: interface that is the user's LAN (repeatable)", Arity = ArgumentArity.ZeroOrMore };
         var mtu = new Option<int?>("--mtu") { Description = "MTU of the interfaces (default 1500)" };
-        var noOffloads = new Option<bool>("--no-offloads") { Description = "Open TAPs without IFF_VNET_HDR/TSO (for comparison)" };
+        var noOffloads = new Option<bool>("--no-offloads") { Description = "Open TAPs without IFF_VNET_HDR/TSO, and leave pcap devices' GRO as it is (for comparison)" };
         var tapQueues = new Option<int?>("--tap-queues") { Description = $"Receive queues of the --tap interfaces, 1 to {InterfaceConfig.MaxQueues} (IFF_MULTI_QUEUE above 1; default 1)" };
         var socket = new Option<string?>("--control-socket") { Description = "Control socket path (default /run/vnet/NAME.sock)" };
         var metrics = new Option<string?>("--metrics") { Description = "Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9464 (no authentication; default: off)" };
@@ -152,7 +152,7 @@ internal static class DaemonCommand
         foreach (var c in p.GetValue(o.Pcaps) ?? [])
         {
             var lan = lanSet.Contains(c) || r == DaemonRole.Proxy;
-            interfaces.Add(new InterfaceConfig { Name = c, Kind = InterfaceKind.Pcap, Mtu = m, Lan = lan, Learn = !lan });
+            interfaces.Add(new InterfaceConfig { Name = c, Kind = InterfaceKind.Pcap, Mtu = m, Lan = lan, Learn = !lan, Offloads = !p.GetValue(o.NoOffloads) });
         }
         foreach (var l in lanSet)
         {

@@ -34,7 +34,7 @@ public sealed class SystemInterfaceFactory : IInterfaceFactory
         ILocalInterface device = config.Kind switch
         {
             InterfaceKind.Tap => TapInterface.Open(config.Name, config.Mtu, config.Offloads ? OffloadSet.All : OffloadSet.None, config.Queues),
-            _ => PacketSocketInterface.Open(config.Name, config.Mtu, filter),
+            _ => PacketSocketInterface.Open(config.Name, config.Mtu, filter, receiveOffload: config.Offloads),
         };
         try
         {

@@ -259,6 +259,8 @@ public sealed partial class InterfaceService
         Opened?.Invoke(state);
         port.Start();
         Log.Opened(_logger, opened.Device.Name, config.Kind, config.Mtu, opened.Device.Offloads, opened.Device.Queues.Count);
+        if (opened.Device is PacketSocketInterface { GroTurnedOn: true })
+            Log.GroTurnedOn(_logger, opened.Device.Name);
     }
 
     private void Close(LocalInterface state, string reason)
@@ -331,6 +333,9 @@ public sealed partial class InterfaceService
     {
         [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "Interface {Name} open ({Kind}, MTU {Mtu}, offloads {Offloads}, queues {Queues})")]
         public static partial void Opened(ILogger logger, string name, InterfaceKind kind, int mtu, OffloadSet offloads, int queues);
+
+        [LoggerMessage(EventId = 16, Level = LogLevel.Information, Message = "Interface {Name}: GRO turned on while VNET reads it, so TCP arrives in super-frames; it goes off again at close (offloads = false leaves it alone)")]
+        public static partial void GroTurnedOn(ILogger logger, string name);
 
         [LoggerMessage(EventId = 11, Level = LogLevel.Warning, Message = "Interface {Name} closed: {Reason}")]
         public static partial void Closed(ILogger logger, string name, string reason);

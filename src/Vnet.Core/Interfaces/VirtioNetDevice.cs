@@ -193,6 +193,7 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
         Close();
+        BeforeCloseDescriptors();
         // The reader thread may still be inside poll(); closing the eventfd last keeps it valid
         // until then. Callers join the reader before disposing.
         foreach (var fd in _fds)
@@ -200,6 +201,11 @@ public abstract unsafe class VirtioNetDevice : ILocalInterface
         LibC.Close(_wakeFd);
         DisposeCore();
         GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Undoes what a subclass set on the device through its descriptor, while that is still open.</summary>
+    private protected virtual void BeforeCloseDescriptors()
+    {
     }
 
     /// <summary>Frees what a subclass holds besides the descriptors, after they are all closed.</summary>

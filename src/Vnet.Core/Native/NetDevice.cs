@@ -17,6 +17,9 @@ internal static unsafe class NetDevice
     private const nuint SIOCBRADDBR = 0x89a0;
     private const nuint SIOCBRADDIF = 0x89a2;
     private const nuint SIOCGIFINDEX = 0x8933;
+    private const nuint SIOCETHTOOL = 0x8946;
+    private const uint ETHTOOL_GGRO = 0x2b;
+    private const uint ETHTOOL_SGRO = 0x2c;
     private const short IFF_UP = 0x1;
     private const short IFF_PROMISC = 0x100;
 
@@ -118,6 +121,57 @@ internal static unsafe class NetDevice
     });
 
     public static bool Exists(string name) => LibC.IfNameToIndex(name) != 0;
+
+    /// <summary>Whether generic receive offload is on for a device (<c>ethtool -k</c>'s generic-receive-offload).</summary>
+    public static bool GetGro(string name) => WithSocket(s => Ethtool(s, name, ETHTOOL_GGRO, 0, "read GRO of") != 0);
+
+    /// <summary>
+    /// Turns GRO on for <paramref name="name"/> if it is off, through <paramref name="socket"/> (any
+    /// socket in the device's namespace): true if it did. False when it was on already, or the
+    /// device refuses (no GRO, or no CAP_NET_ADMIN): the device is then used as it is.
+    /// </summary>
+    public static bool TryTurnGroOn(int socket, string name)
+    {
+        try
+        {
+            if (Ethtool(socket, name, ETHTOOL_GGRO, 0, "read GRO of") != 0)
+                return false;
+            Ethtool(socket, name, ETHTOOL_SGRO, 1, "turn GRO on for");
+            return Ethtool(socket, name, ETHTOOL_GGRO, 0, "read GRO of") != 0;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Sets GRO for a device through <paramref name="socket"/>; false if the device refuses or is gone.</summary>
+    public static bool TrySetGro(int socket, string name, bool on)
+    {
+        try
+        {
+            Ethtool(socket, name, ETHTOOL_SGRO, on ? 1u : 0u, "set GRO of");
+            return true;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>One <c>struct ethtool_value</c> command (<c>{ u32 cmd; u32 data; }</c>, pointed to by ifr_data): returns its data.</summary>
+    private static uint Ethtool(int s, string name, uint command, uint data, string what)
+    {
+        var value = stackalloc uint[2];
+        value[0] = command;
+        value[1] = data;
+        var req = default(IfReq);
+        req.SetName(name);
+        // ifr_data is a pointer in the union at offset 16 (where Flags is).
+        *(uint**)((byte*)&req + IfNameSize) = value;
+        Check(LibC.Ioctl(s, SIOCETHTOOL, &req), $"{what} {name}");
+        return value[1];
+    }
 
     /// <summary>Adds a device to a Linux bridge, creating the bridge if it does not exist.</summary>
     public static void AddToBridge(string bridge, string device) => WithSocket(s =>

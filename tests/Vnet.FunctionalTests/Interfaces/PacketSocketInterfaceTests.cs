@@ -351,6 +351,74 @@ public sealed class PacketSocketInterfaceTests : IDisposable
         // Two namespaces with checksum offload and TSO on (a veth's default), joined only by a
         // relay between two packet sockets that copies every frame as it was read, header included:
         // what a daemon does between a host's pcap interface and a TAP or a link.
+        var (toRight, toLeft) = await RelayTransfer(sendersOffload: true, receiveOffload: true, port: 7201);
+
+        Assert.True(toRight.SuperFrames > 0, $"no super-frame among the {toRight.Frames} frames relayed");
+    }
+
+    [Fact]
+    public async Task Relay_TcpFromSendersWithoutOffloads_GroMakesSuperFramesAndEveryByteArrives()
+    {
+        // Senders that hand over MTU-sized frames with complete checksums, as a real NIC's wire
+        // does (and the peer benchmark's pcap mode): the packet socket turned the device's GRO on,
+        // so they are still read as super-frames, and written whole on the other side.
+        var (toRight, _) = await RelayTransfer(sendersOffload: false, receiveOffload: true, port: 7202);
+
+        Assert.True(toRight.SuperFrames > 0, $"no super-frame among the {toRight.Frames} frames relayed");
+    }
+
+    [Fact]
+    public async Task Relay_TcpFromSendersWithoutOffloads_WithoutGro_EveryFrameIsMtuSized()
+    {
+        // The same with receive offload left alone (offloads = false): every frame is one MTU, the
+        // case GRO is turned on for.
+        var (toRight, _) = await RelayTransfer(sendersOffload: false, receiveOffload: false, port: 7203);
+
+        Assert.Equal(0, toRight.SuperFrames);
+    }
+
+    [Fact]
+    public void Open_DeviceWithGroOff_TurnsItOnWhileOpenAndOffAtDispose()
+    {
+        Assert.Equal("off", Gro(_ns, "pa"));
+
+        var pa = OpenIn("pa");
+        Assert.True(pa.GroTurnedOn);
+        Assert.Equal("on", Gro(_ns, "pa"));
+        // Disposed from this thread, outside the namespace: the socket still reaches its device.
+        pa.Dispose();
+        Assert.Equal("off", Gro(_ns, "pa"));
+
+        var untouched = OpenIn("pa", receiveOffload: false);
+        Assert.False(untouched.GroTurnedOn);
+        Assert.Equal("off", Gro(_ns, "pa"));
+        untouched.Dispose();
+
+        // On already (the user's choice, or a physical NIC's default): left on at close.
+        Sh.Run($"ip netns exec {_ns} ethtool -K pb gro on");
+        var pb = OpenIn("pb");
+        Assert.False(pb.GroTurnedOn);
+        pb.Dispose();
+        Assert.Equal("on", Gro(_ns, "pb"));
+    }
+
+    /// <summary><c>ethtool -k</c>'s generic-receive-offload of a device: "on" or "off".</summary>
+    private static string Gro(string ns, string device)
+    {
+        foreach (var line in Sh.Run($"ip netns exec {ns} ethtool -k {device}").Split('\n'))
+        {
+            if (line.StartsWith("generic-receive-offload:", StringComparison.Ordinal))
+                return line["generic-receive-offload:".Length..].Trim().Split(' ')[0];
+        }
+        throw new InvalidOperationException($"ethtool -k {device} shows no generic-receive-offload line");
+    }
+
+    /// <summary>
+    /// 16 MiB of TCP from one namespace to another through two relayed packet sockets (lb, rb in
+    /// the test's namespace); both directions' relays are returned, with nothing bad or refused.
+    /// </summary>
+    private async Task<(Relay ToRight, Relay ToLeft)> RelayTransfer(bool sendersOffload, bool receiveOffload, int port)
+    {
         var left = _ns + "l";
         var right = _ns + "r";
         foreach (var (ns, inner, outer, ip) in new[] { (left, "la", "lb", "10.78.0.1"), (right, "ra", "rb", "10.78.0.2") })
@@ -362,26 +430,30 @@ public sealed class PacketSocketInterfaceTests : IDisposable
             Sh.Run($"ip -n {_ns} link set {outer} up");
             Sh.Run($"ip -n {ns} addr add {ip}/24 dev {inner}");
             Sh.Run($"ip -n {ns} link set {inner} up");
+            if (!sendersOffload)
+                Sh.Run($"ip netns exec {ns} ethtool -K {inner} tx off tso off gso off");
             var features = Sh.Run($"ip netns exec {ns} ethtool -k {inner}");
-            Assert.Contains("tx-checksumming: on", features, StringComparison.Ordinal);
-            Assert.Contains("tcp-segmentation-offload: on", features, StringComparison.Ordinal);
+            var expected = sendersOffload ? "on" : "off";
+            Assert.Contains("tx-checksumming: " + expected, features, StringComparison.Ordinal);
+            Assert.Contains("tcp-segmentation-offload: " + expected, features, StringComparison.Ordinal);
         }
-        var lb = OpenIn("lb");
-        var rb = OpenIn("rb");
+        var lb = OpenIn("lb", receiveOffload: receiveOffload);
+        var rb = OpenIn("rb", receiveOffload: receiveOffload);
         Assert.Equal(OffloadSet.All, lb.Offloads);
+        Assert.Equal(receiveOffload, lb.GroTurnedOn);
         var toRight = StartRelay(lb, rb);
         var toLeft = StartRelay(rb, lb);
 
         const long Bytes = 16L << 20;
-        var received = Functional.TcpTransfer.Receive(right, 7201, TimeSpan.FromSeconds(30));
-        var sent = Functional.TcpTransfer.Send(left, new IPEndPoint(IPAddress.Parse("10.78.0.2"), 7201), Bytes, long.MaxValue / 2, TimeSpan.FromSeconds(30));
+        var received = Functional.TcpTransfer.Receive(right, port, TimeSpan.FromSeconds(30));
+        var sent = Functional.TcpTransfer.Send(left, new IPEndPoint(IPAddress.Parse("10.78.0.2"), port), Bytes, long.MaxValue / 2, TimeSpan.FromSeconds(30));
         var results = await Task.WhenAll(sent, received).WaitAsync(TimeSpan.FromSeconds(40));
 
         Assert.Equal(Bytes, results[0].Bytes);
         Assert.Equal(results[0], results[1]);
-        Assert.True(toRight.SuperFrames > 0, $"no super-frame among the {toRight.Frames} frames relayed");
         Assert.Equal(0, toRight.Bad + toLeft.Bad);
         Assert.Equal(0, toRight.Refused + toLeft.Refused);
+        return (toRight, toLeft);
     }
 
     [Fact]
@@ -393,9 +465,9 @@ public sealed class PacketSocketInterfaceTests : IDisposable
     }
 
     /// <summary>Opens a device from a thread inside the namespace; the handle stays there.</summary>
-    private PacketSocketInterface OpenIn(string device, string? filter = null)
+    private PacketSocketInterface OpenIn(string device, string? filter = null, bool receiveOffload = true)
     {
-        var opened = InNamespace(_ns, () => PacketSocketInterface.Open(device, Mtu, filter));
+        var opened = InNamespace(_ns, () => PacketSocketInterface.Open(device, Mtu, filter, receiveOffload));
         _interfaces.Add(opened);
         return opened;
     }
