@@ -258,6 +258,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         LinkCommands.Start();
         Vttif.Start();
         Adaptation.Start();
+        Inventory?.Start();
         Rules.Republish();
         Log.Started(_logger, Name, Config.Role, Links.LocalEndPoint!);
         return true;

@@ -28,7 +28,8 @@ public sealed record OrderedVm(string Name, MacAddress Mac, string Site, VmSize 
 /// the Proxy's control loop. Each command checks and marks the VM on the loop first (a name is
 /// taken once; a VM being created, moved or removed refuses other commands), then calls the hosts'
 /// host-side verbs over their star links off the loop, and records the outcome on the loop. Not
-/// persisted: a restarted Proxy has an empty inventory (the hosts still run their VMs).
+/// persisted: the hosts are the authority on which VMs run, and the inventory is reconciled with
+/// them (VmInventory.Reconcile.cs), so a restarted Proxy learns their VMs again.
 /// </summary>
 public sealed partial class VmInventory
 {
@@ -136,6 +137,7 @@ public sealed partial class VmInventory
             var mac = VmNames.NewMac(m => FindByMac(m) is not null || _directory.Locations.ContainsKey(m));
             var ordered = new OrderedVm(chosen, mac, site, size, VmProviderKind.None, OrderedVmState.Creating);
             _vms[chosen] = ordered;
+            Mark();
             return ordered;
         }).ConfigureAwait(false);
         JsonNode? made;
@@ -145,11 +147,11 @@ public sealed partial class VmInventory
         }
         catch
         {
-            await _loop.Invoke(() => _vms.Remove(vm.Name)).ConfigureAwait(false);
+            await _loop.Invoke(() => Forget(vm.Name)).ConfigureAwait(false);
             throw;
         }
         var kind = ParseKind(made?["kind"]?.GetValue<string>());
-        vm = await _loop.Invoke(() => _vms[vm.Name] = vm with { Kind = kind, State = OrderedVmState.Running }).ConfigureAwait(false);
+        vm = await _loop.Invoke(() => Record(vm.Name, vm with { Kind = kind, State = OrderedVmState.Running })).ConfigureAwait(false);
         Log.Ordered(_logger, vm.Name, vm.Mac, site, kind);
         return Describe(vm);
     }
@@ -195,6 +197,21 @@ public sealed partial class VmInventory
         ["state"] = vm.State.ToString().ToLowerInvariant(),
     };
 
+    /// <summary>Control loop: sets a VM's record after an operation step.</summary>
+    private OrderedVm Record(string name, OrderedVm vm)
+    {
+        _vms[name] = vm;
+        Mark();
+        return vm;
+    }
+
+    /// <summary>Control loop: drops a VM's record (removed, or an order that failed).</summary>
+    private bool Forget(string name)
+    {
+        Mark();
+        return _vms.Remove(name);
+    }
+
     /// <summary>Control loop: the VM, in <see cref="OrderedVmState.Running"/>, now in <paramref name="next"/>; else a refusal.</summary>
     private OrderedVm Take(string name, OrderedVmState next)
     {
@@ -204,6 +221,7 @@ public sealed partial class VmInventory
         if (vm.State != OrderedVmState.Running && !(next == OrderedVmState.Removing && vm.State == OrderedVmState.Lost))
             throw new DaemonCommandException($"VM {name} is {vm.State.ToString().ToLowerInvariant()}; try again when it is running");
         _vms[name] = vm with { State = next };
+        Mark();
         return vm;
     }
 
@@ -225,7 +243,7 @@ public sealed partial class VmInventory
             }
             catch
             {
-                _vms[name] = v;
+                Record(name, v);
                 throw;
             }
             return v;
@@ -238,7 +256,7 @@ public sealed partial class VmInventory
         }
         catch
         {
-            await _loop.Invoke(() => _vms[name] = vm).ConfigureAwait(false);
+            await _loop.Invoke(() => Record(name, vm)).ConfigureAwait(false);
             throw;
         }
         JsonNode? handover;
@@ -250,7 +268,7 @@ public sealed partial class VmInventory
         catch (DaemonCommandException)
         {
             await Abort(to, name).ConfigureAwait(false);
-            await _loop.Invoke(() => _vms[name] = vm).ConfigureAwait(false);
+            await _loop.Invoke(() => Record(name, vm)).ConfigureAwait(false);
             throw;
         }
         try
@@ -262,11 +280,11 @@ public sealed partial class VmInventory
         catch (DaemonCommandException e)
         {
             await Abort(to, name).ConfigureAwait(false);
-            await _loop.Invoke(() => _vms[name] = vm with { Site = to, State = OrderedVmState.Lost }).ConfigureAwait(false);
+            await _loop.Invoke(() => Record(name, vm with { Site = to, State = OrderedVmState.Lost })).ConfigureAwait(false);
             throw new DaemonCommandException($"VM {name} left {from} but {to} could not take it in ({e.Message}); it is marked lost: remove it");
         }
         var mode = handover?["mode"]?.GetValue<string>() ?? "live";
-        await _loop.Invoke(() => _vms[name] = vm with { Site = to, State = OrderedVmState.Running }).ConfigureAwait(false);
+        await _loop.Invoke(() => Record(name, vm with { Site = to, State = OrderedVmState.Running })).ConfigureAwait(false);
         Log.Moved(_logger, name, from, to, mode);
         return new JsonObject { ["name"] = name, ["from"] = from, ["to"] = to, ["mode"] = mode };
     }
@@ -295,11 +313,11 @@ public sealed partial class VmInventory
             }
             catch
             {
-                await _loop.Invoke(() => _vms[name] = vm).ConfigureAwait(false);
+                await _loop.Invoke(() => Record(name, vm)).ConfigureAwait(false);
                 throw;
             }
         }
-        await _loop.Invoke(() => _vms.Remove(name)).ConfigureAwait(false);
+        await _loop.Invoke(() => Forget(name)).ConfigureAwait(false);
         Log.Removed(_logger, name, vm.Site);
         return new JsonObject { ["name"] = name };
     }

@@ -145,6 +145,64 @@ public sealed class VmProviderTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// The hosts are the authority on which VMs run: a Proxy restarted (its inventory empty) learns
+    /// the VMs of each host again as its star link comes back, with their names, sites and sizes,
+    /// and can remove one; a host restarted (its VMs ended with it) has its VM forgotten.
+    /// </summary>
+    [Fact]
+    public void NetnsVms_ProxyRestarted_LearnsThemFromHosts_HostRestarted_ForgetsItsVm()
+    {
+        using var o = new OverlayBed(output, hosts: 2);
+        var a = o.Bed.Prefix + "-a";
+        var b = o.Bed.Prefix + "-b";
+        try
+        {
+            o.StartProxy();
+            o.StartHost(1, vmProvider: "netns");
+            o.StartHost(2, vmProvider: "netns");
+            o.WaitStar(2);
+            o.Control("proxy", "vm.order", new JsonObject { ["site"] = "h1", ["size"] = "medium", ["name"] = a });
+            o.Control("proxy", "vm.order", new JsonObject { ["site"] = "h2", ["size"] = "small", ["name"] = b });
+            var macA = o.Vms("proxy").Single(v => v.Name == a).Mac;
+
+            o.Daemon("proxy").Kill();
+            o.StartProxy();
+            o.WaitStar(2);
+            Wait.Until(() =>
+            {
+                var vms = o.Vms("proxy");
+                return vms.Any(v => v.Name == a && v.Site == "h1" && v.State == "running" && v.Size == "medium" && v.Mac == macA)
+                    && vms.Any(v => v.Name == b && v.Site == "h2" && v.State == "running" && v.Size == "small");
+            }, TimeSpan.FromSeconds(20), "the restarted Proxy lists both VMs by name on their hosts");
+            o.Daemon("proxy").WaitForOutput($"VM {a} ({macA}) runs on h1: taken into the inventory", TimeSpan.FromSeconds(5));
+
+            // A full entry again: it can be removed, and the host destroys it.
+            o.Control("proxy", "vm.remove", new JsonObject { ["name"] = a });
+            Assert.Null(NetnsVmProvider.HolderOf(a));
+            Assert.DoesNotContain(o.Vms("proxy"), v => v.Name == a);
+
+            // h2 stops (ending its VM) and comes back without it: the Proxy forgets b.
+            Assert.Equal(0, o.Daemon("h2").Stop(TimeSpan.FromSeconds(10)));
+            Assert.Null(NetnsVmProvider.HolderOf(b));
+            o.StartHost(2, vmProvider: "netns");
+            o.WaitStar(2);
+            Wait.Until(() => !o.Vms("proxy").Any(v => v.Name == b), TimeSpan.FromSeconds(20), "the Proxy forgets the VM of the restarted host");
+            o.Daemon("proxy").WaitForOutput($"VM {b} no longer runs on h2", TimeSpan.FromSeconds(5));
+            AssertRefused(o, "vm.remove", new JsonObject { ["name"] = b }, "no VM");
+        }
+        catch
+        {
+            o.DumpAll();
+            throw;
+        }
+        finally
+        {
+            RemoveNamespace(a);
+            RemoveNamespace(b);
+        }
+    }
+
+    /// <summary>
     /// A QEMU guest ordered on h1 boots (TCG), leases its address from the LAN through the Proxy and
     /// pings the LAN machine; moved to h2 (live migration when it works here, else stop and restart
     /// with the same MAC), it keeps its address and still reaches the LAN; removed, its QEMU and TAP go.
