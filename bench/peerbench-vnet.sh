@@ -9,6 +9,7 @@
 # ATTACH=pcap: the daemons open the host end of the VM's veth as interface kind pcap (a packet
 # socket) instead of a TAP on the host's bridge (peerbench --custom-attach pcap, which turns the
 # VMs' checksum offload, TSO and GSO off); overlay names get -pcap (vnet-tcp-pcap ...).
+# ATTACH="tap pcap" measures both attaches side by side in one run.
 # QUEUES="N ..." (TAP attach only): the daemons' TAPs get N receive queues each (--tap-queues N,
 # a reader thread per queue); one overlay per N, named -qN when N > 1, so QUEUES="1 4" measures
 # vnet-tcp and vnet-tcp-q4 side by side in one run (the multi-stream test is the one that can
@@ -58,21 +59,25 @@ keys_for() {
     fi
 }
 
-attach=${ATTACH:-tap}
+read -r -a attaches <<<"${ATTACH:-tap}"
+for attach in "${attaches[@]}"; do
+    [[ $attach == tap || $attach == pcap ]] || { echo "ATTACH must be tap or pcap (or both), not '$attach'" >&2; exit 2; }
+done
 read -r -a queue_counts <<<"${QUEUES:-1}"
 for q in "${queue_counts[@]}"; do
     [[ $q =~ ^[0-9]+$ ]] && ((q >= 1 && q <= 16)) || { echo "QUEUES: '$q' is not a number of queues (1..16)" >&2; exit 2; }
-    [[ $q == 1 || $attach == tap ]] || { echo "QUEUES above 1 needs ATTACH=tap" >&2; exit 2; }
 done
 read -r -a stream_counts <<<"${STREAMS:-1}"
 for n in "${stream_counts[@]}"; do
     [[ $n =~ ^[0-9]+$ ]] && ((n >= 1 && n <= 8)) || { echo "STREAMS: '$n' is not a number of streams (1..8)" >&2; exit 2; }
 done
-case $attach in
-    tap) iface='--tap $PB_TAP' lan='$PB_TAP' suffix='' ;;
-    pcap) iface='--pcap $PB_IFACE' lan='$PB_IFACE' suffix=-pcap ;;
-    *) echo "ATTACH must be tap or pcap, not '$attach'" >&2; exit 2 ;;
-esac
+# The daemons' interface options for an attach, and the overlay name's suffix.
+attach_options() {
+    case $1 in
+        tap) iface='--tap $PB_TAP' lan='$PB_TAP' suffix='' ;;
+        pcap) iface='--pcap $PB_IFACE' lan='$PB_IFACE' suffix=-pcap ;;
+    esac
+}
 
 # Host A is the Proxy with its interface as the "LAN"; host B is a host whose interface faces its
 # VM and whose star link to A uses the given transport. $3: the TAPs' queues; $4: the star link's streams.
@@ -92,11 +97,15 @@ fi
 CMD
 }
 
-# Overlays in the order old-tcp, new-tcp, old-udp, new-udp, so that builds alternate in each run.
+# Overlays in the order old-tcp, new-tcp, old-udp, new-udp (per attach), so that builds alternate in each run.
 customs=()
 names=()
-for transport in tcp udp; do
+for attach in "${attaches[@]}"; do
+  attach_options "$attach"
+  for transport in tcp udp; do
     for q in "${queue_counts[@]}"; do
+      # Multi-queue is a TAP's.
+      [[ $q == 1 || $attach == tap ]] || continue
       for n in "${stream_counts[@]}"; do
         [[ $n == 1 || $transport == tcp ]] || continue
         for b in "${builds[@]}"; do
@@ -112,6 +121,7 @@ for transport in tcp udp; do
         done
       done
     done
+  done
 done
 vnet_names=$(IFS=,; echo "${names[*]}")
 if [ -n "${BUILDS:-}" ]; then
