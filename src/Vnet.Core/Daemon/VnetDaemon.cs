@@ -259,6 +259,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         Vttif.Start();
         Adaptation.Start();
         Inventory?.Start();
+        VmHost?.Start();
         Rules.Republish();
         Log.Started(_logger, Name, Config.Role, Links.LocalEndPoint!);
         return true;

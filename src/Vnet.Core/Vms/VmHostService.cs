@@ -152,6 +152,57 @@ public sealed partial class VmHostService : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Control loop, once at start: takes in the VMs the provider finds still running from before
+    /// (this daemon was killed or crashed and could not end them), each attached and running as if
+    /// made now, so that no VM is left orphaned; the Proxy learns them by reconciliation.
+    /// </summary>
+    public void Start()
+    {
+        if (_provider is not { } provider)
+            return;
+        _ = Task.Run(async () =>
+        {
+            IReadOnlyList<VmSpec> found;
+            try
+            {
+                found = await provider.RecoverAsync().ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or DaemonCommandException)
+            {
+                Log.RecoverFailed(_logger, e.Message);
+                return;
+            }
+            if (found.Count == 0)
+                return;
+            try
+            {
+                await _loop.Invoke(() =>
+                {
+                    foreach (var spec in found)
+                    {
+                        try
+                        {
+                            Reserve(spec, HostedVmState.Running);
+                            Attach(spec, pin: true);
+                            Log.Recovered(_logger, spec.Name, spec.Mac);
+                        }
+                        catch (DaemonCommandException e)
+                        {
+                            _vms.Remove(spec.Name);
+                            Log.RecoverFailed(_logger, e.Message);
+                        }
+                    }
+                    return true;
+                }).ConfigureAwait(false);
+            }
+            catch (ObjectDisposedException)
+            {
+                // Stopping already.
+            }
+        });
+    }
+
     /// <summary><c>vm.create</c>: makes the VM and attaches its interface; returns once both are done.</summary>
     public async Task<JsonObject> CreateAsync(VmSpec spec)
     {
@@ -352,5 +403,11 @@ public sealed partial class VmHostService : IAsyncDisposable
 
         [LoggerMessage(EventId = 405, Level = LogLevel.Warning, Message = "VM {Name} could not be destroyed: {Reason}")]
         public static partial void DestroyFailed(ILogger logger, string name, string reason);
+
+        [LoggerMessage(EventId = 408, Level = LogLevel.Warning, Message = "VM {Name} ({Mac}) still runs from before this daemon started (it ended without ending its VMs): taken in again")]
+        public static partial void Recovered(ILogger logger, string name, MacAddress mac);
+
+        [LoggerMessage(EventId = 409, Level = LogLevel.Warning, Message = "VMs left from before this daemon started could not be taken in: {Reason}")]
+        public static partial void RecoverFailed(ILogger logger, string reason);
     }
 }

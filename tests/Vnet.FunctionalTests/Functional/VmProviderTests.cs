@@ -146,11 +146,13 @@ public sealed class VmProviderTests(ITestOutputHelper output)
 
     /// <summary>
     /// The hosts are the authority on which VMs run: a Proxy restarted (its inventory empty) learns
-    /// the VMs of each host again as its star link comes back, with their names, sites and sizes,
-    /// and can remove one; a host restarted (its VMs ended with it) has its VM forgotten.
+    /// the VMs of each host again as its star link comes back, with their names, sites and sizes;
+    /// a host killed before it could end its VM finds it again when it restarts (the VM is not
+    /// orphaned: its interface is attached, it can be removed through the Proxy); a host stopped
+    /// (ending its VM) and restarted has its VM forgotten by the Proxy.
     /// </summary>
     [Fact]
-    public void NetnsVms_ProxyRestarted_LearnsThemFromHosts_HostRestarted_ForgetsItsVm()
+    public void NetnsVms_ProxyRestarted_LearnsThemFromHosts_HostKilled_FindsItsVm_HostStopped_Forgotten()
     {
         using var o = new OverlayBed(output, hosts: 2);
         var a = o.Bed.Prefix + "-a";
@@ -176,7 +178,18 @@ public sealed class VmProviderTests(ITestOutputHelper output)
             }, TimeSpan.FromSeconds(20), "the restarted Proxy lists both VMs by name on their hosts");
             o.Daemon("proxy").WaitForOutput($"VM {a} ({macA}) runs on h1: taken into the inventory", TimeSpan.FromSeconds(5));
 
-            // A full entry again: it can be removed, and the host destroys it.
+            // h1's process killed (a crash): its VM's namespace lives on; restarted, h1 takes it in again.
+            var holder = NetnsVmProvider.HolderOf(a);
+            Assert.NotNull(holder);
+            o.Daemon("h1").KillOnly();
+            Assert.Equal(holder, NetnsVmProvider.HolderOf(a));
+            o.StartHost(1, vmProvider: "netns");
+            o.WaitStar(2);
+            o.Daemon("h1").WaitForOutput($"VM {a} ({macA}) still runs from before this daemon started", TimeSpan.FromSeconds(10));
+            Wait.Until(() => o.Control("h1", "interface.list")!.AsArray().Any(i => i!["name"]!.GetValue<string>() == "vm-" + a),
+                TimeSpan.FromSeconds(10), $"h1 reads vm-{a} again");
+            Assert.Contains(o.Vms("proxy"), v => v.Name == a && v.Site == "h1" && v.State == "running");
+            // A full entry at both ends: removed through the Proxy, the host destroys it.
             o.Control("proxy", "vm.remove", new JsonObject { ["name"] = a });
             Assert.Null(NetnsVmProvider.HolderOf(a));
             Assert.DoesNotContain(o.Vms("proxy"), v => v.Name == a);

@@ -263,6 +263,24 @@ internal sealed class BackgroundProcess : IDisposable
     }
 
     /// <summary>
+    /// SIGKILL to the program's own process only, as a crash or the OOM killer would end it: what
+    /// it started outlives it. Returns the exit code.
+    /// </summary>
+    public int KillOnly()
+    {
+        if (_disposed)
+            return _finalExitCode ?? -1;
+        if (!_process.HasExited)
+        {
+            Log("SIGKILL (the process only)");
+            TestNative.Kill(Pid, TestNative.SIGKILL);
+        }
+        if (!WaitForExit(ReapLimit))
+            throw new InvalidOperationException($"'{Name}' (pid {Pid}) did not die within {ReapLimit.TotalSeconds} s of SIGKILL");
+        return _process.ExitCode;
+    }
+
+    /// <summary>
     /// Asks the program to end with SIGTERM, then SIGKILLs whatever of its tree is left after
     /// <paramref name="grace"/> (5 s by default); returns the exit code.
     /// </summary>

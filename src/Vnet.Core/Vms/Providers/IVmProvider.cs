@@ -47,4 +47,11 @@ public interface IVmProvider : IAsyncDisposable
 
     /// <summary>Target of a move that failed: undoes <see cref="PrepareIncomingAsync"/>.</summary>
     Task AbortIncomingAsync(VmSpec spec);
+
+    /// <summary>
+    /// At start: the VMs of this host that outlived a daemon that ended without ending them (killed,
+    /// crashed), each still running with its device on this host, so the daemon takes them in again
+    /// instead of leaving them orphaned. Empty when the provider keeps nothing across a restart.
+    /// </summary>
+    Task<IReadOnlyList<VmSpec>> RecoverAsync();
 }

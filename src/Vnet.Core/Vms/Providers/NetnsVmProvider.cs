@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Vnet.Daemon;
+using Vnet.Frames;
 
 namespace Vnet.Vms.Providers;
 
@@ -25,7 +26,7 @@ namespace Vnet.Vms.Providers;
 /// </summary>
 public sealed partial class NetnsVmProvider : IVmProvider
 {
-    /// <summary>Where every daemon of the machine finds a netns VM's holder: NAME.netns holds "PID net:[INODE]".</summary>
+    /// <summary>Where every daemon of the machine finds a netns VM's holder: NAME.netns holds "PID net:[INODE] MAC SIZE".</summary>
     public const string Registry = "/run/vnet-vms";
     private static readonly TimeSpan DhcpLimit = TimeSpan.FromSeconds(40);
 
@@ -46,7 +47,12 @@ public sealed partial class NetnsVmProvider : IVmProvider
     private static string RegistryFile(string vm) => Path.Combine(Registry, vm + ".netns");
 
     /// <summary>The pid of the process holding VM <paramref name="vm"/>'s namespace, if it still holds the registered one.</summary>
-    public static int? HolderOf(string vm)
+    public static int? HolderOf(string vm) => Registered(vm) is { } entry && NetnsOf(entry.Pid) == entry.Namespace ? entry.Pid : null;
+
+    /// <summary>One registry entry; MAC and size are null in an entry written before they were recorded.</summary>
+    private sealed record Registration(int Pid, string Namespace, MacAddress? Mac, VmSize? Size);
+
+    private static Registration? Registered(string vm)
     {
         string text;
         try
@@ -57,10 +63,45 @@ public sealed partial class NetnsVmProvider : IVmProvider
         {
             return null;
         }
-        var parts = text.Split(' ', 2);
-        if (parts.Length != 2 || !int.TryParse(parts[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pid))
+        var parts = text.Split(' ');
+        if (parts.Length < 2 || !int.TryParse(parts[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pid))
             return null;
-        return NetnsOf(pid) == parts[1] ? pid : null;
+        MacAddress? mac = parts.Length >= 4 && MacAddress.TryParse(parts[2], out var m) && !m.IsGroup ? m : null;
+        VmSize? size = null;
+        if (parts.Length >= 4)
+        {
+            try
+            {
+                size = VmNames.ParseSize(parts[3]);
+            }
+            catch (DaemonCommandException)
+            {
+            }
+        }
+        return new Registration(pid, parts[1], mac, size);
+    }
+
+    /// <summary>
+    /// The registered VMs whose holder still holds their namespace and whose device is in this
+    /// daemon's namespace (each host has its own): what a host killed before it could end its VMs
+    /// left running. An entry without a MAC (written by an older daemon) is not taken.
+    /// </summary>
+    public Task<IReadOnlyList<VmSpec>> RecoverAsync()
+    {
+        var found = new List<VmSpec>();
+        if (!Directory.Exists(Registry))
+            return Task.FromResult<IReadOnlyList<VmSpec>>(found);
+        foreach (var file in Directory.EnumerateFiles(Registry, "*.netns"))
+        {
+            var name = Path.GetFileNameWithoutExtension(file);
+            if (VmNames.Problem(name) is not null || Registered(name) is not { Mac: { } mac, Size: { } size } entry
+                || NetnsOf(entry.Pid) != entry.Namespace)
+                continue;
+            var spec = new VmSpec(name, mac, size);
+            if (Native.LibC.IfNameToIndex(spec.Device) != 0)
+                found.Add(spec);
+        }
+        return Task.FromResult<IReadOnlyList<VmSpec>>(found);
     }
 
     /// <summary>"net:[INODE]" of a process, or null when it is gone.</summary>
@@ -100,7 +141,7 @@ public sealed partial class NetnsVmProvider : IVmProvider
             }
             await Task.Delay(10).ConfigureAwait(false);
         }
-        await File.WriteAllTextAsync(RegistryFile(spec.Name), $"{holder.Id} {ns}\n").ConfigureAwait(false);
+        await File.WriteAllTextAsync(RegistryFile(spec.Name), $"{holder.Id} {ns} {spec.Mac} {VmNames.Text(spec.Size)}\n").ConfigureAwait(false);
         try
         {
             await In(spec.Name, "ip", "link", "set", "lo", "up").ConfigureAwait(false);

@@ -287,6 +287,9 @@ public sealed partial class QemuVmProvider : IVmProvider
 
     public Task AbortIncomingAsync(VmSpec spec) => StopAsync(spec.Name);
 
+    /// <summary>Nothing: a QEMU's monitor socket and state live with the daemon that started it (a limit, docs/vms.md).</summary>
+    public Task<IReadOnlyList<VmSpec>> RecoverAsync() => Task.FromResult<IReadOnlyList<VmSpec>>([]);
+
     public async ValueTask DisposeAsync()
     {
         foreach (var name in _qemus.Keys)
