@@ -109,6 +109,24 @@ public sealed class VirtualSwitch
 
     private sealed record SourceFilter(bool[] Ports, HashSet<ulong> Known);
 
+    // By port id: the Proxy's LAN interfaces, the only ports whose DHCPACKs teach addresses.
+    private bool[] _lanPorts = [];
+
+    /// <summary>Publishes which ports are the user's LAN (<see cref="Addresses"/> trusts DHCP answers from them only).</summary>
+    public void PublishLanPorts(IReadOnlyCollection<int> lanPorts)
+    {
+        var max = 0;
+        foreach (var p in lanPorts)
+            max = Math.Max(max, p + 1);
+        var ports = new bool[max];
+        foreach (var p in lanPorts)
+        {
+            if (p >= 0)
+                ports[p] = true;
+        }
+        Volatile.Write(ref _lanPorts, ports);
+    }
+
     /// <summary>
     /// Publishes a table built elsewhere (tests, benchmarks); readers switch to it on their next
     /// frame. Ids of removed ports stay retired: the switch cannot tell which ports it was built against.
@@ -263,10 +281,13 @@ public sealed class VirtualSwitch
             return;
         }
 
-        if (Addresses is { } addresses && Vms.AddressBook.IsCandidate(frame.Data))
-            addresses.Observe(frame.Data);
-
         var ingress = frame.IngressPort;
+        if (Addresses is { } addresses && Vms.AddressBook.IsCandidate(frame.Data))
+        {
+            var lan = Volatile.Read(ref _lanPorts);
+            addresses.Observe(frame.Data, fromLan: (uint)ingress < (uint)lan.Length && lan[ingress]);
+        }
+
         var sources = Volatile.Read(ref _sources);
         if (sources is not null && (uint)ingress < (uint)sources.Ports.Length && sources.Ports[ingress] &&
             !sources.Known.Contains(src.Value))

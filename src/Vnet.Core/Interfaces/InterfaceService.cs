@@ -247,6 +247,7 @@ public sealed partial class InterfaceService
         });
         if (config.Lan)
         {
+            PublishLanPorts();
             // The LAN takes every frame no other rule claims: the VMs' way to the user's network.
             _rules.Edit(e => e.Add(new Rule
             {
@@ -271,9 +272,22 @@ public sealed partial class InterfaceService
         var port = state.Port.Name;
         _rules.Edit(e => e.RemoveWhere(r => r.Origin == RuleOrigin.System && r.Uses(port)));
         _switch.RemovePort(state.Port);
+        if (state.Config.Lan)
+            PublishLanPorts();
         state.Port.Dispose();
         _rules.Republish();
         Log.Closed(_logger, state.Name, reason);
+    }
+
+    private void PublishLanPorts()
+    {
+        var ids = new List<int>();
+        foreach (var i in _interfaces.Values)
+        {
+            if (i.Config.Lan)
+                ids.Add(i.Port.Id);
+        }
+        _switch.PublishLanPorts(ids);
     }
 
     // ---------------------------------------------------------------- the Proxy's LAN filter

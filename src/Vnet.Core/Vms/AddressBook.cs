@@ -8,7 +8,7 @@ namespace Vnet.Vms;
 /// <summary>
 /// The IPv4 address each MAC was last seen using, read off the frames a daemon forwards: the
 /// sender of an ARP packet (when it is the frame's source, and not a probe from 0.0.0.0) and the
-/// address a DHCP server acknowledged to a client (DHCPACK: <c>yiaddr</c> for <c>chaddr</c>).
+/// address a DHCP server on the LAN acknowledged to a client (DHCPACK: <c>yiaddr</c> for <c>chaddr</c>).
 /// <para>Data path: the switch calls <see cref="IsCandidate"/> on every frame (two to four byte
 /// reads) and <see cref="Observe"/> only on ARP and UDP 67 → 68; nothing allocates. A frame too short
 /// for what its headers say is ignored and counted (<see cref="Malformed"/>). The table is a fixed
@@ -55,15 +55,20 @@ public sealed class AddressBook
         return (uint)(port + 1) < (uint)frame.Length && frame[port] == 0 && frame[port + 1] == 68;
     }
 
-    /// <summary>Data path: learns from an ARP packet or a DHCPACK; anything else is passed over.</summary>
-    public void Observe(ReadOnlySpan<byte> frame)
+    /// <summary>
+    /// Data path: learns from an ARP packet, or from a DHCPACK when <paramref name="fromLan"/> (the
+    /// frame came in through the Proxy's LAN interface, where the user's DHCP server is). A DHCPACK
+    /// names another machine (<c>chaddr</c>), so one from a VM, or relayed from one over a link,
+    /// could set any MAC's address: it is passed over. Anything else is passed over too.
+    /// </summary>
+    public void Observe(ReadOnlySpan<byte> frame, bool fromLan)
     {
         if (frame.Length < Ethernet + 2)
             return;
         var type = BinaryPrimitives.ReadUInt16BigEndian(frame.Slice(12));
         if (type == EtherTypeArp)
             ObserveArp(frame);
-        else if (type == EtherTypeIpv4)
+        else if (type == EtherTypeIpv4 && fromLan)
             ObserveDhcp(frame);
     }
 

@@ -585,6 +585,28 @@ public sealed class VirtualSwitchTests
         _switch.Publish(new ForwardingTable(rules, _switch.ResolvePort, StatsOf));
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Forward_DhcpAck_TeachesTheClientsAddressOnlyWhenItCameFromTheLan(bool fromLan)
+    {
+        // A VM forging a server's answer for another MAC teaches nothing; the LAN's server does.
+        var book = new Vnet.Vms.AddressBook();
+        _switch.Addresses = book;
+        _switch.PublishLanPorts(fromLan ? [_vm1.Id] : [_proxy.Id]);
+        var bytes = Vms.AddressBookTests.Dhcp(B, "10.50.0.77", messageType: 5);
+        var frame = _pool.TryRent();
+        Assert.NotNull(frame);
+        frame.Length = bytes.Length;
+        bytes.CopyTo(frame.Buffer.AsSpan(frame.Offset));
+        frame.IngressPort = _vm1.Id;
+
+        _switch.Forward(frame);
+
+        Assert.Equal(fromLan ? "10.50.0.77" : null, book.Find(B)?.ToString());
+        AssertPoolComplete();
+    }
+
     private Frame NewFrame(MacAddress src, MacAddress dst, Port? from, int length = 64)
     {
         var frame = _pool.TryRent();

@@ -28,7 +28,7 @@ public sealed class AddressBookTests
     }
 
     /// <summary>Ethernet + IPv4 (20 bytes) + UDP 67 → 68 + BOOTP with the given message type for <paramref name="client"/>.</summary>
-    private static byte[] Dhcp(MacAddress client, string yiaddr, byte messageType, byte op = 2, int? udpLength = null, bool truncateOptions = false)
+    internal static byte[] Dhcp(MacAddress client, string yiaddr, byte messageType, byte op = 2, int? udpLength = null, bool truncateOptions = false)
     {
         var bootp = new byte[240 + (truncateOptions ? 2 : 4)];
         bootp[0] = op;
@@ -62,10 +62,22 @@ public sealed class AddressBookTests
         return f;
     }
 
-    private static void Feed(AddressBook book, byte[] frame)
+    private static void Feed(AddressBook book, byte[] frame, bool fromLan = true)
     {
         if (AddressBook.IsCandidate(frame))
-            book.Observe(frame);
+            book.Observe(frame, fromLan);
+    }
+
+    [Fact]
+    public void DhcpAck_NotFromTheLan_IsNotLearned_ArpStillIs()
+    {
+        // A VM (or a frame relayed over a link from one) forging a server's answer for another MAC.
+        var book = new AddressBook();
+        Feed(book, Dhcp(Vm, "10.50.0.99", 5), fromLan: false);
+        Assert.Null(book.Find(Vm));
+        Assert.Equal(0, book.Learned);
+        Feed(book, Arp(Vm, Vm, "10.50.0.120"), fromLan: false);
+        Assert.Equal("10.50.0.120", book.Find(Vm)?.ToString());
     }
 
     [Fact]
