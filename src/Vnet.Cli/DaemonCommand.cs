@@ -43,6 +43,8 @@ internal static class DaemonCommand
         var metrics = new Option<string?>("--metrics") { Description = "Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9464 (no authentication; default: off)" };
         var web = new Option<string?>("--web") { Description = "Proxy: serve the web front at http://ADDR:PORT/ (PORT alone: 127.0.0.1; default: off; docs/web.md)" };
         var webTokenFile = new Option<string?>("--web-token-file") { Description = "The web front's token file, mode 0600 (required when --web is not a loopback address)" };
+        var webTlsCert = new Option<string?>("--web-tls-cert") { Description = "The web front's TLS certificate (PEM): it serves HTTPS (with --web-tls-key)" };
+        var webTlsKey = new Option<string?>("--web-tls-key") { Description = "The web front's TLS private key (PEM), mode 0600" };
         var vmProvider = new Option<string?>("--vm-provider") { Description = "Hosts: make VMs on the Proxy's order with netns (namespaces, demos) or qemu (default: none)" };
         vmProvider.AcceptOnlyFromAmong("none", "netns", "qemu");
         var logLevel = new Option<string>("--log-level") { Description = "trace, debug, information, warning, error", DefaultValueFactory = _ => "information" };
@@ -51,7 +53,7 @@ internal static class DaemonCommand
         var command = new Command("daemon", "Run a VNET daemon (a host, or the Proxy) until SIGTERM or SIGINT.")
         {
             config, name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, streams, admit, hostsFile, adminKeys, acceptTools,
-            taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, web, webTokenFile, vmProvider, logLevel,
+            taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, web, webTokenFile, webTlsCert, webTlsKey, vmProvider, logLevel,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -72,6 +74,10 @@ internal static class DaemonCommand
                         daemonConfig = daemonConfig with { Web = DaemonConfig.ParseWeb(w, "--web") };
                     if (parse.GetValue(webTokenFile) is { } t)
                         daemonConfig = daemonConfig with { WebToken = DaemonConfig.ReadWebToken(t, "--web-token-file") };
+                    if (parse.GetValue(webTlsCert) is { } tc)
+                        daemonConfig = daemonConfig with { WebTls = DaemonConfig.ReadWebTls(tc, parse.GetValue(webTlsKey), "--web-tls-cert", "--web-tls-key") };
+                    else if (parse.GetValue(webTlsKey) is not null)
+                        throw new ConfigException("--web-tls-cert", "missing: --web-tls-key is given, so the certificate must be too");
                     if (parse.GetValue(vmProvider) is { } v)
                         daemonConfig = daemonConfig with { VmProvider = DaemonConfig.ReadVmProvider(v, "--vm-provider") };
                     daemonConfig = daemonConfig.Validated();
@@ -79,7 +85,7 @@ internal static class DaemonCommand
                 else
                 {
                     daemonConfig = FromOptions(parse, new Options(name, role, listen, keyFile, pskFile, proxy, proxyKey, proxyName, transport, streams, admit, hostsFile,
-                        adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, web, webTokenFile, vmProvider));
+                        adminKeys, acceptTools, taps, pcaps, lans, mtu, noOffloads, tapQueues, socket, metrics, web, webTokenFile, webTlsCert, webTlsKey, vmProvider));
                 }
             }
             catch (ConfigException e)
@@ -96,7 +102,7 @@ internal static class DaemonCommand
         Option<string?> Proxy, Option<string?> ProxyKey, Option<string?> ProxyName, Option<string?> Transport, Option<int?> Streams, Option<string[]> Admit,
         Option<string?> HostsFile, Option<string[]> AdminKeys, Option<bool?> AcceptTools, Option<string[]> Taps, Option<string[]> Pcaps,
         Option<string[]> Lans, Option<int?> Mtu, Option<bool> NoOffloads, Option<int?> TapQueues, Option<string?> Socket, Option<string?> Metrics,
-        Option<string?> Web, Option<string?> WebTokenFile, Option<string?> VmProvider);
+        Option<string?> Web, Option<string?> WebTokenFile, Option<string?> WebTlsCert, Option<string?> WebTlsKey, Option<string?> VmProvider);
 
     private static DaemonConfig FromOptions(ParseResult p, Options o)
     {
@@ -180,6 +186,7 @@ internal static class DaemonCommand
             Metrics = p.GetValue(o.Metrics) is { } metrics ? DaemonConfig.ParseMetrics(metrics, "--metrics") : null,
             Web = p.GetValue(o.Web) is { } web ? DaemonConfig.ParseWeb(web, "--web") : null,
             WebToken = p.GetValue(o.WebTokenFile) is { } tokenFile ? DaemonConfig.ReadWebToken(tokenFile, "--web-token-file") : null,
+            WebTls = DaemonConfig.ReadWebTls(p.GetValue(o.WebTlsCert), p.GetValue(o.WebTlsKey), "--web-tls-cert", "--web-tls-key"),
             VmProvider = DaemonConfig.ReadVmProvider(p.GetValue(o.VmProvider), "--vm-provider"),
         }.Validated().WithHostsFile();
     }

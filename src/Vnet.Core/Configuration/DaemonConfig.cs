@@ -141,6 +141,13 @@ public sealed record DaemonConfig
     /// </summary>
     public WebToken? WebToken { get; init; }
 
+    /// <summary>
+    /// The web front's certificate and key (<c>web_tls_cert_file</c> and <c>web_tls_key_file</c>,
+    /// <c>--web-tls-cert</c> and <c>--web-tls-key</c>): it serves HTTPS. Without it, plain HTTP (a
+    /// warning at start when the address is not loopback: the token would cross the network in clear).
+    /// </summary>
+    public WebTls? WebTls { get; init; }
+
     public byte HopLimit { get; init; } = 8;
 
     /// <summary>Hosts: what makes VMs here on the Proxy's order (<c>vm_provider</c>); none by default.</summary>
@@ -248,6 +255,8 @@ public sealed record DaemonConfig
         {
             if (WebToken is not null)
                 throw new ConfigException("web_token_file", "given without web (the address of the web front)");
+            if (WebTls is not null)
+                throw new ConfigException("web_tls_cert_file", "given without web (the address of the web front)");
             return;
         }
         if (Role != DaemonRole.Proxy)
@@ -276,6 +285,15 @@ public sealed record DaemonConfig
     /// <summary>The web front's token from its file (checked as the key files are).</summary>
     public static WebToken ReadWebToken(string path, string field) =>
         WebToken.TryParse(KeyFiles.Read(path, field), out var error) ?? throw new ConfigException(field, error!);
+
+    /// <summary>The web front's certificate and key, both or neither (null).</summary>
+    public static WebTls? ReadWebTls(string? certFile, string? keyFile, string certField, string keyField) => (certFile, keyFile) switch
+    {
+        (null, null) => null,
+        (null, _) => throw new ConfigException(certField, $"missing: {keyField} is given, so the certificate must be too"),
+        (_, null) => throw new ConfigException(keyField, $"missing: {certField} is given, so its private key must be too"),
+        _ => WebTls.Load(certFile, keyFile, certField, keyField),
+    };
 
     /// <summary>Whether two TCP sockets bound to these addresses (one port) would clash.</summary>
     private static bool Overlap(IPAddress a, IPAddress b) =>
@@ -553,6 +571,8 @@ public sealed record DaemonConfig
             Metrics = reader.String("metrics") is { } metrics ? ParseMetrics(metrics, "metrics") : null,
             Web = reader.String("web") is { } web ? ParseWeb(web, "web") : null,
             WebToken = reader.String("web_token_file") is { } tokenFile ? ReadWebToken(PathOf(tokenFile, source), "web_token_file") : null,
+            WebTls = ReadWebTls(reader.String("web_tls_cert_file") is { } tlsCert ? PathOf(tlsCert, source) : null,
+                reader.String("web_tls_key_file") is { } tlsKey ? PathOf(tlsKey, source) : null, "web_tls_cert_file", "web_tls_key_file"),
             HopLimit = (byte)Math.Clamp(reader.Int("hop_limit") ?? 8, 0, 255),
             VmProvider = ReadVmProvider(reader.String("vm_provider"), "vm_provider"),
             VmDirectory = reader.String("vm_dir") is { } vmDir ? PathOf(vmDir, source) : null,
@@ -569,7 +589,7 @@ public sealed record DaemonConfig
             AdaptationBudget = reader.Int("adaptation_budget") ?? 2,
             Vttif = ReadVttif(reader),
         };
-        reader.RejectUnknown("name", "role", "listen", "key_file", "psk_file", "host", "hosts_file", "admin_keys", "accept_tools", "proxy", "interface", "link", "control_socket", "metrics", "web", "web_token_file",
+        reader.RejectUnknown("name", "role", "listen", "key_file", "psk_file", "host", "hosts_file", "admin_keys", "accept_tools", "proxy", "interface", "link", "control_socket", "metrics", "web", "web_token_file", "web_tls_cert_file", "web_tls_key_file",
             "hop_limit", "max_learned_per_interface", "queue_capacity", "emulate", "adaptation", "adaptation_budget", "vttif", "vm_provider", "vm_dir");
         return config;
     }

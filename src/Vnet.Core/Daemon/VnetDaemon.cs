@@ -234,9 +234,11 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         {
             var commands = Commands ?? throw new InvalidOperationException("the web front needs the command dispatcher attached before the daemon starts");
             var front = new WebFront(Name, commands, Config.WebToken, Loggers.CreateLogger("vnet.web"));
-            Web = await HttpServer.StartAsync(webAt, front.Map, Loggers).ConfigureAwait(false);
+            Web = await HttpServer.StartAsync(webAt, front.Map, Loggers, certificate: Config.WebTls?.Certificate).ConfigureAwait(false);
             // The address only: the token is never logged.
-            Log.ServingWeb(_logger, Web.LocalEndPoint, Config.WebToken is null ? "no authentication (loopback)" : "token required");
+            Log.ServingWeb(_logger, Config.WebTls is null ? "http" : "https", Web.LocalEndPoint, Config.WebToken is null ? "no authentication (loopback)" : "token required");
+            if (Config.WebTls is null && !System.Net.IPAddress.IsLoopback(webAt.Address))
+                Log.WebInClear(_logger, Web.LocalEndPoint);
         }
     }
 
@@ -458,7 +460,10 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "Metrics at http://{EndPoint}{Path} (no authentication)")]
         public static partial void Serving(ILogger logger, System.Net.IPEndPoint endPoint, string path);
 
-        [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Web front at http://{EndPoint}/ ({Access})")]
-        public static partial void ServingWeb(ILogger logger, System.Net.IPEndPoint endPoint, string access);
+        [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Web front at {Scheme}://{EndPoint}/ ({Access})")]
+        public static partial void ServingWeb(ILogger logger, string scheme, System.Net.IPEndPoint endPoint, string access);
+
+        [LoggerMessage(EventId = 17, Level = LogLevel.Warning, Message = "Web front at {EndPoint} is plain HTTP on an address other machines reach: its token crosses the network in clear (give web_tls_cert_file and web_tls_key_file)")]
+        public static partial void WebInClear(ILogger logger, System.Net.IPEndPoint endPoint);
     }
 }

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -43,7 +44,7 @@ public sealed class HttpServer : IAsyncDisposable
     /// use or an address the machine does not have throws an <see cref="IOException"/>.
     /// </summary>
     public static async Task<HttpServer> StartAsync(IPEndPoint endPoint, Action<IEndpointRouteBuilder> map, ILoggerFactory loggers,
-        CancellationToken cancellationToken = default)
+        X509Certificate2? certificate = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(endPoint);
         ArgumentNullException.ThrowIfNull(map);
@@ -61,7 +62,12 @@ public sealed class HttpServer : IAsyncDisposable
             o.AddServerHeader = false;
             o.Limits.MaxConcurrentConnections = MaxConnections;
             o.Limits.MaxRequestBodySize = 64 * 1024;
-            o.Listen(endPoint);
+            o.Listen(endPoint, l =>
+            {
+                // HTTPS with this certificate only (no development certificate, no configuration).
+                if (certificate is not null)
+                    l.UseHttps(certificate);
+            });
         });
         var app = builder.Build();
         try

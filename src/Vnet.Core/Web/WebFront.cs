@@ -53,6 +53,7 @@ public sealed partial class WebFront
     private readonly ILogger _logger;
     // Wrong tokens come from the network: ten lines a minute at most, then a count.
     private readonly Vnet.Daemon.LogLimiter _refusals = new();
+    private readonly LoginThrottle _throttle = new();
     private int _listeners;
 
     public WebFront(string daemon, ICommandHandler commands, WebToken? token, ILogger logger)
@@ -86,19 +87,39 @@ public sealed partial class WebFront
 
     // ---------------------------------------------------------------- access
 
+    /// <summary>Whether the request proves the token; a wrong one it carried (not a missing one) is counted against its address.</summary>
     private bool Authorized(HttpContext c)
     {
         if (_token is null)
             return true;
         var header = c.Request.Headers.Authorization.ToString();
+        bool right;
         if (header.Length > 0)
-            return header.StartsWith("Bearer ", StringComparison.Ordinal) && _token.Matches(header[7..].Trim());
-        return c.Request.Cookies.TryGetValue(CookieName, out var cookie) && _token.MatchesCookie(cookie);
+            right = header.StartsWith("Bearer ", StringComparison.Ordinal) && _token.Matches(header[7..].Trim());
+        else if (c.Request.Cookies.TryGetValue(CookieName, out var cookie))
+            right = _token.MatchesCookie(cookie);
+        else
+            return false;
+        if (!right)
+            _throttle.Failed(c.Connection.RemoteIpAddress);
+        return right;
+    }
+
+    /// <summary>429 with Retry-After when the client's address is refused for its wrong tokens (<see cref="LoginThrottle"/>); true if it was.</summary>
+    private async Task<bool> Throttled(HttpContext c)
+    {
+        if (_token is null || _throttle.Blocked(c.Connection.RemoteIpAddress) is not { } left)
+            return false;
+        c.Response.Headers.RetryAfter = Math.Ceiling(left.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        await ErrorAsync(c, 429, $"too many wrong tokens from this address: try again in {Math.Ceiling(left.TotalSeconds)} s").ConfigureAwait(false);
+        return true;
     }
 
     private async Task Guarded(HttpContext c, Func<Task> serve)
     {
         Secure(c);
+        if (await Throttled(c).ConfigureAwait(false))
+            return;
         if (!Authorized(c))
         {
             await ErrorAsync(c, 401, "wrong or missing token (log in at /)").ConfigureAwait(false);
@@ -143,10 +164,13 @@ public sealed partial class WebFront
     private async Task PageAsync(HttpContext c)
     {
         Secure(c);
+        if (await Throttled(c).ConfigureAwait(false))
+            return;
         if (c.Request.Query.TryGetValue("token", out var given))
         {
             if (_token is not null && !_token.Matches(given.ToString()))
             {
+                _throttle.Failed(c.Connection.RemoteIpAddress);
                 Refused(c);
                 await AssetAsync(c, "wrong-token.html", 401).ConfigureAwait(false);
                 return;
@@ -170,11 +194,14 @@ public sealed partial class WebFront
     private async Task LoginAsync(HttpContext c)
     {
         Secure(c);
+        if (await Throttled(c).ConfigureAwait(false))
+            return;
         if (await ReadChangeAsync(c).ConfigureAwait(false) is not { } body)
             return;
         var given = body["token"] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
         if (_token is not null && !_token.Matches(given))
         {
+            _throttle.Failed(c.Connection.RemoteIpAddress);
             Refused(c);
             await ErrorAsync(c, 401, "wrong token").ConfigureAwait(false);
             return;

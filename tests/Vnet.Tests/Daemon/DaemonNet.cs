@@ -60,7 +60,7 @@ internal sealed class DaemonNet : IAsyncDisposable
     /// <param name="web">Configures the Proxy's web front on 127.0.0.1 at a port the kernel picks (<see cref="VnetDaemon.Web"/>), with <paramref name="webToken"/> if given.</param>
     public static async Task<DaemonNet> StartAsync(IReadOnlyList<(string Name, IReadOnlyList<InterfaceConfig> Interfaces)> hosts,
         DirectoryOptions? directory, LinkTransport transport = LinkTransport.Tcp, bool lan = false, bool metrics = false,
-        bool web = false, WebToken? webToken = null)
+        bool web = false, WebToken? webToken = null, WebTls? webTls = null)
     {
         var net = new DaemonNet(directory) { _transport = transport };
         var metricsAt = metrics ? new IPEndPoint(IPAddress.Loopback, 0) : null;
@@ -78,6 +78,7 @@ internal sealed class DaemonNet : IAsyncDisposable
                 Metrics = metricsAt,
                 Web = web ? new IPEndPoint(IPAddress.Loopback, 0) : null,
                 WebToken = webToken,
+                WebTls = webTls,
             };
             if (lan)
             {

@@ -196,6 +196,80 @@ public sealed class WebFrontTests
     }
 
     [Fact]
+    public async Task Token_TenWrongOnesFromAnAddress_ItIsRefused429EvenWithTheRightOne()
+    {
+        await using var net = await Net(Token());
+        using var http = Client();
+
+        for (var i = 0; i < LoginThrottle.MaxFailures; i++)
+        {
+            using var wrong = new HttpRequestMessage(HttpMethod.Get, At(net, "/api/state"));
+            wrong.Headers.Authorization = new AuthenticationHeaderValue("Bearer", $"guess-{i}-0123456789abcdef");
+            using var refused = await http.SendAsync(wrong);
+            Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+        }
+        using var right = new HttpRequestMessage(HttpMethod.Get, At(net, "/api/state"));
+        right.Headers.Authorization = new AuthenticationHeaderValue("Bearer", Secret);
+        using var response = await http.SendAsync(right);
+        using var page = await http.GetAsync(At(net, "/?token=" + Secret));
+
+        Assert.Equal((HttpStatusCode)429, response.StatusCode);
+        Assert.InRange(int.Parse(response.Headers.GetValues("Retry-After").Single(), System.Globalization.CultureInfo.InvariantCulture), 1, 60);
+        Assert.Equal((HttpStatusCode)429, page.StatusCode);
+        Assert.DoesNotContain(Secret, await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Tls_WithACertificate_ServesHttpsOnly_AndTheTokenStillCounts()
+    {
+        var dir = Directory.CreateTempSubdirectory("vnet-web-tls-");
+        try
+        {
+            using var key = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+            var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=vnet-proxy", key, System.Security.Cryptography.HashAlgorithmName.SHA256);
+            using var cert = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+            var certFile = Path.Combine(dir.FullName, "web.crt");
+            var keyFile = Path.Combine(dir.FullName, "web.key");
+            File.WriteAllText(certFile, cert.ExportCertificatePem());
+            File.WriteAllText(keyFile, key.ExportPkcs8PrivateKeyPem());
+            File.SetUnixFileMode(keyFile, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            var tls = Vnet.Configuration.DaemonConfig.ReadWebTls(certFile, keyFile, "web_tls_cert_file", "web_tls_key_file")!;
+
+            // A key file others can read is refused, as the daemon's key files are.
+            File.SetUnixFileMode(keyFile, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.OtherRead);
+            var open = Assert.Throws<ConfigException>(() => Vnet.Configuration.DaemonConfig.ReadWebTls(certFile, keyFile, "web_tls_cert_file", "web_tls_key_file"));
+            Assert.Contains("chmod 600", open.Message, StringComparison.Ordinal);
+            Assert.Throws<ConfigException>(() => Vnet.Configuration.DaemonConfig.ReadWebTls(certFile, null, "web_tls_cert_file", "web_tls_key_file"));
+
+            await using var net = await DaemonNet.StartAsync([("h1", [])], null, web: true, webToken: Token(), webTls: tls);
+            var at = net.Proxy.Web!.LocalEndPoint;
+            string? seen = null;
+            using var https = new HttpClient(new SocketsHttpHandler
+            {
+                SslOptions = { RemoteCertificateValidationCallback = (_, presented, _, _) => (seen = presented?.GetCertHashString()) == cert.GetCertHashString() },
+            })
+            { Timeout = TimeSpan.FromSeconds(20) };
+            using var plain = Client();
+
+            using var anonymous = await https.GetAsync(new Uri($"https://{at}/api/state"));
+            using var request2 = new HttpRequestMessage(HttpMethod.Get, new Uri($"https://{at}/api/state"));
+            request2.Headers.Authorization = new AuthenticationHeaderValue("Bearer", Secret);
+            using var allowed = await https.SendAsync(request2);
+
+            Assert.Equal(cert.GetCertHashString(), seen);
+            Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
+            Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
+            Assert.Equal("proxy", (await Json(allowed))["self"]!.GetValue<string>());
+            // Plain HTTP to the same port gets no answer a client could read as the API's.
+            await Assert.ThrowsAnyAsync<HttpRequestException>(() => plain.GetAsync(new Uri($"http://{at}/api/state")));
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Post_WithoutTheCsrfHeaderOrFromAnotherOrigin_IsRefusedAndChangesNothing()
     {
         await using var net = await Net();
