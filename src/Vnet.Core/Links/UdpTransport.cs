@@ -61,7 +61,7 @@ internal sealed class UdpPeer(SocketAddress address, UdpTransport via)
 /// </code>
 /// Stream k &gt;= 1 of a UDP link has a socket of its own (this class too, bound to an ephemeral
 /// port, its own receive thread, counting into the daemon's socket): it serves that one session,
-/// and is disposed when the session ends (docs/links.md, "Streams"). Every send and the receive
+/// and is disposed when the session ends (docs/links.md, "Streams"). Its sends and every receive
 /// thread hold a reference on the socket's handle, so its descriptor is closed only after the last
 /// of them: a probe sent while the stream closes never writes to a reused descriptor.
 /// </summary>
@@ -81,6 +81,8 @@ public sealed class UdpTransport : IDisposable
     private byte _batchHop;
     private volatile bool _stopped;
     private readonly DropCounters _drops;
+    // A stream's own socket (disposed when its session ends), not the daemon's.
+    private readonly bool _stream;
 
     /// <summary>Datagrams refused and faults, shared by the daemon's socket and its streams' sockets.</summary>
     private sealed class DropCounters
@@ -94,6 +96,7 @@ public sealed class UdpTransport : IDisposable
     {
         _pool = pool;
         _drops = countsInto?._drops ?? new DropCounters();
+        _stream = countsInto is not null;
         _socket = new Socket(bind.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
         if (bind.AddressFamily == AddressFamily.InterNetwork)
         {
@@ -139,11 +142,15 @@ public sealed class UdpTransport : IDisposable
     }
 
     /// <summary>
-    /// Sends as <see cref="SendTo"/>, holding a reference on the socket's handle meanwhile: a stream's
-    /// socket may be disposed by its session's end on another thread (then this returns -EBADF).
+    /// Sends as <see cref="SendTo"/>. On a stream's socket, holding a reference on the socket's handle
+    /// meanwhile: it may be disposed by its session's end on another thread (then this returns -EBADF).
+    /// The daemon's socket outlives every session, so its sends take no reference (the default path
+    /// stays as it was).
     /// </summary>
     internal unsafe nint SendSegmented(byte* data, int length, int segment, UdpPeer peer)
     {
+        if (!_stream)
+            return SendTo(data, length, segment, peer);
         var added = false;
         try
         {
