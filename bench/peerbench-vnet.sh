@@ -14,10 +14,10 @@
 # a reader thread per queue); one overlay per N, named -qN when N > 1, so QUEUES="1 4" measures
 # vnet-tcp and vnet-tcp-q4 side by side in one run (the multi-stream test is the one that can
 # differ: a single flow stays on one queue). Needs builds that have --tap-queues.
-# STREAMS="N ..." (TCP links only): host B's star link gets N parallel connections (--streams N,
-# frames spread over them by flow); one TCP overlay per N, named -sN when N > 1, so
-# ONLY=vnet-tcp,vnet-tcp-s4 STREAMS="1 4" measures both in one run. UDP overlays are made for N = 1
-# only. Needs builds that have --streams.
+# STREAMS="N ..." : host B's star link gets N parallel sessions (--streams N, frames spread over
+# them by flow; on a UDP link each stream above the first has its own UDP socket); one overlay per
+# transport and N, named -sN when N > 1, so ONLY=vnet-tcp,vnet-tcp-s4 STREAMS="1 4" measures both in
+# one run. Needs builds that have --streams (and, for UDP overlays with N > 1, UDP streams).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
@@ -107,7 +107,6 @@ for attach in "${attaches[@]}"; do
       # Multi-queue is a TAP's.
       [[ $q == 1 || $attach == tap ]] || continue
       for n in "${stream_counts[@]}"; do
-        [[ $n == 1 || $transport == tcp ]] || continue
         for b in "${builds[@]}"; do
             name=vnet${b%%=*}
             [ "$name" = vnet ] || name=vnet-${b%%=*}

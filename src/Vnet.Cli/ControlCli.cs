@@ -217,7 +217,7 @@ internal static class ControlCli
         var address = new Argument<string>("address") { Description = "Its address:port" };
         var transport = new Option<string>("--transport", "-t") { Description = "tcp or udp", DefaultValueFactory = _ => "tcp" };
         transport.AcceptOnlyFromAmong("tcp", "udp");
-        var streams = new Option<int>("--streams") { Description = "TCP links: parallel connections, 1 to 8, frames spread over them by flow", DefaultValueFactory = _ => 1 };
+        var streams = new Option<int>("--streams") { Description = "Parallel sessions of the link (on UDP each with its own socket), 1 to 8, frames spread over them by flow", DefaultValueFactory = _ => 1 };
         var add = new Command("add", "Add a link this daemon dials and keeps up.") { peer, address, transport, streams };
         add.SetAction((p, ct) =>
         {

@@ -32,7 +32,7 @@ internal static class DaemonCommand
         var proxyName = new Option<string?>("--proxy-name") { Description = "Hosts: the Proxy's daemon name (default proxy)" };
         var transport = new Option<string?>("--transport") { Description = "Hosts: star link transport, tcp or udp (default tcp)" };
         transport.AcceptOnlyFromAmong("tcp", "udp");
-        var streams = new Option<int?>("--streams") { Description = "Hosts: parallel connections of a TCP star link, 1 to 8, frames spread over them by flow (default 1)" };
+        var streams = new Option<int?>("--streams") { Description = "Hosts: parallel sessions of the star link (TCP or UDP), 1 to 8, frames spread over them by flow (default 1)" };
         var taps = new Option<string[]>("--tap") { Description = "TAP interface to create or attach (repeatable)", Arity = ArgumentArity.ZeroOrMore };
         var pcaps = new Option<string[]>("--pcap") { Description = "Existing NIC to open as a packet socket, interface kind pcap (repeatable)", Arity = ArgumentArity.ZeroOrMore };
         var lans = new Option<string[]>("--lan") { Description = "Proxy: interface that is the user's LAN (repeatable)", Arity = ArgumentArity.ZeroOrMore };

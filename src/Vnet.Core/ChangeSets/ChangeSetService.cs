@@ -197,8 +197,6 @@ public sealed partial class ChangeSetService
                 var streams = c.Streams ?? 1;
                 if (streams is < 1 or > LinkPort.MaxStreams)
                     throw new DaemonCommandException($"streams {streams} is out of range (1..{LinkPort.MaxStreams})");
-                if (streams > 1 && transport != LinkTransport.Tcp)
-                    throw new DaemonCommandException("several streams apply to TCP links only");
                 IPEndPoint? dial = null;
                 if (c.Dial is not null && (!IPEndPoint.TryParse(c.Dial, out dial) || dial.Port == 0))
                     throw new DaemonCommandException($"'{c.Dial}' is not an address:port");

@@ -55,7 +55,7 @@ public sealed record InterfaceConfig
 }
 
 /// <summary>A link this daemon dials at start (besides the star link to the Proxy); the peer's key when it is not learned from the Proxy.</summary>
-/// <summary>A link this daemon dials; <paramref name="Streams"/> parallel connections (TCP links, 1 to 8), frames spread over them by flow.</summary>
+/// <summary>A link this daemon dials; <paramref name="Streams"/> parallel sessions (1 to 8; on a UDP link each with its own UDP socket), frames spread over them by flow.</summary>
 public sealed record LinkConfig(string Peer, IPEndPoint Address, LinkTransport Transport, PublicKeyId? PublicKey = null, int Streams = 1);
 
 /// <summary>Proxy: a host admitted to the overlay, by name and public key; <paramref name="Where"/> names its entry in errors.</summary>
@@ -232,8 +232,6 @@ public sealed record DaemonConfig
             throw new ConfigException("metrics", $"{Metrics} is the link port ({Listen}): give the metrics endpoint a port of its own");
         if (ProxyStreams is < 1 or > LinkPort.MaxStreams)
             throw new ConfigException("proxy.streams", $"{ProxyStreams} is out of range (1..{LinkPort.MaxStreams})");
-        if (ProxyStreams > 1 && ProxyTransport != LinkTransport.Tcp)
-            throw new ConfigException("proxy.streams", "several streams apply to TCP links only");
         CheckWeb();
         var peers = new HashSet<string>(StringComparer.Ordinal);
         foreach (var l in Links)
@@ -242,8 +240,6 @@ public sealed record DaemonConfig
                 throw new ConfigException($"link '{l.Peer}'", "needs a valid peer name, not this daemon, the Proxy or a peer listed twice");
             if (l.Streams is < 1 or > LinkPort.MaxStreams)
                 throw new ConfigException($"link '{l.Peer}'.streams", $"{l.Streams} is out of range (1..{LinkPort.MaxStreams})");
-            if (l.Streams > 1 && l.Transport != LinkTransport.Tcp)
-                throw new ConfigException($"link '{l.Peer}'.streams", "several streams apply to TCP links only");
         }
         CheckKeys();
         return this;

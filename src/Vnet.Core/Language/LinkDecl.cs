@@ -5,7 +5,7 @@ namespace Vnet.Language;
 /// <summary>
 /// <c>link FROM -> TO [tcp|udp] [port N] [streams N]</c>: <see cref="From"/> dials <see cref="To"/> at its
 /// address, on <see cref="Port"/> instead of the address's own port when one is given, with
-/// <see cref="Streams"/> parallel connections (TCP links; 1, the default, is one connection).
+/// <see cref="Streams"/> parallel sessions (TCP or UDP; 1, the default, is one session).
 /// </summary>
 public sealed record LinkDecl(string From, string To, LinkTransport Transport, int? Port, int Streams = 1)
 {

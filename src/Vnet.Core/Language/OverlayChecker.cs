@@ -91,8 +91,6 @@ public static class OverlayChecker
                 report(Or(l.PortAt, l.Span), $"port {port} is out of range (1-65535)");
             if (l.Streams is < 1 or > LinkPort.MaxStreams)
                 report(Or(l.StreamsAt, l.Span), $"streams {l.Streams} is out of range (1..{LinkPort.MaxStreams})");
-            else if (l.Streams > 1 && l.Transport != LinkTransport.Tcp)
-                report(Or(l.StreamsAt, l.Span), "several streams apply to TCP links only (a UDP link has one socket per daemon)");
         }
     }
 

@@ -187,12 +187,11 @@ public sealed partial class LinkManager : IAsyncDisposable
     /// <summary>
     /// Adds a link (idempotent for the same settings). With <paramref name="dial"/> this daemon keeps
     /// dialing the peer; without it the port waits for the peer to dial in. <paramref name="streams"/>
-    /// above 1 (TCP links only) dials that many parallel connections, frames spread over them by flow.
+    /// above 1 dials that many parallel sessions (on a UDP link each with its own UDP socket), frames
+    /// spread over them by flow.
     /// </summary>
     public LinkPort AddLink(string peer, LinkTransport transport, bool star, IPEndPoint? dial, int streams = 1)
     {
-        if (streams > 1 && transport != LinkTransport.Tcp)
-            throw new ArgumentException("streams above 1 need a TCP link", nameof(streams));
         lock (_attachLock)
         {
             if (_links.TryGetValue(peer, out var existing))
@@ -404,10 +403,10 @@ public sealed partial class LinkManager : IAsyncDisposable
                 port.LastInitTimestamp = timestamp;
             }
             var peer = await Initiate(socket, expected, port.Peer, port.Transport, port.Star, local, timestamp, (byte)stream, timeout.Token);
-            var session = CreateSession(socket, peer, local, port);
+            var session = CreateSession(socket, peer, local, port, dialed: true);
             if (session.DataChannel is UdpLinkTransport udp)
             {
-                udp.Peer = UdpTransport.PeerFor(address);
+                udp.Peer = (udp.Own ?? _udp!).PeerFor(address);
                 session.Start();
                 if (!await ProbeUdp(udp, timeout.Token))
                 {
@@ -475,13 +474,41 @@ public sealed partial class LinkManager : IAsyncDisposable
         return (new PeerIdentity(answer.Hello.Name, answer.Hello.Role, LinkTransport.Tcp, false, answer.Hello.Session, daemon, answer.Keys), local);
     }
 
+    /// <summary>
+    /// Proves the UDP path before the session is attached: sealed probes to the dialed address until
+    /// one is answered. A stream (its own socket) then probes the port of the peer's stream socket
+    /// that the answer named, and sends there once that answers too; where it does not (a firewall
+    /// or port forward that admits the daemon's port only), the stream stays on the daemon's port.
+    /// </summary>
     private async Task<bool> ProbeUdp(UdpLinkTransport link, CancellationToken ct)
     {
+        if (!await Probe(link, link.Peer!, 25, () => link.ProbeAcknowledged, ct))
+            return false;
+        if (link.Own is not { } own || link.PeerStreamPort == 0 || link.AnsweredBy is not { } daemonPort)
+            return true;
+        var target = own.PeerFor(new IPEndPoint(daemonPort.EndPoint.Address, link.PeerStreamPort));
+        var targetAddress = target.Address.Buffer.Span[..target.Address.Size].ToArray();
+        link.ForgetAnswer();
+        if (await Probe(link, target, 10, () => link.AnsweredBy is { } by && by.Is(targetAddress), ct))
+        {
+            link.Peer = target;
+            return true;
+        }
+        if (ct.IsCancellationRequested || link.Session.IsClosed)
+            return false;
+        Log.StreamOnDaemonPort(_logger, link.Session.Peer.Name, link.Session.Stream, target.EndPoint);
+        link.Peer = daemonPort;
+        return true;
+    }
+
+    /// <summary>Up to <paramref name="tries"/> probes to <paramref name="to"/> (5 at 40 ms, then every 200 ms) until <paramref name="answered"/>.</summary>
+    private static async Task<bool> Probe(UdpLinkTransport link, UdpPeer to, int tries, Func<bool> answered, CancellationToken ct)
+    {
         var session = link.Session;
-        for (var i = 0; i < 25 && !ct.IsCancellationRequested && !session.IsClosed; i++)
+        for (var i = 0; i < tries && !ct.IsCancellationRequested && !session.IsClosed; i++)
         {
             // Sealed like every datagram: its opening at the peer is what proves this address.
-            _udp!.SendSealed(link.Peer!, session.DatagramSealer.Current, MessageType.UdpProbe, session.Peer.RemoteSession, ReadOnlySpan<byte>.Empty);
+            to.Via.SendSealed(to, session.DatagramSealer.Current, MessageType.UdpProbe, session.Peer.RemoteSession, ReadOnlySpan<byte>.Empty);
             try
             {
                 await Task.Delay(TimeSpan.FromMilliseconds(i < 5 ? 40 : 200), ct);
@@ -490,7 +517,7 @@ public sealed partial class LinkManager : IAsyncDisposable
             {
                 return false;
             }
-            if (link.ProbeAcknowledged)
+            if (answered())
                 return true;
         }
         return false;
@@ -676,10 +703,10 @@ public sealed partial class LinkManager : IAsyncDisposable
                 await TryReject(socket, hello.Session, "that is this daemon's own name");
                 throw new HandshakeException($"a peer uses this daemon's own name '{hello.Name}'");
             }
-            if (hello.Stream > 0 && (hello.Role == DaemonRole.Tool || hello.Transport != LinkTransport.Tcp))
+            if (hello.Stream > 0 && hello.Role == DaemonRole.Tool)
             {
-                await TryReject(socket, hello.Session, "parallel streams are for TCP links only");
-                throw new HandshakeException($"'{hello.Name}' dialed stream {hello.Stream} of a {hello.Transport} {hello.Role} session (streams are for TCP links only)");
+                await TryReject(socket, hello.Session, "parallel streams are for links only");
+                throw new HandshakeException($"'{hello.Name}' dialed stream {hello.Stream} of a CLI session (streams are for links only)");
             }
             var (response, keys) = responder.CreateResponse(new ResponderHello(_options.Name, _options.Role, local));
             await HandshakeChannel.WriteAsync(socket, MessageType.HandshakeResponse, hello.Session, response, timeout.Token);
@@ -712,7 +739,7 @@ public sealed partial class LinkManager : IAsyncDisposable
                     return created;
                 });
             }
-            var session = CreateSession(socket, peer, local, port);
+            var session = CreateSession(socket, peer, local, port, dialed: false);
             Attach(port, session);
             session.Start();
             return;
@@ -764,16 +791,41 @@ public sealed partial class LinkManager : IAsyncDisposable
 
     /// <summary>
     /// A session with the transport the handshake agreed on. A UDP link joins the shared socket's
-    /// demultiplexer at once, so that the peer's probe finds it.
+    /// demultiplexer at once, so that the peer's probe finds it. Stream k &gt;= 1 of a UDP link also
+    /// gets a socket of its own (the connection's local address, an ephemeral port) and its receive
+    /// thread, disposed when the session reports down; its dialer hears only there, its responder
+    /// on both (the dialer's first probes come to the daemon's port).
     /// </summary>
-    private LinkSession CreateSession(Socket socket, PeerIdentity peer, uint local, LinkPort port)
+    private LinkSession CreateSession(Socket socket, PeerIdentity peer, uint local, LinkPort port, bool dialed)
     {
         if (peer.Transport != LinkTransport.Udp)
             return new LinkSession(socket, peer, local, port, _switch, this, _options.QueueCapacity, s => new TcpLinkTransport(s, _switch, _pool));
         var udp = _udp!;
-        var session = new LinkSession(socket, peer, local, port, _switch, this, _options.QueueCapacity, s => new UdpLinkTransport(s, udp, _switch, _pool));
-        udp.Register((UdpLinkTransport)session.DataChannel);
-        return session;
+        UdpTransport? own = null;
+        if (peer.Stream > 0)
+        {
+            var address = ((IPEndPoint)socket.LocalEndPoint!).Address;
+            own = new UdpTransport(new IPEndPoint(address, 0), _pool, udp, $"udp-{peer.Name}.{peer.Stream}");
+        }
+        try
+        {
+            var session = new LinkSession(socket, peer, local, port, _switch, this, _options.QueueCapacity,
+                s => new UdpLinkTransport(s, udp, _switch, _pool, own, dialed));
+            var link = (UdpLinkTransport)session.DataChannel;
+            if (own is not null)
+            {
+                own.Register(link);
+                own.Start();
+            }
+            if (own is null || !dialed)
+                udp.Register(link);
+            return session;
+        }
+        catch
+        {
+            own?.Dispose();
+            throw;
+        }
     }
 
     /// <summary>
@@ -812,7 +864,11 @@ public sealed partial class LinkManager : IAsyncDisposable
     internal void OnSessionDown(LinkPort port, LinkSession session, string reason)
     {
         if (session.DataChannel is UdpLinkTransport link)
+        {
             _udp?.Unregister(link);
+            // A stream's own socket and thread go with it (its thread never runs this: the session's do).
+            link.Own?.Dispose();
+        }
         if (port.Detach(session, reason))
         {
             if (session.Stream > 0)

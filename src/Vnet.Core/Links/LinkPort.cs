@@ -10,7 +10,7 @@ namespace Vnet.Links;
 /// stay valid while the link is down (frames to it are dropped and counted) and work again as soon
 /// as the dialer or the peer brings up a new session.
 /// <code>
-/// Streams (a TCP link with streams = N): up to N sessions at once, each its own connection,
+/// Streams (a link with streams = N, TCP or UDP): up to N sessions at once, each its own connection,
 /// handshake, keys and threads, in slots 0..N-1. Slot 0 is the link's session as it always was:
 /// control messages, up and down events and IsUp follow it. Transmit picks a slot by the frame's
 /// flow (FlowHash) over the slots this link has used (its own N, or more when the peer dialed more),

@@ -84,8 +84,6 @@ public sealed partial class LinkService
     {
         if (streams is < 1 or > LinkPort.MaxStreams)
             throw new DaemonCommandException($"streams {streams} is out of range (1..{LinkPort.MaxStreams})");
-        if (streams > 1 && transport != LinkTransport.Tcp)
-            throw new DaemonCommandException("several streams apply to TCP links only");
         if (!Names.IsValid(peer))
             throw new DaemonCommandException($"'{peer}' is not a valid daemon name");
         if (peer == _config.Name)

@@ -25,6 +25,10 @@ namespace Vnet.Links;
 ///     pooled frame, <see cref="OpenFrame"/>), follows the peer to a new address once a datagram
 ///     from there authenticates, batches runs and calls <see cref="LinkSession.ReceiveProbe"/> and
 ///     <see cref="LinkSession.DeliverFrame"/> of this link.
+/// Stream k &gt;= 1 of a link (<see cref="Own"/> set) sends and receives on a socket of its own
+/// (docs/links.md, "Streams"): the dialer probes the peer's daemon port from it, learns the port of
+/// the peer's stream socket from the answer, probes that, and sends there from then on; the
+/// responder follows where the datagrams come from and, once one came on its own socket, stays on it.
 /// </code>
 /// </summary>
 internal sealed class UdpLinkTransport : ILinkTransport
@@ -50,15 +54,33 @@ internal sealed class UdpLinkTransport : ILinkTransport
     // Taken from the shelf at the first send, given back when the session ends (send lock holders only).
     private byte[]? _datagram;
 
-    public UdpLinkTransport(LinkSession session, UdpTransport udp, VirtualSwitch sw, FramePool pool)
+    /// <param name="udp">The daemon's socket.</param>
+    /// <param name="own">A stream's own socket (stream k &gt;= 1), disposed with the session; null for the link's first stream.</param>
+    /// <param name="dialed">Whether this end dialed the session (a stream's dialer chooses where to send; the responder follows).</param>
+    public UdpLinkTransport(LinkSession session, UdpTransport udp, VirtualSwitch sw, FramePool pool, UdpTransport? own = null, bool dialed = false)
     {
         _session = session;
         _udp = udp;
         _switch = sw;
         _pool = pool;
+        Own = own;
+        _dialed = dialed;
+        // Only a responder's stream hears on two sockets (the daemon's, for the dialer's first probes).
+        ReceiveGate = own is not null && !dialed ? new Lock() : null;
     }
 
     public LinkSession Session => _session;
+
+    /// <summary>A stream's own socket (stream k &gt;= 1), null for the link's first stream, which uses the daemon's.</summary>
+    public UdpTransport? Own { get; }
+
+    /// <summary>Taken per datagram by the receiving socket's thread when the session hears on two sockets (see <see cref="UdpTransport"/>).</summary>
+    internal Lock? ReceiveGate { get; }
+
+    private readonly bool _dialed;
+
+    // A responder's stream heard on its own socket: it stays there (late probes on the daemon's socket move nothing).
+    private bool _onOwnSocket;
 
     /// <summary>Where the peer's datagrams come from (dialed, or its latest authenticated datagram's source).</summary>
     public UdpPeer? Peer
@@ -87,8 +109,63 @@ internal sealed class UdpLinkTransport : ILinkTransport
 
     private long _roams;
 
+    /// <summary>
+    /// An authenticated datagram came from <paramref name="sender"/> on <paramref name="socket"/>
+    /// (its receive thread, under <see cref="ReceiveGate"/> when there is one): where the peer is now.
+    /// <list type="bullet">
+    /// <item>The first stream: the source, whatever it was before (roaming), as it always was.</item>
+    /// <item>A stream's dialer: nowhere; <see cref="LinkManager"/>'s probing chose the peer's stream
+    /// socket (or, when that did not answer, its daemon port), and the peer answers from there.</item>
+    /// <item>A stream's responder: the source and the socket it arrived on; once a datagram came on
+    /// its own socket, datagrams on the daemon's (the dialer's late first probes) move nothing.</item>
+    /// </list>
+    /// </summary>
+    public void Follow(ReadOnlySpan<byte> sender, UdpTransport socket, MessageType type)
+    {
+        var known = Peer;
+        if (Own is null)
+        {
+            if (known is null || !known.Is(sender))
+                MovePeer(socket.PeerFor(sender));
+            return;
+        }
+        if (_dialed || (_onOwnSocket && socket != Own) || type == MessageType.UdpProbeAck)
+            return;
+        if (socket == Own)
+            _onOwnSocket = true;
+        if (known is not null && known.Via == socket && known.Is(sender))
+            return;
+        // Moving to the own socket is the stream settling, not a roam; another address on the same socket is one.
+        if (known is not null && known.Via == socket)
+            Interlocked.Increment(ref _roams);
+        Peer = socket.PeerFor(sender);
+    }
+
     /// <summary>For links started here: the peer confirmed our probe, so the UDP path works.</summary>
     public volatile bool ProbeAcknowledged;
+
+    /// <summary>A stream's dialer: where the latest probe answer came from, and the port of the peer's stream socket it named (0: none).</summary>
+    internal UdpPeer? AnsweredBy => Volatile.Read(ref _answeredBy);
+
+    internal int PeerStreamPort => Volatile.Read(ref _peerStreamPort);
+
+    private UdpPeer? _answeredBy;
+    private int _peerStreamPort;
+
+    /// <summary>A probe answer arrived (receive thread): the first stream's probe is acknowledged; a stream's dialer also learns the peer's stream port.</summary>
+    internal void ProbeAnswered(ReadOnlySpan<byte> sender, UdpTransport socket, ReadOnlySpan<byte> payload)
+    {
+        if (Own is not null && _dialed)
+        {
+            if (payload.Length == 2)
+                Volatile.Write(ref _peerStreamPort, System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(payload));
+            Volatile.Write(ref _answeredBy, socket.PeerFor(sender));
+        }
+        ProbeAcknowledged = true;
+    }
+
+    /// <summary>Forgets the last probe answer (a stream's dialer, before probing the peer's stream socket).</summary>
+    internal void ForgetAnswer() => Volatile.Write(ref _answeredBy, null);
 
     // ---------------------------------------------------------------- sending
 
@@ -137,7 +214,7 @@ internal sealed class UdpLinkTransport : ILinkTransport
     public void SendProbe(MessageType type, ReadOnlySpan<byte> payload)
     {
         if (Peer is { } peer)
-            _udp.SendSealed(peer, _session.DatagramSealer.Current, type, _session.Peer.RemoteSession, payload);
+            peer.Via.SendSealed(peer, _session.DatagramSealer.Current, type, _session.Peer.RemoteSession, payload);
     }
 
     /// <summary>
@@ -186,7 +263,7 @@ internal sealed class UdpLinkTransport : ILinkTransport
     {
         nint sent;
         fixed (byte* p = buffer)
-            sent = _udp.SendSegmented(p, length, segment, peer);
+            sent = peer.Via.SendSegmented(p, length, segment, peer);
         if (sent == length)
         {
             _session.Counters.CountTx(count, frameBytes);

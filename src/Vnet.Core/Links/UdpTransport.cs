@@ -8,17 +8,33 @@ using Vnet.Native;
 
 namespace Vnet.Links;
 
-/// <summary>Where a UDP link's peer sends from: dialed, or the source of its latest authenticated datagram.</summary>
-internal sealed class UdpPeer(SocketAddress address)
+/// <summary>
+/// Where a UDP link's peer sends from (dialed, or the source of its latest authenticated datagram),
+/// and the socket this end talks to it through (<see cref="Via"/>): the daemon's, or a stream's own.
+/// One immutable object, swapped whole, so a sender never pairs an address with the wrong socket.
+/// </summary>
+internal sealed class UdpPeer(SocketAddress address, UdpTransport via)
 {
     public SocketAddress Address { get; } = address;
 
-    /// <summary>The address as "ip:port" (for <c>vnet link list</c>).</summary>
-    public override string ToString()
+    /// <summary>The socket datagrams to this peer leave from.</summary>
+    public UdpTransport Via { get; } = via;
+
+    /// <summary>Whether <paramref name="sender"/> (a raw socket address) is this peer's address.</summary>
+    public bool Is(ReadOnlySpan<byte> sender) =>
+        Address.Size == sender.Length && Address.Buffer.Span.Slice(0, sender.Length).SequenceEqual(sender);
+
+    public IPEndPoint EndPoint
     {
-        var any = Address.Family == AddressFamily.InterNetworkV6 ? IPAddress.IPv6Any : IPAddress.Any;
-        return new IPEndPoint(any, 0).Create(Address).ToString() ?? "?";
+        get
+        {
+            var any = Address.Family == AddressFamily.InterNetworkV6 ? IPAddress.IPv6Any : IPAddress.Any;
+            return (IPEndPoint)new IPEndPoint(any, 0).Create(Address);
+        }
     }
+
+    /// <summary>The address as "ip:port" (for <c>vnet link list</c>).</summary>
+    public override string ToString() => EndPoint.ToString();
 }
 
 /// <summary>
@@ -43,10 +59,16 @@ internal sealed class UdpPeer(SocketAddress address)
 /// Sending (any link's send-lock holder): SendSegmented, one sendmsg(UDP_SEGMENT) per run of
 /// equal-sized datagrams, falling back to one datagram per call where the kernel refuses GSO.
 /// </code>
+/// Stream k &gt;= 1 of a UDP link has a socket of its own (this class too, bound to an ephemeral
+/// port, its own receive thread, counting into the daemon's socket): it serves that one session,
+/// and is disposed when the session ends (docs/links.md, "Streams"). Its sends and every receive
+/// thread hold a reference on the socket's handle, so its descriptor is closed only after the last
+/// of them: a probe sent while the stream closes never writes to a reused descriptor.
 /// </summary>
 public sealed class UdpTransport : IDisposable
 {
     private readonly Socket _socket;
+    private readonly SafeSocketHandle _handle;
     private readonly FramePool _pool;
     private readonly ConcurrentDictionary<uint, UdpLinkTransport> _links = new();
     private readonly Thread _receiver;
@@ -58,11 +80,23 @@ public sealed class UdpTransport : IDisposable
     private UdpLinkTransport? _batchLink;
     private byte _batchHop;
     private volatile bool _stopped;
-    private long _rejected;
+    private readonly DropCounters _drops;
+    // A stream's own socket (disposed when its session ends), not the daemon's.
+    private readonly bool _stream;
 
-    public UdpTransport(IPEndPoint bind, FramePool pool)
+    /// <summary>Datagrams refused and faults, shared by the daemon's socket and its streams' sockets.</summary>
+    private sealed class DropCounters
+    {
+        public long Rejected;
+        public long Faults;
+    }
+
+    /// <summary>The daemon's socket (<paramref name="countsInto"/> null), or a stream's own, counting into the daemon's.</summary>
+    public UdpTransport(IPEndPoint bind, FramePool pool, UdpTransport? countsInto = null, string threadName = "udp-rx")
     {
         _pool = pool;
+        _drops = countsInto?._drops ?? new DropCounters();
+        _stream = countsInto is not null;
         _socket = new Socket(bind.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
         if (bind.AddressFamily == AddressFamily.InterNetwork)
         {
@@ -75,9 +109,10 @@ public sealed class UdpTransport : IDisposable
         _socket.SendBufferSize = 4 << 20;
         _socket.Bind(bind);
         LocalEndPoint = (IPEndPoint)_socket.LocalEndPoint!;
-        _fd = (int)_socket.SafeHandle.DangerousGetHandle();
+        _handle = _socket.SafeHandle;
+        _fd = (int)_handle.DangerousGetHandle();
         _gro = UdpBatch.EnableGro(_fd);
-        _receiver = new Thread(ReceiveLoop) { IsBackground = true, Name = "udp-rx" };
+        _receiver = new Thread(ReceiveLoop) { IsBackground = true, Name = threadName };
     }
 
     public IPEndPoint LocalEndPoint { get; }
@@ -88,8 +123,11 @@ public sealed class UdpTransport : IDisposable
     /// <summary>Whether sends are segmented by the kernel (UDP GSO).</summary>
     public bool GsoEnabled => _gso;
 
-    /// <summary>Datagrams refused: unknown session, unproven sender, malformed.</summary>
-    public long Rejected => Interlocked.Read(ref _rejected);
+    /// <summary>Datagrams refused: unknown session, unproven sender, malformed (on this socket and its streams' sockets).</summary>
+    public long Rejected => Interlocked.Read(ref _drops.Rejected);
+
+    /// <summary>Whether the receive thread is still running (tests: a stream's socket is gone with its session).</summary>
+    public bool Receiving => _receiver.IsAlive;
 
     public void Start() => _receiver.Start();
 
@@ -104,10 +142,37 @@ public sealed class UdpTransport : IDisposable
     }
 
     /// <summary>
+    /// Sends as <see cref="SendTo"/>. On a stream's socket, holding a reference on the socket's handle
+    /// meanwhile: it may be disposed by its session's end on another thread (then this returns -EBADF).
+    /// The daemon's socket outlives every session, so its sends take no reference (the default path
+    /// stays as it was).
+    /// </summary>
+    internal unsafe nint SendSegmented(byte* data, int length, int segment, UdpPeer peer)
+    {
+        if (!_stream)
+            return SendTo(data, length, segment, peer);
+        var added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            return SendTo(data, length, segment, peer);
+        }
+        catch (ObjectDisposedException)
+        {
+            return -LibC.EBADF;
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
+        }
+    }
+
+    /// <summary>
     /// Sends equal-sized datagrams (the last may be shorter) laid out back to back, in one system
     /// call where the kernel has UDP GSO. Returns bytes sent or -errno.
     /// </summary>
-    internal unsafe nint SendSegmented(byte* data, int length, int segment, UdpPeer peer)
+    private unsafe nint SendTo(byte* data, int length, int segment, UdpPeer peer)
     {
         var address = peer.Address.Buffer.Span;
         fixed (byte* a = address)
@@ -154,20 +219,48 @@ public sealed class UdpTransport : IDisposable
         Send(message[..length], peer);
     }
 
-    internal static UdpPeer PeerFor(IPEndPoint endPoint) => new(endPoint.Serialize());
+    /// <summary>A peer reached through this socket.</summary>
+    internal UdpPeer PeerFor(IPEndPoint endPoint) => new(endPoint.Serialize(), this);
+
+    /// <summary>A peer at <paramref name="sender"/> (a raw socket address, copied), reached through this socket.</summary>
+    internal UdpPeer PeerFor(ReadOnlySpan<byte> sender)
+    {
+        var copy = new SocketAddress(_socket.AddressFamily, sender.Length);
+        sender.CopyTo(copy.Buffer.Span);
+        return new UdpPeer(copy, this);
+    }
 
     /// <summary>
     /// One receive returns a single datagram or, with UDP GRO, a run of same-sized datagrams from one
     /// sender. Data frames of a run are coalesced back into TCP super-frames (user-space GRO) before
     /// they reach the switch, so the TAP gets one write per super-frame.
     /// </summary>
-    private unsafe void ReceiveLoop()
+    private void ReceiveLoop()
+    {
+        // Held while this thread uses the descriptor: disposing the socket closes it only after.
+        var added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            Receive();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed before the thread ran.
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
+        }
+    }
+
+    private unsafe void Receive()
     {
         TransmitBatch.Begin();
         InterfacePort.BeginHelping();
         var buffer = GC.AllocateUninitializedArray<byte>(65536 + 4096, pinned: true);
         var address = GC.AllocateUninitializedArray<byte>(128, pinned: true);
-        var from = new SocketAddress(_socket.AddressFamily);
         fixed (byte* b = buffer)
         fixed (byte* a = address)
         {
@@ -200,7 +293,7 @@ public sealed class UdpTransport : IDisposable
                 if (segment <= 0)
                     segment = (int)n;
                 for (var off = 0; off < n; off += segment)
-                    HandleSafely(buffer.AsSpan(off, (int)Math.Min(segment, n - off)), sender, from);
+                    HandleSafely(buffer.AsSpan(off, (int)Math.Min(segment, n - off)), sender);
                 FlushBatch();
             }
         }
@@ -228,70 +321,77 @@ public sealed class UdpTransport : IDisposable
     }
 
     /// <summary>Datagrams that made the receive path throw (a bug; the datagram is dropped, the thread goes on).</summary>
-    public long Faults => Interlocked.Read(ref _faults);
-
-    private long _faults;
+    public long Faults => Interlocked.Read(ref _drops.Faults);
 
     /// <summary>Whatever a datagram causes, the receive thread (every UDP link of the daemon) goes on.</summary>
-    private void HandleSafely(Span<byte> datagram, ReadOnlySpan<byte> sender, SocketAddress scratch)
+    private void HandleSafely(Span<byte> datagram, ReadOnlySpan<byte> sender)
     {
         try
         {
-            Handle(datagram, sender, scratch);
+            Handle(datagram, sender);
         }
 #pragma warning disable CA1031 // One datagram must never stop the receiver of every link.
         catch (Exception)
 #pragma warning restore CA1031
         {
-            Interlocked.Increment(ref _faults);
-            Interlocked.Increment(ref _rejected);
+            Interlocked.Increment(ref _drops.Faults);
+            Interlocked.Increment(ref _drops.Rejected);
         }
     }
 
-    private void Handle(Span<byte> datagram, ReadOnlySpan<byte> sender, SocketAddress scratch)
+    private void Reject() => Interlocked.Increment(ref _drops.Rejected);
+
+    private void Handle(Span<byte> datagram, ReadOnlySpan<byte> sender)
     {
         if (Wire.TryRead(datagram, out var header) != WireError.None ||
             header.PayloadLength != datagram.Length - Wire.HeaderSize ||
             header.PayloadLength < SealedRecord.Overhead ||
             !_links.TryGetValue(header.Session, out var link) || link.Session.IsClosed)
         {
-            Interlocked.Increment(ref _rejected);
+            Reject();
             return;
         }
         var session = link.Session;
         var sealedPayload = datagram[Wire.HeaderSize..];
         Frame? frame = null;
         Span<byte> plain = default;
-        if (header.Type == MessageType.Data)
+        // A responder's stream session hears on two sockets (late probes on the daemon's): its replay
+        // window and peer are then guarded per datagram. Null for every other session (one socket,
+        // one thread): the default path takes no lock.
+        var gate = link.ReceiveGate;
+        gate?.Enter();
+        try
         {
-            switch (link.OpenFrame(session.DatagramOpener, header, datagram, sealedPayload, out frame))
+            if (header.Type == MessageType.Data)
             {
-                case UdpLinkTransport.DataOpening.Refused:
-                case UdpLinkTransport.DataOpening.TooLong:
-                    Interlocked.Increment(ref _rejected);
+                switch (link.OpenFrame(session.DatagramOpener, header, datagram, sealedPayload, out frame))
+                {
+                    case UdpLinkTransport.DataOpening.Refused:
+                    case UdpLinkTransport.DataOpening.TooLong:
+                        Reject();
+                        return;
+                    case UdpLinkTransport.DataOpening.TooShort:
+                        Reject();
+                        break;
+                    default:
+                        break;
+                }
+            }
+            else
+            {
+                plain = sealedPayload.Slice(Wire.CounterSize, sealedPayload.Length - SealedRecord.Overhead);
+                if (!SealedRecord.Open(session.DatagramOpener, header, datagram, sealedPayload, stream: false, plain))
+                {
+                    Reject();
                     return;
-                case UdpLinkTransport.DataOpening.TooShort:
-                    Interlocked.Increment(ref _rejected);
-                    break;
-                default:
-                    break;
+                }
             }
+            // Authenticated: the peer is where this came from (roaming), as the link's rules say.
+            link.Follow(sender, this, header.Type);
         }
-        else
+        finally
         {
-            plain = sealedPayload.Slice(Wire.CounterSize, sealedPayload.Length - SealedRecord.Overhead);
-            if (!SealedRecord.Open(session.DatagramOpener, header, datagram, sealedPayload, stream: false, plain))
-            {
-                Interlocked.Increment(ref _rejected);
-                return;
-            }
-        }
-        // Authenticated: the peer is where this came from (roaming), whatever it was before.
-        if (link.Peer is not { } known || !SameAddress(known, sender))
-        {
-            var copy = new SocketAddress(scratch.Family, sender.Length);
-            sender.CopyTo(copy.Buffer.Span);
-            link.MovePeer(new UdpPeer(copy));
+            gate?.Exit();
         }
         switch (header.Type)
         {
@@ -306,20 +406,36 @@ public sealed class UdpTransport : IDisposable
                 break;
             case MessageType.UdpProbe:
                 session.NoteDataReceived();
-                SendSealed(link.Peer!, session.DatagramSealer.Current, MessageType.UdpProbeAck, session.Peer.RemoteSession, ReadOnlySpan<byte>.Empty);
+                AnswerProbe(link, sender);
                 break;
             case MessageType.UdpProbeAck:
                 session.NoteDataReceived();
-                link.ProbeAcknowledged = true;
+                link.ProbeAnswered(sender, this, plain);
                 break;
             default:
-                Interlocked.Increment(ref _rejected);
+                Reject();
                 break;
         }
     }
 
-    private static bool SameAddress(UdpPeer peer, ReadOnlySpan<byte> sender) =>
-        peer.Address.Size == sender.Length && peer.Address.Buffer.Span.Slice(0, sender.Length).SequenceEqual(sender);
+    /// <summary>
+    /// A probe is answered from the socket it arrived on, to where it came from, so a NAT in front
+    /// of the prober lets the answer in. A stream's answer carries the port of the stream's own
+    /// socket (2 bytes), which the prober probes next; the first stream's is empty, as it always was.
+    /// </summary>
+    private void AnswerProbe(UdpLinkTransport link, ReadOnlySpan<byte> sender)
+    {
+        var session = link.Session;
+        var to = link.Peer is { } peer && peer.Via == this && peer.Is(sender) ? peer : PeerFor(sender);
+        Span<byte> port = stackalloc byte[2];
+        var length = 0;
+        if (link.Own is { } own)
+        {
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(port, (ushort)own.LocalEndPoint.Port);
+            length = 2;
+        }
+        SendSealed(to, session.DatagramSealer.Current, MessageType.UdpProbeAck, session.Peer.RemoteSession, port[..length]);
+    }
 
     /// <summary>Adds an opened data frame to the current run (a run is one link and one hop limit).</summary>
     private void Collect(UdpLinkTransport link, byte hopLimit, Frame frame)

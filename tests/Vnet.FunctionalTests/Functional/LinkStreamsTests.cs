@@ -1,21 +1,25 @@
 using System.Text.Json.Nodes;
 using Vnet.Daemon;
+using Vnet.Links;
 using Xunit.Abstractions;
 
 namespace Vnet.Tests.Functional;
 
 /// <summary>
-/// A direct TCP link of 4 streams (parallel connections) between two host daemons, added with
-/// `vnet link add --streams 4` while the peer has no setting (it answers on what it is dialed): 4
-/// parallel iperf3 TCP streams complete over it, more than one connection carries them, every UDP
-/// flow arrives in order, and a connection killed under load (`ss -K`) comes back while the
-/// transfer goes on.
+/// A direct link of 4 streams (parallel sessions), TCP or UDP, between two host daemons, added with
+/// `vnet link add --transport T --streams 4` while the peer has no setting (it answers on what it is
+/// dialed): 4 parallel iperf3 TCP streams complete over it, more than one stream carries them, every
+/// UDP flow arrives in order, and a stream's connection killed under load (`ss -K`) comes back while
+/// the transfer goes on. On UDP, each stream above the first has a UDP socket of its own at each end,
+/// and a stream killed and made again leaves no socket behind.
 /// </summary>
 [Collection("Netns")]
 public sealed class LinkStreamsTests(ITestOutputHelper output)
 {
-    [Fact]
-    public void FourStreamLink_ParallelFlows_SpreadInOrder_AKilledConnectionComesBack()
+    [Theory]
+    [InlineData("tcp")]
+    [InlineData("udp")]
+    public void FourStreamLink_ParallelFlows_SpreadInOrder_AKilledConnectionComesBack(string transport)
     {
         using var o = new OverlayBed(output, hosts: 2, lan: false);
         try
@@ -25,11 +29,18 @@ public sealed class LinkStreamsTests(ITestOutputHelper output)
             o.AddVm(2, 2);
             Assert.True(o.Bed.Ping("vm1", OverlayBed.VmIp(2), count: 2, timeoutSeconds: 10));
 
-            output.WriteLine(o.Cli("h1", $"link add h2 {OverlayBed.HostIp(2)}:5500 --streams 4"));
+            output.WriteLine(o.Cli("h1", $"link add h2 {OverlayBed.HostIp(2)}:5500 --transport {transport} --streams 4"));
             Wait.Until(() => Link(o, "h1", "h2") is { StreamsUp: 4 } && Link(o, "h2", "h1") is { StreamsUp: 4 }, TimeSpan.FromSeconds(15),
                 "4 streams up at both ends");
             Assert.Equal(4, Link(o, "h1", "h2")!.Streams);
+            Assert.Equal(transport == "udp" ? LinkTransport.Udp : LinkTransport.Tcp, Link(o, "h1", "h2")!.Transport);
             Assert.Contains("4/4", o.Cli("h1", "link list"), StringComparison.Ordinal);
+            if (transport == "udp")
+            {
+                // Streams 1-3 each have a socket of their own at both ends, besides the daemon's.
+                Assert.Equal(3, StreamSockets(o, 1));
+                Assert.Equal(3, StreamSockets(o, 2));
+            }
             o.Cli("h1", $"rule add --src any --dst {OverlayBed.VmMac(2)} --to link:h2");
             o.Cli("h2", $"rule add --src any --dst {OverlayBed.VmMac(1)} --to link:h1");
             Assert.True(o.Bed.Ping("vm1", OverlayBed.VmIp(2), count: 3, timeoutSeconds: 10), "ping over the direct link");
@@ -81,6 +92,12 @@ public sealed class LinkStreamsTests(ITestOutputHelper output)
             Assert.Equal(4, o.Bed.Run("h1", $"ss -tnH state established dst {OverlayBed.HostIp(2)} dport = :5500").Trim()
                 .Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
             output.WriteLine(o.Cli("h1", "link list"));
+            if (transport == "udp")
+            {
+                // The killed stream's sockets went with it, at both ends.
+                Wait.Until(() => StreamSockets(o, 1) == 3 && StreamSockets(o, 2) == 3, TimeSpan.FromSeconds(10),
+                    $"3 stream sockets at each end (h1 {StreamSockets(o, 1)}, h2 {StreamSockets(o, 2)})");
+            }
         }
         catch
         {
@@ -88,6 +105,11 @@ public sealed class LinkStreamsTests(ITestOutputHelper output)
             throw;
         }
     }
+
+    /// <summary>UDP sockets in host <paramref name="host"/>'s namespace bound to its address and a port other than the daemon's: the streams' own.</summary>
+    private static int StreamSockets(OverlayBed o, int host) =>
+        o.Bed.Run($"h{host}", "ss -uanH").Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Count(l => l.Contains($"{OverlayBed.HostIp(host)}:", StringComparison.Ordinal) && !l.Contains($"{OverlayBed.HostIp(host)}:5500 ", StringComparison.Ordinal));
 
     private static LinkStatus? Link(OverlayBed o, string daemon, string peer) => o.Links(daemon).SingleOrDefault(l => l.Peer == peer);
 

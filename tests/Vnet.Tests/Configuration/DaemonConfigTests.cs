@@ -74,6 +74,7 @@ public sealed class DaemonConfigTests
         peer = "host2"
         address = "192.0.2.11:5500"
         transport = "udp"
+        streams = 2
 
         [[link]]
         peer = "host3"
@@ -133,7 +134,7 @@ public sealed class DaemonConfigTests
 
         Assert.Equal(
             [
-                new LinkConfig("host2", IPEndPoint.Parse("192.0.2.11:5500"), LinkTransport.Udp),
+                new LinkConfig("host2", IPEndPoint.Parse("192.0.2.11:5500"), LinkTransport.Udp, Streams: 2),
                 new LinkConfig("host3", IPEndPoint.Parse("[2001:db8::3]:5500"), LinkTransport.Tcp, Streams: 4),
             ],
             c.Links);
@@ -361,7 +362,6 @@ public sealed class DaemonConfigTests
         { "no streams", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\nstreams = 0", "link 'h2'.streams: 0 is out of range (1..8)" },
         { "too many streams", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\nstreams = 9", "link 'h2'.streams: 9 is out of range (1..8)" },
         { "streams not an integer", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\nstreams = \"4\"", "link[0].streams: expected an integer, found \"4\"" },
-        { "streams on udp", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\ntransport = \"udp\"\nstreams = 2", "link 'h2'.streams: several streams apply to TCP links only" },
         { "link without address", $"{ProxyBase}\n[[link]]\npeer = \"h2\"", "link[0].address: missing" },
         { "link to itself", $"{ProxyBase}\n[[link]]\npeer = \"proxy\"\naddress = \"10.0.0.2:5500\"", "link 'proxy': needs a valid peer name" },
         { "link listed twice", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.3:5500\"", "link 'h2': needs a valid peer name" },

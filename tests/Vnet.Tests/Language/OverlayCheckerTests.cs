@@ -140,11 +140,10 @@ public sealed class OverlayCheckerTests
     }
 
     [Fact]
-    public void Check_StreamsOnUdp_Refused()
+    public void Check_StreamsOnUdp_Taken()
     {
-        Assert.Equal(
-            "t.vnet:3:25: several streams apply to TCP links only (a UDP link has one socket per daemon)",
-            Error(Proxy + "host h\nlink h -> p udp streams 2"));
+        var link = Assert.Single(Parse(Proxy + "host h\nlink h -> p udp streams 2").Links);
+        Assert.Equal((LinkTransport.Udp, 2), (link.Transport, link.Streams));
     }
 
     [Fact]
