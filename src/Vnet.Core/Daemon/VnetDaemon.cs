@@ -252,7 +252,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             Origin = RuleOrigin.System,
         }));
         Peers.PeerUp += LinkCommands.OnPeerUp;
-        Keys.Start(Peers, Links, Loop, _directoryOptions.AntiEntropyInterval);
+        Keys.Start(Peers, Links, Loop, _directoryOptions.AntiEntropyInterval, _directoryOptions.DigestHeartbeat);
         Vms.Start();
         Interfaces.Start();
         LinkCommands.Start();
