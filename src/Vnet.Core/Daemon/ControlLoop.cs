@@ -41,9 +41,9 @@ public sealed class ControlLoop : IAsyncDisposable
 
     private readonly Channel<Action> _work = Channel.CreateUnbounded<Action>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stop = new();
-    private readonly List<Task> _timers = [];
-    private readonly List<Periodic> _periodic = [];
-    private TaskCompletionSource _periodicChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly DaemonClock _clock;
+    private readonly bool _ownsClock;
+    private readonly List<DaemonClock.Job> _jobs = [];
     private readonly Task _runner;
     private readonly Action<Exception> _onError;
     private readonly long _turnBudgetTicks = (long)(TurnBudget.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
@@ -54,9 +54,12 @@ public sealed class ControlLoop : IAsyncDisposable
     private long _done;
     private long _pending;
 
-    public ControlLoop(Action<Exception> onError)
+    /// <param name="clock">The daemon's clock, shared with the link clock; null: the loop has one of its own.</param>
+    public ControlLoop(Action<Exception> onError, DaemonClock? clock = null)
     {
         _onError = onError;
+        _ownsClock = clock is null;
+        _clock = clock ?? new DaemonClock(onError, "vnet-loop-clock");
         _runner = Task.Run(Run);
     }
 
@@ -156,64 +159,14 @@ public sealed class ControlLoop : IAsyncDisposable
 
     /// <summary>
     /// Runs <paramref name="work"/> on the loop every <paramref name="period"/> until the loop stops,
-    /// on the daemon's <see cref="Cadence"/> grid: jobs due at the same instant are posted together.
+    /// on the daemon's <see cref="Cadence"/> grid: the <see cref="DaemonClock"/> posts every job due
+    /// at an instant together, from one wake-up of its thread.
     /// </summary>
     public void Every(TimeSpan period, Action work)
     {
-        lock (_timers)
-        {
-            _periodic.Add(new Periodic(period, work, Cadence.FirstDue(System.Diagnostics.Stopwatch.GetTimestamp(), period)));
-            _periodicChanged.TrySetResult();
-            if (_timers.Count == 0)
-                _timers.Add(Task.Run(Ticker));
-        }
-    }
-
-    private sealed class Periodic(TimeSpan period, Action work, long due)
-    {
-        public TimeSpan Period { get; } = period;
-
-        public Action Work { get; } = work;
-
-        public long Due { get; set; } = due;
-    }
-
-    /// <summary>One sleeper for all periodic jobs: it wakes at the earliest due instant and posts every job due then.</summary>
-    private async Task Ticker()
-    {
-        var due = new List<Action>();
-        while (!_stop.IsCancellationRequested)
-        {
-            Task changed;
-            var now = System.Diagnostics.Stopwatch.GetTimestamp();
-            var next = long.MaxValue;
-            lock (_timers)
-            {
-                if (_periodicChanged.Task.IsCompleted)
-                    _periodicChanged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                changed = _periodicChanged.Task;
-                foreach (var job in _periodic)
-                {
-                    if (job.Due <= now)
-                    {
-                        due.Add(job.Work);
-                        job.Due = Cadence.NextDue(now, job.Period);
-                    }
-                    next = Math.Min(next, job.Due);
-                }
-            }
-            foreach (var work in due)
-                Post(work);
-            due.Clear();
-            try
-            {
-                await Task.WhenAny(Task.Delay(Cadence.Until(next, now), _stop.Token), changed).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-        }
+        var job = _clock.Every(period, () => Post(work));
+        lock (_jobs)
+            _jobs.Add(job);
     }
 
     private async Task Run()
@@ -275,10 +228,14 @@ public sealed class ControlLoop : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync().ConfigureAwait(false);
-        Task[] timers;
-        lock (_timers)
-            timers = [.. _timers];
-        await Task.WhenAll(timers).ConfigureAwait(false);
+        lock (_jobs)
+        {
+            foreach (var job in _jobs)
+                job.Dispose();
+            _jobs.Clear();
+        }
+        if (_ownsClock)
+            _clock.Dispose();
         _work.Writer.TryComplete();
         await _runner.ConfigureAwait(false);
         _stop.Dispose();
