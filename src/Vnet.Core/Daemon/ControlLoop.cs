@@ -42,6 +42,10 @@ public sealed class ControlLoop : IAsyncDisposable
     private readonly Channel<Action> _work = Channel.CreateUnbounded<Action>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stop = new();
     private readonly DaemonClock _clock;
+
+    // Held by whoever runs a turn: the loop's task, or the clock's thread running a periodic job
+    // inline while the loop is idle (see RunOrPost).
+    private readonly Lock _turn = new();
     private readonly bool _ownsClock;
     private readonly List<DaemonClock.Job> _jobs = [];
     private readonly Task _runner;
@@ -164,43 +168,96 @@ public sealed class ControlLoop : IAsyncDisposable
     /// </summary>
     public void Every(TimeSpan period, Action work)
     {
-        var job = _clock.Every(period, () => Post(work));
+        var job = _clock.Every(period, () => RunOrPost(work));
         lock (_jobs)
             _jobs.Add(job);
     }
 
+    /// <summary>
+    /// A periodic job, on the clock's thread. When the loop is idle (nothing queued, no turn
+    /// running) that thread takes the turn and runs the job itself: an idle daemon's second then
+    /// costs one wake-up (the clock's) instead of two (the clock's, then a pool worker's for the
+    /// loop). Otherwise the job is posted and runs after what is queued, in order.
+    /// </summary>
+    private void RunOrPost(Action work)
+    {
+        if (_stop.IsCancellationRequested)
+            return;
+        if (Interlocked.Read(ref _pending) == 0 && _turn.TryEnter())
+        {
+            try
+            {
+                // Nothing came in meanwhile: what is queued always runs before what is posted after it.
+                if (Interlocked.Read(ref _pending) == 0)
+                {
+                    RunInline(work);
+                    return;
+                }
+            }
+            finally
+            {
+                _turn.Exit();
+            }
+        }
+        Post(work);
+    }
+
+    /// <summary>One item as a whole turn on the calling thread (which holds <see cref="_turn"/>).</summary>
+    private void RunInline(Action work)
+    {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        Volatile.Write(ref _loopThread, Environment.CurrentManagedThreadId);
+        try
+        {
+            work();
+        }
+        catch (Exception e)
+        {
+            _onError(e);
+        }
+        Interlocked.Increment(ref _done);
+        EndTurn();
+        Interlocked.Add(ref _busyTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
+        Volatile.Write(ref _loopThread, -1);
+    }
+
     private async Task Run()
     {
-        Volatile.Write(ref _loopThread, Environment.CurrentManagedThreadId);
         var reader = _work.Reader;
         while (await reader.WaitToReadAsync().ConfigureAwait(false))
         {
-            // Continuations of the awaits above may resume on another pool thread: note ours each time.
-            Volatile.Write(ref _loopThread, Environment.CurrentManagedThreadId);
-            var started = System.Diagnostics.Stopwatch.GetTimestamp();
-            var turn = started;
-            while (reader.TryRead(out var work))
-            {
-                Interlocked.Decrement(ref _pending);
-                try
-                {
-                    work();
-                }
-                catch (Exception e)
-                {
-                    _onError(e);
-                }
-                Interlocked.Increment(ref _done);
-                if (System.Diagnostics.Stopwatch.GetTimestamp() - turn > _turnBudgetTicks)
-                {
-                    EndTurn();
-                    turn = System.Diagnostics.Stopwatch.GetTimestamp();
-                }
-            }
-            EndTurn();
-            Interlocked.Add(ref _busyTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
-            Volatile.Write(ref _loopThread, -1);
+            lock (_turn)
+                RunTurn(reader);
         }
+    }
+
+    private void RunTurn(ChannelReader<Action> reader)
+    {
+        // Continuations of the awaits in Run may resume on another pool thread: note ours each time.
+        Volatile.Write(ref _loopThread, Environment.CurrentManagedThreadId);
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var turn = started;
+        while (reader.TryRead(out var work))
+        {
+            Interlocked.Decrement(ref _pending);
+            try
+            {
+                work();
+            }
+            catch (Exception e)
+            {
+                _onError(e);
+            }
+            Interlocked.Increment(ref _done);
+            if (System.Diagnostics.Stopwatch.GetTimestamp() - turn > _turnBudgetTicks)
+            {
+                EndTurn();
+                turn = System.Diagnostics.Stopwatch.GetTimestamp();
+            }
+        }
+        EndTurn();
+        Interlocked.Add(ref _busyTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
+        Volatile.Write(ref _loopThread, -1);
     }
 
     /// <summary>Runs the work waiting for the end of the turn, and any that work asks for in turn.</summary>

@@ -5,10 +5,11 @@ namespace Vnet.Daemon;
 /// <summary>
 /// One thread that sleeps until the earliest due instant of every periodic job of a daemon and runs
 /// each job due then: the control loop's jobs (which only post their work to the loop) and the link
-/// clock (keep-alives, dead peers). Idle, a daemon wakes once per grid instant of <see cref="Cadence"/>,
+/// clock (keep-alives, dead peers), and, while the loop is idle, the loop's jobs themselves
+/// (<see cref="ControlLoop.Every"/>). Idle, a daemon wakes once per grid instant of <see cref="Cadence"/>,
 /// on one thread woken by the kernel's timer, instead of the runtime's timer thread and then a pool
 /// worker for each of the loop's ticker and the link clock (issue 9: what an idle daemon costs is
-/// wake-ups). Jobs run on this thread and must be short and never block: they post or signal.
+/// wake-ups). Jobs run on this thread and must be short and never block.
 /// <para>
 /// A job runs at the multiples of its period on the monotonic clock, and earlier when it asks
 /// (<see cref="Job.RunNoLaterThan"/>: the link clock at a silent peer's exact deadline).
@@ -37,14 +38,19 @@ public sealed class DaemonClock : IDisposable
     /// <summary>
     /// Runs <paramref name="work"/> on the clock's thread at every grid instant of
     /// <paramref name="period"/>, the first at least a whole period from now (<see cref="Cadence.FirstDue"/>),
-    /// until the job is disposed.
+    /// until the job is disposed. Jobs due at one instant run in the order they were added, those
+    /// added with <paramref name="first"/> before the others (the link clock: the control loop's
+    /// jobs may run inline after it, and must not hold up keep-alives).
     /// </summary>
-    public Job Every(TimeSpan period, Action work)
+    public Job Every(TimeSpan period, Action work, bool first = false)
     {
         var job = new Job(this, period, work, Cadence.FirstDue(Stopwatch.GetTimestamp(), period));
         lock (_gate)
         {
-            _jobs.Add(job);
+            if (first)
+                _jobs.Insert(0, job);
+            else
+                _jobs.Add(job);
             Monitor.Pulse(_gate);
         }
         return job;

@@ -193,7 +193,7 @@ public sealed partial class LinkManager : IAsyncDisposable
         _udp.Start();
         Log.Listening(_logger, LocalEndPoint);
         _acceptLoop = Task.Run(AcceptLoop);
-        _clockJob = _clock.Every(ClockPeriod, OnClock);
+        _clockJob = _clock.Every(ClockPeriod, OnClock, first: true);
     }
 
     /// <summary>
