@@ -25,6 +25,11 @@ namespace Vnet.Daemon;
 /// <item>timers: a fixed set.</item>
 /// </list>
 /// <para>
+/// A turn runs on a pool thread, or, for a periodic job while the loop is idle, on the daemon
+/// clock's thread (<see cref="Every"/>); never two at once (<c>_turn</c>), and <see cref="IsCurrent"/>
+/// is true on whichever runs it.
+/// </para>
+/// <para>
 /// The loop runs its queue in turns: a turn ends when the queue is empty, after
 /// <see cref="TurnBudget"/> of work, and before an <see cref="Invoke{T}"/> hands back its result.
 /// Work that is worth doing once per turn rather than once per item (publishing the forwarding
@@ -163,8 +168,8 @@ public sealed class ControlLoop : IAsyncDisposable
 
     /// <summary>
     /// Runs <paramref name="work"/> on the loop every <paramref name="period"/> until the loop stops,
-    /// on the daemon's <see cref="Cadence"/> grid: the <see cref="DaemonClock"/> posts every job due
-    /// at an instant together, from one wake-up of its thread.
+    /// on the daemon's <see cref="Cadence"/> grid: the <see cref="DaemonClock"/> runs every job due
+    /// at an instant from one wake-up of its thread (see <see cref="RunOrPost"/>).
     /// </summary>
     public void Every(TimeSpan period, Action work)
     {
