@@ -23,6 +23,9 @@ public sealed class DaemonClock : IDisposable
     private readonly Action<Exception> _onError;
     private bool _stopped;
 
+    // True while the thread runs jobs (outside the lock): a job disposed meanwhile is waited for.
+    private bool _running;
+
     public DaemonClock(Action<Exception> onError, string name = "vnet-clock")
     {
         _onError = onError;
@@ -51,7 +54,7 @@ public sealed class DaemonClock : IDisposable
                 _jobs.Insert(0, job);
             else
                 _jobs.Add(job);
-            Monitor.Pulse(_gate);
+            Monitor.PulseAll(_gate);
         }
         return job;
     }
@@ -84,14 +87,19 @@ public sealed class DaemonClock : IDisposable
                 if (instant >= Due)
                     return;
                 Due = instant;
-                Monitor.Pulse(_clock._gate);
+                Monitor.PulseAll(_clock._gate);
             }
         }
 
+        /// <summary>Removes the job; once this returns it is not running and never runs again (unless called from the job itself).</summary>
         public void Dispose()
         {
             lock (_clock._gate)
+            {
                 _clock._jobs.Remove(this);
+                while (_clock._running && Thread.CurrentThread != _clock._thread)
+                    Monitor.Wait(_clock._gate);
+            }
         }
     }
 
@@ -116,6 +124,7 @@ public sealed class DaemonClock : IDisposable
                 if (due.Count > 0)
                 {
                     // Outside the lock: a job may ask for an earlier run of itself or another.
+                    _running = true;
                     Monitor.Exit(_gate);
                     try
                     {
@@ -134,6 +143,8 @@ public sealed class DaemonClock : IDisposable
                     finally
                     {
                         Monitor.Enter(_gate);
+                        _running = false;
+                        Monitor.PulseAll(_gate);
                     }
                     due.Clear();
                     continue;
@@ -152,7 +163,7 @@ public sealed class DaemonClock : IDisposable
         lock (_gate)
         {
             _stopped = true;
-            Monitor.Pulse(_gate);
+            Monitor.PulseAll(_gate);
         }
         if (Thread.CurrentThread != _thread)
             _thread.Join();
