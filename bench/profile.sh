@@ -13,10 +13,13 @@
 #
 # Usage (root): bench/profile.sh [--transport udp|tcp] [--test tcp|tcp4|ping|udp64|idle] [--seconds 8]
 #                                [--out DIR] [--vnet DIR (a dotnet publish of src/Vnet.Cli)]
+#                                [--ns PREFIX (namespaces PREFIX-vmA...; default pf)]
+# It refuses to start when its namespaces exist (another run's, or one left behind: delete them
+# with ip netns del only if they are yours), and measures the daemons it started, by process id.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
-transport=udp test=tcp seconds=8 out="" vnet_dir=""
+transport=udp test=tcp seconds=8 out="" vnet_dir="" ns=pf
 while [ $# -gt 0 ]; do
     case $1 in
         --transport) transport=$2; shift 2 ;;
@@ -24,6 +27,7 @@ while [ $# -gt 0 ]; do
         --seconds) seconds=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --vnet) vnet_dir=$2; shift 2 ;;
+        --ns) ns=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -39,22 +43,30 @@ fi
 vnet="dotnet $vnet_dir/vnet.dll"
 work=$(mktemp -d /tmp/vnet-profile.XXXXXX)
 pids=()
+made=no
 
 cleanup() {
+    [ -f "$work/iperf3.pid" ] && kill "$(cat "$work/iperf3.pid")" 2>/dev/null || true
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for _ in $(seq 30); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.1; done
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    for ns in pf-vmA pf-vmB pf-hostA pf-hostB; do ip netns del "$ns" 2>/dev/null || true; done
+    if [ "$made" = yes ]; then
+        for n in "${ns}-vmA" "${ns}-vmB" "${ns}-hostA" "${ns}-hostB"; do ip netns del "$n" 2>/dev/null || true; done
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 
-for ns in pf-vmA pf-vmB pf-hostA pf-hostB; do ip netns del "$ns" 2>/dev/null || true; ip netns add "$ns"; done
-ip link add physA netns pf-hostA type veth peer name physB netns pf-hostB
-ip -n pf-hostA addr add 192.0.2.1/24 dev physA
-ip -n pf-hostB addr add 192.0.2.2/24 dev physB
+for n in "${ns}-vmA" "${ns}-vmB" "${ns}-hostA" "${ns}-hostB"; do
+    if ip netns list | grep -qw "$n"; then echo "namespace $n exists (another run?): pick another --ns" >&2; exit 2; fi
+done
+made=yes
+for n in "${ns}-vmA" "${ns}-vmB" "${ns}-hostA" "${ns}-hostB"; do ip netns add "$n"; done
+ip link add physA netns ${ns}-hostA type veth peer name physB netns ${ns}-hostB
+ip -n ${ns}-hostA addr add 192.0.2.1/24 dev physA
+ip -n ${ns}-hostB addr add 192.0.2.2/24 dev physB
 for s in A B; do
-    h=pf-host$s v=pf-vm$s
+    h=${ns}-host$s v=${ns}-vm$s
     ip -n "$h" link set lo up
     ip -n "$h" link set "phys$s" up
     ip -n "$h" link add "br$s" type bridge
@@ -64,10 +76,10 @@ for s in A B; do
     ip -n "$v" link set lo up
     ip -n "$v" link set eth0 mtu 1360 up
 done
-ip -n pf-vmA link set eth0 address 02:00:00:99:00:01
-ip -n pf-vmB link set eth0 address 02:00:00:99:00:02
-ip -n pf-vmA addr add 10.99.0.1/24 dev eth0
-ip -n pf-vmB addr add 10.99.0.2/24 dev eth0
+ip -n ${ns}-vmA link set eth0 address 02:00:00:99:00:01
+ip -n ${ns}-vmB link set eth0 address 02:00:00:99:00:02
+ip -n ${ns}-vmA addr add 10.99.0.1/24 dev eth0
+ip -n ${ns}-vmB addr add 10.99.0.2/24 dev eth0
 
 # Keys in files only root reads; never on a command line.
 $vnet keygen -o "$work/a.key" >/dev/null
@@ -76,28 +88,33 @@ $vnet keygen -o "$work/b.key" >/dev/null
 # (a memfd mapping, not anonymous memory), and ReadyToRun code (the framework's) has no map
 # entries, so both are off while profiling: the framework's code is then JIT-compiled too.
 export DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0 DOTNET_ReadyToRun=0
-ip netns exec pf-hostA $vnet daemon --name a --role proxy --listen 192.0.2.1:5500 --key-file "$work/a.key" \
+ip netns exec ${ns}-hostA $vnet daemon --name a --role proxy --listen 192.0.2.1:5500 --key-file "$work/a.key" \
     --admit "b=$($vnet pubkey <"$work/b.key")" --tap tapA --lan tapA --mtu 1360 \
     --control-socket "$work/a.sock" --log-level warning >"$out/daemon-a.log" 2>&1 &
 pids+=($!)
-ip netns exec pf-hostB $vnet daemon --name b --role host --listen 192.0.2.2:5500 --key-file "$work/b.key" \
+declare -A daemon_pid
+daemon_pid[a]=$!
+ip netns exec ${ns}-hostB $vnet daemon --name b --role host --listen 192.0.2.2:5500 --key-file "$work/b.key" \
     --proxy-key "$($vnet pubkey <"$work/a.key")" --proxy 192.0.2.1:5500 --proxy-name a --transport "$transport" \
     --tap tapB --mtu 1360 --control-socket "$work/b.sock" --log-level warning >"$out/daemon-b.log" 2>&1 &
 pids+=($!)
+daemon_pid[b]=$!
 for s in A B; do
-    for _ in $(seq 100); do ip -n "pf-host$s" link show "tap$s" >/dev/null 2>&1 && break; sleep 0.1; done
-    ip -n "pf-host$s" link set "tap$s" mtu 1500 master "br$s" up
+    for _ in $(seq 100); do ip -n "${ns}-host$s" link show "tap$s" >/dev/null 2>&1 && break; sleep 0.1; done
+    ip -n "${ns}-host$s" link set "tap$s" mtu 1500 master "br$s" up
 done
 # ping stops at its first "unreachable" (ARP unanswered while the daemons start): one try a second.
 ready=no
 for _ in $(seq 90); do
-    ip netns exec pf-vmA ping -c 1 -W 1 10.99.0.2 >/dev/null 2>&1 && { ready=yes; break; }
+    ip netns exec ${ns}-vmA ping -c 1 -W 1 10.99.0.2 >/dev/null 2>&1 && { ready=yes; break; }
     sleep 1
 done
 [ $ready = yes ] || { echo "the VMs never reached each other" >&2; exit 1; }
 
-ip netns exec pf-vmB iperf3 -s -D -1 >/dev/null
-sleep 0.3
+if [ "$test" != idle ] && [ "$test" != ping ]; then
+    ip netns exec ${ns}-vmB iperf3 -s -D -1 -I "$work/iperf3.pid" >/dev/null
+    sleep 0.3
+fi
 case $test in
     tcp)   load=(iperf3 -c 10.99.0.2 -t $((seconds + 6))) ;;
     tcp4)  load=(iperf3 -c 10.99.0.2 -t $((seconds + 6)) -P 4) ;;
@@ -106,19 +123,20 @@ case $test in
     idle)  load=(sleep $((seconds + 6))) ;;
     *) echo "unknown test $test" >&2; exit 2 ;;
 esac
-ip netns exec pf-vmA "${load[@]}" >"$out/load.txt" 2>&1 &
+ip netns exec ${ns}-vmA "${load[@]}" >"$out/load.txt" 2>&1 &
 load_pid=$!
 sleep 3
-daemon_pids=$(pgrep -f "vnet.dll daemon --name [ab] " | paste -sd,)
+# ip netns exec and the dotnet host exec in place: these are the daemons' own process ids.
+daemon_pids="${daemon_pid[a]},${daemon_pid[b]}"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A before
-for name in a b; do before[$name]=$(cpu_ticks "$(pgrep -f "vnet.dll daemon --name $name " | head -1)"); done
+for name in a b; do before[$name]=$(cpu_ticks "${daemon_pid[$name]}"); done
 perf record -e cpu-clock -F 999 -g -p "$daemon_pids" -o "$out/perf.data" -- sleep "$seconds" 2>"$out/perf-record.txt"
 declare -A after
-for name in a b; do after[$name]=$(cpu_ticks "$(pgrep -f "vnet.dll daemon --name $name " | head -1)"); done
+for name in a b; do after[$name]=$(cpu_ticks "${daemon_pid[$name]}"); done
 wait "$load_pid" || true
 for name in a b; do
-    pid=$(pgrep -f "vnet.dll daemon --name $name " | head -1)
+    pid=${daemon_pid[$name]}
     perf script -i "$out/perf.data" --pid "$pid" 2>/dev/null \
         | python3 "$repo/bench/flamegraph.py" --title "daemon $name ($transport link, $test test)" --svg "$out/flame-$name.svg" \
         >"$out/top-$name.txt"

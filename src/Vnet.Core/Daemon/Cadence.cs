@@ -5,9 +5,10 @@ namespace Vnet.Daemon;
 /// <summary>
 /// One grid for every periodic job of a daemon: a job of period P runs at the multiples of P on
 /// the monotonic clock, not P after whenever it started. Jobs whose periods are multiples of each
-/// other then fall due at the same instants (the clock's half-second ticks land on every 1 s job,
-/// the 3 s anti-entropy on every third of those), so an idle daemon wakes once for all of them
-/// instead of once for each, at phases that drifted apart: what an idle daemon costs is wake-ups.
+/// other then fall due at the same instants (the link clock's ticks with every 1 s job of the
+/// control loop, the 3 s anti-entropy on every third of those), so an idle daemon wakes once for
+/// all of them instead of once for each, at phases that drifted apart: what an idle daemon costs is
+/// wake-ups. One thread sleeps for them all (<see cref="DaemonClock"/>).
 /// </summary>
 public static class Cadence
 {
@@ -32,12 +33,5 @@ public static class Cadence
         var ticks = Math.Max(0, due - now);
         var ms = (ticks * 1000 + Stopwatch.Frequency - 1) / Stopwatch.Frequency;
         return TimeSpan.FromMilliseconds(ms);
-    }
-
-    /// <summary>Waits until the next grid instant of <paramref name="period"/>.</summary>
-    public static Task Next(TimeSpan period, CancellationToken ct)
-    {
-        var now = Stopwatch.GetTimestamp();
-        return Task.Delay(Until(NextDue(now, period), now), ct);
     }
 }

@@ -25,6 +25,11 @@ namespace Vnet.Daemon;
 /// <item>timers: a fixed set.</item>
 /// </list>
 /// <para>
+/// A turn runs on a pool thread, or, for a periodic job while the loop is idle, on the daemon
+/// clock's thread (<see cref="Every"/>); never two at once (<c>_turn</c>), and <see cref="IsCurrent"/>
+/// is true on whichever runs it.
+/// </para>
+/// <para>
 /// The loop runs its queue in turns: a turn ends when the queue is empty, after
 /// <see cref="TurnBudget"/> of work, and before an <see cref="Invoke{T}"/> hands back its result.
 /// Work that is worth doing once per turn rather than once per item (publishing the forwarding
@@ -41,9 +46,13 @@ public sealed class ControlLoop : IAsyncDisposable
 
     private readonly Channel<Action> _work = Channel.CreateUnbounded<Action>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stop = new();
-    private readonly List<Task> _timers = [];
-    private readonly List<Periodic> _periodic = [];
-    private TaskCompletionSource _periodicChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly DaemonClock _clock;
+
+    // Held by whoever runs a turn: the loop's task, or the clock's thread running a periodic job
+    // inline while the loop is idle (see RunOrPost).
+    private readonly Lock _turn = new();
+    private readonly bool _ownsClock;
+    private readonly List<DaemonClock.Job> _jobs = [];
     private readonly Task _runner;
     private readonly Action<Exception> _onError;
     private readonly long _turnBudgetTicks = (long)(TurnBudget.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
@@ -54,9 +63,12 @@ public sealed class ControlLoop : IAsyncDisposable
     private long _done;
     private long _pending;
 
-    public ControlLoop(Action<Exception> onError)
+    /// <param name="clock">The daemon's clock, shared with the link clock; null: the loop has one of its own.</param>
+    public ControlLoop(Action<Exception> onError, DaemonClock? clock = null)
     {
         _onError = onError;
+        _ownsClock = clock is null;
+        _clock = clock ?? new DaemonClock(onError, "vnet-loop-clock");
         _runner = Task.Run(Run);
     }
 
@@ -156,98 +168,101 @@ public sealed class ControlLoop : IAsyncDisposable
 
     /// <summary>
     /// Runs <paramref name="work"/> on the loop every <paramref name="period"/> until the loop stops,
-    /// on the daemon's <see cref="Cadence"/> grid: jobs due at the same instant are posted together.
+    /// on the daemon's <see cref="Cadence"/> grid: the <see cref="DaemonClock"/> runs every job due
+    /// at an instant from one wake-up of its thread (see <see cref="RunOrPost"/>).
     /// </summary>
     public void Every(TimeSpan period, Action work)
     {
-        lock (_timers)
-        {
-            _periodic.Add(new Periodic(period, work, Cadence.FirstDue(System.Diagnostics.Stopwatch.GetTimestamp(), period)));
-            _periodicChanged.TrySetResult();
-            if (_timers.Count == 0)
-                _timers.Add(Task.Run(Ticker));
-        }
+        var job = _clock.Every(period, () => RunOrPost(work));
+        lock (_jobs)
+            _jobs.Add(job);
     }
 
-    private sealed class Periodic(TimeSpan period, Action work, long due)
+    /// <summary>
+    /// A periodic job, on the clock's thread. When the loop is idle (nothing queued, no turn
+    /// running) that thread takes the turn and runs the job itself: an idle daemon's second then
+    /// costs one wake-up (the clock's) instead of two (the clock's, then a pool worker's for the
+    /// loop). Otherwise the job is posted and runs after what is queued, in order.
+    /// </summary>
+    private void RunOrPost(Action work)
     {
-        public TimeSpan Period { get; } = period;
-
-        public Action Work { get; } = work;
-
-        public long Due { get; set; } = due;
-    }
-
-    /// <summary>One sleeper for all periodic jobs: it wakes at the earliest due instant and posts every job due then.</summary>
-    private async Task Ticker()
-    {
-        var due = new List<Action>();
-        while (!_stop.IsCancellationRequested)
+        if (_stop.IsCancellationRequested)
+            return;
+        if (Interlocked.Read(ref _pending) == 0 && _turn.TryEnter())
         {
-            Task changed;
-            var now = System.Diagnostics.Stopwatch.GetTimestamp();
-            var next = long.MaxValue;
-            lock (_timers)
-            {
-                if (_periodicChanged.Task.IsCompleted)
-                    _periodicChanged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                changed = _periodicChanged.Task;
-                foreach (var job in _periodic)
-                {
-                    if (job.Due <= now)
-                    {
-                        due.Add(job.Work);
-                        job.Due = Cadence.NextDue(now, job.Period);
-                    }
-                    next = Math.Min(next, job.Due);
-                }
-            }
-            foreach (var work in due)
-                Post(work);
-            due.Clear();
             try
             {
-                await Task.WhenAny(Task.Delay(Cadence.Until(next, now), _stop.Token), changed).ConfigureAwait(false);
+                // Nothing came in meanwhile: what is queued always runs before what is posted after it.
+                if (Interlocked.Read(ref _pending) == 0)
+                {
+                    RunInline(work);
+                    return;
+                }
             }
-            catch (OperationCanceledException)
+            finally
             {
-                return;
+                _turn.Exit();
             }
         }
+        Post(work);
+    }
+
+    /// <summary>One item as a whole turn on the calling thread (which holds <see cref="_turn"/>).</summary>
+    private void RunInline(Action work)
+    {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        Volatile.Write(ref _loopThread, Environment.CurrentManagedThreadId);
+        try
+        {
+            work();
+        }
+        catch (Exception e)
+        {
+            _onError(e);
+        }
+        Interlocked.Increment(ref _done);
+        EndTurn();
+        Interlocked.Add(ref _busyTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
+        Volatile.Write(ref _loopThread, -1);
     }
 
     private async Task Run()
     {
-        Volatile.Write(ref _loopThread, Environment.CurrentManagedThreadId);
         var reader = _work.Reader;
         while (await reader.WaitToReadAsync().ConfigureAwait(false))
         {
-            // Continuations of the awaits above may resume on another pool thread: note ours each time.
-            Volatile.Write(ref _loopThread, Environment.CurrentManagedThreadId);
-            var started = System.Diagnostics.Stopwatch.GetTimestamp();
-            var turn = started;
-            while (reader.TryRead(out var work))
-            {
-                Interlocked.Decrement(ref _pending);
-                try
-                {
-                    work();
-                }
-                catch (Exception e)
-                {
-                    _onError(e);
-                }
-                Interlocked.Increment(ref _done);
-                if (System.Diagnostics.Stopwatch.GetTimestamp() - turn > _turnBudgetTicks)
-                {
-                    EndTurn();
-                    turn = System.Diagnostics.Stopwatch.GetTimestamp();
-                }
-            }
-            EndTurn();
-            Interlocked.Add(ref _busyTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
-            Volatile.Write(ref _loopThread, -1);
+            lock (_turn)
+                RunTurn(reader);
         }
+    }
+
+    private void RunTurn(ChannelReader<Action> reader)
+    {
+        // Continuations of the awaits in Run may resume on another pool thread: note ours each time.
+        Volatile.Write(ref _loopThread, Environment.CurrentManagedThreadId);
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var turn = started;
+        while (reader.TryRead(out var work))
+        {
+            Interlocked.Decrement(ref _pending);
+            try
+            {
+                work();
+            }
+            catch (Exception e)
+            {
+                _onError(e);
+            }
+            Interlocked.Increment(ref _done);
+            if (System.Diagnostics.Stopwatch.GetTimestamp() - turn > _turnBudgetTicks)
+            {
+                EndTurn();
+                turn = System.Diagnostics.Stopwatch.GetTimestamp();
+            }
+        }
+        EndTurn();
+        Interlocked.Add(ref _busyTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
+        Volatile.Write(ref _loopThread, -1);
     }
 
     /// <summary>Runs the work waiting for the end of the turn, and any that work asks for in turn.</summary>
@@ -275,10 +290,14 @@ public sealed class ControlLoop : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync().ConfigureAwait(false);
-        Task[] timers;
-        lock (_timers)
-            timers = [.. _timers];
-        await Task.WhenAll(timers).ConfigureAwait(false);
+        lock (_jobs)
+        {
+            foreach (var job in _jobs)
+                job.Dispose();
+            _jobs.Clear();
+        }
+        if (_ownsClock)
+            _clock.Dispose();
         _work.Writer.TryComplete();
         await _runner.ConfigureAwait(false);
         _stop.Dispose();

@@ -69,7 +69,9 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         Config = config;
         Loggers = loggers;
         _logger = loggers.CreateLogger("vnet.daemon");
-        Loop = new ControlLoop(OnControlError);
+        // One clock thread for the loop's periodic jobs and the link clock: an idle daemon wakes once per grid instant.
+        Clock = new DaemonClock(OnControlError);
+        Loop = new ControlLoop(OnControlError, Clock);
         // A burst of errors followed by quiet still gets its "N more" line.
         Loop.Every(LogLimiter.Window, () => _errorLog.Drain((_, count) => Log.ErrorsSuppressed(_logger, count)));
         Pool = options.Pool ?? new FramePool(4096);
@@ -86,7 +88,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             AcceptTools = config.ServesTools,
             Listen = config.Listen,
             QueueCapacity = config.QueueCapacity,
-        }, Switch, Pool, loggers.CreateLogger("vnet.links"));
+        }, Switch, Pool, loggers.CreateLogger("vnet.links"), Clock);
         Peers = new PeerChannel(config.Name, IsProxy, config.ProxyName, Links, Loop, loggers.CreateLogger("vnet.peers"));
         Links.Events = Peers;
         Interfaces = new InterfaceService(config, Switch, Rules, Pool, options.Interfaces, Loop, loggers.CreateLogger("vnet.interfaces"));
@@ -129,6 +131,9 @@ public sealed partial class VnetDaemon : IAsyncDisposable
 
     /// <summary>Who may be who on the links: admitted hosts, the pinned Proxy key, administrators.</summary>
     public KeyRing Keys { get; }
+
+    /// <summary>The thread that runs every periodic job: the loop's (posted to it) and the link clock.</summary>
+    public DaemonClock Clock { get; }
 
     public PeerChannel Peers { get; }
 
@@ -254,7 +259,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             Origin = RuleOrigin.System,
         }));
         Peers.PeerUp += LinkCommands.OnPeerUp;
-        Keys.Start(Peers, Links, Loop, _directoryOptions.AntiEntropyInterval);
+        Keys.Start(Peers, Links, Loop, _directoryOptions.AntiEntropyInterval, _directoryOptions.DigestHeartbeat);
         Vms.Start();
         Interfaces.Start();
         LinkCommands.Start();
@@ -433,6 +438,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         }).ConfigureAwait(false);
         Log.Stopping(_logger, "control loop");
         await Loop.DisposeAsync().ConfigureAwait(false);
+        Clock.Dispose();
         Vttif.Dispose();
         Log.Stopped(_logger, Name);
     }

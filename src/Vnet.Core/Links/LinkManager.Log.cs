@@ -43,5 +43,8 @@ public sealed partial class LinkManager
 
         [LoggerMessage(EventId = 105, Level = LogLevel.Debug, Message = "Link {Peer} replaced an older session")]
         public static partial void Replaced(ILogger logger, string peer);
+
+        [LoggerMessage(EventId = 111, Level = LogLevel.Error, Message = "The link clock failed")]
+        public static partial void ClockFailed(ILogger logger, Exception error);
     }
 }

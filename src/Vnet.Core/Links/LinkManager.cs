@@ -46,6 +46,13 @@ public sealed record LinkManagerOptions
 
     /// <summary>The INIT timestamp this daemon sends (tests set a clock that jumped back).</summary>
     public Func<ulong> Timestamp { get; init; } = NoiseHandshake.Timestamp;
+
+    /// <summary>
+    /// Tests only (internal, no configuration reaches it): a key lifetime shorter than
+    /// <see cref="SendCipher.RekeyAfter"/>'s two minutes, so a test sees an idle link's keys stepped
+    /// by the link clock in seconds. Null: the real lifetime.
+    /// </summary>
+    internal TimeSpan? RekeyAfter { get; init; }
 }
 
 /// <summary>
@@ -122,14 +129,19 @@ public sealed partial class LinkManager : IAsyncDisposable
     private Socket? _listener;
     private UdpTransport? _udp;
     private Task? _acceptLoop;
-    private Task? _clock;
+    private readonly Daemon.DaemonClock _clock;
+    private readonly bool _ownsClock;
+    private Daemon.DaemonClock.Job? _clockJob;
 
-    public LinkManager(LinkManagerOptions options, VirtualSwitch sw, FramePool pool, ILogger logger)
+    /// <param name="clock">The daemon's clock, shared with the control loop's periodic jobs; null: one of its own.</param>
+    public LinkManager(LinkManagerOptions options, VirtualSwitch sw, FramePool pool, ILogger logger, Daemon.DaemonClock? clock = null)
     {
         _options = options;
         _switch = sw;
         _pool = pool;
         _logger = logger;
+        _ownsClock = clock is null;
+        _clock = clock ?? new Daemon.DaemonClock(e => Log.ClockFailed(logger, e), "vnet-link-clock");
     }
 
     /// <summary>Where link events go (set once, before <see cref="Start"/>).</summary>
@@ -181,7 +193,7 @@ public sealed partial class LinkManager : IAsyncDisposable
         _udp.Start();
         Log.Listening(_logger, LocalEndPoint);
         _acceptLoop = Task.Run(AcceptLoop);
-        _clock = Task.Run(ClockLoop);
+        _clockJob = _clock.Every(ClockPeriod, OnClock, first: true);
     }
 
     /// <summary>
@@ -548,6 +560,9 @@ public sealed partial class LinkManager : IAsyncDisposable
             }
             var from = (socket.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None;
             var waiting = _waiting.Add(socket, from, out var evicted);
+            // Closed at its deadline, not at the next tick after it; on a 250 ms grid, so a burst
+            // of connections costs the clock a few wake-ups, not one each.
+            _clockJob?.RunNoLaterThan(Daemon.Cadence.NextDue(waiting.Since + DeadlineTicks(InitWaitList.Deadline), WaitListGrid));
             if (evicted is not null)
                 LogRefusal(evicted.From.ToString(), "closed before its INIT came, to make room for newer connections", counted: true);
             // Not awaited: the loop goes on accepting while this connection's read is pending.
@@ -799,7 +814,7 @@ public sealed partial class LinkManager : IAsyncDisposable
     private LinkSession CreateSession(Socket socket, PeerIdentity peer, uint local, LinkPort port, bool dialed)
     {
         if (peer.Transport != LinkTransport.Udp)
-            return new LinkSession(socket, peer, local, port, _switch, this, _options.QueueCapacity, s => new TcpLinkTransport(s, _switch, _pool));
+            return new LinkSession(socket, peer, local, port, _switch, this, _options.QueueCapacity, s => new TcpLinkTransport(s, _switch, _pool), _options.RekeyAfter);
         var udp = _udp!;
         UdpTransport? own = null;
         if (peer.Stream > 0)
@@ -810,7 +825,7 @@ public sealed partial class LinkManager : IAsyncDisposable
         try
         {
             var session = new LinkSession(socket, peer, local, port, _switch, this, _options.QueueCapacity,
-                s => new UdpLinkTransport(s, udp, _switch, _pool, own, dialed));
+                s => new UdpLinkTransport(s, udp, _switch, _pool, own, dialed), _options.RekeyAfter);
             var link = (UdpLinkTransport)session.DataChannel;
             if (own is not null)
             {
@@ -890,32 +905,39 @@ public sealed partial class LinkManager : IAsyncDisposable
 
     /// <summary>
     /// The link clock: keep-alives (each second), dead peers (3 s of silence) and connections that
-    /// sent no INIT (2 s). Half a second bounds how late a dead peer is noticed; on the daemon's
-    /// grid (<see cref="Daemon.Cadence"/>) every other tick falls with the control loop's 1 s jobs.
-    /// (A 1 s clock was tried for the idle cost: no difference measurable by /proc, and a dead peer
-    /// would be noticed within 4 s instead of 3.5: not kept.)
+    /// sent no INIT (2 s). It runs on the daemon's <see cref="Daemon.DaemonClock"/>, at the same grid
+    /// instants as the control loop's 1 s jobs (one wake-up for both), and in between only when a
+    /// deadline falls before the next tick: a peer silent for 2 s or more is checked at the instant
+    /// its 3 s run out, so a dead peer is noticed within 3 s (it was 3.5 s with a 500 ms clock, which
+    /// woke an idle daemon twice a second).
     /// </summary>
-    internal static readonly TimeSpan ClockPeriod = TimeSpan.FromMilliseconds(500);
+    internal static readonly TimeSpan ClockPeriod = TimeSpan.FromSeconds(1);
 
-    private async Task ClockLoop()
+    private static readonly TimeSpan WaitListGrid = TimeSpan.FromMilliseconds(250);
+
+    private static long DeadlineTicks(TimeSpan span) => (long)(span.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+
+    private void OnClock()
     {
-        try
+        if (_stop.IsCancellationRequested)
+            return;
+        var earliest = long.MaxValue;
+        foreach (var port in _links.Values)
         {
-            while (true)
+            for (var i = 0; i < port.Width; i++)
             {
-                await Daemon.Cadence.Next(ClockPeriod, _stop.Token);
-                foreach (var port in _links.Values)
-                {
-                    port.Session?.Tick();
-                    for (var i = 1; i < port.Width; i++)
-                        port.SessionOf(i)?.Tick();
-                }
-                ExpireWaiting();
+                if (port.SessionOf(i) is not { } session)
+                    continue;
+                session.Tick();
+                if (!session.IsClosed)
+                    earliest = Math.Min(earliest, session.DeadAt);
             }
         }
-        catch (OperationCanceledException)
-        {
-        }
+        ExpireWaiting();
+        // A silent peer's deadline before the next grid instant: check it then, not a second late.
+        // (A healthy link hears its peer every second, so its deadline is always past the next tick.)
+        if (earliest != long.MaxValue)
+            _clockJob?.RunNoLaterThan(earliest + DeadlineTicks(TimeSpan.FromMilliseconds(1)));
     }
 
     private static uint NewSessionId()
@@ -941,8 +963,9 @@ public sealed partial class LinkManager : IAsyncDisposable
         }
         if (_acceptLoop is not null)
             await _acceptLoop.ConfigureAwait(false);
-        if (_clock is not null)
-            await _clock.ConfigureAwait(false);
+        _clockJob?.Dispose();
+        if (_ownsClock)
+            _clock.Dispose();
         foreach (var port in _links.Values)
         {
             for (var i = 0; i < LinkPort.MaxStreams; i++)

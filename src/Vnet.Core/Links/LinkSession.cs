@@ -25,8 +25,8 @@ namespace Vnet.Links;
 /// Inbound (receiver thread): the transport reads the connection until the session ends; control
 ///   messages come back to ReceiveSealedControl, frames go to DeliverFrame (VirtualSwitch.Forward on this
 ///   thread). A UDP link's frames arrive on UdpTransport's receive thread, also through DeliverFrame.
-/// Clock (LinkManager, every 500 ms): Tick sends a keep-alive each second (the leading end; the other
-///   answers, see LeadsKeepAlives) and ends a silent session.
+/// Clock (LinkManager, every second, and at a silent session's deadline): Tick sends a keep-alive
+///   each second (the leading end; the other answers, see LeadsKeepAlives) and ends a silent session.
 /// End: Close shuts the connection down, which wakes both threads; the last one to finish frees
 ///   the connection and queues and reports to LinkManager.OnSessionDown.
 /// </code>
@@ -84,8 +84,9 @@ public sealed class LinkSession : IDisposable, IFlushable
     private long _receivedFrames;
 
     /// <param name="transport">Makes the session's transport (TCP or UDP); called once, last in the constructor.</param>
+    /// <param name="rekeyAfter">Tests only (<see cref="LinkManagerOptions.RekeyAfter"/>): a shorter key lifetime.</param>
     internal LinkSession(Socket tcp, PeerIdentity peer, uint localSession, LinkPort port, VirtualSwitch sw,
-        LinkManager events, int queueCapacity, Func<LinkSession, ILinkTransport> transport)
+        LinkManager events, int queueCapacity, Func<LinkSession, ILinkTransport> transport, TimeSpan? rekeyAfter = null)
     {
         Peer = peer;
         LocalSession = localSession;
@@ -96,12 +97,12 @@ public sealed class LinkSession : IDisposable, IFlushable
         _lastDataRxTicks = Stopwatch.GetTimestamp();
         Started = DateTimeOffset.UtcNow;
         var stream = peer.Keys.For(SessionChannel.Stream);
-        _seal = new SendCipher(stream.Send);
+        _seal = new SendCipher(stream.Send, rekeyAfter);
         _open = new ReceiveCipher(stream.Receive);
         if (peer.Transport == LinkTransport.Udp)
         {
             var datagram = peer.Keys.For(SessionChannel.Datagram);
-            _datagramSeal = new SendCipher(datagram.Send);
+            _datagramSeal = new SendCipher(datagram.Send, rekeyAfter);
             _datagramOpen = new ReceiveCipher(datagram.Receive);
         }
         _connection = new LinkConnection(tcp, this);
@@ -150,6 +151,11 @@ public sealed class LinkSession : IDisposable, IFlushable
     public long LastRttMicros => Interlocked.Read(ref _lastRttMicros);
 
     public TimeSpan SilentFor => Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastDataRxTicks));
+
+    /// <summary>When the session is dead unless its peer is heard before (Stopwatch ticks): the link clock checks it then.</summary>
+    internal long DeadAt => Interlocked.Read(ref _lastDataRxTicks) + DeadAfterTicks;
+
+    private static readonly long DeadAfterTicks = (long)(DeadAfter.TotalSeconds * Stopwatch.Frequency);
 
     public int QueuedFrames => _queue.Count;
 
@@ -376,9 +382,10 @@ public sealed class LinkSession : IDisposable, IFlushable
                 _sendLock.Exit();
             }
         }
-        // A tick that comes a hair early must not push the keep-alive to the next tick (1.5 s).
+        // A tick that comes a hair early must not push the keep-alive to the next tick (2 s); an
+        // extra tick (another session's deadline) must not send one early.
         var sinceKeepAlive = Stopwatch.GetElapsedTime(_lastKeepAliveTicks);
-        if (sinceKeepAlive < KeepAliveInterval - LinkManager.ClockPeriod / 4)
+        if (sinceKeepAlive < KeepAliveInterval - KeepAliveSlack)
             return;
         if (!LeadsKeepAlives && !FollowerNeedsKeepAlive(sinceKeepAlive))
             return;
@@ -408,8 +415,18 @@ public sealed class LinkSession : IDisposable, IFlushable
     /// </summary>
     private bool FollowerNeedsKeepAlive(TimeSpan sinceKeepAlive) =>
         SmoothedRttMicros < 0
-        || sinceKeepAlive >= FollowerRttRefresh - LinkManager.ClockPeriod / 4
-        || SilentFor > KeepAliveInterval + (LinkManager.ClockPeriod / 2);
+        || sinceKeepAlive >= FollowerRttRefresh - KeepAliveSlack
+        || SilentFor > LeaderOverdue;
+
+    /// <summary>How early a keep-alive may go on a tick that came a little early (timers' jitter).</summary>
+    private static readonly TimeSpan KeepAliveSlack = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>
+    /// The leader's keep-alive is overdue when nothing came for this long: the follower's tick after
+    /// it (at most a clock period later, 2.25 s after the last message) sends one of its own, which
+    /// the leader hears well inside its 3 s.
+    /// </summary>
+    internal static readonly TimeSpan LeaderOverdue = TimeSpan.FromMilliseconds(1250);
 
     /// <summary>
     /// Sends a keep-alive or its answer on the data channel. On an emulated link it waits out the

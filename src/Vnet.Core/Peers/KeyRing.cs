@@ -6,6 +6,7 @@ using Vnet.Daemon;
 using Vnet.Forwarding;
 using Vnet.Links;
 using Vnet.Links.Security;
+using Vnet.Vms;
 
 namespace Vnet.Peers;
 
@@ -278,8 +279,13 @@ public sealed partial class KeyRing : IPeerKeys
 
     // ---------------------------------------------------------------- distribution over the star
 
-    /// <summary>Wires the distribution of keys: the Proxy sends its list to every host, hosts take it (control loop).</summary>
-    public void Start(PeerChannel peers, LinkManager links, ControlLoop loop, TimeSpan antiEntropy)
+    /// <summary>
+    /// Wires the distribution of keys: the Proxy sends its list to every host, hosts take it (control
+    /// loop). Every <paramref name="antiEntropy"/> the Proxy sends a host the list's digest where the
+    /// list changed since its last digest there (or the session is new), and every host one each
+    /// <paramref name="heartbeat"/> (<see cref="DigestSchedule{TSession}"/>); a host whose list differs asks for it again.
+    /// </summary>
+    public void Start(PeerChannel peers, LinkManager links, ControlLoop loop, TimeSpan antiEntropy, TimeSpan heartbeat)
     {
         _peers = peers;
         _links = links;
@@ -290,16 +296,21 @@ public sealed partial class KeyRing : IPeerKeys
                 if (port.Star)
                     SendKeys(session);
             };
+            var digests = new DigestSchedule<LinkSession>(heartbeat, static s => s.IsClosed);
             loop.Every(antiEntropy, () =>
             {
-                // One hash of the key list for all hosts, not one per host: that was N hashes of N keys
-                // every interval, 14% of the Proxy's loop during a 200-host start.
-                var hash = Hash(_keys);
+                digests.BeginTick(System.Diagnostics.Stopwatch.GetTimestamp());
+                var version = new MapVersion(0, Version);
+                List<LinkSession>? due = null;
                 foreach (var port in links.Links)
                 {
-                    if (port.Star && port.Session is { } s)
-                        peers.Send(s, new PeerMessage { Type = PeerMessageType.Digest, Topic = MapTopic.Keys, Epoch = 0, Seq = Version, Count = _keys.Count, Hash = hash });
+                    if (port.Star && port.Session is { } s && digests.Due(s, version))
+                        (due ??= []).Add(s);
                 }
+                // One hash of the key list for all hosts, not one per host: that was N hashes of N keys
+                // every interval, 14% of the Proxy's loop during a 200-host start.
+                if (due is not null)
+                    peers.Send(due, new PeerMessage { Type = PeerMessageType.Digest, Topic = MapTopic.Keys, Epoch = 0, Seq = Version, Count = _keys.Count, Hash = Hash(_keys) });
             });
         }
         else

@@ -58,7 +58,7 @@ public sealed partial class PeerChannel : ILinkEvents
 
     /// <summary>
     /// Messages of one link posted to the control loop and not yet handled. A healthy peer has a
-    /// handful (a digest every 3 s, deltas as VMs come and go, a traffic report per period): only a
+    /// handful (a digest after a change and every 30 s, deltas as VMs come and go, a traffic report per period): only a
     /// peer that sends faster than the loop handles, for long, gets near this.
     /// </summary>
     public const int MaxBacklogMessages = 1024;

@@ -17,6 +17,9 @@ public sealed partial class VmDirectory
 
     private long _viewAsked;
 
+    /// <summary>Host: ticks in a row the replica held deltas back for a missing predecessor.</summary>
+    private int _viewGapTicks;
+
     /// <summary>The star is (back) up: the Proxy gets our whole map first, deltas after.</summary>
     private void OnProxyUp(LinkSession session)
     {
@@ -36,8 +39,14 @@ public sealed partial class VmDirectory
 
     private void SendLocalDigest()
     {
-        if (_syncedStar is { } session)
+        if (_syncedStar is { } session && _digests.Due(session, _local.Version))
             _peers.Send(session, PeerMessage.ForDigest(MapTopic.Vms, _local.Digest()));
+    }
+
+    private void CheckLocationGap()
+    {
+        if (_viewSession is { IsClosed: false } session && GapStayedOpen(_proxyView, ref _viewGapTicks))
+            RequestSnapshot(session, _config.ProxyName, MapTopic.Locations, _proxyView.HasBaseline ? RepairKind.Gap : RepairKind.NoSnapshot, ref _viewAsked);
     }
 
     /// <summary>A snapshot or delta of the Proxy's locations.</summary>
@@ -77,6 +86,7 @@ public sealed partial class VmDirectory
             return false;
         _viewSession = session;
         _viewAsked = 0;
+        _viewGapTicks = 0;
         _proxyView.ExpectSnapshot();
         return true;
     }

@@ -37,6 +37,9 @@ public sealed partial class VmDirectory
         public LinkSession? Session { get; set; }
 
         public long Asked;
+
+        /// <summary>Ticks in a row the replica held deltas back for a missing predecessor.</summary>
+        public int GapTicks;
     }
 
     /// <summary>A host's star is up: it gets every location, then the deltas.</summary>
@@ -48,8 +51,23 @@ public sealed partial class VmDirectory
 
     private void SendLocationDigests()
     {
-        if (_syncedHosts.Count > 0)
-            SendLocations([.. _syncedHosts], PeerMessage.ForDigest(MapTopic.Locations, _locations.Digest()));
+        List<LinkSession>? due = null;
+        foreach (var session in _syncedHosts)
+        {
+            if (_digests.Due(session, _locations.Version))
+                (due ??= []).Add(session);
+        }
+        if (due is not null)
+            SendLocations([.. due], PeerMessage.ForDigest(MapTopic.Locations, _locations.Digest()));
+    }
+
+    private void CheckHostGaps()
+    {
+        foreach (var (host, view) in _hosts)
+        {
+            if (view.Session is { IsClosed: false } session && GapStayedOpen(view.Replica, ref view.GapTicks))
+                RequestSnapshot(session, host, MapTopic.Vms, view.Replica.HasBaseline ? RepairKind.Gap : RepairKind.NoSnapshot, ref view.Asked);
+        }
     }
 
     private void BroadcastLocations(MapDelta delta)
@@ -130,6 +148,7 @@ public sealed partial class VmDirectory
             // restarted); until then its VMs stay where they were, and their traffic flows.
             view.Session = session;
             view.Asked = 0;
+            view.GapTicks = 0;
             view.Replica.ExpectSnapshot();
         }
         return view;

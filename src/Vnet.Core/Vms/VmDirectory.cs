@@ -14,8 +14,18 @@ namespace Vnet.Vms;
 /// <summary>Settings of the VM directory (defaults for a real daemon; tests shorten them).</summary>
 public sealed record DirectoryOptions
 {
-    /// <summary>How often each side sends a digest of its maps; a mismatch asks for a snapshot.</summary>
+    /// <summary>
+    /// How often each side looks at its maps: a source sends a digest where its version changed
+    /// since its last one (or the session is new), a replica asks for a snapshot when a digest
+    /// differs or a gap before a held-back delta stayed open for a whole interval.
+    /// </summary>
     public TimeSpan AntiEntropyInterval { get; init; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>
+    /// Every session gets a digest at least this often, changed or not (the multiples of it on the
+    /// monotonic clock): the bound on healing a divergence that neither a change nor a gap reveals.
+    /// </summary>
+    public TimeSpan DigestHeartbeat { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>After a VM moved away, its late frames here must not pull it back for this long.</summary>
     public TimeSpan MoveHoldDown { get; init; } = TimeSpan.FromSeconds(3);
@@ -35,6 +45,9 @@ public enum RepairKind
 
     /// <summary>A delta could not be placed (another incarnation, or too many held back).</summary>
     Unplaceable,
+
+    /// <summary>Deltas waited for a missing predecessor for a whole anti-entropy interval: the ones between were lost.</summary>
+    Gap,
 }
 
 /// <summary>One self-repair: which map, from whom, why. A repair in a healthy run is a bug.</summary>
@@ -70,7 +83,9 @@ public sealed record DirectoryStatus(
 ///     the delta of its location map.
 ///  5. A host whose local VM is now placed elsewhere forgets it and holds it down for a while.
 /// Anti-entropy: every AntiEntropyInterval each source sends a digest (version, count, hash) of its
-/// map; a replica that differs asks for a snapshot, and the repair is counted and logged.
+/// map where it changed since the last one (and on every session each DigestHeartbeat); a replica
+/// that differs, or whose gap before a held-back delta stayed open an interval, asks for a
+/// snapshot, and the repair is counted and logged.
 /// </code>
 /// See docs/convergence.md for why this converges whatever the interleaving.
 /// </summary>
@@ -86,6 +101,7 @@ public sealed partial class VmDirectory
     private readonly ControlLoop _loop;
     private readonly ILogger _logger;
     private readonly MapPublisher _local;
+    private readonly DigestSchedule<LinkSession> _digests;
     private readonly Dictionary<MacAddress, long> _heldDown = [];
     private readonly Queue<RepairRecord> _recentRepairs = new();
 
@@ -110,6 +126,7 @@ public sealed partial class VmDirectory
         _logger = logger;
         var epoch = NewEpoch();
         _local = new MapPublisher(epoch);
+        _digests = new DigestSchedule<LinkSession>(options.DigestHeartbeat, static s => s.IsClosed);
         _locations = new MapPublisher(epoch);
         Gate = new LearningGate((iface, mac) => _loop.Post(() => OnSourceSeen(iface, mac)));
     }
@@ -447,10 +464,31 @@ public sealed partial class VmDirectory
     private void OnAntiEntropyTick()
     {
         Gate.Purge();
+        _digests.BeginTick(Stopwatch.GetTimestamp());
         if (IsProxy)
+        {
             SendLocationDigests();
+            CheckHostGaps();
+        }
         else
+        {
             SendLocalDigest();
+            CheckLocationGap();
+        }
+    }
+
+    /// <summary>
+    /// A replica's gap: deltas held back for a missing predecessor at this tick and the one before
+    /// (an interval at least). On a stream nothing overtakes, so the ones between were lost; the
+    /// source's digest would show it only after its next change or heartbeat, so ask now.
+    /// </summary>
+    private static bool GapStayedOpen(MapReplica replica, ref int ticks)
+    {
+        ticks = replica.Buffered > 0 ? ticks + 1 : 0;
+        if (ticks < 2)
+            return false;
+        ticks = 0;
+        return true;
     }
 
     private void OnDigest(PeerEnvelope m)

@@ -58,4 +58,42 @@ public sealed class ControlLoopTests
 
         Assert.Throws<InvalidOperationException>(() => loop.AtEndOfTurn(() => { }));
     }
+
+    /// <summary>
+    /// A periodic job of an idle loop runs on the clock's own thread, as the loop (one wake-up for
+    /// both); while the loop is busy it is posted instead and runs after what was queued before it,
+    /// never at the same time as another item.
+    /// </summary>
+    [Fact]
+    public async Task Every_IdleLoopRunsTheJobOnTheClockThread_ABusyOneAfterItsQueue()
+    {
+        using var clock = new DaemonClock(e => throw new InvalidOperationException("error on the clock", e), "test-clock");
+        await using var loop = new ControlLoop(e => throw new InvalidOperationException("error on the loop", e), clock);
+        var runs = new System.Collections.Concurrent.ConcurrentQueue<(string? Thread, bool OnLoop, bool Overlap)>();
+        var busy = 0;
+        loop.Every(TimeSpan.FromMilliseconds(100), () =>
+        {
+            var overlap = Interlocked.Exchange(ref busy, 1) != 0;
+            runs.Enqueue((Thread.CurrentThread.Name, loop.IsCurrent, overlap));
+            Volatile.Write(ref busy, 0);
+        });
+        await DaemonNet.Until(() => runs.Count >= 3, TimeSpan.FromSeconds(5), "three idle runs");
+        Assert.All(runs, r => Assert.Equal(("test-clock", true, false), r));
+
+        // Busy: an item holds the loop for 400 ms; the job's runs in that time wait for it.
+        var log = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var ran = runs.Count;
+        loop.Post(() =>
+        {
+            Interlocked.Exchange(ref busy, 1);
+            log.Enqueue("busy start");
+            Thread.Sleep(400);
+            log.Enqueue("busy end");
+            Volatile.Write(ref busy, 0);
+        });
+        await DaemonNet.Until(() => log.Count == 2 && runs.Count >= ran + 3, TimeSpan.FromSeconds(5), "the busy item and runs after it");
+
+        Assert.DoesNotContain(runs, r => r.Overlap || !r.OnLoop);
+        Assert.Contains(runs.Skip(ran), r => r.Thread != "test-clock");
+    }
 }

@@ -390,7 +390,7 @@ public sealed class LinkManagerTests : LinkNodeTests
         var (leaderBefore, followerBefore) = (leader.KeepAlivesSent, follower.KeepAlivesSent);
         Thread.Sleep(TimeSpan.FromSeconds(4.2));
 
-        // About one a second from the leader (the clock ticks every 500 ms); none from the follower
+        // About one a second from the leader (the clock ticks every second); none from the follower
         // (its RTT is fresh and the leader's keep-alives arrive), or one if a tick raced.
         Assert.InRange(leader.KeepAlivesSent - leaderBefore, 3, 5);
         Assert.InRange(follower.KeepAlivesSent - followerBefore, 0, 1);
@@ -398,6 +398,38 @@ public sealed class LinkManagerTests : LinkNodeTests
         Assert.False(follower.IsClosed, follower.CloseReason);
         Assert.True(follower.SilentFor < LinkSession.DeadAfter);
         Assert.True(leader.SilentFor < LinkSession.DeadAfter);
+    }
+
+    /// <summary>
+    /// An idle link's sender threads sleep up to 5 s, so on a UDP link (keep-alives in datagrams,
+    /// sent by the clock itself) nothing but the link clock steps its keys when they are due; on a
+    /// TCP link the keep-alives wake the sender, which may step them first. With a key lifetime of 1 s (the test-only <c>LinkManagerOptions.RekeyAfter</c>;
+    /// the real one is two minutes) every key of both ends is stepped well within those 5 s, and the
+    /// link stays up: each end's keep-alives still open at the other, under the next epoch.
+    /// </summary>
+    [Theory]
+    [InlineData(LinkTransport.Tcp)]
+    [InlineData(LinkTransport.Udp)]
+    public void Rekey_IdleLink_TheLinkClockStepsEveryKeyAndTheLinkStaysUp(LinkTransport transport)
+    {
+        var lifetime = TimeSpan.FromSeconds(1);
+        var (proxy, host) = Pair(transport, route: false, rekeyAfter: lifetime);
+        var hostSession = host.WaitUp(ProxyName).Session!;
+        var proxySession = proxy.WaitUp(HostName).Session!;
+        // Keys per end: the connection's, and on a UDP link the datagrams' too.
+        var keys = transport == LinkTransport.Udp ? 2 : 1;
+
+        // Due 1 s after the link came up, stepped at the clock's next tick (at most 1 s later): 4.5 s
+        // leaves room for a loaded machine and is still before an idle sender's first 5 s wake.
+        Wait.Until(() => hostSession.Rekeys >= keys && proxySession.Rekeys >= keys, TimeSpan.FromSeconds(4.5), "every key of both ends stepped");
+        var (hostRtts, proxyRtts) = (hostSession.KeepAlivesSent, proxySession.KeepAlivesSent);
+        Thread.Sleep(TimeSpan.FromSeconds(2.2));
+
+        Assert.False(hostSession.IsClosed, hostSession.CloseReason);
+        Assert.False(proxySession.IsClosed, proxySession.CloseReason);
+        Assert.True(hostSession.SilentFor < LinkSession.DeadAfter && proxySession.SilentFor < LinkSession.DeadAfter, "keep-alives under the new keys still arrive");
+        Assert.True(hostSession.KeepAlivesSent + proxySession.KeepAlivesSent > hostRtts + proxyRtts, "keep-alives went on after the step");
+        Assert.Equal(0, host.Links.Find(ProxyName)!.Counters.RxErrors + proxy.Links.Find(HostName)!.Counters.RxErrors);
     }
 
     // Removal.
@@ -465,18 +497,18 @@ public sealed class LinkManagerTests : LinkNodeTests
 
     // Helpers.
 
-    private LinkNode Node(string name, DaemonRole role, int port = 0)
+    private LinkNode Node(string name, DaemonRole role, int port = 0, TimeSpan? rekeyAfter = null)
     {
-        var node = new LinkNode(name, role, Keys, port);
+        var node = new LinkNode(name, role, Keys, port, rekeyAfter: rekeyAfter);
         Nodes.Add(node);
         return node;
     }
 
     /// <summary>A Proxy and a host dialing it over <paramref name="transport"/>; with routes, both links are up and routed.</summary>
-    private (LinkNode Proxy, LinkNode Host) Pair(LinkTransport transport, bool route = true)
+    private (LinkNode Proxy, LinkNode Host) Pair(LinkTransport transport, bool route = true, TimeSpan? rekeyAfter = null)
     {
-        var proxy = Node(ProxyName, DaemonRole.Proxy);
-        var host = Node(HostName, DaemonRole.Host);
+        var proxy = Node(ProxyName, DaemonRole.Proxy, rekeyAfter: rekeyAfter);
+        var host = Node(HostName, DaemonRole.Host, rekeyAfter: rekeyAfter);
         host.Links.AddLink(ProxyName, transport, star: true, proxy.EndPoint);
         if (route)
         {

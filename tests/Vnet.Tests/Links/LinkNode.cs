@@ -24,7 +24,7 @@ internal sealed class LinkNode : IAsyncDisposable
 
     /// <param name="keys">Who is who in this test's overlay (this node's key is taken from it unless <paramref name="identity"/> is given).</param>
     public LinkNode(string name, DaemonRole role, TestKeys keys, int port = 0, StaticKeyPair? identity = null, PresharedKey? psk = null,
-        bool acceptTools = false, Func<ulong>? timestamp = null)
+        bool acceptTools = false, Func<ulong>? timestamp = null, TimeSpan? rekeyAfter = null)
     {
         Name = name;
         Switch.AddPort(Vm);
@@ -39,6 +39,7 @@ internal sealed class LinkNode : IAsyncDisposable
                 AcceptTools = acceptTools,
                 Listen = new IPEndPoint(IPAddress.Loopback, port),
                 Timestamp = timestamp ?? NoiseHandshake.Timestamp,
+                RekeyAfter = rekeyAfter,
             },
             Switch,
             Pool,

@@ -15,12 +15,18 @@ namespace Vnet.Tests.Vms;
 /// </summary>
 public sealed class ConvergenceTests(ITestOutputHelper output)
 {
-    /// <summary>After the last fault, how long the overlay may take to agree again.</summary>
+    /// <summary>
+    /// After the last fault, how long the overlay may take to agree again: star links coming back
+    /// (a dialer's back-off reaches 10 s), then a divergence nothing else revealed is found by the
+    /// digest heartbeat (a lost delta and the digest after it, a lost snapshot answer).
+    /// </summary>
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(25);
 
     private static readonly DirectoryOptions Options = new()
     {
         AntiEntropyInterval = TimeSpan.FromSeconds(1),
+        // Digests go only after a change and at this heartbeat: the storm's losses must still heal.
+        DigestHeartbeat = TimeSpan.FromSeconds(5),
         MoveHoldDown = TimeSpan.FromSeconds(1),
     };
 

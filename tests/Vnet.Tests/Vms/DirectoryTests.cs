@@ -20,6 +20,7 @@ public sealed class DirectoryTests(ITestOutputHelper output)
     private static readonly DirectoryOptions Quick = new()
     {
         AntiEntropyInterval = TimeSpan.FromMilliseconds(500),
+        DigestHeartbeat = TimeSpan.FromSeconds(4),
         MoveHoldDown = TimeSpan.FromSeconds(1),
     };
 
@@ -319,6 +320,116 @@ public sealed class DirectoryTests(ITestOutputHelper output)
         var repair = Assert.Single(status.RecentRepairs);
         Assert.Equal(("h1", MapTopic.Vms, RepairKind.Behind), (repair.Peer, repair.Topic, repair.Kind));
         output.WriteLine(await net.Repairs());
+    }
+
+    /// <summary>
+    /// An idle overlay sends digests only at the heartbeat (they used to go every interval and woke
+    /// both daemons each time); a change is followed by a digest at the next tick.
+    /// </summary>
+    [Fact]
+    public async Task Idle_NothingChanges_DigestsOnlyAtTheHeartbeatAndAfterAChange()
+    {
+        await using var net = await Net("h1");
+        await using var vms = new SimVms(net);
+        await vms.Start(SimVms.Mac(0x40), "h1");
+        await AgreeWithTruth(vms, "the first VM placed");
+        var toProxy = new System.Collections.Concurrent.ConcurrentQueue<(TimeSpan At, long Seq)>();
+        var toHost = new System.Collections.Concurrent.ConcurrentQueue<MapTopic?>();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        net.Proxy.Peers.InboundDelay = (_, m) =>
+        {
+            if (m is { Type: PeerMessageType.Digest, Topic: MapTopic.Vms })
+                toProxy.Enqueue((clock.Elapsed, m.Seq ?? -1));
+            return TimeSpan.Zero;
+        };
+        net["h1"].Peers.InboundDelay = (_, m) =>
+        {
+            if (m.Type == PeerMessageType.Digest)
+                toHost.Enqueue(m.Topic);
+            return TimeSpan.Zero;
+        };
+
+        // Two heartbeats' worth (16 anti-entropy ticks): 2 or 3 heartbeats fall in it, never more.
+        var window = Quick.DigestHeartbeat * 2;
+        await Task.Delay(window);
+        var idleToProxy = toProxy.Count;
+        var idleToHost = toHost.ToArray();
+        var version = await net["h1"].Run(() => net["h1"].Vms.LocalVersion);
+        await vms.Start(SimVms.Mac(0x41), "h1");
+        await DaemonNet.Until(() => toProxy.Any(d => d.Seq == version.Seq + 1), Quick.AntiEntropyInterval * 4, "a digest of the changed map");
+
+        output.WriteLine($"in {window.TotalSeconds} s idle: {idleToProxy} digests to the Proxy, {idleToHost.Length} to the host ({string.Join(",", idleToHost)})");
+        Assert.InRange(idleToProxy, 1, 3);
+        Assert.InRange(idleToHost.Count(t => t == MapTopic.Locations), 1, 3);
+        Assert.InRange(idleToHost.Count(t => t == MapTopic.Keys), 1, 3);
+        Assert.Equal("", await net.Repairs());
+    }
+
+    /// <summary>
+    /// A delta and the digest that followed it are both lost, and nothing changes afterwards: only
+    /// the heartbeat can reveal it, and it does, within a heartbeat and a tick.
+    /// </summary>
+    [Fact]
+    public async Task Lost_ADeltaAndTheDigestAfterIt_TheHeartbeatRepairsItWithinItsBound()
+    {
+        await using var net = await Net("h1");
+        await using var vms = new SimVms(net);
+        await vms.Start(SimVms.Mac(0x42), "h1");
+        await AgreeWithTruth(vms, "the first VM placed");
+        var droppedDelta = 0;
+        var droppedDigest = 0;
+        net.Proxy.Peers.InboundDelay = (_, m) =>
+        {
+            if (m is { Type: PeerMessageType.Vms, Full: false } && Interlocked.Exchange(ref droppedDelta, 1) == 0)
+                return TimeSpan.FromSeconds(-1);
+            if (m is { Type: PeerMessageType.Digest, Topic: MapTopic.Vms } && Volatile.Read(ref droppedDelta) == 1 && Interlocked.Exchange(ref droppedDigest, 1) == 0)
+                return TimeSpan.FromSeconds(-1);
+            return TimeSpan.Zero;
+        };
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+
+        await vms.Start(SimVms.Mac(0x43), "h1");
+        await DaemonNet.Until(() => Volatile.Read(ref droppedDigest) == 1, Quick.AntiEntropyInterval * 4, "the digest after the lost delta (dropped too)");
+        await AgreeWithTruth(vms, "the heartbeat to find the lost delta");
+        var healed = clock.Elapsed;
+
+        output.WriteLine($"healed {healed.TotalSeconds:0.0} s after the loss; heartbeat {Quick.DigestHeartbeat.TotalSeconds} s");
+        Assert.True(healed < Quick.DigestHeartbeat + Quick.AntiEntropyInterval * 3, $"healed after {healed}, beyond the heartbeat's bound");
+        var repair = Assert.Single((await net.Proxy.Run(net.Proxy.Vms.Status)).RecentRepairs);
+        Assert.Equal(("h1", MapTopic.Vms, RepairKind.Behind), (repair.Peer, repair.Topic, repair.Kind));
+    }
+
+    /// <summary>
+    /// A delta is lost and every digest with it, but another change follows: the replica holds the
+    /// later delta for its missing predecessor, and once that gap has stayed open a whole interval it
+    /// asks for a snapshot itself, well before any heartbeat.
+    /// </summary>
+    [Fact]
+    public async Task Lost_ADeltaThenAnotherArrives_TheReplicaSeesTheGapAndAsks()
+    {
+        var options = Quick with { DigestHeartbeat = TimeSpan.FromMinutes(5) };
+        await using var net = await DaemonNet.StartAsync([("h1", [])], options, lan: true);
+        await using var vms = new SimVms(net);
+        await vms.Start(SimVms.Mac(0x44), "h1");
+        await DaemonNet.UntilAsync(async () => (await vms.Disagreements()).Count == 0, Converge, "the first VM placed");
+        var dropped = 0;
+        net.Proxy.Peers.InboundDelay = (_, m) =>
+        {
+            if (m is { Type: PeerMessageType.Vms, Full: false } && Interlocked.Exchange(ref dropped, 1) == 0)
+                return TimeSpan.FromSeconds(-1);
+            return m is { Type: PeerMessageType.Digest } ? TimeSpan.FromSeconds(-1) : TimeSpan.Zero;
+        };
+
+        await vms.Start(SimVms.Mac(0x45), "h1");
+        await DaemonNet.Until(() => Volatile.Read(ref dropped) == 1, Converge, "the first delta (dropped)");
+        await vms.Start(SimVms.Mac(0x46), "h1");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await DaemonNet.UntilAsync(async () => (await vms.Disagreements()).Count == 0, Converge, "the gap to be found and repaired");
+
+        output.WriteLine($"healed {clock.Elapsed.TotalSeconds:0.0} s after the second delta");
+        Assert.True(clock.Elapsed < options.AntiEntropyInterval * 6, $"healed after {clock.Elapsed}");
+        var repair = Assert.Single((await net.Proxy.Run(net.Proxy.Vms.Status)).RecentRepairs);
+        Assert.Equal(("h1", MapTopic.Vms, RepairKind.Gap), (repair.Peer, repair.Topic, repair.Kind));
     }
 
     [Fact]
