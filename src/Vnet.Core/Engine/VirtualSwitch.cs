@@ -95,12 +95,7 @@ public sealed class VirtualSwitch
     /// </summary>
     public void PublishSources(IReadOnlyCollection<int> learningPorts, IEnumerable<MacAddress> known)
     {
-        var max = 0;
-        foreach (var p in learningPorts)
-            max = Math.Max(max, p + 1);
-        var ports = new bool[max];
-        foreach (var p in learningPorts)
-            ports[p] = true;
+        var ports = PortFlags(learningPorts);
         var set = new HashSet<ulong>();
         foreach (var mac in known)
             set.Add(mac.Value);
@@ -113,18 +108,21 @@ public sealed class VirtualSwitch
     private bool[] _lanPorts = [];
 
     /// <summary>Publishes which ports are the user's LAN (<see cref="Addresses"/> trusts DHCP answers from them only).</summary>
-    public void PublishLanPorts(IReadOnlyCollection<int> lanPorts)
+    public void PublishLanPorts(IReadOnlyCollection<int> lanPorts) => Volatile.Write(ref _lanPorts, PortFlags(lanPorts));
+
+    /// <summary>A flag per port id, true for the given ids (a port not yet added, id -1, has none).</summary>
+    private static bool[] PortFlags(IReadOnlyCollection<int> ids)
     {
         var max = 0;
-        foreach (var p in lanPorts)
+        foreach (var p in ids)
             max = Math.Max(max, p + 1);
-        var ports = new bool[max];
-        foreach (var p in lanPorts)
+        var flags = new bool[max];
+        foreach (var p in ids)
         {
             if (p >= 0)
-                ports[p] = true;
+                flags[p] = true;
         }
-        Volatile.Write(ref _lanPorts, ports);
+        return flags;
     }
 
     /// <summary>

@@ -122,9 +122,6 @@ internal static unsafe class NetDevice
 
     public static bool Exists(string name) => LibC.IfNameToIndex(name) != 0;
 
-    /// <summary>Whether generic receive offload is on for a device (<c>ethtool -k</c>'s generic-receive-offload).</summary>
-    public static bool GetGro(string name) => WithSocket(s => Ethtool(s, name, ETHTOOL_GGRO, 0, "read GRO of") != 0);
-
     /// <summary>
     /// Turns GRO on for <paramref name="name"/> if it is off, through <paramref name="socket"/> (any
     /// socket in the device's namespace): true if it did. False when it was on already, or the
