@@ -74,10 +74,8 @@ internal static class DaemonCommand
                         daemonConfig = daemonConfig with { Web = DaemonConfig.ParseWeb(w, "--web") };
                     if (parse.GetValue(webTokenFile) is { } t)
                         daemonConfig = daemonConfig with { WebToken = DaemonConfig.ReadWebToken(t, "--web-token-file") };
-                    if (parse.GetValue(webTlsCert) is { } tc)
-                        daemonConfig = daemonConfig with { WebTls = DaemonConfig.ReadWebTls(tc, parse.GetValue(webTlsKey), "--web-tls-cert", "--web-tls-key") };
-                    else if (parse.GetValue(webTlsKey) is not null)
-                        throw new ConfigException("--web-tls-cert", "missing: --web-tls-key is given, so the certificate must be too");
+                    if (DaemonConfig.ReadWebTls(parse.GetValue(webTlsCert), parse.GetValue(webTlsKey), "--web-tls-cert", "--web-tls-key") is { } tls)
+                        daemonConfig = daemonConfig with { WebTls = tls };
                     if (parse.GetValue(vmProvider) is { } v)
                         daemonConfig = daemonConfig with { VmProvider = DaemonConfig.ReadVmProvider(v, "--vm-provider") };
                     daemonConfig = daemonConfig.Validated();

@@ -35,11 +35,7 @@ public sealed class WebTls
                 throw new ConfigException(keyField, $"{keyFile} holds no private key for {certFile}");
             return new WebTls(certificate);
         }
-        catch (CryptographicException e)
-        {
-            throw new ConfigException(certField, $"{certFile} and {keyFile} are not a PEM certificate and its private key: {e.Message}");
-        }
-        catch (ArgumentException e)
+        catch (Exception e) when (e is CryptographicException or ArgumentException)
         {
             throw new ConfigException(certField, $"{certFile} and {keyFile} are not a PEM certificate and its private key: {e.Message}");
         }
