@@ -210,8 +210,30 @@ public sealed class ControlLoop : IAsyncDisposable
     /// <summary>One item as a whole turn on the calling thread (which holds <see cref="_turn"/>).</summary>
     private void RunInline(Action work)
     {
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var started = BeginTurn();
+        RunItem(work);
+        FinishTurn(started);
+    }
+
+    /// <summary>Marks the calling thread as the loop's; returns when the turn started.</summary>
+    private long BeginTurn()
+    {
+        // Continuations of the awaits in Run may resume on another pool thread: note ours each time.
         Volatile.Write(ref _loopThread, Environment.CurrentManagedThreadId);
+        return System.Diagnostics.Stopwatch.GetTimestamp();
+    }
+
+    /// <summary>Ends the turn begun at <paramref name="started"/>: its end-of-turn work, its time, the loop thread let go.</summary>
+    private void FinishTurn(long started)
+    {
+        EndTurn();
+        Interlocked.Add(ref _busyTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
+        Volatile.Write(ref _loopThread, -1);
+    }
+
+    /// <summary>One work item; what it throws goes to the error handler.</summary>
+    private void RunItem(Action work)
+    {
         try
         {
             work();
@@ -221,9 +243,6 @@ public sealed class ControlLoop : IAsyncDisposable
             _onError(e);
         }
         Interlocked.Increment(ref _done);
-        EndTurn();
-        Interlocked.Add(ref _busyTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
-        Volatile.Write(ref _loopThread, -1);
     }
 
     private async Task Run()
@@ -238,31 +257,19 @@ public sealed class ControlLoop : IAsyncDisposable
 
     private void RunTurn(ChannelReader<Action> reader)
     {
-        // Continuations of the awaits in Run may resume on another pool thread: note ours each time.
-        Volatile.Write(ref _loopThread, Environment.CurrentManagedThreadId);
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var started = BeginTurn();
         var turn = started;
         while (reader.TryRead(out var work))
         {
             Interlocked.Decrement(ref _pending);
-            try
-            {
-                work();
-            }
-            catch (Exception e)
-            {
-                _onError(e);
-            }
-            Interlocked.Increment(ref _done);
+            RunItem(work);
             if (System.Diagnostics.Stopwatch.GetTimestamp() - turn > _turnBudgetTicks)
             {
                 EndTurn();
                 turn = System.Diagnostics.Stopwatch.GetTimestamp();
             }
         }
-        EndTurn();
-        Interlocked.Add(ref _busyTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
-        Volatile.Write(ref _loopThread, -1);
+        FinishTurn(started);
     }
 
     /// <summary>Runs the work waiting for the end of the turn, and any that work asks for in turn.</summary>
