@@ -11,7 +11,10 @@
 # with its own key pair. perf samples both daemons (cpu-clock, call graphs by frame pointers; the
 # JIT writes /tmp/perf-PID.map so managed frames have names; see below) for --seconds in the middle of the test.
 #
-# Usage (root): bench/profile.sh [--transport udp|tcp] [--test tcp|tcp4|ping|udp64|idle] [--seconds 8]
+# --transport vxlan puts kernel VXLAN devices where the TAPs are and runs the same load without
+# daemons or perf: the reference for the same test (udp64's loss by stage, below), side by side.
+#
+# Usage (root): bench/profile.sh [--transport udp|tcp|vxlan] [--test tcp|tcp4|ping|udp64|idle] [--seconds 8]
 #                                [--out DIR] [--vnet DIR (a dotnet publish of src/Vnet.Cli)]
 #                                [--ns PREFIX (namespaces PREFIX-vmA...; default pf)]
 # It refuses to start when its namespaces exist (another run's, or one left behind: delete them
@@ -36,7 +39,7 @@ done
 command -v perf >/dev/null || { echo "perf not found (apt-get install linux-perf)" >&2; exit 2; }
 out=${out:-"$repo/artifacts/profile-$transport-$test-$(date +%Y%m%d-%H%M%S)"}
 mkdir -p "$out"
-if [ -z "$vnet_dir" ]; then
+if [ -z "$vnet_dir" ] && [ "$transport" != vxlan ]; then
     vnet_dir="$repo/artifacts/profile-vnet"
     dotnet publish "$repo/src/Vnet.Cli" -c Release -o "$vnet_dir" -nologo -clp:ErrorsOnly >/dev/null
 fi
@@ -81,6 +84,13 @@ ip -n ${ns}-vmB link set eth0 address 02:00:00:99:00:02
 ip -n ${ns}-vmA addr add 10.99.0.1/24 dev eth0
 ip -n ${ns}-vmB addr add 10.99.0.2/24 dev eth0
 
+declare -A daemon_pid
+if [ "$transport" = vxlan ]; then
+    devA=vxA devB=vxB
+    ip -n ${ns}-hostA link add vxA type vxlan id 42 local 192.0.2.1 remote 192.0.2.2 dstport 4789
+    ip -n ${ns}-hostB link add vxB type vxlan id 42 local 192.0.2.2 remote 192.0.2.1 dstport 4789
+else
+devA=tapA devB=tapB
 # Keys in files only root reads; never on a command line.
 $vnet keygen -o "$work/a.key" >/dev/null
 $vnet keygen -o "$work/b.key" >/dev/null
@@ -92,16 +102,18 @@ ip netns exec ${ns}-hostA $vnet daemon --name a --role proxy --listen 192.0.2.1:
     --admit "b=$($vnet pubkey <"$work/b.key")" --tap tapA --lan tapA --mtu 1360 \
     --control-socket "$work/a.sock" --log-level warning >"$out/daemon-a.log" 2>&1 &
 pids+=($!)
-declare -A daemon_pid
 daemon_pid[a]=$!
 ip netns exec ${ns}-hostB $vnet daemon --name b --role host --listen 192.0.2.2:5500 --key-file "$work/b.key" \
     --proxy-key "$($vnet pubkey <"$work/a.key")" --proxy 192.0.2.1:5500 --proxy-name a --transport "$transport" \
     --tap tapB --mtu 1360 --control-socket "$work/b.sock" --log-level warning >"$out/daemon-b.log" 2>&1 &
 pids+=($!)
 daemon_pid[b]=$!
+fi
 for s in A B; do
-    for _ in $(seq 100); do ip -n "${ns}-host$s" link show "tap$s" >/dev/null 2>&1 && break; sleep 0.1; done
-    ip -n "${ns}-host$s" link set "tap$s" mtu 1500 master "br$s" up
+    dev=dev$s; dev=${!dev}
+    for _ in $(seq 100); do ip -n "${ns}-host$s" link show "$dev" >/dev/null 2>&1 && break; sleep 0.1; done
+    mtu=1500; [ "$transport" = vxlan ] && mtu=1450   # VXLAN's 50 bytes inside the underlay's 1500
+    ip -n "${ns}-host$s" link set "$dev" mtu $mtu master "br$s" up
 done
 # ping stops at its first "unreachable" (ARP unanswered while the daemons start): one try a second.
 ready=no
@@ -123,9 +135,32 @@ case $test in
     idle)  load=(sleep $((seconds + 6))) ;;
     *) echo "unknown test $test" >&2; exit 2 ;;
 esac
+# Where small packets are lost (udp64): the counters of each stage, before the load and after it.
+# vmA's UDP sends; tapA: frames the daemon read (TX) and the TAP's ring full (TX dropped); hostB:
+# the link's datagrams received and refused for a full socket buffer; tapB: frames daemon b wrote;
+# vmB: datagrams the receiving iperf3's socket took and those refused for a full buffer.
+udp_counter() { ip netns exec "$1" nstat -az "$2" 2>/dev/null | awk -v k="$2" '$1 == k {print $2}'; }
+stage_counters() {
+    echo "vmA_udp_out $(udp_counter ${ns}-vmA UdpOutDatagrams)"
+    echo "tapA_read $(ip netns exec ${ns}-hostA cat /sys/class/net/$devA/statistics/tx_packets)"
+    echo "tapA_ring_full $(ip netns exec ${ns}-hostA cat /sys/class/net/$devA/statistics/tx_dropped)"
+    echo "hostB_link_in $(udp_counter ${ns}-hostB UdpInDatagrams)"
+    echo "hostB_link_rcvbuf $(udp_counter ${ns}-hostB UdpRcvbufErrors)"
+    echo "tapB_written $(ip netns exec ${ns}-hostB cat /sys/class/net/$devB/statistics/rx_packets)"
+    echo "tapB_dropped $(ip netns exec ${ns}-hostB cat /sys/class/net/$devB/statistics/rx_dropped)"
+    echo "vmB_udp_in $(udp_counter ${ns}-vmB UdpInDatagrams)"
+    echo "vmB_rcvbuf $(udp_counter ${ns}-vmB UdpRcvbufErrors)"
+    local d=0 x
+    for x in $(awk '{print $2}' /proc/net/softnet_stat); do d=$((d + 16#$x)); done
+    echo "backlog_dropped $d"
+}
+[ "$test" = udp64 ] && stage_counters >"$work/stages-before"
 ip netns exec ${ns}-vmA "${load[@]}" >"$out/load.txt" 2>&1 &
 load_pid=$!
 sleep 3
+if [ "$transport" = vxlan ]; then
+    sleep "$seconds"; wait "$load_pid" || true; tail -4 "$out/load.txt"
+else
 # ip netns exec and the dotnet host exec in place: these are the daemons' own process ids.
 daemon_pids="${daemon_pid[a]},${daemon_pid[b]}"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -142,8 +177,27 @@ for name in a b; do
         >"$out/top-$name.txt"
 done
 tail -4 "$out/load.txt"
+fi
+if [ "$test" = udp64 ]; then
+    stage_counters >"$work/stages-after"
+    # Each stage's count over the whole load, and the share of vmA's sends lost there.
+    awk 'NR == FNR {b[$1] = $2; next} {d[$1] = $2 - b[$1]}
+         END {
+           s = d["vmA_udp_out"]; if (s <= 0) s = 1
+           printf "%-44s %10d\n", "vmA sent (UDP datagrams)", d["vmA_udp_out"]
+           printf "%-44s %10d  %5.1f%% of sent\n", "lost in devA (tapA ring full: daemon a behind)", d["tapA_ring_full"], 100 * d["tapA_ring_full"] / s
+           printf "%-44s %10d\n", "read by daemon a from tapA (vxA: sent)", d["tapA_read"]
+           printf "%-44s %10d  %5.1f%% of sent\n", "lost at daemon b link socket (buffer full)", d["hostB_link_rcvbuf"], 100 * d["hostB_link_rcvbuf"] / s
+           printf "%-44s %10d\n", "written by daemon b to tapB (vxB: received)", d["tapB_written"]
+           printf "%-44s %10d  %5.1f%% of sent\n", "lost in tapB (dropped on write)", d["tapB_dropped"], 100 * d["tapB_dropped"] / s
+           printf "%-44s %10d  %5.1f%% of sent\n", "lost at vmB receiver socket (buffer full)", d["vmB_rcvbuf"], 100 * d["vmB_rcvbuf"] / s
+           printf "%-44s %10d  %5.1f%% of sent\n", "lost in a CPU backlog (softnet, all)", d["backlog_dropped"], 100 * d["backlog_dropped"] / s
+           printf "%-44s %10d  %5.1f%% of sent\n", "received by vmB", d["vmB_udp_in"], 100 * d["vmB_udp_in"] / s
+         }' "$work/stages-before" "$work/stages-after" | tee "$out/stages.txt"
+fi
 # CPU of each daemon over the recorded window: from the samples (cpu-clock at 999 Hz), and from
 # /proc (user + system time, in clock ticks of 10 ms; perf's own cost is in both).
+[ "$transport" = vxlan ] && exit 0
 hz=$(getconf CLK_TCK)
 for name in a b; do
     ticks=$(( after[$name] - before[$name] ))
