@@ -164,10 +164,12 @@ internal sealed class OverlayBed : IDisposable
     /// <param name="tapQueues">Receive queues of hN's TAP (<c>queues</c> in its configuration; 1 writes none).</param>
     /// <param name="metrics">Serve metrics there: the daemon gets <c>--metrics ADDR:PORT</c> besides its configuration file.</param>
     /// <param name="vmProvider">The host makes VMs on the Proxy's order (<c>vm_provider</c>), keeping its files in <see cref="VmDirOf"/>.</param>
+    /// <param name="streams">Streams (parallel sessions) of the star link (<c>[proxy] streams</c>; 1 writes none).</param>
     public BackgroundProcess StartHost(int i, string transport = "tcp", StaticKeyPair? identity = null, bool bridgeInConfig = true,
-        string? listenIp = null, string? pcapInterface = null, int tapQueues = 1, string? metrics = null, string? vmProvider = null)
+        string? listenIp = null, string? pcapInterface = null, int tapQueues = 1, string? metrics = null, string? vmProvider = null,
+        int streams = 1)
     {
-        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface, tapQueues, metrics, vmProvider);
+        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface, tapQueues, metrics, vmProvider, streams);
         WaitReady(process);
         if (!bridgeInConfig && pcapInterface is null)
             Bed.Attach($"h{i}", "tap0", "br0");
@@ -189,7 +191,7 @@ internal sealed class OverlayBed : IDisposable
     public string VmDirOf(string daemon) => Path.Combine(_dir, daemon + "-vms");
 
     private BackgroundProcess LaunchHost(int i, string transport, StaticKeyPair? identity, bool bridgeInConfig, string? listenIp = null,
-        string? pcapInterface = null, int tapQueues = 1, string? metrics = null, string? vmProvider = null)
+        string? pcapInterface = null, int tapQueues = 1, string? metrics = null, string? vmProvider = null, int streams = 1)
     {
         var name = $"h{i}";
         var keyFile = identity is null ? KeyFileOf(name) : WriteKeyFile(name + "-other", identity);
@@ -208,7 +210,7 @@ internal sealed class OverlayBed : IDisposable
             name = "proxy"
             address = "192.0.2.1:5500"
             public_key = "{PublicKeyOf("proxy")}"
-            transport = "{transport}"
+            transport = "{transport}"{(streams == 1 ? "" : $"\nstreams = {streams}")}
 
             [[interface]]
             {iface}
