@@ -17,7 +17,7 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 # or busybox-static, which installs the same /bin/busybox as busybox but statically linked).
 missing=()
 for need in libpcap0.8:/usr/lib/x86_64-linux-gnu/libpcap.so.0.8 iperf3:iperf3 dnsmasq-base:dnsmasq udhcpc:udhcpc \
-            iputils-ping:ping iputils-arping:arping ethtool:ethtool iproute2:ip nftables:nft \
+            iputils-ping:ping iputils-arping:arping ethtool:ethtool iproute2:ip nftables:nft conntrack:conntrack \
             qemu-system-x86:qemu-system-x86_64 linux-image-amd64:dpkg busybox-static:dpkg chromium:/usr/bin/chromium; do
     pkg=${need%%:*} what=${need#*:}
     if [[ $what == dpkg ]]; then

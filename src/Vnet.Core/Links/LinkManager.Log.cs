@@ -37,7 +37,7 @@ public sealed partial class LinkManager
         [LoggerMessage(EventId = 110, Level = LogLevel.Debug, Message = "Dialing stream {Stream} of {Peer} failed: {Reason}; next try in {DelayMs} ms")]
         public static partial void StreamDialFailed(ILogger logger, string peer, int stream, string reason, int delayMs);
 
-        [LoggerMessage(EventId = 111, Level = LogLevel.Information,
+        [LoggerMessage(EventId = 112, Level = LogLevel.Information,
             Message = "Link {Peer} stream {Stream}: the peer's stream socket {Target} does not answer (a firewall or port forward for the daemon's port only?); the stream's datagrams go to the peer's daemon port")]
         public static partial void StreamOnDaemonPort(ILogger logger, string peer, int stream, System.Net.IPEndPoint target);
 

@@ -20,10 +20,15 @@ namespace Vnet.Tests.Functional;
 /// Daemons are real `vnet daemon` processes started from the build output; VMs are namespaces
 /// whose veth reaches a host's bridge, on which the host daemon's TAP sits.
 /// </summary>
-internal sealed class OverlayBed : IDisposable
+internal sealed partial class OverlayBed : IDisposable
 {
     public const string LanHostIp = "10.50.0.1";
     public const string LanHostMac = "02:50:00:00:00:01";
+
+    /// <summary>A host's address behind the router of <see cref="BehindARouter"/>, and the router's on that side.</summary>
+    public const string InsideHostIp = "10.99.0.2";
+
+    public const string InsideRouterIp = "10.99.0.1";
 
     private readonly Dictionary<string, BackgroundProcess> _daemons = [];
     private readonly Dictionary<string, string> _vmHost = [];
@@ -164,10 +169,12 @@ internal sealed class OverlayBed : IDisposable
     /// <param name="tapQueues">Receive queues of hN's TAP (<c>queues</c> in its configuration; 1 writes none).</param>
     /// <param name="metrics">Serve metrics there: the daemon gets <c>--metrics ADDR:PORT</c> besides its configuration file.</param>
     /// <param name="vmProvider">The host makes VMs on the Proxy's order (<c>vm_provider</c>), keeping its files in <see cref="VmDirOf"/>.</param>
+    /// <param name="streams">Streams (parallel sessions) of the star link (<c>[proxy] streams</c>; 1 writes none).</param>
     public BackgroundProcess StartHost(int i, string transport = "tcp", StaticKeyPair? identity = null, bool bridgeInConfig = true,
-        string? listenIp = null, string? pcapInterface = null, int tapQueues = 1, string? metrics = null, string? vmProvider = null)
+        string? listenIp = null, string? pcapInterface = null, int tapQueues = 1, string? metrics = null, string? vmProvider = null,
+        int streams = 1)
     {
-        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface, tapQueues, metrics, vmProvider);
+        var process = LaunchHost(i, transport, identity, bridgeInConfig, listenIp, pcapInterface, tapQueues, metrics, vmProvider, streams);
         WaitReady(process);
         if (!bridgeInConfig && pcapInterface is null)
             Bed.Attach($"h{i}", "tap0", "br0");
@@ -189,7 +196,7 @@ internal sealed class OverlayBed : IDisposable
     public string VmDirOf(string daemon) => Path.Combine(_dir, daemon + "-vms");
 
     private BackgroundProcess LaunchHost(int i, string transport, StaticKeyPair? identity, bool bridgeInConfig, string? listenIp = null,
-        string? pcapInterface = null, int tapQueues = 1, string? metrics = null, string? vmProvider = null)
+        string? pcapInterface = null, int tapQueues = 1, string? metrics = null, string? vmProvider = null, int streams = 1)
     {
         var name = $"h{i}";
         var keyFile = identity is null ? KeyFileOf(name) : WriteKeyFile(name + "-other", identity);
@@ -208,7 +215,7 @@ internal sealed class OverlayBed : IDisposable
             name = "proxy"
             address = "192.0.2.1:5500"
             public_key = "{PublicKeyOf("proxy")}"
-            transport = "{transport}"
+            transport = "{transport}"{(streams == 1 ? "" : $"\nstreams = {streams}")}
 
             [[interface]]
             {iface}
@@ -270,6 +277,40 @@ internal sealed class OverlayBed : IDisposable
         _vmHost[vm] = $"h{host}";
         return vm;
     }
+
+    /// <summary>
+    /// Puts host hI behind a router, as a host at a site is: hI's WAN veth ends in a new namespace
+    /// "nat" (the router, <see cref="InsideRouterIp"/> on that side, forwarding) instead of on the
+    /// WAN bridge, hI takes <see cref="InsideHostIp"/> with the router as its default route, and the
+    /// router reaches the WAN bridge with the <paramref name="outside"/> addresses (/24). What the
+    /// router does with the traffic (its nftables rules) is the test's.
+    /// </summary>
+    public void BehindARouter(int i, params string[] outside)
+    {
+        const string routerInside = InsideRouterIp;
+        const string hostInside = InsideHostIp;
+        var h = $"h{i}";
+        Bed.Namespace("nat");
+        Bed.MoveLink("wan", h, "nat");
+        Bed.Address("nat", h, routerInside + "/24");
+        Bed.Up("nat", h);
+        Bed.Veth("nat", "wan0", "wan", "nat");
+        Bed.Attach("wan", "nat", "br0");
+        foreach (var address in outside)
+            Bed.Address("nat", "wan0", address + "/24");
+        Bed.Run("nat", "sysctl -qw net.ipv4.ip_forward=1");
+        Bed.Run(h, $"ip addr flush dev wan0 && ip addr add {hostInside}/24 dev wan0 && ip route add default via {routerInside}");
+    }
+
+    /// <summary>The packets counted so far by the nftables rule commented <paramref name="comment"/> in <paramref name="chain"/> ("FAMILY TABLE CHAIN") of namespace <paramref name="ns"/>.</summary>
+    public long NftPackets(string ns, string chain, string comment)
+    {
+        var line = Bed.Run(ns, $"nft list chain {chain}").Split('\n').Single(l => l.Contains($"comment \"{comment}\"", StringComparison.Ordinal));
+        return long.Parse(NftPacketsPattern().Match(line).Groups[1].Value, CultureInfo.InvariantCulture);
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"counter packets (\d+)")]
+    private static partial System.Text.RegularExpressions.Regex NftPacketsPattern();
 
     /// <summary>The host (h1, h2 ...) whose bridge VM number n is on now.</summary>
     public string HostOf(int n) => _vmHost[$"vm{n}"];

@@ -1,10 +1,8 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
-using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
-using System.Text.RegularExpressions;
 using Vnet.Daemon;
 using Vnet.Links;
 using Vnet.Tests.TestBed;
@@ -26,11 +24,10 @@ namespace Vnet.Tests.Functional;
 /// datagrams to the old mapping go nowhere (counted by the router).
 /// </summary>
 [Collection("Netns")]
-public sealed partial class RoamingTests(ITestOutputHelper output)
+public sealed class RoamingTests(ITestOutputHelper output)
 {
     private const string ProxyIp = "192.0.2.1";
-    private const string HostInside = "10.99.0.2";
-    private const string RouterInside = "10.99.0.1";
+    private const string HostInside = OverlayBed.InsideHostIp;
     private const int LinkPort = 5500;
 
     /// <summary>h1's UDP port as the Proxy sees it, before and after the rebinding: another address and another port.</summary>
@@ -166,18 +163,7 @@ public sealed partial class RoamingTests(ITestOutputHelper output)
         using var o = new OverlayBed(output, hosts: 1, testName: testName);
         try
         {
-            var bed = o.Bed;
-            // h1's WAN veth now ends in the router instead of on the WAN bridge.
-            bed.Namespace("nat");
-            bed.MoveLink("wan", "h1", "nat");
-            bed.Address("nat", "h1", RouterInside + "/24");
-            bed.Up("nat", "h1");
-            bed.Veth("nat", "wan0", "wan", "nat");
-            bed.Attach("wan", "nat", "br0");
-            bed.Address("nat", "wan0", First.Address + "/24");
-            bed.Address("nat", "wan0", Second.Address + "/24");
-            bed.Run("nat", "sysctl -qw net.ipv4.ip_forward=1");
-            bed.Run("h1", $"ip addr flush dev wan0 && ip addr add {HostInside}/24 dev wan0 && ip route add default via {RouterInside}");
+            o.BehindARouter(1, First.Address.ToString(), Second.Address.ToString());
             Rebind(o, First, previous: null);
 
             o.StartProxy();
@@ -239,14 +225,7 @@ public sealed partial class RoamingTests(ITestOutputHelper output)
     }
 
     /// <summary>Datagrams the router got for the old mapping since the rebinding.</summary>
-    private static long OldMappingPackets(OverlayBed o)
-    {
-        var line = o.Bed.Run("nat", "nft -a list chain ip roam inbound").Split('\n').Single(l => l.Contains("old mapping", StringComparison.Ordinal));
-        return long.Parse(PacketsPattern().Match(line).Groups[1].Value, CultureInfo.InvariantCulture);
-    }
-
-    [GeneratedRegex(@"counter packets (\d+)")]
-    private static partial Regex PacketsPattern();
+    private static long OldMappingPackets(OverlayBed o) => o.NftPackets("nat", "ip roam inbound", "old mapping");
 
     /// <summary>A UDP socket in the router, bound to one of its WAN addresses.</summary>
     private static Socket Bind(OverlayBed o, IPEndPoint at)
