@@ -74,7 +74,11 @@ public sealed class CommandDispatcher : ICommandHandler
             ["vm.destroy"] = async a =>
             {
                 var name = VmNames.Check(ControlArgs.Required(a, "name"));
-                await Host(d.VmHost).DestroyAsync(name).ConfigureAwait(false);
+                // "lost": the Proxy lost track of it in a move; it names the whole VM (name, MAC, size).
+                if (ControlArgs.OptionalBool(a, "lost") == true)
+                    await Host(d.VmHost).DestroyLostAsync(VmArgs.Spec(a)).ConfigureAwait(false);
+                else
+                    await Host(d.VmHost).DestroyAsync(name).ConfigureAwait(false);
                 return new JsonObject { ["name"] = name };
             },
             ["vm.prepare"] = async a => VmArgs.ToNode(await Host(d.VmHost).PrepareAsync(VmArgs.Spec(a)).ConfigureAwait(false)),
