@@ -152,6 +152,9 @@ public sealed partial class VmHostService : IAsyncDisposable
         }
     }
 
+    /// <summary>Done once the VMs left from before this daemon started are taken in (<see cref="Start"/>); never faults.</summary>
+    public Task Recovery { get; private set; } = Task.CompletedTask;
+
     /// <summary>
     /// Control loop, once at start: takes in the VMs the provider finds still running from before
     /// (this daemon was killed or crashed and could not end them), each attached and running as if
@@ -161,15 +164,16 @@ public sealed partial class VmHostService : IAsyncDisposable
     {
         if (_provider is not { } provider)
             return;
-        _ = Task.Run(async () =>
+        Recovery = Task.Run(async () =>
         {
             IReadOnlyList<VmSpec> found;
             try
             {
                 found = await provider.RecoverAsync().ConfigureAwait(false);
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or DaemonCommandException)
+            catch (Exception e) when (e is not OutOfMemoryException)
             {
+                // Whatever went wrong, the host starts: what was not taken in is only logged.
                 Log.RecoverFailed(_logger, e.Message);
                 return;
             }
@@ -347,7 +351,15 @@ public sealed partial class VmHostService : IAsyncDisposable
     /// <summary><c>vm.adopt</c> (target of a move): takes the VM in, attaches it and has it announce itself.</summary>
     public async Task<JsonObject> AdoptAsync(string name, VmHandover handover)
     {
-        var vm = await _loop.Invoke(() => Take(name, HostedVmState.Arriving, HostedVmState.Arriving)).ConfigureAwait(false);
+        var vm = await _loop.Invoke(() =>
+        {
+            var v = Take(name, HostedVmState.Arriving, HostedVmState.Arriving);
+            // A restart makes the VM's device anew (QEMU boots afresh): the interface opened on the
+            // old one at the prepare would read a device that is gone.
+            if (handover.Mode == VmMoveMode.Restart)
+                Detach(v.Spec);
+            return v;
+        }).ConfigureAwait(false);
         await Guard($"taking VM {name} in", () => Provider.ReceiveAsync(vm.Spec, handover)).ConfigureAwait(false);
         await _loop.Invoke(() =>
         {

@@ -262,6 +262,7 @@ public sealed partial class VmInventory
             await _loop.Invoke(() => Record(name, vm)).ConfigureAwait(false);
             throw;
         }
+        Log.MoveStep(_logger, name, to, "prepared");
         JsonNode? handover;
         try
         {
@@ -274,6 +275,7 @@ public sealed partial class VmInventory
             await _loop.Invoke(() => Record(name, vm)).ConfigureAwait(false);
             throw;
         }
+        Log.MoveStep(_logger, name, from, "released");
         try
         {
             var args = SpecArgs(vm);
@@ -357,6 +359,9 @@ public sealed partial class VmInventory
 
         [LoggerMessage(EventId = 412, Level = LogLevel.Information, Message = "VM {Name} removed from {Site}")]
         public static partial void Removed(ILogger logger, string name, string site);
+
+        [LoggerMessage(EventId = 429, Level = LogLevel.Debug, Message = "VM {Name} moving: {Site} {Step}")]
+        public static partial void MoveStep(ILogger logger, string name, string site, string step);
 
         [LoggerMessage(EventId = 419, Level = LogLevel.Warning, Message = "VM {Name} (lost): {Site} could not remove what it may have of it: {Reason}")]
         public static partial void LostCleanFailed(ILogger logger, string name, string site, string reason);

@@ -105,7 +105,10 @@ public sealed partial class QemuVmProvider : IVmProvider
         ];
         if (incoming is not null)
             args.AddRange(["-incoming", incoming]);
-        var process = ProcessRunner.Start(image.Qemu, args, redirectInput: false);
+        // Its own session (setsid execs QEMU in place: the pid is QEMU's): signals to the daemon's
+        // process group (a terminal's Ctrl-C, a supervisor killing the group) do not reach the VM,
+        // which the daemon ends in order, or leaves running when it crashes (RecoverAsync).
+        var process = ProcessRunner.Start(ProcessRunner.Find("setsid") ?? "setsid", [image.Qemu, .. args], redirectInput: false);
         _qemus[spec.Name] = new Machine(process.Id, process);
         var log = Path.Combine(_stateDir, spec.Name + ".log");
         _ = DrainAsync(process, log);
@@ -245,6 +248,18 @@ public sealed partial class QemuVmProvider : IVmProvider
         File.Delete(MigratePath(spec.Name));
         var address = "unix:" + MigratePath(spec.Name);
         await LaunchAsync(spec, address).ConfigureAwait(false);
+        // Ready means listening: a QEMU that cannot take the stream is refused now, while the VM
+        // still runs at its source, and the source need not wait for the socket.
+        var clock = Stopwatch.StartNew();
+        while (!File.Exists(MigratePath(spec.Name)))
+        {
+            if (clock.Elapsed > TapLimit || !_qemus.TryGetValue(spec.Name, out var machine) || Gone(machine))
+            {
+                await StopAsync(spec.Name).ConfigureAwait(false);
+                throw new DaemonCommandException($"QEMU of VM {spec.Name} did not listen for the incoming migration within {TapLimit.TotalSeconds:0} s");
+            }
+            await Task.Delay(20).ConfigureAwait(false);
+        }
         return new VmIncoming(address, DeviceReady: true);
     }
 
