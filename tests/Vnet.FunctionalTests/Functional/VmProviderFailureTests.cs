@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
 using Vnet.Control;
 using Vnet.Tests.TestBed;
@@ -179,60 +180,38 @@ public sealed class VmProviderFailureTests(ITestOutputHelper output)
     /// TAP), and is removed with nothing left on either host.
     /// </summary>
     [Fact]
-    public async Task QemuVm_LiveMigrationFails_MovesByStopAndRestart()
+    public Task QemuVm_LiveMigrationFails_MovesByStopAndRestart() => WithQemuVm(hosts: 2, "r", async (o, name, address, _) =>
     {
-        using var o = new OverlayBed(output, hosts: 2);
-        var leases = Path.Combine(Path.GetTempPath(), $"vnet-leases-{Guid.NewGuid():N}");
-        var name = o.Bed.Prefix + "-r";
         var device = "vm-" + name;
-        try
-        {
-            VmProviderTests.StartDnsmasq(o, leases);
-            o.StartProxy();
-            o.StartHost(1, vmProvider: "qemu");
-            o.StartHost(2, vmProvider: "qemu");
-            o.WaitStar(2);
-            o.Control("proxy", "vm.order", new JsonObject { ["site"] = "h1", ["size"] = "small", ["name"] = name });
-            var address = VmProviderTests.WaitForAddress(o, name, "h1", null, Boot);
-            var source = QemuPidOf(o, "h1", name);
+        var source = QemuPidOf(o, "h1", name);
 
-            var clock = Stopwatch.StartNew();
-            var move = Task.Run(() => o.Control("proxy", "vm.move", new JsonObject { ["name"] = name, ["to"] = "h2" }));
-            o.Daemon("proxy").WaitForOutput($"VM {name} moving: h2 prepared", TimeSpan.FromSeconds(30));
-            var target = QemuPidOf(o, "h2", name);
-            TestNative.Kill(target, TestNative.SIGKILL);
-            var moved = (await move)!.AsObject();
-            output.WriteLine($"vm.move: {moved.ToJsonString()} in {clock.ElapsedMilliseconds} ms");
-            Assert.Equal("restart", moved["mode"]!.GetValue<string>());
-            o.Daemon("h1").WaitForOutput($"VM {name}: live migration failed", TimeSpan.FromSeconds(5));
-            Wait.Until(() => !Directory.Exists($"/proc/{source}"), TimeSpan.FromSeconds(10), "h1's QEMU ends");
-            Assert.False(o.Bed.HasInterface("h1", device), $"{device} is still on h1");
-            Assert.NotEqual(target, QemuPidOf(o, "h2", name));
+        var clock = Stopwatch.StartNew();
+        var move = Task.Run(() => o.Control("proxy", "vm.move", new JsonObject { ["name"] = name, ["to"] = "h2" }));
+        o.Daemon("proxy").WaitForOutput($"VM {name} moving: h2 prepared", TimeSpan.FromSeconds(30));
+        var target = QemuPidOf(o, "h2", name);
+        TestNative.Kill(target, TestNative.SIGKILL);
+        var moved = (await move)!.AsObject();
+        output.WriteLine($"vm.move: {moved.ToJsonString()} in {clock.ElapsedMilliseconds} ms");
+        Assert.Equal("restart", moved["mode"]!.GetValue<string>());
+        o.Daemon("h1").WaitForOutput($"VM {name}: live migration failed", TimeSpan.FromSeconds(5));
+        Wait.Until(() => !Directory.Exists($"/proc/{source}"), TimeSpan.FromSeconds(10), "h1's QEMU ends");
+        Assert.False(o.Bed.HasInterface("h1", device), $"{device} is still on h1");
+        Assert.NotEqual(target, QemuPidOf(o, "h2", name));
 
-            // A fresh boot: the guest leases again (the same address, dnsmasq keys leases by MAC),
-            // and reads commands only once it is ready.
-            using (var console = GuestConsole.Connect(Path.Combine(o.VmDirOf("h2"), name + ".console")))
-            {
-                console.WaitForLine($"{QemuGuestImage.Marker} dhcp lease {address}", Boot);
-                console.WaitForLine($"{QemuGuestImage.Marker} ready", TimeSpan.FromSeconds(10));
-                VmProviderTests.AssertGuestPings(output, console, OverlayBed.LanHostIp, "on h2 after a restart move");
-            }
-            Assert.Equal(address, VmProviderTests.WaitForAddress(o, name, "h2", address, Boot));
-            Assert.Contains(o.Vms("proxy"), v => v.Name == name && v.Site == "h2" && v.State == "running");
+        // A fresh boot: the guest leases again (the same address, dnsmasq keys leases by MAC),
+        // and reads commands only once it is ready.
+        using (var console = GuestConsole.Connect(Path.Combine(o.VmDirOf("h2"), name + ".console")))
+        {
+            console.WaitForLine($"{QemuGuestImage.Marker} dhcp lease {address}", Boot);
+            console.WaitForLine($"{QemuGuestImage.Marker} ready", TimeSpan.FromSeconds(10));
+            VmProviderTests.AssertGuestPings(output, console, OverlayBed.LanHostIp, "on h2 after a restart move");
+        }
+        Assert.Equal(address, VmProviderTests.WaitForAddress(o, name, "h2", address, Boot));
+        Assert.Contains(o.Vms("proxy"), v => v.Name == name && v.Site == "h2" && v.State == "running");
 
-            o.Control("proxy", "vm.remove", new JsonObject { ["name"] = name });
-            AssertNothingLeft(o, name, "h1", "h2");
-        }
-        catch
-        {
-            o.DumpAll();
-            throw;
-        }
-        finally
-        {
-            File.Delete(leases);
-        }
-    }
+        o.Control("proxy", "vm.remove", new JsonObject { ["name"] = name });
+        AssertNothingLeft(o, name, "h1", "h2");
+    });
 
     /// <summary>
     /// A host daemon killed (SIGKILL to its process alone) while it runs a QEMU VM: its QEMU lives on,
@@ -243,64 +222,44 @@ public sealed class VmProviderFailureTests(ITestOutputHelper output)
     /// is gone is removed.
     /// </summary>
     [Fact]
-    public void QemuVm_HostKilled_TakesItsVmInAgain()
+    public Task QemuVm_HostKilled_TakesItsVmInAgain() => WithQemuVm(hosts: 1, "k", (o, name, _, mac) =>
     {
-        using var o = new OverlayBed(output, hosts: 1);
-        var leases = Path.Combine(Path.GetTempPath(), $"vnet-leases-{Guid.NewGuid():N}");
-        var name = o.Bed.Prefix + "-k";
         var device = "vm-" + name;
         var dir = o.VmDirOf("h1");
-        try
-        {
-            VmProviderTests.StartDnsmasq(o, leases);
-            o.StartProxy();
-            o.StartHost(1, vmProvider: "qemu");
-            o.WaitStar(1);
-            var mac = o.Control("proxy", "vm.order", new JsonObject { ["site"] = "h1", ["size"] = "small", ["name"] = name })!["mac"]!.GetValue<string>();
-            VmProviderTests.WaitForAddress(o, name, "h1", null, Boot);
-            var qemu = QemuPidOf(o, "h1", name);
+        var qemu = QemuPidOf(o, "h1", name);
 
-            o.Daemon("h1").KillOnly();
-            Assert.True(Directory.Exists($"/proc/{qemu}"), "QEMU died with its daemon");
-            // Beside the real entry: a hostile one (writable by others, naming the real QEMU), a
-            // garbled one, and a stale one (its pid gone).
-            var hostile = Entry(dir, o.Bed.Prefix + "-x", $"{qemu} {mac} small vm-{o.Bed.Prefix}-x {Path.Combine(dir, o.Bed.Prefix + "-x.qmp")}",
-                UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite);
-            var garbled = Entry(dir, o.Bed.Prefix + "-y", "1234 not-a-mac huge", UnixFileMode.UserRead | UnixFileMode.UserWrite);
-            var stale = Entry(dir, o.Bed.Prefix + "-s", $"{DeadPid()} 02:56:00:00:00:09 small vm-{o.Bed.Prefix}-s {Path.Combine(dir, o.Bed.Prefix + "-s.qmp")}",
-                UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        o.Daemon("h1").KillOnly();
+        Assert.True(Directory.Exists($"/proc/{qemu}"), "QEMU died with its daemon");
+        // Beside the real entry: a hostile one (writable by others, naming the real QEMU), a
+        // garbled one, and a stale one (its pid gone).
+        var hostile = Entry(dir, o.Bed.Prefix + "-x", $"{qemu} {mac} small vm-{o.Bed.Prefix}-x {Path.Combine(dir, o.Bed.Prefix + "-x.qmp")}",
+            UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite);
+        var garbled = Entry(dir, o.Bed.Prefix + "-y", "1234 not-a-mac huge", UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        var stale = Entry(dir, o.Bed.Prefix + "-s", $"{DeadPid()} 02:56:00:00:00:09 small vm-{o.Bed.Prefix}-s {Path.Combine(dir, o.Bed.Prefix + "-s.qmp")}",
+            UnixFileMode.UserRead | UnixFileMode.UserWrite);
 
-            o.StartHost(1, vmProvider: "qemu");
-            o.WaitStar(1);
-            var h1 = o.Daemon("h1");
-            h1.WaitForOutput($"VM {name} ({mac}) still runs from before this daemon started", TimeSpan.FromSeconds(10));
-            h1.WaitForOutput($"{hostile} ignored: writable by others", TimeSpan.FromSeconds(5));
-            h1.WaitForOutput($"{garbled} ignored: it does not parse", TimeSpan.FromSeconds(5));
-            h1.WaitForOutput($"VM {o.Bed.Prefix}-s: its QEMU", TimeSpan.FromSeconds(5));
-            Assert.True(File.Exists(hostile) && File.Exists(garbled), "an entry not trusted was acted on (removed)");
-            Assert.False(File.Exists(stale), "the stale entry was not removed");
-            Assert.Single(o.Control("h1", "vm.host")!["vms"]!.AsArray());
-            Assert.Contains(o.Control("h1", "interface.list")!.AsArray(), i => i!["name"]!.GetValue<string>() == device);
-            Wait.Until(() => o.Vms("proxy").Any(v => v.Name == name && v.Site == "h1" && v.State == "running"), TimeSpan.FromSeconds(10),
-                "the Proxy lists the VM running on h1");
-            Assert.Equal(qemu, QemuPidOf(o, "h1", name));
-            using (var console = GuestConsole.Connect(Path.Combine(dir, name + ".console")))
-                VmProviderTests.AssertGuestPings(output, console, OverlayBed.LanHostIp, "after its host's restart");
+        o.StartHost(1, vmProvider: "qemu");
+        o.WaitStar(1);
+        var h1 = o.Daemon("h1");
+        h1.WaitForOutput($"VM {name} ({mac}) still runs from before this daemon started", TimeSpan.FromSeconds(10));
+        h1.WaitForOutput($"{hostile} ignored: writable by others", TimeSpan.FromSeconds(5));
+        h1.WaitForOutput($"{garbled} ignored: it does not parse", TimeSpan.FromSeconds(5));
+        h1.WaitForOutput($"VM {o.Bed.Prefix}-s: its QEMU", TimeSpan.FromSeconds(5));
+        Assert.True(File.Exists(hostile) && File.Exists(garbled), "an entry not trusted was acted on (removed)");
+        Assert.False(File.Exists(stale), "the stale entry was not removed");
+        Assert.Single(o.Control("h1", "vm.host")!["vms"]!.AsArray());
+        Assert.Contains(o.Control("h1", "interface.list")!.AsArray(), i => i!["name"]!.GetValue<string>() == device);
+        Wait.Until(() => o.Vms("proxy").Any(v => v.Name == name && v.Site == "h1" && v.State == "running"), TimeSpan.FromSeconds(10),
+            "the Proxy lists the VM running on h1");
+        Assert.Equal(qemu, QemuPidOf(o, "h1", name));
+        using (var console = GuestConsole.Connect(Path.Combine(dir, name + ".console")))
+            VmProviderTests.AssertGuestPings(output, console, OverlayBed.LanHostIp, "after its host's restart");
 
-            o.Control("proxy", "vm.remove", new JsonObject { ["name"] = name });
-            Wait.Until(() => !Directory.Exists($"/proc/{qemu}"), TimeSpan.FromSeconds(10), "the recovered QEMU ends at vm.remove");
-            AssertNothingLeft(o, name, "h1");
-        }
-        catch
-        {
-            o.DumpAll();
-            throw;
-        }
-        finally
-        {
-            File.Delete(leases);
-        }
-    }
+        o.Control("proxy", "vm.remove", new JsonObject { ["name"] = name });
+        Wait.Until(() => !Directory.Exists($"/proc/{qemu}"), TimeSpan.FromSeconds(10), "the recovered QEMU ends at vm.remove");
+        AssertNothingLeft(o, name, "h1");
+        return Task.CompletedTask;
+    });
 
     /// <summary>
     /// A QEMU move whose target daemon is killed while the live migration runs (its QEMU, which the
@@ -310,46 +269,54 @@ public sealed class VmProviderFailureTests(ITestOutputHelper output)
     /// reaches the LAN with its address. vm.remove then leaves nothing on either host.
     /// </summary>
     [Fact]
-    public async Task QemuVm_TargetKilledDuringMigration_IsLost_ThenFoundAgain()
+    public Task QemuVm_TargetKilledDuringMigration_IsLost_ThenFoundAgain() => WithQemuVm(hosts: 2, "f", async (o, name, address, _) =>
     {
-        using var o = new OverlayBed(output, hosts: 2);
+        var move = Task.Run(() => o.Control("proxy", "vm.move", new JsonObject { ["name"] = name, ["to"] = "h2" }));
+        o.Daemon("proxy").WaitForOutput($"VM {name} moving: h2 prepared", TimeSpan.FromSeconds(30));
+        o.Daemon("h2").KillOnly();
+        var target = QemuPidOf(o, "h2", name);
+        var e = await Assert.ThrowsAsync<ControlException>(() => move);
+        output.WriteLine($"vm.move: {e.Message}");
+        Assert.Contains("marked lost", e.Message, StringComparison.Ordinal);
+        Assert.Contains(o.Vms("proxy"), v => v.Name == name && v.Site == "h2" && v.State == "lost");
+
+        o.StartHost(2, vmProvider: "qemu");
+        o.WaitStar(2);
+        o.Daemon("h2").WaitForOutput("still runs from before this daemon started", TimeSpan.FromSeconds(10));
+        Wait.Until(() => o.Vms("proxy").Any(v => v.Name == name && v.Site == "h2" && v.State == "running"), TimeSpan.FromSeconds(10),
+            "the Proxy finds the lost VM running on h2");
+        o.Daemon("proxy").WaitForOutput($"VM {name}, marked lost, runs on h2: running again", TimeSpan.FromSeconds(5));
+        Assert.Equal(target, QemuPidOf(o, "h2", name));
+        using (var console = GuestConsole.Connect(Path.Combine(o.VmDirOf("h2"), name + ".console")))
+        {
+            Assert.Contains(address + "/", console.Run("ip -4 addr show dev eth0", Boot).Output, StringComparison.Ordinal);
+            VmProviderTests.AssertGuestPings(output, console, OverlayBed.LanHostIp, "found again on h2");
+        }
+
+        o.Control("proxy", "vm.remove", new JsonObject { ["name"] = name });
+        Wait.Until(() => !Directory.Exists($"/proc/{target}"), TimeSpan.FromSeconds(10), "the found VM's QEMU ends at vm.remove");
+        AssertNothingLeft(o, name, "h1", "h2");
+    });
+
+    /// <summary>
+    /// A bed with the LAN's dnsmasq, the Proxy and QEMU hosts h1..hN, and QEMU VM PREFIX-SUFFIX ordered
+    /// on h1 and leased: runs <paramref name="body"/> (bed, name, address, MAC), dumping every log if it fails.
+    /// </summary>
+    private async Task WithQemuVm(int hosts, string suffix, Func<OverlayBed, string, string, string, Task> body, [CallerMemberName] string test = "")
+    {
+        using var o = new OverlayBed(output, hosts, testName: test);
         var leases = Path.Combine(Path.GetTempPath(), $"vnet-leases-{Guid.NewGuid():N}");
-        var name = o.Bed.Prefix + "-f";
+        var name = o.Bed.Prefix + "-" + suffix;
         try
         {
             VmProviderTests.StartDnsmasq(o, leases);
             o.StartProxy();
-            o.StartHost(1, vmProvider: "qemu");
-            o.StartHost(2, vmProvider: "qemu");
-            o.WaitStar(2);
-            o.Control("proxy", "vm.order", new JsonObject { ["site"] = "h1", ["size"] = "small", ["name"] = name });
+            for (var i = 1; i <= hosts; i++)
+                o.StartHost(i, vmProvider: "qemu");
+            o.WaitStar(hosts);
+            var mac = o.Control("proxy", "vm.order", new JsonObject { ["site"] = "h1", ["size"] = "small", ["name"] = name })!["mac"]!.GetValue<string>();
             var address = VmProviderTests.WaitForAddress(o, name, "h1", null, Boot);
-
-            var move = Task.Run(() => o.Control("proxy", "vm.move", new JsonObject { ["name"] = name, ["to"] = "h2" }));
-            o.Daemon("proxy").WaitForOutput($"VM {name} moving: h2 prepared", TimeSpan.FromSeconds(30));
-            o.Daemon("h2").KillOnly();
-            var target = QemuPidOf(o, "h2", name);
-            var e = await Assert.ThrowsAsync<ControlException>(() => move);
-            output.WriteLine($"vm.move: {e.Message}");
-            Assert.Contains("marked lost", e.Message, StringComparison.Ordinal);
-            Assert.Contains(o.Vms("proxy"), v => v.Name == name && v.Site == "h2" && v.State == "lost");
-
-            o.StartHost(2, vmProvider: "qemu");
-            o.WaitStar(2);
-            o.Daemon("h2").WaitForOutput("still runs from before this daemon started", TimeSpan.FromSeconds(10));
-            Wait.Until(() => o.Vms("proxy").Any(v => v.Name == name && v.Site == "h2" && v.State == "running"), TimeSpan.FromSeconds(10),
-                "the Proxy finds the lost VM running on h2");
-            o.Daemon("proxy").WaitForOutput($"VM {name}, marked lost, runs on h2: running again", TimeSpan.FromSeconds(5));
-            Assert.Equal(target, QemuPidOf(o, "h2", name));
-            using (var console = GuestConsole.Connect(Path.Combine(o.VmDirOf("h2"), name + ".console")))
-            {
-                Assert.Contains(address + "/", console.Run("ip -4 addr show dev eth0", Boot).Output, StringComparison.Ordinal);
-                VmProviderTests.AssertGuestPings(output, console, OverlayBed.LanHostIp, "found again on h2");
-            }
-
-            o.Control("proxy", "vm.remove", new JsonObject { ["name"] = name });
-            Wait.Until(() => !Directory.Exists($"/proc/{target}"), TimeSpan.FromSeconds(10), "the found VM's QEMU ends at vm.remove");
-            AssertNothingLeft(o, name, "h1", "h2");
+            await body(o, name, address, mac);
         }
         catch
         {

@@ -185,9 +185,15 @@ public sealed partial class QemuVmProvider : IVmProvider
         finally
         {
             machine.Child?.Dispose();
-            foreach (var path in new[] { QmpPath(name), ConsolePath(name), MigratePath(name), RegistryPath(name) })
-                VmRegistry.Delete(path);
+            DeleteFiles(name);
         }
+    }
+
+    /// <summary>A VM's files but its log: sockets, the migration's socket, the registry entry.</summary>
+    private void DeleteFiles(string name)
+    {
+        foreach (var path in new[] { QmpPath(name), ConsolePath(name), MigratePath(name), RegistryPath(name) })
+            VmRegistry.Delete(path);
     }
 
     /// <summary>Whether a QEMU has ended (a process of another parent counts as ended once a zombie).</summary>
@@ -413,8 +419,7 @@ public sealed partial class QemuVmProvider : IVmProvider
             if (Gone(machine) || !IsQemuOf(entry.Pid, name))
             {
                 Log.Stale(_logger, name, entry.Pid);
-                foreach (var path in new[] { QmpPath(name), ConsolePath(name), MigratePath(name), RegistryPath(name) })
-                    VmRegistry.Delete(path);
+                DeleteFiles(name);
                 continue;
             }
             string status;
