@@ -156,19 +156,22 @@ public sealed class VmProviderFailureTests(ITestOutputHelper output)
     /// </summary>
     private Task<JsonNode?> CutOffTarget(OverlayBed o, string name, int source)
     {
+        // Held at most about 2 s: the Proxy takes a link for dead after 3 s without a keepalive,
+        // and one may have been due up to 1 s before the stop.
+        var held = Stopwatch.StartNew();
         TestNative.Kill(source, TestNative.SIGSTOP);
         try
         {
             var move = Task.Run(() => o.Control("proxy", "vm.move", new JsonObject { ["name"] = name, ["to"] = "h2" }));
-            o.Daemon("proxy").WaitForOutput($"VM {name} moving: h2 prepared", TimeSpan.FromSeconds(2));
+            o.Daemon("proxy").WaitForOutput($"VM {name} moving: h2 prepared", TimeSpan.FromSeconds(1.5));
             o.Daemon("h2").KillOnly();
-            Wait.Until(() => !o.Links("proxy").Any(l => l.Peer == "h2" && l.Up), TimeSpan.FromSeconds(1), "the Proxy sees h2 gone");
+            Wait.Until(() => !o.Links("proxy").Any(l => l.Peer == "h2" && l.Up), TimeSpan.FromSeconds(0.8), "the Proxy sees h2 gone");
             return move;
         }
         finally
         {
             TestNative.Kill(source, TestNative.SIGCONT);
-            output.WriteLine("h1 resumed");
+            output.WriteLine($"h1 resumed after {held.ElapsedMilliseconds} ms");
         }
     }
 
