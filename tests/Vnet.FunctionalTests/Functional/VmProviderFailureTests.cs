@@ -90,7 +90,8 @@ public sealed class VmProviderFailureTests(ITestOutputHelper output)
     /// lets go of it: h1 is held (SIGSTOP) while h2 prepares, h2's process is killed, h1 resumes and
     /// releases the VM. The move answers that the VM is lost, vm.list shows it lost on h2; the VM's
     /// namespace is left with no device on either host. h2 restarted does not run it (it stays
-    /// lost), and vm.remove leaves nothing on either host: no holder, no registry entry, no device.
+    /// lost; registry entries writable by others or garbled are ignored with a log line), and
+    /// vm.remove leaves nothing on either host: no holder, no registry entry, no device.
     /// </summary>
     [Fact]
     public async Task NetnsVm_TargetDiesAfterTheSourceLetGo_IsLost_AndRemoveCleansBothHosts()
@@ -99,6 +100,8 @@ public sealed class VmProviderFailureTests(ITestOutputHelper output)
         var name = o.Bed.Prefix + "-l";
         var device = "vm-" + name;
         var registry = Path.Combine(NetnsVmProvider.Registry, name + ".netns");
+        var hostile = Path.Combine(NetnsVmProvider.Registry, o.Bed.Prefix + "-w.netns");
+        var garbled = Path.Combine(NetnsVmProvider.Registry, o.Bed.Prefix + "-g.netns");
         var h1 = 0;
         try
         {
@@ -119,9 +122,17 @@ public sealed class VmProviderFailureTests(ITestOutputHelper output)
             Assert.False(o.Bed.HasInterface("h1", device), $"{device} is still on h1 after the release");
             Assert.False(o.Bed.HasInterface("h2", device), $"{device} is on h2, which died before it took the VM in");
 
-            // h2 back: it does not run the VM (no device here), so the VM stays lost.
+            // h2 back: it does not run the VM (no device here), so the VM stays lost. Beside the
+            // VM's entry, one writable by others (a copy of the real one) and a garbled one are
+            // ignored with a log line.
+            File.WriteAllText(hostile, File.ReadAllText(registry));
+            File.SetUnixFileMode(hostile, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite);
+            File.WriteAllText(garbled, "not an entry\n");
+            File.SetUnixFileMode(garbled, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             o.StartHost(2, vmProvider: "netns");
             o.WaitStar(2);
+            o.Daemon("h2").WaitForOutput($"{hostile} ignored: writable by others", TimeSpan.FromSeconds(5));
+            o.Daemon("h2").WaitForOutput($"{garbled} ignored: it does not parse", TimeSpan.FromSeconds(5));
             Assert.DoesNotContain(o.Control("h2", "vm.host")!["vms"]!.AsArray(), v => v!["name"]!.GetValue<string>() == name);
             Thread.Sleep(1000);
             Assert.Contains(o.Vms("proxy"), v => v.Name == name && v.State == "lost");
@@ -145,6 +156,8 @@ public sealed class VmProviderFailureTests(ITestOutputHelper output)
             if (h1 != 0)
                 TestNative.Kill(h1, TestNative.SIGCONT);
             VmProviderTests.RemoveNamespace(name);
+            File.Delete(hostile);
+            File.Delete(garbled);
         }
     }
 
