@@ -69,12 +69,21 @@ public sealed class CommandDispatcher : ICommandHandler
             ["vm.move"] = a => Wrap(Proxy(d.Inventory).MoveAsync(VmNames.Check(ControlArgs.Required(a, "name")), ControlArgs.Required(a, "to"))),
             ["vm.remove"] = a => Wrap(Proxy(d.Inventory).RemoveAsync(VmNames.Check(ControlArgs.Required(a, "name")))),
             // Host side: the Proxy calls these over the star link.
-            ["vm.host"] = _ => d.Run(() => (JsonNode?)Host(d.VmHost).Describe()),
+            ["vm.host"] = async _ =>
+            {
+                // Not before the VMs left by a crash are taken in: the Proxy would forget them.
+                await Host(d.VmHost).Recovery.ConfigureAwait(false);
+                return await d.Run(() => (JsonNode?)Host(d.VmHost).Describe()).ConfigureAwait(false);
+            },
             ["vm.create"] = a => Wrap(Host(d.VmHost).CreateAsync(VmArgs.Spec(a))),
             ["vm.destroy"] = async a =>
             {
                 var name = VmNames.Check(ControlArgs.Required(a, "name"));
-                await Host(d.VmHost).DestroyAsync(name).ConfigureAwait(false);
+                // "lost": the Proxy lost track of it in a move; it names the whole VM (name, MAC, size).
+                if (ControlArgs.OptionalBool(a, "lost") == true)
+                    await Host(d.VmHost).DestroyLostAsync(VmArgs.Spec(a)).ConfigureAwait(false);
+                else
+                    await Host(d.VmHost).DestroyAsync(name).ConfigureAwait(false);
                 return new JsonObject { ["name"] = name };
             },
             ["vm.prepare"] = async a => VmArgs.ToNode(await Host(d.VmHost).PrepareAsync(VmArgs.Spec(a)).ConfigureAwait(false)),

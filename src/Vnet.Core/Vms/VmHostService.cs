@@ -152,6 +152,9 @@ public sealed partial class VmHostService : IAsyncDisposable
         }
     }
 
+    /// <summary>Done once the VMs left from before this daemon started are taken in (<see cref="Start"/>); never faults.</summary>
+    public Task Recovery { get; private set; } = Task.CompletedTask;
+
     /// <summary>
     /// Control loop, once at start: takes in the VMs the provider finds still running from before
     /// (this daemon was killed or crashed and could not end them), each attached and running as if
@@ -161,15 +164,16 @@ public sealed partial class VmHostService : IAsyncDisposable
     {
         if (_provider is not { } provider)
             return;
-        _ = Task.Run(async () =>
+        Recovery = Task.Run(async () =>
         {
             IReadOnlyList<VmSpec> found;
             try
             {
                 found = await provider.RecoverAsync().ConfigureAwait(false);
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or DaemonCommandException)
+            catch (Exception e) when (e is not OutOfMemoryException)
             {
+                // Whatever went wrong, the host starts: what was not taken in is only logged.
                 Log.RecoverFailed(_logger, e.Message);
                 return;
             }
@@ -282,9 +286,20 @@ public sealed partial class VmHostService : IAsyncDisposable
             Reserve(spec, HostedVmState.Arriving);
             return true;
         }).ConfigureAwait(false);
+        VmIncoming incoming;
         try
         {
-            var incoming = await Guard($"preparing for VM {spec.Name}", () => Provider.PrepareIncomingAsync(spec)).ConfigureAwait(false);
+            incoming = await Guard($"preparing for VM {spec.Name}", () => Provider.PrepareIncomingAsync(spec)).ConfigureAwait(false);
+        }
+        catch
+        {
+            // A prepare that failed undid its own work; an abort here would undo what is not its
+            // (a device of that name that was there before, the reason it failed).
+            await _loop.Invoke(() => _vms.Remove(spec.Name)).ConfigureAwait(false);
+            throw;
+        }
+        try
+        {
             // A device that exists before the VM arrives (QEMU's TAP) is attached without its MAC:
             // the VM is placed here only when its own frames come from here.
             if (incoming.DeviceReady)
@@ -293,13 +308,14 @@ public sealed partial class VmHostService : IAsyncDisposable
                     Attach(spec, pin: false);
                     return true;
                 }).ConfigureAwait(false);
-            return incoming;
         }
         catch
         {
             await AbortAsync(spec.Name).ConfigureAwait(false);
             throw;
         }
+        Log.Prepared(_logger, spec.Name);
+        return incoming;
     }
 
     /// <summary><c>vm.release</c> (source of a move): sends the VM away; the VM is no longer here once this returns.</summary>
@@ -335,7 +351,15 @@ public sealed partial class VmHostService : IAsyncDisposable
     /// <summary><c>vm.adopt</c> (target of a move): takes the VM in, attaches it and has it announce itself.</summary>
     public async Task<JsonObject> AdoptAsync(string name, VmHandover handover)
     {
-        var vm = await _loop.Invoke(() => Take(name, HostedVmState.Arriving, HostedVmState.Arriving)).ConfigureAwait(false);
+        var vm = await _loop.Invoke(() =>
+        {
+            var v = Take(name, HostedVmState.Arriving, HostedVmState.Arriving);
+            // A restart makes the VM's device anew (QEMU boots afresh): the interface opened on the
+            // old one at the prepare would read a device that is gone.
+            if (handover.Mode == VmMoveMode.Restart)
+                Detach(v.Spec);
+            return v;
+        }).ConfigureAwait(false);
         await Guard($"taking VM {name} in", () => Provider.ReceiveAsync(vm.Spec, handover)).ConfigureAwait(false);
         await _loop.Invoke(() =>
         {
@@ -349,6 +373,48 @@ public sealed partial class VmHostService : IAsyncDisposable
         await Guard($"announcing VM {name}", () => Provider.AnnounceAsync(vm.Spec)).ConfigureAwait(false);
         Log.Adopted(_logger, name, handover.Mode);
         return Result(vm.Spec);
+    }
+
+    /// <summary>
+    /// <c>vm.destroy</c> of a VM the Proxy marked lost (a move failed after it left its source): it
+    /// asks both hosts of the move. Whatever of the VM is here goes: the VM if it arrived after all
+    /// (running, or still arriving), else what the provider left of it (a netns VM's namespace
+    /// without its device, a QEMU that outlived a crashed daemon). A VM of that name with another
+    /// MAC is not this one and is refused.
+    /// </summary>
+    public async Task DestroyLostAsync(VmSpec spec)
+    {
+        var here = await _loop.Invoke(() =>
+        {
+            if (_vms.TryGetValue(spec.Name, out var vm))
+            {
+                if (vm.Spec.Mac != spec.Mac)
+                    throw new DaemonCommandException($"VM {spec.Name} here has MAC {vm.Spec.Mac}, not {spec.Mac}");
+                return (HostedVmState?)vm.State;
+            }
+            Reserve(spec, HostedVmState.Removing);
+            return null;
+        }).ConfigureAwait(false);
+        switch (here)
+        {
+            case HostedVmState.Running:
+                await DestroyAsync(spec.Name).ConfigureAwait(false);
+                return;
+            case HostedVmState.Arriving:
+                await AbortAsync(spec.Name).ConfigureAwait(false);
+                return;
+            case { } state:
+                throw new DaemonCommandException($"VM {spec.Name} is {state.ToString().ToLowerInvariant()} here; try again");
+        }
+        try
+        {
+            await Guard($"removing what is left of VM {spec.Name}", () => Provider.DestroyAsync(spec)).ConfigureAwait(false);
+        }
+        finally
+        {
+            await _loop.Invoke(() => _vms.Remove(spec.Name)).ConfigureAwait(false);
+        }
+        Log.LeftoversRemoved(_logger, spec.Name);
     }
 
     /// <summary><c>vm.abort</c> (target of a move that failed): forgets the VM that was to arrive.</summary>
@@ -403,6 +469,12 @@ public sealed partial class VmHostService : IAsyncDisposable
 
         [LoggerMessage(EventId = 405, Level = LogLevel.Warning, Message = "VM {Name} could not be destroyed: {Reason}")]
         public static partial void DestroyFailed(ILogger logger, string name, string reason);
+
+        [LoggerMessage(EventId = 427, Level = LogLevel.Information, Message = "VM {Name}: ready to take it in")]
+        public static partial void Prepared(ILogger logger, string name);
+
+        [LoggerMessage(EventId = 428, Level = LogLevel.Information, Message = "VM {Name}, lost in a move: what was left of it here is removed")]
+        public static partial void LeftoversRemoved(ILogger logger, string name);
 
         [LoggerMessage(EventId = 408, Level = LogLevel.Warning, Message = "VM {Name} ({Mac}) still runs from before this daemon started (it ended without ending its VMs): taken in again")]
         public static partial void Recovered(ILogger logger, string name, MacAddress mac);

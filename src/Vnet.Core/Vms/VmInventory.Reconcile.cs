@@ -222,7 +222,7 @@ public sealed partial class VmInventory
                 if (known.Mac != r.Spec.Mac)
                     conflicts.Add($"{site} runs a VM named {r.Spec.Name} with MAC {r.Spec.Mac}, but {known.Name} has {known.Mac} on {known.Site}");
                 else if (known.State == OrderedVmState.Lost && known.Site == site)
-                    found.Add(known with { State = OrderedVmState.Running, Kind = r.Kind });
+                    found.Add(known with { State = OrderedVmState.Running, Kind = r.Kind, LeftFrom = null });
                 else if (known.Site != site)
                     conflicts.Add($"{site} runs {r.Spec.Name}, which the Proxy has {known.State.ToString().ToLowerInvariant()} on {known.Site}");
                 continue;

@@ -20,8 +20,11 @@ public enum OrderedVmState
     Lost,
 }
 
-/// <summary>A VM a user ordered: its name, MAC, the site that runs it, its size and kind.</summary>
-public sealed record OrderedVm(string Name, MacAddress Mac, string Site, VmSize Size, VmProviderKind Kind, OrderedVmState State);
+/// <summary>
+/// A VM a user ordered: its name, MAC, the site that runs it, its size and kind. A VM lost in a move
+/// has the move's target as its site and <paramref name="LeftFrom"/> its source: either may hold what is left of it.
+/// </summary>
+public sealed record OrderedVm(string Name, MacAddress Mac, string Site, VmSize Size, VmProviderKind Kind, OrderedVmState State, string? LeftFrom = null);
 
 /// <summary>
 /// The Proxy's ordered VMs (<c>vm.order</c>, <c>vm.move</c>, <c>vm.remove</c>, <c>vm.sites</c>), on
@@ -259,6 +262,7 @@ public sealed partial class VmInventory
             await _loop.Invoke(() => Record(name, vm)).ConfigureAwait(false);
             throw;
         }
+        Log.MoveStep(_logger, name, to, "prepared");
         JsonNode? handover;
         try
         {
@@ -271,6 +275,7 @@ public sealed partial class VmInventory
             await _loop.Invoke(() => Record(name, vm)).ConfigureAwait(false);
             throw;
         }
+        Log.MoveStep(_logger, name, from, "released");
         try
         {
             var args = SpecArgs(vm);
@@ -280,7 +285,7 @@ public sealed partial class VmInventory
         catch (DaemonCommandException e)
         {
             await Abort(to, name).ConfigureAwait(false);
-            await _loop.Invoke(() => Record(name, vm with { Site = to, State = OrderedVmState.Lost })).ConfigureAwait(false);
+            await _loop.Invoke(() => Record(name, vm with { Site = to, State = OrderedVmState.Lost, LeftFrom = from })).ConfigureAwait(false);
             throw new DaemonCommandException($"VM {name} left {from} but {to} could not take it in ({e.Message}); it is marked lost: remove it");
         }
         var mode = handover?["mode"]?.GetValue<string>() ?? "live";
@@ -301,11 +306,33 @@ public sealed partial class VmInventory
         }
     }
 
-    /// <summary><c>vm.remove</c>: the site destroys the VM; the Proxy forgets it.</summary>
+    /// <summary>
+    /// <c>vm.remove</c>: the site destroys the VM; the Proxy forgets it. A VM lost in a move may have
+    /// left something on either host of the move (QEMU on the target, a netns VM's namespace on the
+    /// machine): both are asked to remove whatever of it they have; one that cannot be asked is
+    /// logged, and the VM is forgotten anyway (if that host runs it later, reconciliation takes it
+    /// in again, to be removed then).
+    /// </summary>
     public async Task<JsonObject> RemoveAsync(string name)
     {
         var vm = await _loop.Invoke(() => Take(name, OrderedVmState.Removing)).ConfigureAwait(false);
-        if (vm.State != OrderedVmState.Lost)
+        if (vm.State == OrderedVmState.Lost)
+        {
+            var args = SpecArgs(vm);
+            args["lost"] = true;
+            foreach (var site in new[] { vm.LeftFrom, vm.Site }.OfType<string>().Distinct(StringComparer.Ordinal))
+            {
+                try
+                {
+                    await _peers.CallAsync(site, "vm.destroy", args, CreateTimeout).ConfigureAwait(false);
+                }
+                catch (DaemonCommandException e)
+                {
+                    Log.LostCleanFailed(_logger, name, site, e.Message);
+                }
+            }
+        }
+        else
         {
             try
             {
@@ -332,6 +359,12 @@ public sealed partial class VmInventory
 
         [LoggerMessage(EventId = 412, Level = LogLevel.Information, Message = "VM {Name} removed from {Site}")]
         public static partial void Removed(ILogger logger, string name, string site);
+
+        [LoggerMessage(EventId = 429, Level = LogLevel.Debug, Message = "VM {Name} moving: {Site} {Step}")]
+        public static partial void MoveStep(ILogger logger, string name, string site, string step);
+
+        [LoggerMessage(EventId = 419, Level = LogLevel.Warning, Message = "VM {Name} (lost): {Site} could not remove what it may have of it: {Reason}")]
+        public static partial void LostCleanFailed(ILogger logger, string name, string site, string reason);
 
         [LoggerMessage(EventId = 413, Level = LogLevel.Warning, Message = "VM {Name}: {Site} could not abort its incoming move: {Reason}")]
         public static partial void AbortFailed(ILogger logger, string name, string site, string reason);

@@ -291,7 +291,9 @@ public sealed class VmProviderTests(ITestOutputHelper output)
         }
     }
 
-    private void AssertGuestPings(GuestConsole console, string address, string what)
+    private void AssertGuestPings(GuestConsole console, string address, string what) => AssertGuestPings(output, console, address, what);
+
+    internal static void AssertGuestPings(ITestOutputHelper output, GuestConsole console, string address, string what)
     {
         var r = console.Run($"ping -c 3 -i 0.2 -W 2 {address}", TimeSpan.FromSeconds(120));
         output.WriteLine($"guest {what} -> {address}:\n{r.Output}");
@@ -328,7 +330,7 @@ public sealed class VmProviderTests(ITestOutputHelper output)
         return row!.Address!;
     }
 
-    private static Sh.Result InVm(int holder, params string[] command) =>
+    internal static Sh.Result InVm(int holder, params string[] command) =>
         Sh.TryExec("nsenter", ["-t", holder.ToString(CultureInfo.InvariantCulture), "-n", .. command], 20);
 
     private static string? AddressIn(int ns)
@@ -341,7 +343,9 @@ public sealed class VmProviderTests(ITestOutputHelper output)
     private static string MacIn(int ns) =>
         JsonNode.Parse(InVm(ns, "ip", "-j", "link", "show", "dev", "eth0").Stdout)![0]!["address"]!.GetValue<string>();
 
-    private void AssertPings(int ns, string address)
+    private void AssertPings(int ns, string address) => AssertPings(output, ns, address);
+
+    internal static void AssertPings(ITestOutputHelper output, int ns, string address)
     {
         var r = InVm(ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", address);
         output.WriteLine($"{ns} -> {address}: {r.Stdout.Trim().Split('\n').LastOrDefault()}");

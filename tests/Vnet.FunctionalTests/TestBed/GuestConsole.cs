@@ -77,6 +77,27 @@ internal sealed partial class GuestConsole : IDisposable
         public bool Ok => ExitCode == 0;
     }
 
+    /// <summary>
+    /// Waits (bounded) for a line containing <paramref name="text"/> that the guest printed since the
+    /// connection, e.g. its boot's "VNET-GUEST ready" (a command sent before it is not read); returns it.
+    /// </summary>
+    public string WaitForLine(string text, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            lock (_gate)
+            {
+                if (_lines.FirstOrDefault(l => l.Contains(text, StringComparison.Ordinal)) is { } line)
+                    return line;
+            }
+            Thread.Sleep(50);
+        }
+        lock (_gate)
+            throw new TimeoutException($"the guest printed no '{text}' within {timeout.TotalSeconds:0} s; console:\n  "
+                + string.Join("\n  ", _lines.Skip(Math.Max(0, _lines.Count - 25))));
+    }
+
     /// <summary>Runs one command line in the guest; throws with the console's tail when no answer comes in time.</summary>
     public Result Run(string command, TimeSpan timeout)
     {

@@ -53,9 +53,25 @@ public sealed class VmInventoryReconcileTests
     [Fact]
     public void LostVm_RunningWhereItWasGoing_IsFoundAgain()
     {
-        var plan = VmInventory.PlanReconcile([Ordered("web1", MacA, "h2", OrderedVmState.Lost)], "h2", [Reported("web1", MacA)]);
+        var lost = Ordered("web1", MacA, "h2", OrderedVmState.Lost) with { LeftFrom = "h1" };
+        var plan = VmInventory.PlanReconcile([lost], "h2", [Reported("web1", MacA)]);
 
-        Assert.Equal(OrderedVmState.Running, Assert.Single(plan.Found).State);
+        var found = Assert.Single(plan.Found);
+        Assert.Equal(OrderedVmState.Running, found.State);
+        Assert.Equal("h2", found.Site);
+        // Running again: nothing is left on the source to clean at a later vm.remove.
+        Assert.Null(found.LeftFrom);
+    }
+
+    [Fact]
+    public void LostVm_ReportedByTheHostItLeft_IsAConflict_NotFound()
+    {
+        // The site of a lost VM is the move's target; its source runs it only if something is wrong.
+        var lost = Ordered("web1", MacA, "h2", OrderedVmState.Lost) with { LeftFrom = "h1" };
+        var plan = VmInventory.PlanReconcile([lost], "h1", [Reported("web1", MacA)]);
+
+        Assert.True(plan.IsEmpty);
+        Assert.Single(plan.Conflicts);
     }
 
     [Fact]

@@ -47,44 +47,34 @@ public sealed partial class NetnsVmProvider : IVmProvider
     private static string RegistryFile(string vm) => Path.Combine(Registry, vm + ".netns");
 
     /// <summary>The pid of the process holding VM <paramref name="vm"/>'s namespace, if it still holds the registered one.</summary>
-    public static int? HolderOf(string vm) => Registered(vm) is { } entry && NetnsOf(entry.Pid) == entry.Namespace ? entry.Pid : null;
+    public static int? HolderOf(string vm) => Registered(vm, null) is { } entry && NetnsOf(entry.Pid) == entry.Namespace ? entry.Pid : null;
 
-    /// <summary>One registry entry; MAC and size are null in an entry written before they were recorded.</summary>
-    private sealed record Registration(int Pid, string Namespace, MacAddress? Mac, VmSize? Size);
+    /// <summary>One registry entry: "PID net:[INODE] MAC SIZE".</summary>
+    private sealed record Registration(int Pid, string Namespace, MacAddress Mac, VmSize Size);
 
-    private static Registration? Registered(string vm)
+    /// <summary>VM <paramref name="vm"/>'s entry, read strictly (<see cref="VmRegistry"/>): four fields, each well formed, or none.</summary>
+    private static Registration? Registered(string vm, ILogger? logger)
     {
-        string text;
-        try
-        {
-            text = File.ReadAllText(RegistryFile(vm)).Trim();
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
+        var path = RegistryFile(vm);
+        if (VmRegistry.Read(path, logger) is not { } text)
             return null;
-        }
         var parts = text.Split(' ');
-        if (parts.Length < 2 || !int.TryParse(parts[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pid))
-            return null;
-        MacAddress? mac = parts.Length >= 4 && MacAddress.TryParse(parts[2], out var m) && !m.IsGroup ? m : null;
-        VmSize? size = null;
-        if (parts.Length >= 4)
-        {
-            try
-            {
-                size = VmNames.ParseSize(parts[3]);
-            }
-            catch (DaemonCommandException)
-            {
-            }
-        }
-        return new Registration(pid, parts[1], mac, size);
+        if (parts.Length == 4 && int.TryParse(parts[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pid) && pid > 1
+            && IsNamespaceId(parts[1]) && MacAddress.TryParse(parts[2], out var mac) && !mac.IsGroup && mac != MacAddress.Zero
+            && VmNames.TryParseSize(parts[3]) is { } size)
+            return new Registration(pid, parts[1], mac, size);
+        VmRegistry.Garbled(logger, path);
+        return null;
     }
+
+    /// <summary>"net:[DIGITS]", as /proc/PID/ns/net reads.</summary>
+    private static bool IsNamespaceId(string text) =>
+        text.Length is > 6 and < 32 && text.StartsWith("net:[", StringComparison.Ordinal) && text[^1] == ']' && text[5..^1].All(char.IsAsciiDigit);
 
     /// <summary>
     /// The registered VMs whose holder still holds their namespace and whose device is in this
     /// daemon's namespace (each host has its own): what a host killed before it could end its VMs
-    /// left running. An entry without a MAC (written by an older daemon) is not taken.
+    /// left running.
     /// </summary>
     public Task<IReadOnlyList<VmSpec>> RecoverAsync()
     {
@@ -94,10 +84,9 @@ public sealed partial class NetnsVmProvider : IVmProvider
         foreach (var file in Directory.EnumerateFiles(Registry, "*.netns"))
         {
             var name = Path.GetFileNameWithoutExtension(file);
-            if (VmNames.Problem(name) is not null || Registered(name) is not { Mac: { } mac, Size: { } size } entry
-                || NetnsOf(entry.Pid) != entry.Namespace)
+            if (VmNames.Problem(name) is not null || Registered(name, _logger) is not { } entry || NetnsOf(entry.Pid) != entry.Namespace)
                 continue;
-            var spec = new VmSpec(name, mac, size);
+            var spec = new VmSpec(name, entry.Mac, entry.Size);
             if (Native.LibC.IfNameToIndex(spec.Device) != 0)
                 found.Add(spec);
         }
@@ -141,7 +130,7 @@ public sealed partial class NetnsVmProvider : IVmProvider
             }
             await Task.Delay(10).ConfigureAwait(false);
         }
-        await File.WriteAllTextAsync(RegistryFile(spec.Name), $"{holder.Id} {ns} {spec.Mac} {VmNames.Text(spec.Size)}\n").ConfigureAwait(false);
+        VmRegistry.Write(RegistryFile(spec.Name), $"{holder.Id} {ns} {spec.Mac} {VmNames.Text(spec.Size)}");
         try
         {
             await In(spec.Name, "ip", "link", "set", "lo", "up").ConfigureAwait(false);
@@ -237,7 +226,15 @@ public sealed partial class NetnsVmProvider : IVmProvider
         Log.Destroying(_logger, spec.Name);
         StopDhcp(spec.Name);
         await Ip(ignoreFailure: true, "link", "del", spec.Device).ConfigureAwait(false);
-        if (HolderOf(spec.Name) is { } holder && NetnsOf(holder) is { } ns)
+        var entry = Registered(spec.Name, _logger);
+        if (entry is not null && entry.Mac != spec.Mac)
+        {
+            // The machine's registry is shared by its daemons: this name is another VM's now.
+            Log.NotOurs(_logger, spec.Name, entry.Mac);
+            VmRegistry.Delete(Path.Combine(_stateDir, spec.Name + ".udhcpc"));
+            return;
+        }
+        if (entry is { Pid: var holder, Namespace: var ns } && NetnsOf(holder) == ns)
         {
             // The VM's programs end with it: every process in its namespace, the holder last.
             foreach (var dir in Directory.EnumerateDirectories("/proc"))
@@ -249,20 +246,8 @@ public sealed partial class NetnsVmProvider : IVmProvider
             KillProcess(holder);
             Log.Killed(_logger, spec.Name, holder);
         }
-        DeleteFile(RegistryFile(spec.Name));
-        DeleteFile(Path.Combine(_stateDir, spec.Name + ".udhcpc"));
-    }
-
-    /// <summary>Deletes a file if it is there (a target host of a move has no state directory yet).</summary>
-    private static void DeleteFile(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (DirectoryNotFoundException)
-        {
-        }
+        VmRegistry.Delete(RegistryFile(spec.Name));
+        VmRegistry.Delete(Path.Combine(_stateDir, spec.Name + ".udhcpc"));
     }
 
     /// <summary>SIGKILL, not waited for: a process of another daemon's making is not ours to reap.</summary>
@@ -271,6 +256,9 @@ public sealed partial class NetnsVmProvider : IVmProvider
     public Task<VmIncoming> PrepareIncomingAsync(VmSpec spec)
     {
         _ = Holder(spec.Name);
+        // Refused now, while the VM still runs at its source: its device could not be made here later.
+        if (Native.LibC.IfNameToIndex(spec.Device) != 0)
+            throw new DaemonCommandException($"a device named {spec.Device} exists on this host already");
         return Task.FromResult(new VmIncoming(null, DeviceReady: false));
     }
 
@@ -363,6 +351,9 @@ public sealed partial class NetnsVmProvider : IVmProvider
 
         [LoggerMessage(EventId = 407, Level = LogLevel.Debug, Message = "VM {Vm}: namespace holder {Pid} killed")]
         public static partial void Killed(ILogger logger, string vm, int pid);
+
+        [LoggerMessage(EventId = 423, Level = LogLevel.Warning, Message = "VM {Vm}: the machine's registry has this name for another VM ({Mac}); its namespace is left alone")]
+        public static partial void NotOurs(ILogger logger, string vm, MacAddress mac);
 
         [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "VM {Vm}: DHCP client ended with {Code}: {Output}")]
         public static partial void Dhcp(ILogger logger, string vm, int code, string output);

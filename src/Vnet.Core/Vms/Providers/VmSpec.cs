@@ -39,7 +39,9 @@ public sealed record VmSpec(string Name, MacAddress Mac, VmSize Size)
     public const int MaxNameLength = 12;
 
     /// <summary>The host-side device of the VM's NIC (a veth end, a TAP), the daemon's pcap interface.</summary>
-    public string Device => "vm-" + Name;
+    public string Device => DeviceOf(Name);
+
+    public static string DeviceOf(string name) => "vm-" + name;
 }
 
 /// <summary>Checks and texts of VM names, sizes, providers; MACs for new VMs.</summary>
@@ -66,12 +68,15 @@ public static class VmNames
     public static string Check(string? name) =>
         Problem(name) is { } problem ? throw new DaemonCommandException(problem) : name!;
 
-    public static VmSize ParseSize(string text) => text switch
+    public static VmSize ParseSize(string text) =>
+        TryParseSize(text) ?? throw new DaemonCommandException($"size '{Printable(text)}' is not small, medium or large");
+
+    public static VmSize? TryParseSize(string text) => text switch
     {
         "small" => VmSize.Small,
         "medium" => VmSize.Medium,
         "large" => VmSize.Large,
-        _ => throw new DaemonCommandException($"size '{Printable(text)}' is not small, medium or large"),
+        _ => null,
     };
 
     public static string Text(VmSize size) => size switch

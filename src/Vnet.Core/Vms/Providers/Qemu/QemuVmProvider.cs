@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Vnet.Daemon;
+using Vnet.Frames;
 
 namespace Vnet.Vms.Providers.Qemu;
 
@@ -15,7 +16,9 @@ namespace Vnet.Vms.Providers.Qemu;
 /// <c>VNET_QEMU_ACCEL=kvm</c> (on these machines /dev/kvm exists but does not run guests).
 /// Per VM in the state directory: <c>NAME.qmp</c> (QMP monitor), <c>NAME.console</c> (the
 /// guest's serial console, a Unix socket; the guest runs "ID COMMAND" lines it reads there),
-/// <c>NAME.log</c> (QEMU's own messages).
+/// <c>NAME.log</c> (QEMU's own messages), <c>NAME.qemu</c> (its registry entry, "PID MAC SIZE
+/// DEVICE QMP-PATH", so a daemon killed before it could end its VMs finds them again when it starts:
+/// <see cref="RecoverAsync"/>).
 /// <para>Move: live migration. The target starts the same machine with <c>-incoming
 /// unix:DIR/NAME.migrate</c>; the source's QMP <c>migrate</c>s to it and waits for
 /// <c>completed</c>, then the daemon lets go of its TAP and the source QEMU quits; the guest keeps
@@ -32,7 +35,10 @@ public sealed partial class QemuVmProvider : IVmProvider
     private readonly string _stateDir;
     private readonly ILogger _logger;
     private readonly string _ip;
-    private readonly ConcurrentDictionary<string, Process> _qemus = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, Machine> _qemus = new(StringComparer.Ordinal);
+
+    /// <summary>A running QEMU: its process when this daemon started it, or only its pid when it was taken in from a daemon before.</summary>
+    private sealed record Machine(int Pid, Process? Child);
 
     public QemuVmProvider(string stateDir, ILogger logger)
     {
@@ -50,6 +56,8 @@ public sealed partial class QemuVmProvider : IVmProvider
     private string QmpPath(string vm) => Path.Combine(_stateDir, vm + ".qmp");
 
     private string MigratePath(string vm) => Path.Combine(_stateDir, vm + ".migrate");
+
+    private string RegistryPath(string vm) => Path.Combine(_stateDir, vm + ".qemu");
 
     public static (int MemoryMb, int Cpus) Resources(VmSize size) => size switch
     {
@@ -97,12 +105,16 @@ public sealed partial class QemuVmProvider : IVmProvider
         ];
         if (incoming is not null)
             args.AddRange(["-incoming", incoming]);
-        var process = ProcessRunner.Start(image.Qemu, args, redirectInput: false);
-        _qemus[spec.Name] = process;
+        // Its own session (setsid execs QEMU in place: the pid is QEMU's): signals to the daemon's
+        // process group (a terminal's Ctrl-C, a supervisor killing the group) do not reach the VM,
+        // which the daemon ends in order, or leaves running when it crashes (RecoverAsync).
+        var process = ProcessRunner.Start(ProcessRunner.Find("setsid") ?? "setsid", [image.Qemu, .. args], redirectInput: false);
+        _qemus[spec.Name] = new Machine(process.Id, process);
         var log = Path.Combine(_stateDir, spec.Name + ".log");
         _ = DrainAsync(process, log);
         try
         {
+            VmRegistry.Write(RegistryPath(spec.Name), $"{process.Id} {spec.Mac} {VmNames.Text(spec.Size)} {spec.Device} {QmpPath(spec.Name)}");
             var deadline = DateTime.UtcNow + TapLimit;
             while (!File.Exists($"/sys/class/net/{spec.Device}/address"))
             {
@@ -142,14 +154,14 @@ public sealed partial class QemuVmProvider : IVmProvider
         }
     }
 
-    /// <summary>Ends a VM's QEMU: a QMP quit, then a kill if it lingers.</summary>
+    /// <summary>Ends a VM's QEMU: a QMP quit, then a kill if it lingers; its files go.</summary>
     private async Task StopAsync(string name)
     {
-        if (!_qemus.TryRemove(name, out var process))
+        if (!_qemus.TryRemove(name, out var machine))
             return;
         try
         {
-            if (!process.HasExited)
+            if (!Gone(machine))
             {
                 try
                 {
@@ -159,35 +171,82 @@ public sealed partial class QemuVmProvider : IVmProvider
                 catch (Exception e) when (e is DaemonCommandException or IOException)
                 {
                 }
-                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-                try
+                if (!await ExitedAsync(machine, TimeSpan.FromSeconds(5)).ConfigureAwait(false))
                 {
-                    await process.WaitForExitAsync(cts.Token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    ProcessRunner.Kill(process);
-                    await process.WaitForExitAsync().ConfigureAwait(false);
+                    // A QEMU taken in from before is no child of ours: killed only while it still is that QEMU.
+                    if (machine.Child is { } child)
+                        ProcessRunner.Kill(child);
+                    else if (IsQemuOf(machine.Pid, name))
+                        _ = Native.LibC.Kill(machine.Pid, 9);
+                    await ExitedAsync(machine, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
                 }
             }
         }
         finally
         {
-            process.Dispose();
-            foreach (var path in new[] { QmpPath(name), ConsolePath(name), MigratePath(name) })
-            {
-                try
-                {
-                    File.Delete(path);
-                }
-                catch (DirectoryNotFoundException)
-                {
-                }
-            }
+            machine.Child?.Dispose();
+            DeleteFiles(name);
         }
     }
 
-    public Task DestroyAsync(VmSpec spec) => StopAsync(spec.Name);
+    /// <summary>A VM's files but its log: sockets, the migration's socket, the registry entry.</summary>
+    private void DeleteFiles(string name)
+    {
+        foreach (var path in new[] { QmpPath(name), ConsolePath(name), MigratePath(name), RegistryPath(name) })
+            VmRegistry.Delete(path);
+    }
+
+    /// <summary>Whether a QEMU has ended (a process of another parent counts as ended once a zombie).</summary>
+    private static bool Gone(Machine machine)
+    {
+        if (machine.Child is { } child)
+            return child.HasExited;
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{machine.Pid}/stat");
+            var end = stat.LastIndexOf(')');
+            return end < 0 || end + 2 >= stat.Length || stat[end + 2] is 'Z' or 'X';
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return true;
+        }
+    }
+
+    /// <summary>Waits (at most <paramref name="limit"/>) for a QEMU to end; whether it did.</summary>
+    private static async Task<bool> ExitedAsync(Machine machine, TimeSpan limit)
+    {
+        if (machine.Child is { } child)
+        {
+            using var cts = new CancellationTokenSource(limit);
+            try
+            {
+                await child.WaitForExitAsync(cts.Token).ConfigureAwait(false);
+                return true;
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
+            }
+        }
+        var clock = Stopwatch.StartNew();
+        while (!Gone(machine))
+        {
+            if (clock.Elapsed > limit)
+                return false;
+            await Task.Delay(50).ConfigureAwait(false);
+        }
+        return true;
+    }
+
+    public Task DestroyAsync(VmSpec spec)
+    {
+        // Not one of ours now, but its entry names a QEMU that still is this VM's (a move cut off by
+        // a crash left it): it ends too.
+        if (!_qemus.ContainsKey(spec.Name) && Registered(spec.Name) is { } entry && entry.Mac == spec.Mac && IsQemuOf(entry.Pid, spec.Name))
+            _qemus.TryAdd(spec.Name, new Machine(entry.Pid, null));
+        return StopAsync(spec.Name);
+    }
 
     public async Task<VmIncoming> PrepareIncomingAsync(VmSpec spec)
     {
@@ -195,6 +254,18 @@ public sealed partial class QemuVmProvider : IVmProvider
         File.Delete(MigratePath(spec.Name));
         var address = "unix:" + MigratePath(spec.Name);
         await LaunchAsync(spec, address).ConfigureAwait(false);
+        // Ready means listening: a QEMU that cannot take the stream is refused now, while the VM
+        // still runs at its source, and the source need not wait for the socket.
+        var clock = Stopwatch.StartNew();
+        while (!File.Exists(MigratePath(spec.Name)))
+        {
+            if (clock.Elapsed > TapLimit || !_qemus.TryGetValue(spec.Name, out var machine) || Gone(machine))
+            {
+                await StopAsync(spec.Name).ConfigureAwait(false);
+                throw new DaemonCommandException($"QEMU of VM {spec.Name} did not listen for the incoming migration within {TapLimit.TotalSeconds:0} s");
+            }
+            await Task.Delay(20).ConfigureAwait(false);
+        }
         return new VmIncoming(address, DeviceReady: true);
     }
 
@@ -287,8 +358,98 @@ public sealed partial class QemuVmProvider : IVmProvider
 
     public Task AbortIncomingAsync(VmSpec spec) => StopAsync(spec.Name);
 
-    /// <summary>Nothing: a QEMU's monitor socket and state live with the daemon that started it (a limit, docs/vms.md).</summary>
-    public Task<IReadOnlyList<VmSpec>> RecoverAsync() => Task.FromResult<IReadOnlyList<VmSpec>>([]);
+    /// <summary>One registry entry: "PID MAC SIZE DEVICE QMP-PATH"; the device and monitor must be the ones this provider gives the VM.</summary>
+    private sealed record Registration(int Pid, MacAddress Mac, VmSize Size);
+
+    private Registration? Registered(string name)
+    {
+        var path = RegistryPath(name);
+        if (VmRegistry.Read(path, _logger) is not { } text)
+            return null;
+        var parts = text.Split(' ', 5);
+        if (parts.Length == 5 && int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && pid > 1
+            && MacAddress.TryParse(parts[1], out var mac) && !mac.IsGroup && mac != MacAddress.Zero
+            && VmNames.TryParseSize(parts[2]) is { } size && parts[3] == VmSpec.DeviceOf(name) && parts[4] == QmpPath(name))
+            return new Registration(pid, mac, size);
+        VmRegistry.Garbled(_logger, path);
+        return null;
+    }
+
+    /// <summary>Whether process <paramref name="pid"/> is the QEMU this provider started for VM <paramref name="name"/> (its command line names the VM and its monitor), not a process that reuses the pid.</summary>
+    private bool IsQemuOf(int pid, string name)
+    {
+        string[] argv;
+        try
+        {
+            argv = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0');
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+        var named = false;
+        var monitor = false;
+        for (var i = 0; i + 1 < argv.Length; i++)
+        {
+            named |= argv[i] == "-name" && argv[i + 1] == name;
+            monitor |= argv[i] == "-qmp" && argv[i + 1] == $"unix:{QmpPath(name)},server=on,wait=off";
+        }
+        return named && monitor && Path.GetFileName(argv[0]).StartsWith("qemu-system-", StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// At start: the QEMUs of this host's state directory that outlived the daemon before (killed,
+    /// crashed). An entry is taken when its pid is still that VM's QEMU (command line), its monitor
+    /// answers <c>query-status</c> "running", and its TAP is in this daemon's namespace. An entry
+    /// whose QEMU is gone is removed, as is a QEMU that holds no running guest (an incoming
+    /// migration that never came, or the source of one that completed); others are left with a log line.
+    /// </summary>
+    public async Task<IReadOnlyList<VmSpec>> RecoverAsync()
+    {
+        var found = new List<VmSpec>();
+        if (!Directory.Exists(_stateDir))
+            return found;
+        foreach (var file in Directory.EnumerateFiles(_stateDir, "*.qemu"))
+        {
+            var name = Path.GetFileNameWithoutExtension(file);
+            if (VmNames.Problem(name) is not null || Registered(name) is not { } entry)
+                continue;
+            var spec = new VmSpec(name, entry.Mac, entry.Size);
+            var machine = new Machine(entry.Pid, null);
+            if (Gone(machine) || !IsQemuOf(entry.Pid, name))
+            {
+                Log.Stale(_logger, name, entry.Pid);
+                DeleteFiles(name);
+                continue;
+            }
+            string status;
+            try
+            {
+                await using var qmp = await QmpClient.ConnectAsync(QmpPath(name), TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+                status = (await qmp.ExecuteAsync("query-status").ConfigureAwait(false))?["status"]?.GetValue<string>() ?? "unknown";
+            }
+            catch (Exception e) when (e is DaemonCommandException or IOException or InvalidOperationException or System.Text.Json.JsonException)
+            {
+                status = $"no answer from its monitor ({e.Message})";
+            }
+            if (status is "inmigrate" or "postmigrate")
+            {
+                // No guest runs in it: the half of a move that a crash cut off.
+                Log.EndedHalfMove(_logger, name, entry.Pid, status);
+                _qemus[name] = machine;
+                await StopAsync(name).ConfigureAwait(false);
+                continue;
+            }
+            if (status != "running" || Native.LibC.IfNameToIndex(spec.Device) == 0)
+            {
+                Log.NotTaken(_logger, name, entry.Pid, status == "running" ? $"no device {spec.Device} here" : LogText.Safe(status));
+                continue;
+            }
+            _qemus[name] = machine;
+            found.Add(spec);
+        }
+        return found;
+    }
 
     public async ValueTask DisposeAsync()
     {
@@ -300,6 +461,15 @@ public sealed partial class QemuVmProvider : IVmProvider
     {
         [LoggerMessage(EventId = 420, Level = LogLevel.Warning, Message = "VM {Name}: live migration failed ({Reason}); moving it by stop and restart")]
         public static partial void MigrationFailed(ILogger logger, string name, string reason);
+
+        [LoggerMessage(EventId = 424, Level = LogLevel.Information, Message = "VM {Name}: its QEMU (pid {Pid}) is gone; registry entry removed")]
+        public static partial void Stale(ILogger logger, string name, int pid);
+
+        [LoggerMessage(EventId = 425, Level = LogLevel.Warning, Message = "VM {Name}: QEMU {Pid} from before this daemon started is not taken in: {Reason}")]
+        public static partial void NotTaken(ILogger logger, string name, int pid, string reason);
+
+        [LoggerMessage(EventId = 426, Level = LogLevel.Warning, Message = "VM {Name}: QEMU {Pid} from before this daemon started holds no running guest ({Status}): ended")]
+        public static partial void EndedHalfMove(ILogger logger, string name, int pid, string status);
 
         [LoggerMessage(EventId = 421, Level = LogLevel.Warning, Message = "VM {Name}: announce-self failed: {Reason}")]
         public static partial void AnnounceFailed(ILogger logger, string name, string reason);
