@@ -17,12 +17,16 @@
 # Usage (root): bench/profile.sh [--transport udp|tcp|vxlan] [--test tcp|tcp4|ping|udp64|idle] [--seconds 8]
 #                                [--out DIR] [--vnet DIR (a dotnet publish of src/Vnet.Cli)]
 #                                [--ns PREFIX (namespaces PREFIX-vmA...; default pf)]
+#                                [--settle S (seconds between the VMs' first ping and the recording; default 3)]
+# An idle daemon's first minutes are not its steady state: the runtime re-compiles the methods run
+# once a second when they have run 30 and 60 times, and the VMs' kernels send their start-up
+# chatter (IPv6 router solicitations, MLD); --settle 90 measures after most of it.
 # It refuses to start when its namespaces exist (another run's, or one left behind: delete them
 # with ip netns del only if they are yours), and measures the daemons it started, by process id.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
-transport=udp test=tcp seconds=8 out="" vnet_dir="" ns=pf
+transport=udp test=tcp seconds=8 out="" vnet_dir="" ns=pf settle=3
 while [ $# -gt 0 ]; do
     case $1 in
         --transport) transport=$2; shift 2 ;;
@@ -31,6 +35,7 @@ while [ $# -gt 0 ]; do
         --out) out=$2; shift 2 ;;
         --vnet) vnet_dir=$2; shift 2 ;;
         --ns) ns=$2; shift 2 ;;
+        --settle) settle=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -127,12 +132,13 @@ if [ "$test" != idle ] && [ "$test" != ping ]; then
     ip netns exec ${ns}-vmB iperf3 -s -D -1 -I "$work/iperf3.pid" >/dev/null
     sleep 0.3
 fi
+span=$((settle + seconds + 3))
 case $test in
-    tcp)   load=(iperf3 -c 10.99.0.2 -t $((seconds + 6))) ;;
-    tcp4)  load=(iperf3 -c 10.99.0.2 -t $((seconds + 6)) -P 4) ;;
-    udp64) load=(iperf3 -c 10.99.0.2 -t $((seconds + 6)) -u -l 64 -b 1G) ;;
-    ping)  load=(ping -c $(( (seconds + 6) * 50 )) -i 0.02 10.99.0.2) ;;
-    idle)  load=(sleep $((seconds + 6))) ;;
+    tcp)   load=(iperf3 -c 10.99.0.2 -t $span) ;;
+    tcp4)  load=(iperf3 -c 10.99.0.2 -t $span -P 4) ;;
+    udp64) load=(iperf3 -c 10.99.0.2 -t $span -u -l 64 -b 1G) ;;
+    ping)  load=(ping -c $((span * 50)) -i 0.02 10.99.0.2) ;;
+    idle)  load=(sleep $span) ;;
     *) echo "unknown test $test" >&2; exit 2 ;;
 esac
 # Where small packets are lost (udp64): the counters of each stage, before the load and after it.
@@ -157,18 +163,22 @@ stage_counters() {
 [ "$test" = udp64 ] && stage_counters >"$work/stages-before"
 ip netns exec ${ns}-vmA "${load[@]}" >"$out/load.txt" 2>&1 &
 load_pid=$!
-sleep 3
+sleep "$settle"
 if [ "$transport" = vxlan ]; then
     sleep "$seconds"; wait "$load_pid" || true; tail -4 "$out/load.txt"
 else
 # ip netns exec and the dotnet host exec in place: these are the daemons' own process ids.
 daemon_pids="${daemon_pid[a]},${daemon_pid[b]}"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Context switches per thread ("tid count"): each time a thread went to sleep or was preempted, so
+# about its wake-ups (what an idle daemon costs), counted exactly where /proc's CPU time has 10 ms
+# ticks. Threads that start or end within the window are left out (the runtime's pool retires workers).
+switches() { for t in /proc/"$1"/task/*; do echo "${t##*/} $(awk '/ctxt_switches/ {n += $2} END {print n}' "$t/status" 2>/dev/null)"; done; }
 declare -A before
-for name in a b; do before[$name]=$(cpu_ticks "${daemon_pid[$name]}"); done
+for name in a b; do before[$name]=$(cpu_ticks "${daemon_pid[$name]}"); switches "${daemon_pid[$name]}" >"$work/sw-$name-0"; done
 perf record -e cpu-clock -F 999 -g -p "$daemon_pids" -o "$out/perf.data" -- sleep "$seconds" 2>"$out/perf-record.txt"
 declare -A after
-for name in a b; do after[$name]=$(cpu_ticks "${daemon_pid[$name]}"); done
+for name in a b; do after[$name]=$(cpu_ticks "${daemon_pid[$name]}"); switches "${daemon_pid[$name]}" >"$work/sw-$name-1"; done
 wait "$load_pid" || true
 for name in a b; do
     pid=${daemon_pid[$name]}
@@ -201,6 +211,7 @@ fi
 hz=$(getconf CLK_TCK)
 for name in a b; do
     ticks=$(( after[$name] - before[$name] ))
-    echo "daemon $name: $(head -1 "$out/top-$name.txt") in $seconds s = $(awk -v s="$seconds" '{printf "%.2f%% of a core", 100 * $1 / 999 / s; exit}' "$out/top-$name.txt"); /proc: $(awk -v t="$ticks" -v s="$seconds" -v hz="$hz" 'BEGIN {printf "%.2f%%", 100 * t / hz / s}')"
+    sw=$(awk 'NR == FNR {b[$1] = $2; next} ($1 in b) && $2 != "" {n += $2 - b[$1]} END {print n + 0}' "$work/sw-$name-0" "$work/sw-$name-1")
+    echo "daemon $name: $(head -1 "$out/top-$name.txt") in $seconds s = $(awk -v s="$seconds" '{printf "%.2f%% of a core", 100 * $1 / 999 / s; exit}' "$out/top-$name.txt"); /proc: $(awk -v t="$ticks" -v s="$seconds" -v hz="$hz" 'BEGIN {printf "%.2f%%", 100 * t / hz / s}'); context switches: $sw ($(awk -v n="$sw" -v s="$seconds" 'BEGIN {printf "%.1f", n / s}')/s)"
 done | tee "$out/cpu.txt"
 echo "profile in $out: flame-a.svg flame-b.svg top-a.txt top-b.txt"

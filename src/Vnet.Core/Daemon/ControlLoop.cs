@@ -30,6 +30,14 @@ namespace Vnet.Daemon;
 /// is true on whichever runs it.
 /// </para>
 /// <para>
+/// Work that only needs to be done before the loop's next periodic job (a VTTIF report the next tick
+/// folds in, a digest) can wait for it (<see cref="PostAtNextTick"/>): it is queued in order with the
+/// rest but wakes no thread, and runs in the next turn, which at the latest is the clock's next tick
+/// (at most <see cref="MaxTickWait"/> away). On an idle daemon that turn is the clock thread's own
+/// (above), so a peer's periodic message costs no pool worker (and no wake-up of the runtime's gate
+/// thread after it).
+/// </para>
+/// <para>
 /// The loop runs its queue in turns: a turn ends when the queue is empty, after
 /// <see cref="TurnBudget"/> of work, and before an <see cref="Invoke{T}"/> hands back its result.
 /// Work that is worth doing once per turn rather than once per item (publishing the forwarding
@@ -44,7 +52,13 @@ public sealed class ControlLoop : IAsyncDisposable
     /// </summary>
     public static readonly TimeSpan TurnBudget = TimeSpan.FromMilliseconds(10);
 
-    private readonly Channel<Action> _work = Channel.CreateUnbounded<Action>(new UnboundedChannelOptions { SingleReader = true });
+    /// <summary>The longest work posted with <see cref="PostAtNextTick"/> waits: the loop's own tick, besides its periodic jobs' (any of which runs it).</summary>
+    public static readonly TimeSpan MaxTickWait = TimeSpan.FromSeconds(1);
+
+    // Every item, in the order posted; an item that asked for the loop at once also signals _wake,
+    // which is what the loop's task waits on (an item that can wait for the next tick does not).
+    private readonly Channel<WorkItem> _work = Channel.CreateUnbounded<WorkItem>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
     private readonly CancellationTokenSource _stop = new();
     private readonly DaemonClock _clock;
 
@@ -63,6 +77,10 @@ public sealed class ControlLoop : IAsyncDisposable
     private long _done;
     private long _pending;
 
+    // Queued items that asked for the loop at once (Post, Invoke): while there are any, a periodic
+    // job is posted behind them rather than run on the clock's thread.
+    private long _urgent;
+
     /// <param name="clock">The daemon's clock, shared with the link clock; null: the loop has one of its own.</param>
     public ControlLoop(Action<Exception> onError, DaemonClock? clock = null)
     {
@@ -70,6 +88,8 @@ public sealed class ControlLoop : IAsyncDisposable
         _ownsClock = clock is null;
         _clock = clock ?? new DaemonClock(onError, "vnet-loop-clock");
         _runner = Task.Run(Run);
+        // What waits for a tick never waits longer than this, whatever jobs the daemon has.
+        AddJob(MaxTickWait, static () => { }, onlyWithWork: true);
     }
 
     /// <summary>Time the loop spent running work, since start: the control plane's share of a core.</summary>
@@ -88,7 +108,15 @@ public sealed class ControlLoop : IAsyncDisposable
     public bool IsCurrent => Environment.CurrentManagedThreadId == Volatile.Read(ref _loopThread);
 
     /// <summary>Queues work without waiting for it.</summary>
-    public void Post(Action work) => Write(work);
+    public void Post(Action work) => Write(work, urgent: true);
+
+    /// <summary>
+    /// Queues work that can wait for the loop's next periodic job: it runs, in order with everything
+    /// else posted, in the next turn, at the latest at the clock's next tick (<see cref="MaxTickWait"/>),
+    /// and wakes no thread itself. For messages that say what a periodic job then reads (a VTTIF
+    /// report, which the next VTTIF tick folds in) or that a tick later is as good as now (a digest).
+    /// </summary>
+    public void PostAtNextTick(Action work) => Write(work, urgent: false);
 
     /// <summary>Queues work after a delay (a message held back by a test's fault injection, a retry).</summary>
     public void PostAfter(TimeSpan delay, Action work)
@@ -149,51 +177,71 @@ public sealed class ControlLoop : IAsyncDisposable
             }
             EndTurn();
             done.SetResult(result);
-        }))
+        }, urgent: true))
         {
             done.SetException(new ObjectDisposedException("daemon is stopping"));
         }
         return done.Task;
     }
 
-    private bool Write(Action work)
+    private bool Write(Action work, bool urgent)
     {
         // Counted before the write: the loop may take the item before TryWrite returns.
         Interlocked.Increment(ref _pending);
-        if (_work.Writer.TryWrite(work))
+        if (urgent)
+            Interlocked.Increment(ref _urgent);
+        if (_work.Writer.TryWrite(new WorkItem(work, urgent)))
+        {
+            if (urgent)
+                _wake.Writer.TryWrite(true);
             return true;
+        }
         Interlocked.Decrement(ref _pending);
+        if (urgent)
+            Interlocked.Decrement(ref _urgent);
         return false;
     }
+
+    /// <summary>An item of the queue; <c>Urgent</c>: it woke the loop, and counts in <see cref="_urgent"/>.</summary>
+    private readonly record struct WorkItem(Action Work, bool Urgent);
 
     /// <summary>
     /// Runs <paramref name="work"/> on the loop every <paramref name="period"/> until the loop stops,
     /// on the daemon's <see cref="Cadence"/> grid: the <see cref="DaemonClock"/> runs every job due
     /// at an instant from one wake-up of its thread (see <see cref="RunOrPost"/>).
     /// </summary>
-    public void Every(TimeSpan period, Action work)
+    public void Every(TimeSpan period, Action work) => AddJob(period, work, onlyWithWork: false);
+
+    /// <param name="onlyWithWork">Run only when something waits for a tick (the loop's own tick, which just runs the queue).</param>
+    private void AddJob(TimeSpan period, Action work, bool onlyWithWork)
     {
-        var job = _clock.Every(period, () => RunOrPost(work));
+        var job = _clock.Every(period, () =>
+        {
+            if (!onlyWithWork || Interlocked.Read(ref _pending) > Interlocked.Read(ref _urgent))
+                RunOrPost(work);
+        });
         lock (_jobs)
             _jobs.Add(job);
     }
 
     /// <summary>
-    /// A periodic job, on the clock's thread. When the loop is idle (nothing queued, no turn
-    /// running) that thread takes the turn and runs the job itself: an idle daemon's second then
-    /// costs one wake-up (the clock's) instead of two (the clock's, then a pool worker's for the
-    /// loop). Otherwise the job is posted and runs after what is queued, in order.
+    /// A periodic job, on the clock's thread. When the loop is idle (nothing queued that asked for
+    /// the loop at once, no turn running) that thread takes the turn: it runs what waited for the
+    /// tick, then the job, itself. An idle daemon's second then costs one wake-up (the clock's)
+    /// instead of two (the clock's, then a pool worker's for the loop). Otherwise the job is posted
+    /// and runs after what is queued, in order.
     /// </summary>
     private void RunOrPost(Action work)
     {
         if (_stop.IsCancellationRequested)
             return;
-        if (Interlocked.Read(ref _pending) == 0 && _turn.TryEnter())
+        if (Interlocked.Read(ref _urgent) == 0 && _turn.TryEnter())
         {
             try
             {
-                // Nothing came in meanwhile: what is queued always runs before what is posted after it.
-                if (Interlocked.Read(ref _pending) == 0)
+                // Nothing urgent came in meanwhile (the clock's thread stays short). What is
+                // queued runs first: it always runs before what is posted after it.
+                if (Interlocked.Read(ref _urgent) == 0)
                 {
                     RunInline(work);
                     return;
@@ -207,10 +255,11 @@ public sealed class ControlLoop : IAsyncDisposable
         Post(work);
     }
 
-    /// <summary>One item as a whole turn on the calling thread (which holds <see cref="_turn"/>).</summary>
+    /// <summary>What is queued, then one item, as a whole turn on the calling thread (which holds <see cref="_turn"/>).</summary>
     private void RunInline(Action work)
     {
         var started = BeginTurn();
+        RunQueued(started);
         RunItem(work);
         FinishTurn(started);
     }
@@ -247,29 +296,42 @@ public sealed class ControlLoop : IAsyncDisposable
 
     private async Task Run()
     {
-        var reader = _work.Reader;
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        var wake = _wake.Reader;
+        bool more;
+        do
         {
+            // False once the loop is disposed: one last turn runs what was queued before.
+            more = await wake.WaitToReadAsync().ConfigureAwait(false);
+            wake.TryRead(out _);
             lock (_turn)
-                RunTurn(reader);
+                FinishTurn(RunQueuedTurn());
         }
+        while (more);
     }
 
-    private void RunTurn(ChannelReader<Action> reader)
+    private long RunQueuedTurn()
     {
         var started = BeginTurn();
-        var turn = started;
-        while (reader.TryRead(out var work))
+        RunQueued(started);
+        return started;
+    }
+
+    /// <summary>Runs every queued item (the caller holds the turn), ending a turn after each <see cref="TurnBudget"/>; returns when the current turn started.</summary>
+    private long RunQueued(long turn)
+    {
+        while (_work.Reader.TryRead(out var item))
         {
             Interlocked.Decrement(ref _pending);
-            RunItem(work);
+            if (item.Urgent)
+                Interlocked.Decrement(ref _urgent);
+            RunItem(item.Work);
             if (System.Diagnostics.Stopwatch.GetTimestamp() - turn > _turnBudgetTicks)
             {
                 EndTurn();
                 turn = System.Diagnostics.Stopwatch.GetTimestamp();
             }
         }
-        FinishTurn(started);
+        return turn;
     }
 
     /// <summary>Runs the work waiting for the end of the turn, and any that work asks for in turn.</summary>
@@ -306,6 +368,7 @@ public sealed class ControlLoop : IAsyncDisposable
         if (_ownsClock)
             _clock.Dispose();
         _work.Writer.TryComplete();
+        _wake.Writer.TryComplete();
         await _runner.ConfigureAwait(false);
         _stop.Dispose();
     }

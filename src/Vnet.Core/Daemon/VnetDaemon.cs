@@ -96,7 +96,8 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         LinkCommands = new LinkService(config, Links, Rules, Keys, loggers.CreateLogger("vnet.links"));
         RuleCommands = new RuleService(config.Name, Rules, Switch, loggers.CreateLogger("vnet.rules"));
         ChangeSets = new ChangeSetService(config, Links, LinkCommands, Interfaces, Vms, Rules, () => State().Version, loggers.CreateLogger("vnet.changes"));
-        Vttif = new VttifService(config, Switch, Links, Peers, Loop, loggers.CreateLogger("vnet.vttif"));
+        // A quiet host's VTTIF heartbeat goes with its digest heartbeat: one wake-up for both.
+        Vttif = new VttifService(config, Switch, Links, Peers, Loop, loggers.CreateLogger("vnet.vttif"), options.Directory.DigestHeartbeat);
         Overlay = new OverlayService(config.Name, IsProxy, Peers, Links, () => Run(State), (set, version) => Run(() => ChangeSets.Apply(set, version)));
         Adaptation = new AdaptationService(config, Vttif, Vms, Overlay, Links, Rules, Loop, loggers.CreateLogger("vnet.adapt"));
         Addresses = new AddressBook();

@@ -11,7 +11,10 @@ namespace Vnet.Inference;
 /// atomic: a table has one writer. A slot is claimed by writing its key and then publishing it,
 /// and counters are plain 64-bit stores that a reader may see a frame late, never torn. Tables
 /// are fixed open-addressing arrays (<see cref="PairsPerThread"/> pairs, linear probing); a pair
-/// that finds no slot is counted in <see cref="Overflow"/> rather than allocating.
+/// that finds no slot is counted in <see cref="Overflow"/> rather than allocating. Each table also
+/// lists its claimed slots in the order claimed, so a reader visits only those: the VTTIF tick,
+/// every second on every daemon, reads <see cref="TotalFrames"/> (no allocation) and takes a
+/// <see cref="Snapshot"/> only when it reports.
 /// </para>
 /// </summary>
 public sealed class LocalTrafficMatrix : ITrafficObserver, IDisposable
@@ -41,16 +44,29 @@ public sealed class LocalTrafficMatrix : ITrafficObserver, IDisposable
         }
     }
 
+    /// <summary>Frames counted so far, all pairs and threads: it grows with any traffic, so a reader sees whether anything moved.</summary>
+    public long TotalFrames()
+    {
+        long frames = 0;
+        foreach (var t in _tables.Values)
+        {
+            var claimed = Volatile.Read(ref t.ClaimedCount);
+            for (var k = 0; k < claimed; k++)
+                frames += Volatile.Read(ref t.Frames[t.Claimed[k]]);
+        }
+        return frames;
+    }
+
     /// <summary>The cumulative counters of every pair, summed over the threads that saw it.</summary>
     public List<MatrixEntry> Snapshot()
     {
         var sum = new Dictionary<(ulong, ulong), (long Bytes, long Frames)>();
         foreach (var t in _tables.Values)
         {
-            for (var i = 0; i < t.Used.Length; i++)
+            var claimed = Volatile.Read(ref t.ClaimedCount);
+            for (var k = 0; k < claimed; k++)
             {
-                if (Volatile.Read(ref t.Used[i]) == 0)
-                    continue;
+                var i = t.Claimed[k];
                 var key = (t.Source[i], t.Destination[i]);
                 var (b, f) = sum.GetValueOrDefault(key);
                 sum[key] = (b + Volatile.Read(ref t.Bytes[i]), f + Volatile.Read(ref t.Frames[i]));
@@ -72,6 +88,11 @@ public sealed class LocalTrafficMatrix : ITrafficObserver, IDisposable
         public readonly long[] Bytes = new long[PairsPerThread];
         public readonly long[] Frames = new long[PairsPerThread];
         public readonly int[] Used = new int[PairsPerThread];
+
+        // The claimed slots' indexes in the order claimed, what readers visit: an index (and its
+        // slot's key) is written before the count that covers it, and readers read the count first.
+        public readonly int[] Claimed = new int[PairsPerThread];
+        public int ClaimedCount;
         public long Overflow;
 
         public void Add(ulong src, ulong dst, int bytes)
@@ -89,8 +110,10 @@ public sealed class LocalTrafficMatrix : ITrafficObserver, IDisposable
                 {
                     Source[i] = src;
                     Destination[i] = dst;
+                    Used[i] = 1;
                     // Published after the key: a reader never sees a slot with half a key.
-                    Volatile.Write(ref Used[i], 1);
+                    Claimed[ClaimedCount] = i;
+                    Volatile.Write(ref ClaimedCount, ClaimedCount + 1);
                 }
                 Volatile.Write(ref Bytes[i], Bytes[i] + bytes);
                 Volatile.Write(ref Frames[i], Frames[i] + 1);

@@ -20,7 +20,8 @@ namespace Vnet.Inference;
 ///      later when the old edges have faded below the threshold, a removal.
 /// </code>
 /// Events are at least HoldTime apart (less <see cref="TickSlack"/> of a report period): the wait for
-/// the next change starts after the previous one.
+/// the next change starts after the previous one. An update with nothing to weigh (an empty matrix,
+/// no topology, nothing pending: an idle overlay) returns the current topology as it is.
 /// Not thread-safe: the Proxy's control loop owns it.
 /// </summary>
 public sealed class TopologyInference
@@ -59,12 +60,23 @@ public sealed class TopologyInference
     /// <summary>The latest events, oldest first, at most <see cref="VttifOptions.MaxEvents"/>.</summary>
     public IReadOnlyList<TopologyEvent> Events => [.. _events];
 
+    /// <summary>The id of the latest event, 0 before the first (no copy of the events, unlike <see cref="Events"/>).</summary>
+    public long LastEventId => _nextId - 1;
+
     /// <summary>Events with an id above <paramref name="id"/> that are still kept, oldest first.</summary>
     public IReadOnlyList<TopologyEvent> EventsSince(long id) => [.. _events.Where(e => e.Id > id)];
 
     public InferredTopology Update(IReadOnlyList<PairRate> smoothed, DateTimeOffset now)
     {
         ArgumentNullException.ThrowIfNull(smoothed);
+
+        // At rest: an empty matrix over an empty topology with nothing pending. What the full update
+        // would give is the same topology (no event, Since unchanged), so nothing is built.
+        if (smoothed.Count == 0 && _lastRates.Count == 0 && _pendingSet is null && Current.Edges.Count == 0 &&
+            !ReferenceEquals(Current, InferredTopology.Empty))
+        {
+            return Current;
+        }
 
         var rates = new Dictionary<VmPair, double>();
         foreach (var p in smoothed)

@@ -17,6 +17,9 @@ namespace Vnet.Inference;
 ///                                late: its latest rates stand in; one silent longer counts as 0.
 ///                                per pair: x = sum of daemons' latest rates,
 ///                                smoothed += (1 - exp(-dt/tau)) * (x - smoothed), dropped under 1 B/s.
+///                                At rest (nothing smoothed, no rate standing, no bytes reported
+///                                since the last tick) a tick only takes the time: the same result,
+///                                nothing computed or allocated (an idle Proxy ticks every second).
 /// </code>
 /// Not thread-safe: the Proxy's control loop owns it. Time is always passed in, never read.
 /// </summary>
@@ -49,6 +52,28 @@ public sealed class TrafficAggregator
 
     /// <summary>Entries or pairs left out because of <see cref="VttifOptions.MaxPairs"/>.</summary>
     public long DroppedPairs { get; private set; }
+
+    /// <summary>Ticks that found the matrix at rest (see <see cref="Tick"/>) and so folded nothing.</summary>
+    public long RestingTicks { get; private set; }
+
+    /// <summary>
+    /// Nothing to fold: no pair smoothed (all decayed and forgotten), no daemon with a rate that
+    /// would stand in or bytes reported since the last tick. A tick then leaves the matrix empty.
+    /// </summary>
+    public bool AtRest
+    {
+        get
+        {
+            if (_smoothed.Count > 0)
+                return false;
+            foreach (var state in _daemons.Values)
+            {
+                if (state.Rates.Count > 0 || state.PendingBytes.Count > 0)
+                    return false;
+            }
+            return true;
+        }
+    }
 
     /// <summary>
     /// Takes one daemon's cumulative counters. The first report of a daemon (or the first after
@@ -131,6 +156,15 @@ public sealed class TrafficAggregator
             return Current;
         var dt = _lastTick is { } previous ? (now - previous).TotalSeconds : Options.ReportPeriod.TotalSeconds;
         _lastTick = now;
+        if (AtRest)
+        {
+            // What the full tick would do: every daemon's reported time is used up (no bytes came
+            // with it), no input, nothing to decay. The result is the empty matrix it already was.
+            foreach (var state in _daemons.Values)
+                state.PendingSeconds = 0;
+            RestingTicks++;
+            return Current;
+        }
         var alpha = -double.ExpM1(-dt / Options.TimeConstant.TotalSeconds);
 
         var input = new Dictionary<Directed, double>(_smoothed.Count);

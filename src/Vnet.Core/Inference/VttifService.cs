@@ -18,10 +18,16 @@ namespace Vnet.Inference;
 ///  2. Every report period (a timer on the loop) the daemon measures its links (RTT, throughput)
 ///     and snapshots the matrix: cumulative counters, so a lost report loses nothing.
 ///  3. A host sends both to the Proxy over the star (Traffic) when something moved (ReportGate:
-///     an idle host stays silent but for a heartbeat); the Proxy folds in its own.
+///     an idle host stays silent but for a heartbeat, with its digests); the Proxy takes a host's
+///     report at its loop's next tick (timed by its arrival) and folds in its own matrix the same
+///     way (a gate of its own: only when it moved, and once after).
 ///  4. The Proxy smooths the global matrix, infers the topology, and raises a topology change
-///     (damped: a pattern switch is one change), which adaptation acts on.
+///     (damped: a pattern switch is one change), which adaptation acts on. With nothing reported
+///     and nothing left to decay (an idle overlay) both steps return what they had at once.
 /// </code>
+/// Idle, a tick only reads the links' counters and the matrix's frame total: nothing is
+/// snapshotted, sent, folded or inferred, and nothing is allocated but the Proxy's own link
+/// measurements.
 /// </summary>
 public sealed partial class VttifService : IDisposable
 {
@@ -37,14 +43,15 @@ public sealed partial class VttifService : IDisposable
     private readonly ControlLoop _loop;
     private readonly ILogger _logger;
     private readonly LocalTrafficMatrix _matrix = new();
-    private readonly ReportGate _gate = new();
+    private readonly ReportGate _gate;
     private readonly Dictionary<string, IReadOnlyList<LinkMeasurement>> _measurements = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, (long Tx, long Rx, long At)> _linkCounters = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, LinkSample> _linkSamples = new(StringComparer.Ordinal);
     private readonly TrafficAggregator? _aggregator;
     private readonly TopologyInference? _inference;
     private IReadOnlyList<PairRate> _smoothed = [];
 
-    public VttifService(DaemonConfig config, VirtualSwitch sw, LinkManager links, PeerChannel peers, ControlLoop loop, ILogger logger)
+    /// <param name="heartbeat">How often a quiet host still reports (<see cref="ReportGate"/>): the directory's digest heartbeat, so both go out together.</param>
+    public VttifService(DaemonConfig config, VirtualSwitch sw, LinkManager links, PeerChannel peers, ControlLoop loop, ILogger logger, TimeSpan? heartbeat = null)
     {
         _config = config;
         _switch = sw;
@@ -52,6 +59,8 @@ public sealed partial class VttifService : IDisposable
         _peers = peers;
         _loop = loop;
         _logger = logger;
+        // A host's gate decides what it sends; the Proxy's, when it folds in its own matrix.
+        _gate = new ReportGate(heartbeat);
         if (IsProxy)
         {
             _aggregator = new TrafficAggregator(Options);
@@ -94,6 +103,9 @@ public sealed partial class VttifService : IDisposable
     /// <summary>Proxy: changes of the inferred topology raised, since start.</summary>
     public long TopologyChanges { get; private set; }
 
+    /// <summary>Proxy: ticks that found nothing to fold or infer (nothing reported, the matrix decayed to nothing).</summary>
+    public long RestingTicks => _aggregator?.RestingTicks ?? 0;
+
     public void Start()
     {
         _switch.Observer = _matrix;
@@ -125,42 +137,56 @@ public sealed partial class VttifService : IDisposable
     /// <summary>Every report period: measure, then report (host) or fold in and infer (Proxy).</summary>
     private void Tick()
     {
-        var measurements = MeasureLinks();
-        var snapshot = _matrix.Snapshot();
-        if (!IsProxy)
+        var now = Stopwatch.GetTimestamp();
+        var (linksMoved, shape) = SampleLinks(now);
+        // Cumulative: it grows with any traffic, so the gate sees whether anything moved without a snapshot.
+        var frames = _matrix.TotalFrames();
+        if (IsProxy)
+            FoldAndInfer(frames, now);
+        else
+            Report(frames, linksMoved, shape, now);
+    }
+
+    /// <summary>Host: the report to the Proxy, when the gate says it is worth sending.</summary>
+    private void Report(long frames, bool linksMoved, int shape, long now)
+    {
+        if (!_gate.ShouldSend(frames, linksMoved, shape, now, out var resumed))
         {
-            long frames = 0;
-            foreach (var e in snapshot)
-                frames += e.Frames;
-            var (linksMoved, shape) = (false, measurements.Count * 2);
-            foreach (var l in measurements)
-            {
-                linksMoved |= l.TxBytesPerSecond > 0 || l.RxBytesPerSecond > 0;
-                shape += l.RttMs is null ? 0 : 1;
-            }
-            if (!_gate.ShouldSend(frames, linksMoved, shape, out var resumed))
-            {
-                ReportsSkipped++;
-                return;
-            }
-            var matrix = new List<TrafficEntry>(snapshot.Count);
-            foreach (var e in snapshot)
-                matrix.Add(new TrafficEntry(e.Source, e.Destination, e.Bytes, e.Frames));
-            var report = new PeerMessage { Type = PeerMessageType.Traffic, Matrix = matrix, Measurements = measurements, Resumed = resumed ? true : null };
-            if (_peers.Send(_config.ProxyName, report))
-            {
-                ReportsSent++;
-                _gate.Sent(frames, linksMoved, shape);
-            }
+            ReportsSkipped++;
             return;
         }
-        _measurements[Name] = measurements;
-        var now = Now;
-        _aggregator!.Report(Name, now, snapshot);
-        var smoothed = _aggregator.Tick(now);
+        var snapshot = _matrix.Snapshot();
+        var matrix = new List<TrafficEntry>(snapshot.Count);
+        foreach (var e in snapshot)
+            matrix.Add(new TrafficEntry(e.Source, e.Destination, e.Bytes, e.Frames));
+        var report = new PeerMessage { Type = PeerMessageType.Traffic, Matrix = matrix, Measurements = Measurements(), Resumed = resumed ? true : null };
+        if (_peers.Send(_config.ProxyName, report))
+        {
+            ReportsSent++;
+            _gate.Sent(frames, linksMoved, shape, now);
+        }
+    }
+
+    /// <summary>
+    /// Proxy: folds in its own matrix (through its gate, as a host's report: when it moved, once
+    /// after, and resumed after skipped periods), then smooths and infers. An idle overlay's tick
+    /// finds the aggregator and the inference at rest, and they return what they had.
+    /// </summary>
+    private void FoldAndInfer(long frames, long now)
+    {
+        _measurements[Name] = Measurements();
+        var at = AtTimestamp(now);
+        if (_gate.ShouldSend(frames, false, 0, now, out var resumed))
+        {
+            _aggregator!.Report(Name, at, _matrix.Snapshot(), resumed);
+            _gate.Sent(frames, false, 0, now);
+        }
+        var smoothed = _aggregator!.Tick(at);
         Volatile.Write(ref _smoothed, smoothed);
-        var last = _inference!.Events.Count > 0 ? _inference.Events[^1].Id : 0;
-        _inference.Update(smoothed, now);
+        var last = _inference!.LastEventId;
+        _inference.Update(smoothed, at);
+        if (_inference.LastEventId == last)
+            return;
         foreach (var e in _inference.EventsSince(last))
         {
             Log.TopologyChanged(_logger, e.Id, e.Topology.Edges.Count, e.Added, e.Removed);
@@ -169,29 +195,31 @@ public sealed partial class VttifService : IDisposable
         }
     }
 
-    /// <summary>Proxy: a host's report.</summary>
+    /// <summary>Proxy: a host's report, at the loop's next tick (PeerChannel), timed by its arrival.</summary>
     private void OnTraffic(PeerEnvelope m)
     {
         var entries = new List<MatrixEntry>(m.Message.Matrix?.Count ?? 0);
         foreach (var t in m.Message.Matrix ?? [])
             entries.Add(new MatrixEntry(t.Src, t.Dst, t.Bytes, t.Frames));
-        _aggregator!.Report(m.Peer, Now, entries, m.Message.Resumed == true);
+        _aggregator!.Report(m.Peer, m.ReceivedAt > 0 ? AtTimestamp(m.ReceivedAt) : Now, entries, m.Message.Resumed == true);
         ReportsReceived++;
         if (m.Message.Measurements is { } measured)
             _measurements[m.Peer] = measured;
     }
 
-    /// <summary>RTT and throughput of each link over the last period, from its counters.</summary>
-    private List<LinkMeasurement> MeasureLinks()
+    /// <summary>
+    /// Each link's throughput over the last period, from its counters (kept for the report), and
+    /// whether any link carried bytes and the links' shape (how many, how many with an RTT), for the gate.
+    /// </summary>
+    private (bool Moved, int Shape) SampleLinks(long now)
     {
-        var list = new List<LinkMeasurement>();
-        var now = Stopwatch.GetTimestamp();
+        var (moved, shape) = (false, 0);
         foreach (var port in _links.Links)
         {
             var c = port.Counters;
             var (tx, rx) = (c.TxBytes, c.RxBytes);
             double txRate = 0, rxRate = 0;
-            if (_linkCounters.TryGetValue(port.Peer, out var last))
+            if (_linkSamples.TryGetValue(port.Peer, out var last))
             {
                 var seconds = (now - last.At) / (double)Stopwatch.Frequency;
                 if (seconds > 0)
@@ -200,12 +228,31 @@ public sealed partial class VttifService : IDisposable
                     rxRate = Math.Max(0, rx - last.Rx) / seconds;
                 }
             }
-            _linkCounters[port.Peer] = (tx, rx, now);
-            var rtt = port.Session?.SmoothedRttMicros is long r && r >= 0 ? r / 1000.0 : (double?)null;
-            list.Add(new LinkMeasurement(port.Peer, port.Star, rtt, txRate, rxRate));
+            _linkSamples[port.Peer] = new LinkSample(tx, rx, now, txRate, rxRate);
+            moved |= txRate > 0 || rxRate > 0;
+            shape += RttOf(port) is null ? 2 : 3;
+        }
+        return (moved, shape);
+    }
+
+    /// <summary>RTT and throughput of each link over the last period, as sampled at this tick.</summary>
+    private List<LinkMeasurement> Measurements()
+    {
+        var list = new List<LinkMeasurement>();
+        foreach (var port in _links.Links)
+        {
+            var sample = _linkSamples.GetValueOrDefault(port.Peer);
+            list.Add(new LinkMeasurement(port.Peer, port.Star, RttOf(port), sample.TxRate, sample.RxRate));
         }
         return list;
     }
+
+    private static double? RttOf(LinkPort port) => port.Session?.SmoothedRttMicros is long r && r >= 0 ? r / 1000.0 : null;
+
+    private static DateTimeOffset AtTimestamp(long timestamp) => Epoch + Stopwatch.GetElapsedTime(Start0, timestamp);
+
+    /// <summary>A link's counters at the last tick, and its throughput over the period before it.</summary>
+    private readonly record struct LinkSample(long Tx, long Rx, long At, double TxRate, double RxRate);
 
     public void Dispose() => _matrix.Dispose();
 

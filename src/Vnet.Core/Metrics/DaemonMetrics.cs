@@ -111,6 +111,7 @@ public sealed class DaemonMetrics
 
     private readonly Counter _vttifSent;
     private readonly Counter _vttifReceived;
+    private readonly Counter _vttifResting;
     private readonly Counter _topologyChanges;
     private readonly Counter _adaptation;
 
@@ -185,6 +186,7 @@ public sealed class DaemonMetrics
 
         _vttifSent = f.CreateCounter("vnet_vttif_reports_sent_total", "Host: traffic reports sent to the Proxy.");
         _vttifReceived = f.CreateCounter("vnet_vttif_reports_received_total", "Proxy: hosts' traffic reports folded in.");
+        _vttifResting = f.CreateCounter("vnet_vttif_resting_ticks_total", "Proxy: VTTIF ticks with nothing to fold or infer (an idle overlay).");
         _topologyChanges = f.CreateCounter("vnet_vttif_topology_changes_total", "Proxy: changes of the inferred application topology.");
         _adaptation = f.CreateCounter("vnet_adaptation_actions_total",
             "Proxy: adaptation's actions, by outcome: applied, advised (policy advise), failed (refused, rollback refused, could not plan).", "outcome");
@@ -306,6 +308,7 @@ public sealed class DaemonMetrics
         public long ToolSessionsRefused { get; init; }
         public long VttifSent { get; init; }
         public long VttifReceived { get; init; }
+        public long VttifResting { get; init; }
         public long TopologyChanges { get; init; }
         public (long Applied, long Advised, long Failed) Adaptation { get; init; }
     }
@@ -397,6 +400,7 @@ public sealed class DaemonMetrics
             ToolSessionsRefused = d.ToolSessions.Refused,
             VttifSent = d.Vttif.ReportsSent,
             VttifReceived = d.Vttif.ReportsReceived,
+            VttifResting = d.Vttif.RestingTicks,
             TopologyChanges = d.Vttif.TopologyChanges,
             Adaptation = d.Adaptation.ActionCounts,
         };
@@ -499,6 +503,7 @@ public sealed class DaemonMetrics
 
         _vttifSent.IncTo(r.VttifSent);
         _vttifReceived.IncTo(r.VttifReceived);
+        _vttifResting.IncTo(r.VttifResting);
         _topologyChanges.IncTo(r.TopologyChanges);
         _adaptation.WithLabels("applied").IncTo(r.Adaptation.Applied);
         _adaptation.WithLabels("advised").IncTo(r.Adaptation.Advised);

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
@@ -25,8 +26,11 @@ public sealed record CommandResult(bool Ok, JsonNode? Data, string? Error)
 /// <summary>Control messages between daemons, counted (what the directory and VTTIF cost on the wire).</summary>
 public readonly record struct PeerTraffic(long MessagesSent, long BytesSent, long MessagesReceived, long BytesReceived);
 
-/// <summary>A message as a service receives it: which link and which session it came on.</summary>
-public readonly record struct PeerEnvelope(LinkPort Port, LinkSession Session, PeerMessage Message)
+/// <summary>
+/// A message as a service receives it: which link and which session it came on, and when it came
+/// (<c>ReceivedAt</c>, Stopwatch ticks: a message handled at the loop's next tick is still timed by its arrival).
+/// </summary>
+public readonly record struct PeerEnvelope(LinkPort Port, LinkSession Session, PeerMessage Message, long ReceivedAt = 0)
 {
     public string Peer => Port.Peer;
 }
@@ -43,7 +47,10 @@ public readonly record struct PeerEnvelope(LinkPort Port, LinkSession Session, P
 ///     the loop), at most MaxConcurrentRequests at once (more are answered "busy" at once), and
 ///     its response goes back on the same session.
 ///  4. Anything else is posted to the control loop (after an injected delay in tests), where a
-///     message whose session has closed meanwhile is dropped: a newer session starts afresh. A
+///     message whose session has closed meanwhile is dropped: a newer session starts afresh. The
+///     periodic ones (a VTTIF report, a digest) wait for the loop's next tick instead of waking it
+///     (ControlLoop.PostAtNextTick), in order with the rest: an idle peer's heartbeat then costs
+///     the receiver thread only, not a pool worker too. A
 ///     link may have at most MaxBacklogMessages (and MaxBacklogBytes) posted and not yet handled;
 ///     a session that would exceed that is cut ("flooding the control plane"), not queued for.
 ///  5. The handler registered for the type runs, on the loop.
@@ -268,7 +275,8 @@ public sealed partial class PeerChannel : ILinkEvents
             CutFlooding(port, session, backlog);
             return;
         }
-        _loop.PostAfter(delay, () =>
+        var received = Stopwatch.GetTimestamp();
+        Action handle = () =>
         {
             try
             {
@@ -276,14 +284,25 @@ public sealed partial class PeerChannel : ILinkEvents
                 if (ReferenceEquals(Volatile.Read(ref backlog.Cut), session))
                     Interlocked.Increment(ref _staleDropped);
                 else
-                    Dispatch(new PeerEnvelope(port, session, message));
+                    Dispatch(new PeerEnvelope(port, session, message, received));
             }
             finally
             {
                 backlog.Remove(bytes);
             }
-        });
+        };
+        if (delay == TimeSpan.Zero && WaitsForTick(message.Type))
+            _loop.PostAtNextTick(handle);
+        else
+            _loop.PostAfter(delay, handle);
     }
+
+    /// <summary>
+    /// Messages a peer sends on a period that the loop reads on a period too: a VTTIF report (the
+    /// next VTTIF tick folds it in, timed by its arrival) and a digest (anti-entropy, on a grid of
+    /// seconds). They wait for the loop's next tick, at most a second.
+    /// </summary>
+    internal static bool WaitsForTick(PeerMessageType type) => type is PeerMessageType.Traffic or PeerMessageType.Digest;
 
     /// <summary>
     /// The session's link has as much waiting on the loop as it may: the session ends (telling the

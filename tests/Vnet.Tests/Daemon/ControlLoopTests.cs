@@ -96,4 +96,62 @@ public sealed class ControlLoopTests
         Assert.DoesNotContain(runs, r => r.Overlap || !r.OnLoop);
         Assert.Contains(runs.Skip(ran), r => r.Thread != "test-clock");
     }
+
+    /// <summary>
+    /// Work that can wait for a tick wakes no thread: on an idle loop it runs at the clock's next
+    /// tick, on the clock's thread (the loop's own tick, with no job of the daemon's), within
+    /// <see cref="ControlLoop.MaxTickWait"/>, and it counts as pending until then.
+    /// </summary>
+    [Fact]
+    public async Task PostAtNextTick_IdleLoop_RunsAtTheClocksNextTickOnItsThread()
+    {
+        using var clock = new DaemonClock(e => throw new InvalidOperationException("error on the clock", e), "test-clock");
+        await using var loop = new ControlLoop(e => throw new InvalidOperationException("error on the loop", e), clock);
+        var ran = new TaskCompletionSource<(string? Thread, bool OnLoop, TimeSpan After)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var posted = System.Diagnostics.Stopwatch.StartNew();
+        loop.PostAtNextTick(() => ran.SetResult((Thread.CurrentThread.Name, loop.IsCurrent, posted.Elapsed)));
+        Assert.True(loop.Pending >= 1);
+
+        var (thread, onLoop, after) = await ran.Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal("test-clock", thread);
+        Assert.True(onLoop);
+        // At the next 1 s grid instant (plus what a loaded machine adds to a timer).
+        Assert.True(after < ControlLoop.MaxTickWait + TimeSpan.FromSeconds(2), $"ran {after} after it was posted");
+        await DaemonNet.Until(() => loop.Pending == 0, TimeSpan.FromSeconds(5), "the queue empty");
+    }
+
+    /// <summary>
+    /// Work that waits for a tick keeps its place in the queue: work posted after it (which wakes
+    /// the loop) runs after it, in the same turn; and a periodic job on an idle loop runs it first.
+    /// </summary>
+    [Fact]
+    public async Task PostAtNextTick_KeepsItsPlace_BeforeWhatIsPostedAfterIt()
+    {
+        using var clock = new DaemonClock(e => throw new InvalidOperationException("error on the clock", e), "test-clock");
+        await using var loop = new ControlLoop(e => throw new InvalidOperationException("error on the loop", e), clock);
+        var log = new System.Collections.Concurrent.ConcurrentQueue<string>();
+
+        loop.PostAtNextTick(() => log.Enqueue("waited 1"));
+        loop.PostAtNextTick(() => log.Enqueue("waited 2"));
+        loop.Post(() => log.Enqueue("posted"));
+        await loop.Invoke(() => 0);
+        Assert.Equal(["waited 1", "waited 2", "posted"], log);
+
+        // A job's inline turn on the clock's thread runs what waited before the job.
+        var job = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var waiting = 0;
+        loop.Every(TimeSpan.FromMilliseconds(100), () =>
+        {
+            if (Interlocked.CompareExchange(ref waiting, 2, 1) == 1)
+            {
+                log.Enqueue($"job on {Thread.CurrentThread.Name}");
+                job.SetResult();
+            }
+        });
+        loop.PostAtNextTick(() => log.Enqueue("waited 3"));
+        Volatile.Write(ref waiting, 1);
+        await job.Task.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.Equal(["waited 1", "waited 2", "posted", "waited 3", "job on test-clock"], log);
+    }
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Vnet.Inference;
 using static Vnet.Tests.Inference.Vttif;
 
@@ -25,15 +26,18 @@ public sealed class ReportGateTests
         {
             var frames = Bytes / 1000;
             var resumed = false;
-            if (!gated || Gate.ShouldSend(frames, linksMoved, 2, out resumed))
+            if (!gated || Gate.ShouldSend(frames, linksMoved, 2, At(second), out resumed))
             {
                 Proxy.Report("h1", T(second), [E(1, 2, Bytes)], resumed);
-                Gate.Sent(frames, linksMoved, 2);
+                Gate.Sent(frames, linksMoved, 2, At(second));
                 ReportedAt.Add(second);
             }
             Smoothed = Proxy.Tick(T(second) + TimeSpan.FromMilliseconds(300));
         }
     }
+
+    /// <summary>A report period's start on the monotonic clock (Stopwatch ticks), second <paramref name="s"/>.</summary>
+    private static long At(double s) => (long)(s * Stopwatch.Frequency);
 
     [Fact]
     public void Idle_AfterTrafficStops_OneQuietReportThenSilentUntilTheHeartbeat()
@@ -44,12 +48,36 @@ public sealed class ReportGateTests
             star.Bytes = (long)(Rate * s);
             star.Step(s);
         }
-        for (var s = 6; s <= 30; s++)
+        for (var s = 6; s <= 65; s++)
             star.Step(s);
 
-        // Every second while traffic flows, one quiet report after it stops, then a heartbeat every 10 periods.
-        Assert.Equal([0, 1, 2, 3, 4, 5, 6, 16, 26], star.ReportedAt);
+        // Every second while traffic flows, one quiet report after it stops, then a heartbeat at
+        // each multiple of 30 s on the monotonic clock (where the digest heartbeat goes too).
+        Assert.Equal([0, 1, 2, 3, 4, 5, 6, 30, 60], star.ReportedAt);
     }
+
+    [Fact]
+    public void Heartbeat_OnTheGridOfItsPeriod_NotCountedFromTheLastReport()
+    {
+        var gate = new ReportGate(TimeSpan.FromSeconds(10));
+        var reported = new List<double>();
+        // Periods at 0.25 s past each second (a clock's wake-up a little after the grid instant).
+        for (var s = 0; s <= 35; s++)
+        {
+            var frames = s == 13 ? 1 : s > 13 ? 1 : 0;
+            if (gate.ShouldSend(frames, false, 2, At(s + 0.25), out _))
+            {
+                gate.Sent(frames, false, 2, At(s + 0.25));
+                reported.Add(s);
+            }
+        }
+        // The first two, then 10 and 20 and 30 (not 10 s after the reports at 13 and 14).
+        Assert.Equal([0, 1, 10, 13, 14, 20, 30], reported);
+    }
+
+    [Fact]
+    public void Heartbeat_NotPositive_Refused() =>
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ReportGate(TimeSpan.Zero));
 
     [Fact]
     public void TrafficResumesAfterLongSilence_ReportedAtOnceAtItsRate()
@@ -60,7 +88,7 @@ public sealed class ReportGateTests
             star.Step(s);
         Assert.Equal(0, RateOf(star.Smoothed, 1, 2));
 
-        // A burst in second 41 (the last heartbeat was at 31): reported at once, marked resumed
+        // A burst in second 41 (the last heartbeat was at 30): reported at once, marked resumed
         // (periods were skipped), so counted over one period, not over the silence.
         star.Bytes = (long)Rate;
         star.Step(41);
@@ -112,19 +140,19 @@ public sealed class ReportGateTests
     public void LinksCarryingBytes_AreReportedEvenWithoutMatrixTraffic()
     {
         var gate = new ReportGate();
-        Assert.True(gate.ShouldSend(0, false, 2, out _));
-        gate.Sent(0, false, 2);
-        Assert.True(gate.ShouldSend(0, false, 2, out _)); // the quiet report after the first
-        gate.Sent(0, false, 2);
-        Assert.False(gate.ShouldSend(0, false, 2, out _));
-        Assert.True(gate.ShouldSend(0, true, 2, out var resumed));
+        Assert.True(gate.ShouldSend(0, false, 2, At(1), out _));
+        gate.Sent(0, false, 2, At(1));
+        Assert.True(gate.ShouldSend(0, false, 2, At(1), out _)); // the quiet report after the first
+        gate.Sent(0, false, 2, At(1));
+        Assert.False(gate.ShouldSend(0, false, 2, At(1), out _));
+        Assert.True(gate.ShouldSend(0, true, 2, At(1), out var resumed));
         Assert.True(resumed);
-        gate.Sent(0, true, 2);
-        Assert.True(gate.ShouldSend(0, false, 2, out resumed));
+        gate.Sent(0, true, 2, At(1));
+        Assert.True(gate.ShouldSend(0, false, 2, At(1), out resumed));
         Assert.False(resumed);
-        gate.Sent(0, false, 2);
+        gate.Sent(0, false, 2, At(1));
         // A new link, or a link's first RTT, changes the shape: reported.
-        Assert.True(gate.ShouldSend(0, false, 3, out _));
+        Assert.True(gate.ShouldSend(0, false, 3, At(1), out _));
     }
 
     [Fact]
@@ -133,12 +161,12 @@ public sealed class ReportGateTests
         var gate = new ReportGate();
         for (var i = 0; i < 3; i++)
         {
-            if (gate.ShouldSend(5, false, 2, out _))
-                gate.Sent(5, false, 2);
+            if (gate.ShouldSend(5, false, 2, At(1), out _))
+                gate.Sent(5, false, 2, At(1));
         }
-        Assert.False(gate.ShouldSend(5, false, 2, out _));
+        Assert.False(gate.ShouldSend(5, false, 2, At(1), out _));
         gate.Reset();
-        Assert.True(gate.ShouldSend(5, false, 2, out var resumed));
+        Assert.True(gate.ShouldSend(5, false, 2, At(1), out var resumed));
         Assert.False(resumed);
     }
 
@@ -146,12 +174,12 @@ public sealed class ReportGateTests
     public void UnsentReport_IsTriedAgainNextPeriod()
     {
         var gate = new ReportGate();
-        gate.ShouldSend(0, false, 2, out _);
-        gate.Sent(0, false, 2);
-        gate.ShouldSend(0, false, 2, out _);
-        gate.Sent(0, false, 2);
-        Assert.True(gate.ShouldSend(7, false, 2, out _));
+        gate.ShouldSend(0, false, 2, At(1), out _);
+        gate.Sent(0, false, 2, At(1));
+        gate.ShouldSend(0, false, 2, At(1), out _);
+        gate.Sent(0, false, 2, At(1));
+        Assert.True(gate.ShouldSend(7, false, 2, At(1), out _));
         // Not sent (the star was down): still due.
-        Assert.True(gate.ShouldSend(7, false, 2, out _));
+        Assert.True(gate.ShouldSend(7, false, 2, At(1), out _));
     }
 }
