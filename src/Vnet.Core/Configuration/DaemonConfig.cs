@@ -150,6 +150,13 @@ public sealed record DaemonConfig
 
     public byte HopLimit { get; init; } = 8;
 
+    /// <summary>
+    /// The nice value of the threads that forward frames (<c>forwarding_nice</c>,
+    /// <c>--forwarding-nice</c>; -20..19, 0 leaves them alone): -10 by default, ahead of ordinary
+    /// processes as a kernel tunnel's softirq work is (<see cref="Engine.ForwardingPriority"/>).
+    /// </summary>
+    public int ForwardingNice { get; init; } = Engine.ForwardingPriority.DefaultNice;
+
     /// <summary>Hosts: what makes VMs here on the Proxy's order (<c>vm_provider</c>); none by default.</summary>
     public Vms.Providers.VmProviderKind VmProvider { get; init; }
 
@@ -204,6 +211,8 @@ public sealed record DaemonConfig
             throw new ConfigException("vm_provider", "the Proxy hosts no VMs: give vm_provider to hosts");
         if (HopLimit is 0 or > 64)
             throw new ConfigException("hop_limit", "must be between 1 and 64");
+        if (ForwardingNice is < -20 or > 19)
+            throw new ConfigException("forwarding_nice", "must be between -20 and 19 (0 leaves the forwarding threads at normal priority)");
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var i in Interfaces)
         {
@@ -570,6 +579,7 @@ public sealed record DaemonConfig
             WebTls = ReadWebTls(reader.String("web_tls_cert_file") is { } tlsCert ? PathOf(tlsCert, source) : null,
                 reader.String("web_tls_key_file") is { } tlsKey ? PathOf(tlsKey, source) : null, "web_tls_cert_file", "web_tls_key_file"),
             HopLimit = (byte)Math.Clamp(reader.Int("hop_limit") ?? 8, 0, 255),
+            ForwardingNice = reader.Int("forwarding_nice") ?? Engine.ForwardingPriority.DefaultNice,
             VmProvider = ReadVmProvider(reader.String("vm_provider"), "vm_provider"),
             VmDirectory = reader.String("vm_dir") is { } vmDir ? PathOf(vmDir, source) : null,
             MaxLearnedPerInterface = reader.Int("max_learned_per_interface") ?? 256,
@@ -586,7 +596,7 @@ public sealed record DaemonConfig
             Vttif = ReadVttif(reader),
         };
         reader.RejectUnknown("name", "role", "listen", "key_file", "psk_file", "host", "hosts_file", "admin_keys", "accept_tools", "proxy", "interface", "link", "control_socket", "metrics", "web", "web_token_file", "web_tls_cert_file", "web_tls_key_file",
-            "hop_limit", "max_learned_per_interface", "queue_capacity", "emulate", "adaptation", "adaptation_budget", "vttif", "vm_provider", "vm_dir");
+            "hop_limit", "forwarding_nice", "max_learned_per_interface", "queue_capacity", "emulate", "adaptation", "adaptation_budget", "vttif", "vm_provider", "vm_dir");
         return config;
     }
 

@@ -69,6 +69,16 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         Config = config;
         Loggers = loggers;
         _logger = loggers.CreateLogger("vnet.daemon");
+        // Before any forwarding thread starts: each takes this priority as it begins.
+        switch (ForwardingPriority.Configure(config.ForwardingNice))
+        {
+            case ForwardingPriorityResult.Raised:
+                Log.ForwardingNiceSet(_logger, config.ForwardingNice);
+                break;
+            case ForwardingPriorityResult.NotPermitted:
+                Log.ForwardingPriorityRefused(_logger, config.ForwardingNice);
+                break;
+        }
         // One clock thread for the loop's periodic jobs and the link clock: an idle daemon wakes once per grid instant.
         Clock = new DaemonClock(OnControlError);
         Loop = new ControlLoop(OnControlError, Clock);
@@ -472,5 +482,11 @@ public sealed partial class VnetDaemon : IAsyncDisposable
 
         [LoggerMessage(EventId = 17, Level = LogLevel.Warning, Message = "Web front at {EndPoint} is plain HTTP on an address other machines reach: its token crosses the network in clear (give web_tls_cert_file and web_tls_key_file)")]
         public static partial void WebInClear(ILogger logger, System.Net.IPEndPoint endPoint);
+
+        [LoggerMessage(EventId = 18, Level = LogLevel.Information, Message = "Forwarding threads run at nice {Nice} (forwarding_nice)")]
+        public static partial void ForwardingNiceSet(ILogger logger, int nice);
+
+        [LoggerMessage(EventId = 19, Level = LogLevel.Warning, Message = "Forwarding threads stay at normal priority: nice {Nice} needs root or CAP_SYS_NICE (forwarding_nice = 0 silences this)")]
+        public static partial void ForwardingPriorityRefused(ILogger logger, int nice);
     }
 }

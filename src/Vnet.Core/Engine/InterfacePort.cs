@@ -94,6 +94,7 @@ public sealed class InterfacePort : Port, IDisposable
 
     private void ReadLoop(QueueReader queue)
     {
+        ForwardingPriority.ApplyToCurrentThread();
         TransmitBatch.Begin();
         while (_up)
         {

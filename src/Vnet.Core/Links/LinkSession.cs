@@ -275,6 +275,7 @@ public sealed class LinkSession : IDisposable, IFlushable
 
     private void SendLoop()
     {
+        ForwardingPriority.ApplyToCurrentThread();
         try
         {
             while (!IsClosed)
@@ -491,6 +492,7 @@ public sealed class LinkSession : IDisposable, IFlushable
 
     private void ReceiveLoop()
     {
+        ForwardingPriority.ApplyToCurrentThread();
         TransmitBatch.Begin();
         InterfacePort.BeginHelping();
         try

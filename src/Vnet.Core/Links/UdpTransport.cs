@@ -257,6 +257,7 @@ public sealed class UdpTransport : IDisposable
 
     private unsafe void Receive()
     {
+        ForwardingPriority.ApplyToCurrentThread();
         TransmitBatch.Begin();
         InterfacePort.BeginHelping();
         var buffer = GC.AllocateUninitializedArray<byte>(65536 + 4096, pinned: true);

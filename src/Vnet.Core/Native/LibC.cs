@@ -72,6 +72,15 @@ internal static unsafe partial class LibC
     [LibraryImport(Lib, EntryPoint = "kill", SetLastError = true)]
     public static partial int Kill(int pid, int signal);
 
+    public const int PRIO_PROCESS = 0;
+
+    /// <summary>On Linux a "process" here is one thread (its id from <see cref="GetThreadId"/>).</summary>
+    [LibraryImport(Lib, EntryPoint = "setpriority", SetLastError = true)]
+    public static partial int SetPriority(int which, int who, int nice);
+
+    [LibraryImport(Lib, EntryPoint = "gettid")]
+    public static partial int GetThreadId();
+
     [LibraryImport(Lib, EntryPoint = "geteuid")]
     public static partial uint GetEffectiveUserId();
 

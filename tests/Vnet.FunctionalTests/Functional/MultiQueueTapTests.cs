@@ -58,12 +58,34 @@ public sealed class MultiQueueTapTests(ITestOutputHelper output)
             var busy = tap.QueueRxFrames.Count(n => n > 100);
             Assert.True(busy >= 2, $"only {busy} queue(s) read more than 100 frames: {string.Join("/", tap.QueueRxFrames)}");
             output.WriteLine(o.Cli("h1", "interface list"));
+
+            // Every forwarding thread (a reader per queue, the link's receiver and sender) runs
+            // at forwarding_nice's default, ahead of the VMs' own threads; the rest do not.
+            var threads = ThreadNices(o.Daemon("h1").Pid);
+            output.WriteLine("h1's threads: " + string.Join(", ", threads.Select(t => $"{t.Name} {t.Nice}")));
+            var forwarding = threads.Where(t => t.Name.StartsWith("if-", StringComparison.Ordinal) || t.Name.StartsWith("link-", StringComparison.Ordinal)).ToList();
+            Assert.True(forwarding.Count(t => t.Name.StartsWith("if-", StringComparison.Ordinal)) >= 4, "fewer than 4 interface readers");
+            Assert.All(forwarding, t => Assert.Equal(-10, t.Nice));
+            Assert.Equal(0, threads.Single(t => t.Name == "vnet-clock").Nice);
         }
         catch
         {
             o.DumpAll();
             throw;
         }
+    }
+
+    /// <summary>Each thread's name and nice value, from <c>/proc/PID/task/TID/stat</c> (field 19).</summary>
+    private static List<(string Name, int Nice)> ThreadNices(int pid)
+    {
+        var threads = new List<(string, int)>();
+        foreach (var task in Directory.GetDirectories($"/proc/{pid}/task"))
+        {
+            var stat = File.ReadAllText(Path.Combine(task, "stat"));
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            threads.Add((File.ReadAllText(Path.Combine(task, "comm")).TrimEnd('\n'), int.Parse(fields[16], System.Globalization.CultureInfo.InvariantCulture)));
+        }
+        return threads;
     }
 
     private static InterfaceStatus Tap(OverlayBed o) =>

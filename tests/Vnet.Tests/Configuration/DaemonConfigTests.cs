@@ -49,6 +49,7 @@ public sealed class DaemonConfigTests
         key_file = "{Key}"
         control_socket = "/tmp/vnet-host1.sock"
         hop_limit = 6
+        forwarding_nice = -5
         max_learned_per_interface = 32
         queue_capacity = 512
 
@@ -103,6 +104,7 @@ public sealed class DaemonConfigTests
         Assert.Equal("/tmp/vnet-host1.sock", c.ControlSocket);
         Assert.Equal("/tmp/vnet-host1.sock", c.ControlSocketPath);
         Assert.Equal(6, c.HopLimit);
+        Assert.Equal(-5, c.ForwardingNice);
         Assert.Equal(32, c.MaxLearnedPerInterface);
         Assert.Equal(512, c.QueueCapacity);
         Assert.Equal("gateway", c.ProxyName);
@@ -155,6 +157,7 @@ public sealed class DaemonConfigTests
         Assert.Null(c.ControlSocket);
         Assert.Equal("/run/vnet/proxy.sock", c.ControlSocketPath);
         Assert.Equal(8, c.HopLimit);
+        Assert.Equal(-10, c.ForwardingNice);
         Assert.Equal(256, c.MaxLearnedPerInterface);
         Assert.Equal(1024, c.QueueCapacity);
         Assert.Null(c.Metrics);
@@ -367,6 +370,8 @@ public sealed class DaemonConfigTests
         { "link listed twice", $"{ProxyBase}\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.2:5500\"\n[[link]]\npeer = \"h2\"\naddress = \"10.0.0.3:5500\"", "link 'h2': needs a valid peer name" },
         { "hop limit zero", $"{ProxyBase}\nhop_limit = 0", "hop_limit: must be between 1 and 64" },
         { "hop limit huge", $"{ProxyBase}\nhop_limit = 1000", "hop_limit: must be between 1 and 64" },
+        { "forwarding nice too high", $"{ProxyBase}\nforwarding_nice = -21", "forwarding_nice: must be between -20 and 19 (0 leaves the forwarding threads at normal priority)" },
+        { "forwarding nice too low", $"{ProxyBase}\nforwarding_nice = 20", "forwarding_nice: must be between -20 and 19 (0 leaves the forwarding threads at normal priority)" },
         { "interface not an array of tables", $"{ProxyBase}\ninterface = \"tap0\"", "interface: expected [[interface]] entries" },
         { "proxy not a table", $"name = \"h\"\nrole = \"host\"\nkey_file = \"{Key}\"\nproxy = \"10.0.0.1:5500\"", "proxy: expected a table [proxy]" },
         { "key inline", "name = \"p\"\nrole = \"proxy\"\nkey = \"AAAA\"", "key: a key is never written in the configuration" },
