@@ -204,6 +204,8 @@ pattern() { # one rank per VM, again and again until the demo stops
 }
 pattern &
 pattern_loop=$!
+# Not a job of this shell: the cleanup's kill -9 of it then prints no "Killed" line.
+disown "$pattern_loop"
 for i in $(seq 1 40); do
     links=$($VNET link list --json --socket "$run/h1.sock" 2>/dev/null | grep -c '"peer"' || true)
     [ "${links:-0}" -gt 1 ] && break; sleep 1
