@@ -76,10 +76,13 @@ public static class ForwardingPriority
             LibC.SetPriority(LibC.PRIO_PROCESS, LibC.GetThreadId(), nice);
     }
 
-    /// <summary>A thread's nice value, from <c>/proc/self/task/TID/stat</c> (field 19).</summary>
-    public static int ThreadNice(int tid)
+    /// <summary>A thread of this process: its nice value (<see cref="ThreadNice(int, int)"/>).</summary>
+    public static int ThreadNice(int tid) => ThreadNice(Environment.ProcessId, tid);
+
+    /// <summary>A thread's nice value, from <c>/proc/PID/task/TID/stat</c> (field 19).</summary>
+    public static int ThreadNice(int pid, int tid)
     {
-        var stat = File.ReadAllText($"/proc/self/task/{tid}/stat");
+        var stat = File.ReadAllText($"/proc/{pid}/task/{tid}/stat");
         // The command name (field 2) is in parentheses and may hold spaces: count from after it.
         var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
         return int.Parse(fields[16], System.Globalization.CultureInfo.InvariantCulture);

@@ -75,15 +75,14 @@ public sealed class MultiQueueTapTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>Each thread's name and nice value, from <c>/proc/PID/task/TID/stat</c> (field 19).</summary>
+    /// <summary>Each thread's name and nice value.</summary>
     private static List<(string Name, int Nice)> ThreadNices(int pid)
     {
         var threads = new List<(string, int)>();
         foreach (var task in Directory.GetDirectories($"/proc/{pid}/task"))
         {
-            var stat = File.ReadAllText(Path.Combine(task, "stat"));
-            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            threads.Add((File.ReadAllText(Path.Combine(task, "comm")).TrimEnd('\n'), int.Parse(fields[16], System.Globalization.CultureInfo.InvariantCulture)));
+            var tid = int.Parse(Path.GetFileName(task), System.Globalization.CultureInfo.InvariantCulture);
+            threads.Add((File.ReadAllText(Path.Combine(task, "comm")).TrimEnd('\n'), Vnet.Engine.ForwardingPriority.ThreadNice(pid, tid)));
         }
         return threads;
     }
