@@ -18,15 +18,22 @@
 #                                [--out DIR] [--vnet DIR (a dotnet publish of src/Vnet.Cli)]
 #                                [--ns PREFIX (namespaces PREFIX-vmA...; default pf)]
 #                                [--settle S (seconds between the VMs' first ping and the recording; default 3)]
+#                                [--rate R (tcp test: iperf3 -b R)] [--no-perf] [--pin CPUS]
 # An idle daemon's first minutes are not its steady state: the runtime re-compiles the methods run
 # once a second when they have run 30 and 60 times, and the VMs' kernels send their start-up
 # chatter (IPv6 router solicitations, MLD); --settle 90 measures after most of it.
+# --rate R paces the TCP test's sender (iperf3 -b R, e.g. 2G): the cost of a fixed load, cores per
+# Gbit/s, which a saturated machine cannot show. --no-perf measures without perf (its sampling
+# costs the daemons a few percent and the ping test tens of microseconds); the CPU figures then
+# come from /proc only. --pin CPUS puts both daemons and the load's process on those CPUs
+# (taskset), to tell the cost of wake-ups across CPUs from the work. Every run prints the whole
+# machine's busy share over the window (from /proc/stat), whatever the transport.
 # It refuses to start when its namespaces exist (another run's, or one left behind: delete them
 # with ip netns del only if they are yours), and measures the daemons it started, by process id.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
-transport=udp test=tcp seconds=8 out="" vnet_dir="" ns=pf settle=3
+transport=udp test=tcp seconds=8 out="" vnet_dir="" ns=pf settle=3 rate="" use_perf=yes pin=""
 while [ $# -gt 0 ]; do
     case $1 in
         --transport) transport=$2; shift 2 ;;
@@ -36,12 +43,15 @@ while [ $# -gt 0 ]; do
         --vnet) vnet_dir=$2; shift 2 ;;
         --ns) ns=$2; shift 2 ;;
         --settle) settle=$2; shift 2 ;;
+        --rate) rate=$2; shift 2 ;;
+        --no-perf) use_perf=no; shift ;;
+        --pin) pin=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
 [ "$(id -u)" = 0 ] || { echo "run as root (namespaces, perf)" >&2; exit 2; }
-command -v perf >/dev/null || { echo "perf not found (apt-get install linux-perf)" >&2; exit 2; }
+[ "$use_perf" = no ] || command -v perf >/dev/null || { echo "perf not found (apt-get install linux-perf)" >&2; exit 2; }
 out=${out:-"$repo/artifacts/profile-$transport-$test-$(date +%Y%m%d-%H%M%S)"}
 mkdir -p "$out"
 if [ -z "$vnet_dir" ] && [ "$transport" != vxlan ]; then
@@ -134,7 +144,7 @@ if [ "$test" != idle ] && [ "$test" != ping ]; then
 fi
 span=$((settle + seconds + 3))
 case $test in
-    tcp)   load=(iperf3 -c 10.99.0.2 -t $span) ;;
+    tcp)   load=(iperf3 -c 10.99.0.2 -t $span ${rate:+-b "$rate"}) ;;
     tcp4)  load=(iperf3 -c 10.99.0.2 -t $span -P 4) ;;
     udp64) load=(iperf3 -c 10.99.0.2 -t $span -u -l 64 -b 1G) ;;
     ping)  load=(ping -c $((span * 50)) -i 0.02 10.99.0.2) ;;
@@ -161,11 +171,19 @@ stage_counters() {
     echo "backlog_dropped $d"
 }
 [ "$test" = udp64 ] && stage_counters >"$work/stages-before"
+if [ -n "$pin" ]; then
+    load=(taskset -c "$pin" "${load[@]}")
+    [ "$transport" = vxlan ] || for name in a b; do taskset -a -p -c "$pin" "${daemon_pid[$name]}" >/dev/null; done
+fi
 ip netns exec ${ns}-vmA "${load[@]}" >"$out/load.txt" 2>&1 &
 load_pid=$!
 sleep "$settle"
+# The whole machine's busy share over the window (user, nice, system, irq, softirq of all CPUs).
+machine_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat; }
+read -r busy0 total0 < <(machine_ticks)
+machine_busy() { local b t; read -r b t < <(machine_ticks); awk -v b=$((b - busy0)) -v t=$((t - total0)) 'BEGIN {printf "machine busy: %.0f%% of %d CPUs\n", 100 * b / (t > 0 ? t : 1), '"$(nproc)"'}' | tee "$out/machine.txt"; }
 if [ "$transport" = vxlan ]; then
-    sleep "$seconds"; wait "$load_pid" || true; tail -4 "$out/load.txt"
+    sleep "$seconds"; machine_busy; wait "$load_pid" || true; tail -4 "$out/load.txt"
 else
 # ip netns exec and the dotnet host exec in place: these are the daemons' own process ids.
 daemon_pids="${daemon_pid[a]},${daemon_pid[b]}"
@@ -176,16 +194,23 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 switches() { for t in /proc/"$1"/task/*; do echo "${t##*/} $(awk '/ctxt_switches/ {n += $2} END {print n}' "$t/status" 2>/dev/null)"; done; }
 declare -A before
 for name in a b; do before[$name]=$(cpu_ticks "${daemon_pid[$name]}"); switches "${daemon_pid[$name]}" >"$work/sw-$name-0"; done
-perf record -e cpu-clock -F 999 -g -p "$daemon_pids" -o "$out/perf.data" -- sleep "$seconds" 2>"$out/perf-record.txt"
+if [ "$use_perf" = yes ]; then
+    perf record -e cpu-clock -F 999 -g -p "$daemon_pids" -o "$out/perf.data" -- sleep "$seconds" 2>"$out/perf-record.txt"
+else
+    sleep "$seconds"; echo "not recorded (--no-perf)" >"$out/perf-record.txt"
+fi
+machine_busy
 declare -A after
 for name in a b; do after[$name]=$(cpu_ticks "${daemon_pid[$name]}"); switches "${daemon_pid[$name]}" >"$work/sw-$name-1"; done
 wait "$load_pid" || true
+if [ "$use_perf" = yes ]; then
 for name in a b; do
     pid=${daemon_pid[$name]}
     perf script -i "$out/perf.data" --pid "$pid" 2>/dev/null \
         | python3 "$repo/bench/flamegraph.py" --title "daemon $name ($transport link, $test test)" --svg "$out/flame-$name.svg" \
         >"$out/top-$name.txt"
 done
+fi
 tail -4 "$out/load.txt"
 fi
 if [ "$test" = udp64 ]; then
@@ -205,6 +230,10 @@ if [ "$test" = udp64 ]; then
            printf "%-44s %10d  %5.1f%% of sent\n", "received by vmB", d["vmB_udp_in"], 100 * d["vmB_udp_in"] / s
          }' "$work/stages-before" "$work/stages-after" | tee "$out/stages.txt"
 fi
+# The ping test's distribution (ping's own summary gives the mean, which a few slow ones move).
+[ "$test" = ping ] && grep -o 'time=[0-9.]*' "$out/load.txt" | cut -d= -f2 | sort -n \
+    | awk '{t[NR] = $1} END {if (NR) printf "ping: %d replies, min %.3f, median %.3f, p90 %.3f, p99 %.3f ms\n", NR, t[1], t[int((NR + 1) / 2)], t[int(NR * 0.9)], t[int(NR * 0.99)]}' \
+    | tee "$out/ping.txt"
 # CPU of each daemon over the recorded window: from the samples (cpu-clock at 999 Hz), and from
 # /proc (user + system time, in clock ticks of 10 ms; perf's own cost is in both).
 [ "$transport" = vxlan ] && exit 0
@@ -212,6 +241,9 @@ hz=$(getconf CLK_TCK)
 for name in a b; do
     ticks=$(( after[$name] - before[$name] ))
     sw=$(awk 'NR == FNR {b[$1] = $2; next} ($1 in b) && $2 != "" {n += $2 - b[$1]} END {print n + 0}' "$work/sw-$name-0" "$work/sw-$name-1")
-    echo "daemon $name: $(head -1 "$out/top-$name.txt") in $seconds s = $(awk -v s="$seconds" '{printf "%.2f%% of a core", 100 * $1 / 999 / s; exit}' "$out/top-$name.txt"); /proc: $(awk -v t="$ticks" -v s="$seconds" -v hz="$hz" 'BEGIN {printf "%.2f%%", 100 * t / hz / s}'); context switches: $sw ($(awk -v n="$sw" -v s="$seconds" 'BEGIN {printf "%.1f", n / s}')/s)"
+    samples="not sampled"
+    [ "$use_perf" = yes ] && samples="$(head -1 "$out/top-$name.txt") in $seconds s = $(awk -v s="$seconds" '{printf "%.2f%% of a core", 100 * $1 / 999 / s; exit}' "$out/top-$name.txt")"
+    echo "daemon $name: $samples; /proc: $(awk -v t="$ticks" -v s="$seconds" -v hz="$hz" 'BEGIN {printf "%.2f%%", 100 * t / hz / s}'); context switches: $sw ($(awk -v n="$sw" -v s="$seconds" 'BEGIN {printf "%.1f", n / s}')/s)"
 done | tee "$out/cpu.txt"
-echo "profile in $out: flame-a.svg flame-b.svg top-a.txt top-b.txt"
+[ "$use_perf" = yes ] && echo "profile in $out: flame-a.svg flame-b.svg top-a.txt top-b.txt"
+exit 0
