@@ -1,0 +1,30 @@
+using System.Net;
+using System.Net.Sockets;
+using Vnet.Tests.Support;
+
+namespace Vnet.Tests.Cli;
+
+/// <summary>
+/// The real <c>vnet daemon</c> that cannot start because its link port is taken: the reason is one
+/// line on stderr and exit 1 (docs/daemon.md), and its log (stdout, the journal under systemd) has
+/// no stack trace from the generic host repeating it.
+/// </summary>
+public sealed class DaemonStartFailureTests : DaemonCliTests
+{
+    [Fact]
+    public async Task Daemon_LinkPortInUse_OneLineExitOneAndNoStackTraceInTheLog()
+    {
+        using var taken = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        taken.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        var port = ((IPEndPoint)taken.LocalEndPoint!).Port;
+
+        var (code, log, stderr) = await RunWithLogAsync(["daemon", "--name", "p", "--role", "proxy", "--key-file", KeyFile(),
+            "--listen", $"127.0.0.1:{port}", "--control-socket", Path.Combine(Dir, "p.sock")]);
+
+        Assert.Equal(1, code);
+        AssertOneLine(stderr, "cannot start daemon p:");
+        Assert.Contains("address already in use", stderr[0], StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("   at ", log, StringComparison.Ordinal);
+        Assert.DoesNotContain("Hosting failed to start", log, StringComparison.Ordinal);
+    }
+}
