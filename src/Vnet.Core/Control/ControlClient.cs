@@ -144,4 +144,7 @@ public sealed class ControlException : Exception
         : base(message, inner)
     {
     }
+
+    /// <summary>The command line was wrong (exit 2), not the daemon's answer or its reach (exit 1).</summary>
+    public bool BadArguments { get; init; }
 }
