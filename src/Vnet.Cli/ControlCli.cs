@@ -324,9 +324,12 @@ internal static class ControlCli
         catch (ControlException e)
         {
             await Console.Error.WriteLineAsync($"vnet: {e.Message}");
-            return 1;
+            return ExitCodeOf(e);
         }
     }
+
+    /// <summary>Exit status of a failed command (docs/cli.md): 2 for a wrong command line, else 1.</summary>
+    internal static int ExitCodeOf(ControlException e) => e.BadArguments ? 2 : 1;
 
     /// <summary>Sends a command to the daemon the options name: local socket or TCP, here or --at another daemon.</summary>
     internal static async Task<JsonNode?> Send(ParseResult p, string command, JsonObject? args, CancellationToken ct)
@@ -341,26 +344,26 @@ internal static class ControlCli
         if (p.GetValue(RemoteOption) is { } remote)
         {
             if (!System.Net.IPEndPoint.TryParse(remote, out var endPoint) || endPoint.Port == 0)
-                throw new ControlException($"'{remote}' is not an address:port");
+                throw new ControlException($"--remote: '{remote}' is not an address:port") { BadArguments = true };
             var daemonKeyText = p.GetValue(RemoteKeyOption) ?? Environment.GetEnvironmentVariable("VNET_REMOTE_KEY")
-                ?? throw new ControlException("--remote needs the daemon's public key: --remote-key KEY or $VNET_REMOTE_KEY");
+                ?? throw new ControlException("--remote needs the daemon's public key: --remote-key KEY or $VNET_REMOTE_KEY") { BadArguments = true };
             if (!PublicKeyId.TryParse(daemonKeyText, out var daemonKey))
-                throw new ControlException($"'{daemonKeyText}' is not a public key");
+                throw new ControlException($"--remote-key: '{daemonKeyText}' is not a public key (32 bytes in base64; 'vnet pubkey' on the daemon's key file prints it)") { BadArguments = true };
             var adminFile = p.GetValue(AdminKeyFileOption) ?? Environment.GetEnvironmentVariable("VNET_ADMIN_KEY_FILE")
-                ?? throw new ControlException("--remote needs an administrator's key: --admin-key-file FILE or $VNET_ADMIN_KEY_FILE");
+                ?? throw new ControlException("--remote needs an administrator's key: --admin-key-file FILE or $VNET_ADMIN_KEY_FILE") { BadArguments = true };
             StaticKeyPair admin;
             PresharedKey psk;
             try
             {
                 admin = StaticKeyPair.TryParse(KeyFiles.Read(adminFile, "--admin-key-file"), out var error)
-                    ?? throw new ControlException($"{adminFile}: {error}");
+                    ?? throw new ControlException($"{adminFile}: {error}") { BadArguments = true };
                 var pskFile = p.GetValue(PskFileOption) ?? Environment.GetEnvironmentVariable("VNET_PSK_FILE");
                 psk = pskFile is null ? PresharedKey.None
-                    : PresharedKey.TryParse(KeyFiles.Read(pskFile, "--psk-file"), out error) ?? throw new ControlException($"{pskFile}: {error}");
+                    : PresharedKey.TryParse(KeyFiles.Read(pskFile, "--psk-file"), out error) ?? throw new ControlException($"{pskFile}: {error}") { BadArguments = true };
             }
             catch (ConfigException e)
             {
-                throw new ControlException(e.Message);
+                throw new ControlException(e.Message) { BadArguments = true };
             }
             using (admin)
                 return await RemoteControlClient.SendAsync(endPoint, admin, daemonKey, psk, command, args, ct);

@@ -13,6 +13,12 @@ root.Add(CompletionCommand.Create());
 foreach (var command in ControlCli.Create())
     root.Add(command);
 var parsed = root.Parse(args);
-var code = await parsed.InvokeAsync();
-// Usage errors (an unknown option, a bad value) exit 2, as bad configurations do (docs/cli.md).
-return parsed.Errors.Count > 0 ? 2 : code;
+if (parsed.Errors.Count > 0)
+{
+    // Usage errors (an unknown option, a bad value) are one line on stderr and exit 2, as bad
+    // configurations are (docs/cli.md); the parser's own answer, the whole help on stdout with the
+    // errors after it, buries the reason and reads as output to a script.
+    Console.Error.WriteLine(UsageError.Line(parsed));
+    return 2;
+}
+return await parsed.InvokeAsync();

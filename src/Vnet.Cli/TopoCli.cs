@@ -156,7 +156,7 @@ internal static class TopoCli
             catch (ControlException e)
             {
                 await Console.Error.WriteLineAsync($"vnet: {e.Message}");
-                return 1;
+                return ControlCli.ExitCodeOf(e);
             }
             catch (ArgumentException e)
             {
@@ -207,7 +207,7 @@ internal static class TopoCli
             catch (ControlException e)
             {
                 await Console.Error.WriteLineAsync($"vnet: {e.Message}");
-                return 1;
+                return ControlCli.ExitCodeOf(e);
             }
         });
         return apply;
@@ -229,7 +229,7 @@ internal static class TopoCli
             catch (ControlException e)
             {
                 await Console.Error.WriteLineAsync($"vnet: {e.Message}");
-                return 1;
+                return ControlCli.ExitCodeOf(e);
             }
         });
         return dump;

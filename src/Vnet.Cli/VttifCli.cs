@@ -66,7 +66,7 @@ internal static class VttifCli
             catch (ControlException e)
             {
                 await Console.Error.WriteLineAsync($"vnet: {e.Message}");
-                return 1;
+                return ControlCli.ExitCodeOf(e);
             }
             return 0;
         });

@@ -163,9 +163,16 @@ public sealed record DaemonConfig
     /// <summary>Where the VM provider keeps its files (DHCP scripts, QEMU sockets and images); <c>vm_dir</c>.</summary>
     public string? VmDirectory { get; init; }
 
+    /// <summary>The largest <see cref="MaxLearnedPerInterface"/> a configuration may set.</summary>
+    public const int MaxLearnedLimit = 65536;
+
+    /// <summary>The largest <see cref="QueueCapacity"/> a configuration may set.</summary>
+    public const int MaxQueueCapacity = 65536;
+
     /// <summary>Most VM MACs one interface may learn, a guard against MAC flooding.</summary>
     public int MaxLearnedPerInterface { get; init; } = 256;
 
+    /// <summary>Frames queued per link for sending (<c>queue_capacity</c>).</summary>
     public int QueueCapacity { get; init; } = 1024;
 
     /// <summary>Traffic inference settings (report period everywhere; smoothing, pruning, damping on the Proxy).</summary>
@@ -213,6 +220,14 @@ public sealed record DaemonConfig
             throw new ConfigException("hop_limit", "must be between 1 and 64");
         if (ForwardingNice is < -20 or > 19)
             throw new ConfigException("forwarding_nice", "must be between -20 and 19 (0 leaves the forwarding threads at normal priority)");
+        // Each sized something at run time: a link's send ring (negative or 0 failed every session
+        // that was made), the VMs an interface may learn, the links adaptation may add.
+        if (QueueCapacity is < 1 or > MaxQueueCapacity)
+            throw new ConfigException("queue_capacity", $"must be between 1 and {MaxQueueCapacity} (frames queued per link)");
+        if (MaxLearnedPerInterface is < 1 or > MaxLearnedLimit)
+            throw new ConfigException("max_learned_per_interface", $"must be between 1 and {MaxLearnedLimit} (learn = false turns learning off)");
+        if (AdaptationBudget is < 0 or > 64)
+            throw new ConfigException("adaptation_budget", "must be between 0 and 64 (extra links per daemon)");
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var i in Interfaces)
         {

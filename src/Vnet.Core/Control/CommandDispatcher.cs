@@ -55,7 +55,13 @@ public sealed class CommandDispatcher : ICommandHandler
             ["rule.del"] = a => Do(() => d.RuleCommands.Remove(ControlArgs.RequiredLong(a, "id"))),
             ["interface.list"] = _ => Run(() => d.Interfaces.List(d.Vms.CountOn)),
             ["interface.add"] = AddInterface,
-            ["interface.del"] = a => Do(() => d.Interfaces.Remove(ControlArgs.Required(a, "name"))),
+            ["interface.del"] = a => Do(() =>
+            {
+                var name = ControlArgs.Required(a, "name");
+                if (d.VmHost?.VmOfDevice(name) is { } vm)
+                    throw new DaemonCommandException($"interface {name} is VM {vm}'s: remove or move the VM at the Proxy ('vnet vm remove {vm}')");
+                d.Interfaces.Remove(name);
+            }),
             ["vm.list"] = _ => Run(d.VmList),
             ["vm.sites"] = async _ => await Proxy(d.Inventory).SitesAsync().ConfigureAwait(false),
             ["vm.order"] = a =>

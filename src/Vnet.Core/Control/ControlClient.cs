@@ -115,6 +115,12 @@ public static class RemoteControlClient
         {
             throw new ControlException($"{daemon} did not answer '{command}' within {ControlClient.Timeout.TotalSeconds:0} s");
         }
+        catch (HandshakeException e) when (e.PeerClosed)
+        {
+            // A daemon answers nothing to a handshake made for another key: the likeliest mistake.
+            throw new ControlException($"{daemon}: the daemon closed the connection during the handshake without a word, "
+                + "as a daemon does when it is not the one --remote-key names: check --remote-key ('vnet pubkey' on the daemon's key file prints it)");
+        }
         catch (Exception e) when (e is SocketException or IOException or HandshakeException)
         {
             throw new ControlException($"{daemon}: {e.Message}");
@@ -138,4 +144,7 @@ public sealed class ControlException : Exception
         : base(message, inner)
     {
     }
+
+    /// <summary>The command line was wrong (exit 2), not the daemon's answer or its reach (exit 1).</summary>
+    public bool BadArguments { get; init; }
 }

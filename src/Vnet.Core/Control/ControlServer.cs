@@ -48,6 +48,12 @@ public sealed partial class ControlServer : IAsyncDisposable
         {
             socket.Bind(new UnixDomainSocketEndPoint(_path));
         }
+        catch (SocketException e)
+        {
+            // The bare "Permission denied" names no file; the daemon that cannot start says which.
+            socket.Dispose();
+            throw new IOException($"cannot make the control socket {_path}: {e.Message}", e);
+        }
         finally
         {
             _ = Native.LibC.Umask(oldMask);

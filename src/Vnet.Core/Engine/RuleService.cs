@@ -33,7 +33,11 @@ public sealed partial class RuleService
         return list;
     }
 
-    /// <summary>Adds a rule after checking it and that the ports it names exist.</summary>
+    /// <summary>
+    /// Adds a rule after checking it, that the ports it names exist and that no user rule already
+    /// says the same: a description holds a rule once (<c>vnet topo check</c> refuses a repeat), so
+    /// a repeat here would make <c>vnet topo dump</c> print what <c>vnet topo apply</c> refuses.
+    /// </summary>
     public RuleStatus Add(Rule rule)
     {
         if (rule.Validate() is { } problem)
@@ -42,6 +46,11 @@ public sealed partial class RuleService
             throw new DaemonCommandException($"no port {rule.Action.Port} on {_daemon}");
         if (rule.Ingress is { } i && _switch.ResolvePort(i) < 0)
             throw new DaemonCommandException($"no port {i} on {_daemon}");
+        foreach (var e in _rules.List())
+        {
+            if (e.Rule.Origin == RuleOrigin.User && e.Rule.SameMatchAndAction(rule))
+                throw new DaemonCommandException($"rule {e.Rule.Id} is already that rule ({e.Rule}) on {_daemon}");
+        }
         var added = _rules.Edit(e => e.Add(rule with { Id = 0 }));
         Log.RuleAdded(_logger, added.Id, added);
         return List().First(r => r.Id == added.Id);

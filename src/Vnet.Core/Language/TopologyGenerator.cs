@@ -35,11 +35,17 @@ public static class TopologyGenerator
     {
         ArgumentNullException.ThrowIfNull(hosts);
         ArgumentNullException.ThrowIfNull(vms);
-        var vmsOf = hosts.ToDictionary(h => h.Name, _ => new List<MacAddress>(), StringComparer.Ordinal);
+        // The messages reach the user of 'vnet topo gen' as they are: no parameter names in them.
+        var vmsOf = new Dictionary<string, List<MacAddress>>(StringComparer.Ordinal);
+        foreach (var (name, _) in hosts)
+        {
+            if (!vmsOf.TryAdd(name, []))
+                throw new ArgumentException($"host '{name}' is given twice: every host needs its own name");
+        }
         foreach (var (host, mac) in vms)
         {
             if (!vmsOf.TryGetValue(host, out var list))
-                throw new ArgumentException($"VM {mac} is on '{host}', which is not one of the hosts", nameof(vms));
+                throw new ArgumentException($"VM {mac} is on '{host}', which is not one of the hosts");
             list.Add(mac);
         }
 

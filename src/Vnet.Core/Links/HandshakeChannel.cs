@@ -93,7 +93,7 @@ public static class HandshakeChannel
             if (error != SocketError.Success)
                 throw new SocketException((int)error);
             if (n == 0)
-                throw new HandshakeException("the peer closed the connection during the handshake");
+                throw new HandshakeException("the peer closed the connection during the handshake") { PeerClosed = true };
             got += n;
         }
     }
@@ -110,6 +110,12 @@ public sealed class HandshakeException : Exception
         : base(message)
     {
     }
+
+    /// <summary>
+    /// The peer closed without a word: what a daemon does with an INIT that was not made for its
+    /// key (a bad mac1 gets no answer), so a tool can say which setting to check.
+    /// </summary>
+    public bool PeerClosed { get; init; }
 
     public HandshakeException(string message, Exception inner)
         : base(message, inner)

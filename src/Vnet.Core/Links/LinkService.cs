@@ -133,13 +133,20 @@ public sealed partial class LinkService
         _rules.Republish();
     }
 
-    /// <summary>Removes a link; refused for the star and while user or adaptation rules still name it.</summary>
+    /// <summary>
+    /// Removes a link; refused for the star, for a link the peer dials while it is up, and while user
+    /// or adaptation rules still name it.
+    /// </summary>
     public void Remove(string peer)
     {
         if (_links.Find(peer) is not { } port)
             throw new DaemonCommandException($"no link {peer}");
         if (port.Star)
             throw new DaemonCommandException(StarLinkRefusal(peer));
+        // The peer dials it and dials again at once: removing this end would answer "removed" and
+        // change nothing. A link the peer dials that is down (an expectation) may go.
+        if (port.DialAddress is null && port.IsUp)
+            throw new DaemonCommandException($"{peer} dials the link to {_config.Name} and would dial it again at once: remove it at {peer} ('vnet link del {_config.Name} --at {peer}')");
         if (_rules.UsersOf(PortRef.Link(peer)) is { Count: > 0 } users)
             throw new DaemonCommandException($"link {peer} is used by rule(s) {string.Join(", ", users)}; remove them first");
         RemoveForce(peer);

@@ -55,6 +55,20 @@ public sealed partial class VmHostService : IAsyncDisposable
     /// <summary>Control loop: the VMs, sorted by name.</summary>
     public IReadOnlyList<HostedVm> List() => [.. _vms.Values.OrderBy(v => v.Spec.Name, StringComparer.Ordinal)];
 
+    /// <summary>
+    /// The VM whose interface <paramref name="device"/> is (loop), or null: such an interface is the
+    /// VM's, and closing it by hand would leave the VM cut off while the Proxy lists it running.
+    /// </summary>
+    public string? VmOfDevice(string device)
+    {
+        foreach (var vm in _vms.Values)
+        {
+            if (vm.Spec.Device == device)
+                return vm.Spec.Name;
+        }
+        return null;
+    }
+
     /// <summary><c>vm.host</c>: the provider and the VMs (control loop).</summary>
     public JsonObject Describe() => new()
     {

@@ -70,6 +70,10 @@ public sealed class VmProviderTests(ITestOutputHelper output)
             Assert.True(o.Bed.HasInterface("h1", device), $"h1 has no {device}");
             Assert.Contains(o.Control("h1", "interface.list")!.AsArray(), i => i!["name"]!.GetValue<string>() == device);
             AssertRefused(o, "vm.order", new JsonObject { ["site"] = "h2", ["size"] = "small", ["name"] = name }, "exists");
+            // Its interface is the VM's: closed by hand it would leave the VM cut off and listed running.
+            var byHand = Assert.Throws<ControlException>(() => o.Control("h1", "interface.del", new JsonObject { ["name"] = device }));
+            Assert.Contains($"interface {device} is VM {name}'s", byHand.Message, StringComparison.Ordinal);
+            Assert.Contains(o.Control("h1", "interface.list")!.AsArray(), i => i!["name"]!.GetValue<string>() == device);
 
             var address = WaitForAddress(o, name, "h1", null);
             output.WriteLine($"{name} ({mac}) leased {address} on h1");

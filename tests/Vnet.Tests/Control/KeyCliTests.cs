@@ -113,8 +113,9 @@ public sealed class KeyCliTests : IDisposable
         var o = await RunAsync("host", "admit", "h9", "not-a-key", "--socket", Path.Combine(_dir, "none.sock"));
 
         Assert.Equal(2, o.ExitCode);
-        Assert.Contains(o.Stderr, l => l.Contains("'not-a-key' is not a public key", StringComparison.Ordinal));
+        AssertOneLine(o, "'not-a-key' is not a public key");
         Assert.DoesNotContain(o.Stderr, l => l.Contains("none.sock", StringComparison.Ordinal));
+        Assert.Equal("", o.Stdout);
     }
 
     [Fact]

@@ -124,6 +124,17 @@ public sealed class TopologyGeneratorTests
     {
         var ex = Assert.Throws<ArgumentException>(() => TopologyGenerator.Generate(TopologyKind.Star, Proxy, Hosts(1), [("h9", Mac(1))]));
         Assert.Contains("'h9'", ex.Message, StringComparison.Ordinal);
+        // 'vnet topo gen' prints the message as it is.
+        Assert.DoesNotContain("Parameter", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Generate_TwoHostsOfOneName_ThrowsNamingIt()
+    {
+        var ex = Assert.Throws<ArgumentException>(() => TopologyGenerator.Generate(TopologyKind.Mesh, Proxy,
+            [("h1", Ep("192.0.2.2:5500")), ("h1", Ep("192.0.2.3:5500"))], [("h1", Mac(1))]));
+
+        Assert.Equal("host 'h1' is given twice: every host needs its own name", ex.Message);
     }
 
     [Fact]

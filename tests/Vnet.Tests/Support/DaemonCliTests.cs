@@ -49,6 +49,13 @@ public abstract class DaemonCliTests : IDisposable
 
     protected static async Task<(int ExitCode, string[] Stderr)> RunAsync(string[] args)
     {
+        var (code, _, stderr) = await RunWithLogAsync(args);
+        return (code, stderr);
+    }
+
+    /// <summary>Also returns standard output, where a daemon logs.</summary>
+    protected static async Task<(int ExitCode, string Stdout, string[] Stderr)> RunWithLogAsync(string[] args)
+    {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(VnetDll);
         foreach (var a in args)
@@ -60,8 +67,7 @@ public abstract class DaemonCliTests : IDisposable
             var stdout = p.StandardOutput.ReadToEndAsync(bound.Token);
             var stderr = p.StandardError.ReadToEndAsync(bound.Token);
             await p.WaitForExitAsync(bound.Token);
-            await stdout;
-            return (p.ExitCode, (await stderr).Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            return (p.ExitCode, await stdout, (await stderr).Split('\n', StringSplitOptions.RemoveEmptyEntries));
         }
         finally
         {
