@@ -260,6 +260,9 @@ public sealed class CommandDispatcher : ICommandHandler
     {
         if (!MacAddress.TryParse(ControlArgs.Required(a, "src"), out var src))
             throw new DaemonCommandException($"'{a["src"]}' is not a MAC address");
+        // Every switch drops such a frame as malformed before any rule (VirtualSwitch): no trace to show.
+        if (src.IsGroup)
+            throw new DaemonCommandException($"'{a["src"]}' is a group (multicast) address: no frame has it as its source, every daemon drops such a frame as malformed");
         if (!MacAddress.TryParse(ControlArgs.Required(a, "dst"), out var dst))
             throw new DaemonCommandException($"'{a["dst"]}' is not a MAC address");
         var states = await _daemon.Overlay.GatherStates().ConfigureAwait(false);

@@ -18,6 +18,13 @@ namespace Vnet.Language;
 /// </summary>
 public static class OverlayParser
 {
+    /// <summary>
+    /// The most errors one parse reports: a file that is not a description at all (a binary, a log)
+    /// would otherwise give one per line, tens of thousands, and hold them all in memory. A line
+    /// after them says how many more there were.
+    /// </summary>
+    public const int MaxErrors = 100;
+
     public static ParseResult Parse(string text, string file)
     {
         ArgumentNullException.ThrowIfNull(text);
@@ -27,16 +34,24 @@ public static class OverlayParser
         if (parser.Errors.Count > 0)
         {
             // A block that is never closed is found at the end of the file; report in file order.
-            return ParseResult.Failed([.. parser.Errors.OrderBy(d => d.Span.Line).ThenBy(d => d.Span.Column)]);
+            return ParseResult.Failed(Capped([.. parser.Errors.OrderBy(d => d.Span.Line).ThenBy(d => d.Span.Column)], parser.Dropped, file));
         }
         var problems = OverlayChecker.Check(overlay);
         if (problems.Count > 0)
         {
             // Problems of the whole description (no proxy at all) have no construct to point at.
             var start = new SourceSpan(file, 1, 1);
-            return ParseResult.Failed([.. problems.Select(d => d.Span.IsKnown ? d : d with { Span = start })]);
+            var located = problems.Select(d => d.Span.IsKnown ? d : d with { Span = start }).ToList();
+            return ParseResult.Failed(Capped(located.Take(MaxErrors).ToList(), Math.Max(0, located.Count - MaxErrors), file));
         }
         return ParseResult.Succeeded(overlay);
+    }
+
+    private static List<Diagnostic> Capped(List<Diagnostic> shown, int more, string file)
+    {
+        if (more > 0)
+            shown.Add(new Diagnostic(new SourceSpan(file, 0, 0), $"{more} more error{(more == 1 ? "" : "s")} not shown (only the first {MaxErrors} are)"));
+        return shown;
     }
 
     /// <summary>
@@ -127,6 +142,9 @@ public static class OverlayParser
 
         public List<Diagnostic> Errors { get; } = [];
 
+        /// <summary>Errors found past <see cref="MaxErrors"/>: counted, not kept.</summary>
+        public int Dropped { get; private set; }
+
         private Token Peek => tokens[_position];
 
         private Token Next()
@@ -139,7 +157,10 @@ public static class OverlayParser
 
         private bool Fail(Token at, string message)
         {
-            Errors.Add(new Diagnostic(at.Span, message));
+            if (Errors.Count < MaxErrors)
+                Errors.Add(new Diagnostic(at.Span, message));
+            else
+                Dropped++;
             return false;
         }
 

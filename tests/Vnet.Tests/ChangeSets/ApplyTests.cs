@@ -84,6 +84,17 @@ public sealed class ApplyTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task OverlayTrace_GroupSourceMac_RefusedWithTheReason()
+    {
+        // No frame has a group address as its source: every switch drops one as malformed.
+        var answer = await new CommandDispatcher(_net.Proxy).HandleAsync("overlay.trace",
+            new JsonObject { ["at"] = "h1", ["src"] = "01:00:5e:00:00:01", ["dst"] = "02:00:00:00:00:05" });
+
+        Assert.False(answer.Ok);
+        Assert.Contains("'01:00:5e:00:00:01' is a group (multicast) address", answer.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task LinkAdd_PeerThatCanNeverComplete_RefusedWithTheReasonAndNoDialer()
     {
         var unknown = await new CommandDispatcher(_net["h1"]).HandleAsync("link.add", new JsonObject { ["peer"] = "h9", ["address"] = "127.0.0.1:9" });

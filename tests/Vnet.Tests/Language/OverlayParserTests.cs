@@ -109,6 +109,33 @@ public sealed class OverlayParserTests
     }
 
     [Fact]
+    public void Parse_FileOfGarbage_ReportsTheFirstHundredErrorsAndHowManyMore()
+    {
+        // A file that is not a description (a log, a binary): one error per line, 5,000 lines.
+        var text = string.Concat(Enumerable.Range(1, 5000).Select(i => $"garbage {i} here\n"));
+
+        var result = OverlayParser.Parse(text, "junk.vnet");
+
+        Assert.False(result.Success);
+        Assert.Equal(OverlayParser.MaxErrors + 1, result.Diagnostics.Count);
+        Assert.StartsWith("junk.vnet:1:1: expected 'proxy', 'host' or 'link'", result.Diagnostics[0].ToString(), StringComparison.Ordinal);
+        Assert.StartsWith($"junk.vnet:{OverlayParser.MaxErrors}:1: ", result.Diagnostics[OverlayParser.MaxErrors - 1].ToString(), StringComparison.Ordinal);
+        Assert.Equal($"junk.vnet: {5000 - OverlayParser.MaxErrors} more errors not shown (only the first {OverlayParser.MaxErrors} are)",
+            result.Diagnostics[^1].ToString());
+    }
+
+    [Fact]
+    public void Parse_ExactlyTheMostErrors_NoLineAboutMore()
+    {
+        var text = string.Concat(Enumerable.Range(1, OverlayParser.MaxErrors).Select(i => $"garbage {i}\n"));
+
+        var result = OverlayParser.Parse(text, "f");
+
+        Assert.Equal(OverlayParser.MaxErrors, result.Diagnostics.Count);
+        Assert.DoesNotContain(result.Diagnostics, d => d.Message.Contains("not shown", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Parse_WindowsLineEnds_SameAsUnix()
     {
         const string Text = "proxy p at 192.0.2.1:5500 {\n  interface lan0 pcap lan # the LAN\n}\n\nhost h { interface tap0 tap }\nlink h -> p udp\n";
