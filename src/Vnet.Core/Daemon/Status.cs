@@ -212,7 +212,13 @@ public sealed record DaemonState(
     }
 }
 
-public sealed record InterfaceState(string Name, InterfaceKind Kind, int Mtu, string? Bridge, bool Lan, IReadOnlyList<MacAddress> Vms);
+/// <summary>
+/// An interface as its daemon has it. <paramref name="OrderedVm"/> names the ordered VM whose
+/// interface it is (<c>vm-NAME</c>, made and closed by <c>vnet vm</c>), null for the user's: such an
+/// interface belongs to the VM, not to a description, so dumps leave it out and apply never touches it.
+/// </summary>
+public sealed record InterfaceState(string Name, InterfaceKind Kind, int Mtu, string? Bridge, bool Lan, IReadOnlyList<MacAddress> Vms,
+    string? OrderedVm = null);
 
 /// <summary>A link as this daemon has it: <c>Dial</c> is where it dials the peer, null when the peer dials in.</summary>
 public sealed record LinkState(string Peer, LinkTransport Transport, bool Star, string? Dial, bool Up, string? Remote, RuleOrigin Origin = RuleOrigin.User,

@@ -380,7 +380,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
     public DaemonState State()
     {
         var interfaces = Interfaces.All.OrderBy(i => i.Name, StringComparer.Ordinal).Select(i =>
-            new InterfaceState(i.Name, i.Config.Kind, i.Config.Mtu, i.Config.Bridge, i.Config.Lan, Vms.VmsOn(i.Name))).ToList();
+            new InterfaceState(i.Name, i.Config.Kind, i.Config.Mtu, i.Config.Bridge, i.Config.Lan, Vms.VmsOn(i.Name), VmHost?.VmOfDevice(i.Name))).ToList();
         var links = Links.Links.OrderBy(l => l.Peer, StringComparer.Ordinal).Select(l =>
             new LinkState(l.Peer, l.Session?.Transport ?? l.Transport, l.Star, l.DialAddress?.ToString(), l.IsUp, l.Session?.RemoteEndPoint, l.Origin, l.Streams)).ToList();
         var rules = RuleCommands.List();

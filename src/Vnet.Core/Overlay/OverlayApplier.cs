@@ -73,6 +73,17 @@ public static class OverlayApplier
         }
         foreach (var c in changes.All.Where(c => !c.IsApplicable && !missing.Contains(c.Daemon)))
             problems.Add(c.ToString());
+        // An ordered VM's interface is the VM's (left out of the live model): a description may not
+        // declare one of that name, or applying it would take the VM's interface over.
+        foreach (var d in desired.Daemons)
+        {
+            var live = states.Daemons.FirstOrDefault(s => s.Name == d.Name);
+            foreach (var i in d.Interfaces)
+            {
+                if (live?.Interfaces.FirstOrDefault(l => l.Name == i.Name)?.OrderedVm is { } vm)
+                    problems.Add($"interface {i.Name} at {d.Name} is VM {vm}'s (made by 'vnet vm'): a description cannot declare it");
+            }
+        }
         var proxy = desired.Proxy?.Name;
         foreach (var c in changes.All)
         {

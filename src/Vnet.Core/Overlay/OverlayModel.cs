@@ -18,7 +18,9 @@ public static class OverlayModel
     /// <summary>
     /// The live overlay as a description: daemons, interfaces with their VMs, user rules, and
     /// links as their dialing side has them. Rules the daemons install themselves (VM defaults,
-    /// locations, flooding) and adaptation's are not part of it, so dump then apply changes nothing.
+    /// locations, flooding) and adaptation's are not part of it, so dump then apply changes nothing;
+    /// nor are ordered VMs' interfaces (<c>vnet vm</c> makes and closes them), so a description
+    /// written by hand, which cannot know them, does not remove them when applied.
     /// Daemons the Proxy cannot reach are left out, with the links to them and the rules naming those.
     /// </summary>
     public static OverlayDescription FromStates(OverlayStates states)
@@ -43,7 +45,7 @@ public static class OverlayModel
         var links = new List<LinkDecl>();
         foreach (var s in states.Daemons)
         {
-            var interfaces = s.Interfaces.Select(i => new InterfaceDecl(i.Name, i.Kind,
+            var interfaces = s.Interfaces.Where(i => i.OrderedVm is null).Select(i => new InterfaceDecl(i.Name, i.Kind,
                 i.Mtu == DefaultMtu ? null : i.Mtu, i.Bridge, i.Lan, i.Vms.ToList())).ToList();
             var rules = s.Rules.Where(r => r.Origin == RuleOrigin.User).Select(r => r.ToRule())
                 .Where(r => !NamesUnknownLink(r, names)).Select(RuleDecl.From).ToList();

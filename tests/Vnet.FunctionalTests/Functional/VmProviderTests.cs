@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using Vnet.Control;
 using Vnet.Daemon;
 using Vnet.Tests.TestBed;
@@ -74,6 +75,22 @@ public sealed class VmProviderTests(ITestOutputHelper output)
             var byHand = Assert.Throws<ControlException>(() => o.Control("h1", "interface.del", new JsonObject { ["name"] = device }));
             Assert.Contains($"interface {device} is VM {name}'s", byHand.Message, StringComparison.Ordinal);
             Assert.Contains(o.Control("h1", "interface.list")!.AsArray(), i => i!["name"]!.GetValue<string>() == device);
+            // Nor is it a description's: the dump leaves it out, so a description without it (as a
+            // user writes one by hand) applied changes nothing, and one that declares it is refused.
+            var dump = o.Control("proxy", "overlay.dump")!["text"]!.GetValue<string>();
+            Assert.DoesNotContain(device, dump, StringComparison.Ordinal);
+            var same = o.Control("proxy", "overlay.apply", new JsonObject { ["text"] = dump })!.AsObject();
+            Assert.True(same["error"] is null, $"applying the dump: {same["error"]}");
+            Assert.Equal("no changes\n", same["diff"]!.GetValue<string>());
+            var h1Header = Regex.Match(dump, @"^host h1\b.*$", RegexOptions.Multiline);
+            Assert.True(h1Header.Success, $"no h1 in the dump:\n{dump}");
+            var claim = h1Header.Value.EndsWith('{')
+                ? dump.Insert(h1Header.Index + h1Header.Length, $"\n  interface {device} tap")
+                : dump.Insert(h1Header.Index + h1Header.Length, $" {{\n  interface {device} tap\n}}");
+            var claimed = o.Control("proxy", "overlay.apply", new JsonObject { ["text"] = claim })!.AsObject();
+            Assert.False(claimed["applied"]!.GetValue<bool>());
+            Assert.Contains($"interface {device} at h1 is VM {name}'s", claimed["error"]?.GetValue<string>() ?? "", StringComparison.Ordinal);
+            Assert.True(o.Bed.HasInterface("h1", device), $"{device} is gone from h1 after the refused description");
 
             var address = WaitForAddress(o, name, "h1", null);
             output.WriteLine($"{name} ({mac}) leased {address} on h1");
@@ -340,8 +357,11 @@ public sealed class VmProviderTests(ITestOutputHelper output)
     private static string? AddressIn(int ns)
     {
         var r = InVm(ns, "ip", "-j", "-4", "addr", "show", "dev", "eth0");
-        // No IPv4 address yet: ip prints nothing, or a link without addr_info entries.
-        return r.Stdout.Trim().Length == 0 ? null : JsonNode.Parse(r.Stdout)?[0]?["addr_info"]?.AsArray().FirstOrDefault()?["local"]?.GetValue<string>();
+        // No IPv4 address yet: ip prints nothing, an empty list (udhcpc's script flushes the
+        // address before it adds the leased one), or a link without addr_info entries.
+        return r.Stdout.Trim().Length == 0 || JsonNode.Parse(r.Stdout) is not JsonArray { Count: > 0 } links
+            ? null
+            : links[0]?["addr_info"]?.AsArray().FirstOrDefault()?["local"]?.GetValue<string>();
     }
 
     private static string MacIn(int ns) =>

@@ -124,6 +124,19 @@ public sealed class OverlayModelTests
     }
 
     [Fact]
+    public void FromStates_OrderedVmsInterface_LeftOut()
+    {
+        // h1 also runs an ordered VM: its interface vm-web is the VM's (vnet vm makes and closes it).
+        var states = LabStates();
+        var h1 = states.Daemons[1];
+        var withVm = h1 with { Interfaces = [.. h1.Interfaces, new InterfaceState("vm-web", InterfaceKind.Tap, 1500, null, false, [MacAddress.Parse("02:00:00:00:00:0a")], "web")] };
+        var live = OverlayModel.FromStates(states with { Daemons = [states.Daemons[0], withVm, .. states.Daemons.Skip(2)] });
+
+        Assert.Equal(["tap0"], live.Daemon("h1")!.Interfaces.Select(i => i.Name));
+        Assert.Equal(OverlayModel.Normalize(Parse(Lab)), live);
+    }
+
+    [Fact]
     public void FromStates_PassiveLinkEnds_DescribedOnceByTheirDialingEnd()
     {
         var live = OverlayModel.FromStates(LabStates());
