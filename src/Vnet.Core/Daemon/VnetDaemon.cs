@@ -252,7 +252,7 @@ public sealed partial class VnetDaemon : IAsyncDisposable
             var front = new WebFront(Name, commands, Config.WebToken, Loggers.CreateLogger("vnet.web"));
             Web = await HttpServer.StartAsync(webAt, front.Map, Loggers, certificate: Config.WebTls?.Certificate).ConfigureAwait(false);
             // The address only: the token is never logged.
-            Log.ServingWeb(_logger, Config.WebTls is null ? "http" : "https", Web.LocalEndPoint, Config.WebToken is null ? "no authentication (loopback)" : "token required");
+            Log.ServingWeb(_logger, Config.WebTls is null ? "http" : "https", Web.LocalEndPoint, Config.WebToken is null ? "loopback only, no authentication" : "token required");
             if (Config.WebTls is null && !System.Net.IPAddress.IsLoopback(webAt.Address))
                 Log.WebInClear(_logger, Web.LocalEndPoint);
         }
