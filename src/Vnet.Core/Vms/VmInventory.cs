@@ -22,9 +22,11 @@ public enum OrderedVmState
 
 /// <summary>
 /// A VM a user ordered: its name, MAC, the site that runs it, its size and kind. A VM lost in a move
-/// has the move's target as its site and <paramref name="LeftFrom"/> its source: either may hold what is left of it.
+/// has as its site the host where it is found running again if it runs anywhere (the target, once
+/// the source let go of it; the source, when it went away during its release), and
+/// <paramref name="OtherHost"/> the move's other host: either may hold what is left of it.
 /// </summary>
-public sealed record OrderedVm(string Name, MacAddress Mac, string Site, VmSize Size, VmProviderKind Kind, OrderedVmState State, string? LeftFrom = null);
+public sealed record OrderedVm(string Name, MacAddress Mac, string Site, VmSize Size, VmProviderKind Kind, OrderedVmState State, string? OtherHost = null);
 
 /// <summary>
 /// The Proxy's ordered VMs (<c>vm.order</c>, <c>vm.move</c>, <c>vm.remove</c>, <c>vm.sites</c>), on
@@ -269,11 +271,22 @@ public sealed partial class VmInventory
             var args = new JsonObject { ["name"] = name, ["incoming"] = incoming?.DeepClone() };
             handover = await _peers.CallAsync(from, "vm.release", args, MoveTimeout).ConfigureAwait(false);
         }
-        catch (DaemonCommandException)
+        catch (DaemonCommandException e)
         {
             await Abort(to, name).ConfigureAwait(false);
-            await _loop.Invoke(() => Record(name, vm)).ConfigureAwait(false);
-            throw;
+            if (!e.OutcomeUnknown)
+            {
+                await _loop.Invoke(() => Record(name, vm)).ConfigureAwait(false);
+                throw;
+            }
+            // The source went away (or did not answer) after it got the release: it may have let go
+            // of the VM before its answer was lost, and then the VM is nowhere. Recorded as running
+            // there, the next reconciliation would forget it and leave its remains (a namespace, a
+            // QEMU) on the machine for good. Lost at the source instead: found running again there
+            // if it never left, else shown lost until the user removes it (from both hosts).
+            await _loop.Invoke(() => Record(name, vm with { State = OrderedVmState.Lost, OtherHost = to })).ConfigureAwait(false);
+            throw new DaemonCommandException(
+                $"VM {name}: {from} did not answer its release ({e.Message}); it may have let go of the VM, which is marked lost: running again if {from} still runs it, else remove it");
         }
         Log.MoveStep(_logger, name, from, "released");
         try
@@ -285,7 +298,7 @@ public sealed partial class VmInventory
         catch (DaemonCommandException e)
         {
             await Abort(to, name).ConfigureAwait(false);
-            await _loop.Invoke(() => Record(name, vm with { Site = to, State = OrderedVmState.Lost, LeftFrom = from })).ConfigureAwait(false);
+            await _loop.Invoke(() => Record(name, vm with { Site = to, State = OrderedVmState.Lost, OtherHost = from })).ConfigureAwait(false);
             throw new DaemonCommandException($"VM {name} left {from} but {to} could not take it in ({e.Message}); it is marked lost: remove it");
         }
         var mode = handover?["mode"]?.GetValue<string>() ?? "live";
@@ -320,7 +333,7 @@ public sealed partial class VmInventory
         {
             var args = SpecArgs(vm);
             args["lost"] = true;
-            foreach (var site in new[] { vm.LeftFrom, vm.Site }.OfType<string>().Distinct(StringComparer.Ordinal))
+            foreach (var site in new[] { vm.OtherHost, vm.Site }.OfType<string>().Distinct(StringComparer.Ordinal))
             {
                 try
                 {

@@ -1,0 +1,179 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Vnet.Control;
+using Vnet.Tests.TestBed;
+using Vnet.Vms.Providers;
+using Xunit.Abstractions;
+
+namespace Vnet.Tests.Functional;
+
+/// <summary>
+/// A move whose star link to the source or to the target is replaced by a new session between
+/// the move's steps, made to happen for real: the host is held (SIGSTOP) while the Proxy's request
+/// reaches its socket, its link is cut (<c>ip link set wan0 down</c>), and it resumes: it does what
+/// it was asked, and its answer is lost with the session. The Proxy then knows only that it does not
+/// know; the end state must still be what the user expects (every VM known once, at the right host,
+/// nothing left on a host that the Proxy does not know of).
+/// <code>
+///  Proxy ── [wan] ──┬── h1 (vm_provider netns) ── vm-NAME
+///                   └── h2 (vm_provider netns)
+/// </code>
+/// </summary>
+[Collection("Netns")]
+public sealed class VmMoveInterleavingTests(ITestOutputHelper output)
+{
+    /// <summary>
+    /// The source's link goes down after the release reached it: h1 lets the VM go (its namespace
+    /// stays, with no device), and its answer never comes. Before, the Proxy took that for a
+    /// refusal and kept the VM as running on h1; when h1 came back, reconciliation found no VM
+    /// there and forgot it: the user's VM vanished from vm.list, its namespace left on the machine
+    /// for good. Now it is marked lost at h1 (found running there again had h1 not let go of it),
+    /// stays listed, and vm.remove leaves nothing on either host.
+    /// </summary>
+    [Fact]
+    public async Task NetnsVm_SourceLinkReplacedDuringItsRelease_VmStaysKnown_AndRemoveLeavesNothing()
+    {
+        using var o = new OverlayBed(output, hosts: 2);
+        var name = o.Bed.Prefix + "-s";
+        var device = "vm-" + name;
+        var h1 = 0;
+        try
+        {
+            StartBed(o);
+            o.Control("proxy", "vm.order", new JsonObject { ["site"] = "h1", ["size"] = "small", ["name"] = name });
+            var holder = NetnsVmProvider.HolderOf(name) ?? throw new InvalidOperationException("no namespace holder");
+
+            h1 = o.Daemon("h1").Pid;
+            var move = CutDuringStep(o, name, h1, "h1", () => o.Daemon("proxy").WaitForOutput($"VM {name} moving: h2 prepared", TimeSpan.FromSeconds(1.5)));
+            h1 = 0;
+            o.Daemon("h1").WaitForOutput($"VM {name} left this host", TimeSpan.FromSeconds(5));
+            var e = await Assert.ThrowsAsync<ControlException>(() => move);
+            output.WriteLine($"vm.move: {e.Message}");
+
+            // The link back, h1 reconciled: the VM is still listed (lost, where it was), never forgotten.
+            o.Bed.Up("h1", "wan0");
+            o.WaitStar(2);
+            Thread.Sleep(2000);
+            Assert.DoesNotContain($"VM {name} no longer runs on h1", o.Daemon("proxy").Output, StringComparison.Ordinal);
+            var row = Assert.Single(o.Vms("proxy"), v => v.Name == name);
+            Assert.Equal(("h1", "lost"), (row.Site, row.State));
+            Assert.Contains("marked lost", e.Message, StringComparison.Ordinal);
+            Assert.Equal(holder, NetnsVmProvider.HolderOf(name));
+            Assert.False(o.Bed.HasInterface("h1", device) || o.Bed.HasInterface("h2", device), "the VM's device is on a host");
+            Assert.DoesNotContain(o.Control("h2", "vm.host")!["vms"]!.AsArray(), v => v!["name"]!.GetValue<string>() == name);
+
+            o.Control("proxy", "vm.remove", new JsonObject { ["name"] = name });
+            Wait.Until(() => !Directory.Exists($"/proc/{holder}"), TimeSpan.FromSeconds(5), "the namespace holder of the lost VM ends");
+            Assert.Null(NetnsVmProvider.HolderOf(name));
+            Assert.False(File.Exists(Path.Combine(NetnsVmProvider.Registry, name + ".netns")), "vm.remove left the VM's registry entry");
+            Assert.DoesNotContain(o.Vms("proxy"), v => v.Name == name);
+        }
+        catch
+        {
+            o.DumpAll();
+            throw;
+        }
+        finally
+        {
+            if (h1 != 0)
+                TestNative.Kill(h1, TestNative.SIGCONT);
+            VmProviderTests.RemoveNamespace(name);
+        }
+    }
+
+    /// <summary>
+    /// The target's link goes down after the prepare reached it: h2 gets ready for the VM, and its
+    /// answer never comes, so the move fails with the VM still on h1 (right). Before, h2 kept
+    /// waiting for the VM for good (a QEMU target keeps its incoming QEMU and TAP) and refused every
+    /// later move of it to h2 ("a VM named ... is already on this host"). Now the Proxy's
+    /// reconciliation, once h2 is back, sees it waiting for a VM that runs on h1 and has it abort,
+    /// and the same move then works.
+    /// </summary>
+    [Fact]
+    public async Task NetnsVm_TargetLinkReplacedAfterItsPrepare_StaleArrivalAborted_AndTheMoveWorksAgain()
+    {
+        using var o = new OverlayBed(output, hosts: 2);
+        var name = o.Bed.Prefix + "-t";
+        var device = "vm-" + name;
+        var h2 = 0;
+        try
+        {
+            StartBed(o);
+            o.Control("proxy", "vm.order", new JsonObject { ["site"] = "h1", ["size"] = "small", ["name"] = name });
+            var holder = NetnsVmProvider.HolderOf(name) ?? throw new InvalidOperationException("no namespace holder");
+
+            h2 = o.Daemon("h2").Pid;
+            // No line tells when the Proxy sent the prepare: it goes as the command arrives; h2 logging
+            // that it got ready, below, shows it was in h2's socket before the cut.
+            var move = CutDuringStep(o, name, h2, "h2", () => Thread.Sleep(500));
+            h2 = 0;
+            o.Daemon("h2").WaitForOutput($"VM {name}: ready to take it in", TimeSpan.FromSeconds(5));
+            var e = await Assert.ThrowsAsync<ControlException>(() => move);
+            output.WriteLine($"vm.move: {e.Message}");
+            Assert.Contains(o.Vms("proxy"), v => v.Name == name && v.Site == "h1" && v.State == "running");
+
+            o.Bed.Up("h2", "wan0");
+            o.WaitStar(2);
+            Wait.Until(() => !o.Control("h2", "vm.host")!["vms"]!.AsArray().Any(v => v!["name"]!.GetValue<string>() == name),
+                TimeSpan.FromSeconds(5), "h2 stops waiting for a VM that runs on h1");
+            o.Daemon("proxy").WaitForOutput($"VM {name} runs elsewhere but h2 still waits to take it in", TimeSpan.FromSeconds(1));
+
+            var moved = o.Control("proxy", "vm.move", new JsonObject { ["name"] = name, ["to"] = "h2" })!.AsObject();
+            Assert.Equal("live", moved["mode"]!.GetValue<string>());
+            var row = Assert.Single(o.Vms("proxy"), v => v.Name == name);
+            Assert.Equal(("h2", "running"), (row.Site, row.State));
+            Assert.True(o.Bed.HasInterface("h2", device), $"{device} is not on h2 after the move");
+            Assert.False(o.Bed.HasInterface("h1", device), $"{device} is still on h1 after the move");
+            Assert.Equal(holder, NetnsVmProvider.HolderOf(name));
+
+            o.Control("proxy", "vm.remove", new JsonObject { ["name"] = name });
+            Assert.Null(NetnsVmProvider.HolderOf(name));
+            Assert.False(o.Bed.HasInterface("h2", device), "vm.remove left the device on h2");
+        }
+        catch
+        {
+            o.DumpAll();
+            throw;
+        }
+        finally
+        {
+            if (h2 != 0)
+                TestNative.Kill(h2, TestNative.SIGCONT);
+            VmProviderTests.RemoveNamespace(name);
+        }
+    }
+
+    private static void StartBed(OverlayBed o)
+    {
+        o.StartProxy();
+        o.StartHost(1, vmProvider: "netns");
+        o.StartHost(2, vmProvider: "netns");
+        o.WaitStar(2);
+    }
+
+    /// <summary>
+    /// Starts the move of <paramref name="name"/> to h2 with <paramref name="host"/> held (SIGSTOP),
+    /// waits until the request of the step to cut is in the host's socket (<paramref name="sent"/>),
+    /// cuts the host's link and resumes the host (held well within the link's dead time, so the
+    /// host's own session is still up when it reads the request). Returns the move's call.
+    /// </summary>
+    private Task<JsonNode?> CutDuringStep(OverlayBed o, string name, int pid, string host, Action sent)
+    {
+        var held = Stopwatch.StartNew();
+        TestNative.Kill(pid, TestNative.SIGSTOP);
+        try
+        {
+            var move = Task.Run(() => o.Control("proxy", "vm.move", new JsonObject { ["name"] = name, ["to"] = "h2" }));
+            sent();
+            // The request leaves on the session's sender thread: let it reach the host's socket.
+            Thread.Sleep(200);
+            o.Bed.Down(host, "wan0");
+            return move;
+        }
+        finally
+        {
+            TestNative.Kill(pid, TestNative.SIGCONT);
+            output.WriteLine($"{host} resumed after {held.ElapsedMilliseconds} ms, its link down");
+        }
+    }
+}
