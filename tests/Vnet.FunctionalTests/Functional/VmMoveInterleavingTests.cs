@@ -143,12 +143,92 @@ public sealed class VmMoveInterleavingTests(ITestOutputHelper output)
         }
     }
 
-    private static void StartBed(OverlayBed o)
+    /// <summary>
+    /// Two orders about one VM at once, in either order: while a move to h2 is under way (h1 held in
+    /// its release), a move to h3 and a removal are refused with the reason, and the move ends with
+    /// the VM on h2 alone (h3 never prepared for it); while its removal is under way (h2 held), a
+    /// move is refused, and the removal leaves nothing on any host.
+    /// </summary>
+    [Fact]
+    public async Task NetnsVm_TwoOrdersAtOnce_TheSecondIsRefused_AndTheFirstEndsAsIfAlone()
+    {
+        using var o = new OverlayBed(output, hosts: 3);
+        var name = o.Bed.Prefix + "-c";
+        var device = "vm-" + name;
+        var held = 0;
+        try
+        {
+            StartBed(o, hosts: 3);
+            o.Control("proxy", "vm.order", new JsonObject { ["site"] = "h1", ["size"] = "small", ["name"] = name });
+            var holder = NetnsVmProvider.HolderOf(name) ?? throw new InvalidOperationException("no namespace holder");
+
+            // Move first: h1 is held while the Proxy waits for its release (at most about 2 s: the link's dead time).
+            held = o.Daemon("h1").Pid;
+            TestNative.Kill(held, TestNative.SIGSTOP);
+            Task<JsonNode?> move;
+            try
+            {
+                move = Task.Run(() => o.Control("proxy", "vm.move", new JsonObject { ["name"] = name, ["to"] = "h2" }));
+                o.Daemon("proxy").WaitForOutput($"VM {name} moving: h2 prepared", TimeSpan.FromSeconds(1));
+                VmProviderTests.AssertRefused(o, "vm.move", new JsonObject { ["name"] = name, ["to"] = "h3" }, $"VM {name} is moving; try again when it is running");
+                VmProviderTests.AssertRefused(o, "vm.remove", new JsonObject { ["name"] = name }, $"VM {name} is moving; try again when it is running");
+            }
+            finally
+            {
+                TestNative.Kill(held, TestNative.SIGCONT);
+                held = 0;
+            }
+            Assert.Equal("h2", (await move)!["to"]!.GetValue<string>());
+            var row = Assert.Single(o.Vms("proxy"), v => v.Name == name);
+            Assert.Equal(("h2", "running"), (row.Site, row.State));
+            Assert.DoesNotContain(o.Control("h3", "vm.host")!["vms"]!.AsArray(), v => v!["name"]!.GetValue<string>() == name);
+            Assert.DoesNotContain($"VM {name}: ready to take it in", o.Daemon("h3").Output, StringComparison.Ordinal);
+            Assert.True(o.Bed.HasInterface("h2", device) && !o.Bed.HasInterface("h1", device) && !o.Bed.HasInterface("h3", device), $"{device} is not on h2 alone");
+
+            // Removal first: h2 is held while the Proxy waits for its destroy.
+            held = o.Daemon("h2").Pid;
+            TestNative.Kill(held, TestNative.SIGSTOP);
+            Task<JsonNode?> remove;
+            try
+            {
+                remove = Task.Run(() => o.Control("proxy", "vm.remove", new JsonObject { ["name"] = name }));
+                Wait.Until(() => o.Vms("proxy").Any(v => v.Name == name && v.State == "removing"), TimeSpan.FromSeconds(1), "the removal under way");
+                VmProviderTests.AssertRefused(o, "vm.move", new JsonObject { ["name"] = name, ["to"] = "h1" }, $"VM {name} is removing; try again when it is running");
+            }
+            finally
+            {
+                TestNative.Kill(held, TestNative.SIGCONT);
+                held = 0;
+            }
+            await remove;
+            Assert.DoesNotContain(o.Vms("proxy"), v => v.Name == name);
+            Wait.Until(() => !Directory.Exists($"/proc/{holder}"), TimeSpan.FromSeconds(5), "the VM's namespace holder ends");
+            Assert.Null(NetnsVmProvider.HolderOf(name));
+            foreach (var h in new[] { "h1", "h2", "h3" })
+            {
+                Assert.False(o.Bed.HasInterface(h, device), $"{device} left on {h}");
+                Assert.Empty(o.Control(h, "vm.host")!["vms"]!.AsArray());
+            }
+        }
+        catch
+        {
+            o.DumpAll();
+            throw;
+        }
+        finally
+        {
+            if (held != 0)
+                TestNative.Kill(held, TestNative.SIGCONT);
+            VmProviderTests.RemoveNamespace(name);
+        }
+    }
+
+    private static void StartBed(OverlayBed o, int hosts = 2)
     {
         o.StartProxy();
-        o.StartHost(1, vmProvider: "netns");
-        o.StartHost(2, vmProvider: "netns");
-        o.WaitStar(2);
+        for (var i = 1; i <= hosts; i++)
+            o.StartHost(i, vmProvider: "netns");
+        o.WaitStar(hosts);
     }
 
     /// <summary>
