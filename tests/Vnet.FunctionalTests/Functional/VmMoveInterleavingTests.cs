@@ -82,6 +82,77 @@ public sealed class VmMoveInterleavingTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// The source's daemon dies (its process alone, as a crash) with the release in its socket, not
+    /// yet read: the VM never left. The Proxy cannot know that, and marks it lost at h1; h1
+    /// restarted takes its VM in again (its namespace and device are still there), reconciliation
+    /// finds it running on h1, and it reaches the LAN. The VM is known once, where it is.
+    /// </summary>
+    [Fact]
+    public async Task NetnsVm_SourceKilledWithItsReleaseUnread_LostThenFoundWhereItRuns()
+    {
+        using var o = new OverlayBed(output, hosts: 2);
+        var leases = Path.Combine(Path.GetTempPath(), $"vnet-leases-{Guid.NewGuid():N}");
+        var name = o.Bed.Prefix + "-k";
+        var device = "vm-" + name;
+        var h1 = 0;
+        try
+        {
+            VmProviderTests.StartDnsmasq(o, leases);
+            StartBed(o);
+            o.Control("proxy", "vm.order", new JsonObject { ["site"] = "h1", ["size"] = "small", ["name"] = name });
+            var address = VmProviderTests.WaitForAddress(o, name, "h1", null);
+            var holder = NetnsVmProvider.HolderOf(name) ?? throw new InvalidOperationException("no namespace holder");
+
+            h1 = o.Daemon("h1").Pid;
+            TestNative.Kill(h1, TestNative.SIGSTOP);
+            Task<JsonNode?> move;
+            try
+            {
+                move = Task.Run(() => o.Control("proxy", "vm.move", new JsonObject { ["name"] = name, ["to"] = "h2" }));
+                o.Daemon("proxy").WaitForOutput($"VM {name} moving: h2 prepared", TimeSpan.FromSeconds(1.5));
+                Thread.Sleep(200);
+                o.Daemon("h1").KillOnly();
+            }
+            finally
+            {
+                TestNative.Kill(h1, TestNative.SIGCONT);
+                h1 = 0;
+            }
+            var e = await Assert.ThrowsAsync<ControlException>(() => move);
+            output.WriteLine($"vm.move: {e.Message}");
+            Assert.Contains("marked lost", e.Message, StringComparison.Ordinal);
+            Assert.Contains(o.Vms("proxy"), v => v.Name == name && v.Site == "h1" && v.State == "lost");
+            Assert.DoesNotContain(o.Control("h2", "vm.host")!["vms"]!.AsArray(), v => v!["name"]!.GetValue<string>() == name);
+
+            o.StartHost(1, vmProvider: "netns");
+            o.WaitStar(2);
+            Wait.Until(() => o.Vms("proxy").Any(v => v.Name == name && v.Site == "h1" && v.State == "running"), TimeSpan.FromSeconds(10),
+                "reconciliation finds the VM running on h1");
+            o.Daemon("proxy").WaitForOutput($"VM {name}, marked lost, runs on h1: running again", TimeSpan.FromSeconds(1));
+            Assert.Equal(holder, NetnsVmProvider.HolderOf(name));
+            Assert.True(o.Bed.HasInterface("h1", device) && !o.Bed.HasInterface("h2", device), $"{device} is not on h1 alone");
+            Assert.Equal(address, VmProviderTests.WaitForAddress(o, name, "h1", address));
+            VmProviderTests.AssertPings(output, holder, OverlayBed.LanHostIp);
+
+            o.Control("proxy", "vm.remove", new JsonObject { ["name"] = name });
+            Assert.Null(NetnsVmProvider.HolderOf(name));
+            Assert.False(o.Bed.HasInterface("h1", device), "vm.remove left the device on h1");
+        }
+        catch
+        {
+            o.DumpAll();
+            throw;
+        }
+        finally
+        {
+            if (h1 != 0)
+                TestNative.Kill(h1, TestNative.SIGCONT);
+            VmProviderTests.RemoveNamespace(name);
+            File.Delete(leases);
+        }
+    }
+
+    /// <summary>
     /// The target's link goes down after the prepare reached it: h2 gets ready for the VM, and its
     /// answer never comes, so the move fails with the VM still on h1 (right). Before, h2 kept
     /// waiting for the VM for good (a QEMU target keeps its incoming QEMU and TAP) and refused every
