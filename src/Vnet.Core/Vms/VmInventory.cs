@@ -297,9 +297,14 @@ public sealed partial class VmInventory
         }
         catch (DaemonCommandException e)
         {
-            await Abort(to, name).ConfigureAwait(false);
+            // Without an answer the target may still be taking the VM in, the only copy there is
+            // now: an abort would end it. Left to finish, it is found running there by reconciliation.
+            if (!e.OutcomeUnknown)
+                await Abort(to, name).ConfigureAwait(false);
             await _loop.Invoke(() => Record(name, vm with { Site = to, State = OrderedVmState.Lost, OtherHost = from })).ConfigureAwait(false);
-            throw new DaemonCommandException($"VM {name} left {from} but {to} could not take it in ({e.Message}); it is marked lost: remove it");
+            throw new DaemonCommandException(e.OutcomeUnknown
+                ? $"VM {name} left {from} but {to} did not answer taking it in ({e.Message}); it is marked lost: running again if {to} took it in, else remove it"
+                : $"VM {name} left {from} but {to} could not take it in ({e.Message}); it is marked lost: remove it");
         }
         var mode = handover?["mode"]?.GetValue<string>() ?? "live";
         await _loop.Invoke(() => Record(name, vm with { Site = to, State = OrderedVmState.Running })).ConfigureAwait(false);
