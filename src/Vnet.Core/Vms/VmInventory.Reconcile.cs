@@ -60,7 +60,10 @@ public sealed partial class VmInventory
         _peers.PeerUp += (port, session) =>
         {
             if (port.Star)
+            {
                 _ = ReconcileAsync(port.Peer);
+                _ = CleanLeftoversAsync(port.Peer);
+            }
         };
         _loop.Every(ReconcileInterval, () =>
         {
@@ -134,6 +137,9 @@ public sealed partial class VmInventory
         }
         foreach (var vm in plan.Found)
         {
+            // The move's other host may still wait for it: asked now rather than at the next tick.
+            if (_vms.TryGetValue(vm.Name, out var was) && was.OtherHost is { } other && other != site)
+                _loop.Post(() => _ = ReconcileAsync(other));
             _vms[vm.Name] = vm;
             Log.Found(_logger, vm.Name, vm.Site);
         }
