@@ -166,6 +166,12 @@ public sealed class DaemonCommandException : Exception
         : base(message, inner)
     {
     }
+
+    /// <summary>
+    /// The command was sent to another daemon but no answer came (it went away, or did not answer
+    /// in time): unlike a refusal, it may have been done there all the same.
+    /// </summary>
+    public bool OutcomeUnknown { get; init; }
 }
 
 /// <summary>

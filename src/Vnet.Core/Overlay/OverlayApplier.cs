@@ -14,10 +14,18 @@ public sealed record OverlayApplyReport(string Diff, bool DryRun, bool Applied, 
 ///        set (each daemon takes all of it or none) -> if one refuses or does not answer, send
 ///        the already-changed daemons the inverse of their sets, newest first -> report.
 /// </code>
+/// A daemon whose answer never came (its star link went down after the set reached it, or it
+/// did not answer in time) may have taken its set: its state's version, once it is back (at most
+/// <see cref="SettleLimit"/>), tells. Unchanged, it is left as it is; changed, it gets the
+/// inverse too, checked against that version. Otherwise it would keep its part while the others
+/// are rolled back: a description half applied.
 /// Unchanged links and rules are not touched, so traffic on them flows on.
 /// </summary>
 public static class OverlayApplier
 {
+    /// <summary>How long an apply waits for a daemon that did not answer to come back (the CLI waits 30 s for the whole apply).</summary>
+    public static readonly TimeSpan SettleLimit = TimeSpan.FromSeconds(10);
+
     public static async Task<OverlayDescription> DumpAsync(OverlayService proxy) =>
         OverlayModel.FromStates(await proxy.GatherStates());
 
@@ -50,15 +58,17 @@ public static class OverlayApplier
             // Planned from the state just read: a daemon that changed since refuses rather than
             // take a change set computed against what it no longer is.
             var version = states.Daemons.FirstOrDefault(d => d.Name == daemon.Daemon)?.Version;
-            var error = await proxy.SendChangeSet(daemon.Daemon, set, version);
-            if (error is null)
+            var answer = await proxy.SendChangeSetAsync(daemon.Daemon, set, version);
+            if (answer.Error is null)
             {
                 done.Add(daemon);
                 continue;
             }
+            var settled = answer.OutcomeUnknown ? await Settle(proxy, daemon, version, current) : null;
             var rollback = await Rollback(proxy, done, current);
             return new OverlayApplyReport(diff, false, false, done.Select(d => d.Daemon).ToList(),
-                $"{daemon.Daemon} refused its changes: {error}", rollback);
+                answer.OutcomeUnknown ? $"{daemon.Daemon} did not answer its changes: {answer.Error}" : $"{daemon.Daemon} refused its changes: {answer.Error}",
+                settled is null ? rollback : done.Count == 0 ? settled : $"{settled}; {rollback}");
         }
         return new OverlayApplyReport(diff, false, true, done.Select(d => d.Daemon).ToList(), null, null);
     }
@@ -102,6 +112,24 @@ public static class OverlayApplier
                 problems.Add($"{c} (the star link between {host} and {proxy} belongs to {host}'s configuration)");
         }
         return problems.Count == 0 ? null : "cannot apply: " + string.Join("; ", problems.Distinct());
+    }
+
+    /// <summary>
+    /// A daemon that may or may not have taken its set: once it is back, its version says whether it
+    /// changed since the apply read it; if it did, the inverse goes to it, checked against the
+    /// version it has now. Says what became of it.
+    /// </summary>
+    private static async Task<string> Settle(OverlayService proxy, DaemonChanges daemon, string? planned, OverlayDescription before)
+    {
+        var name = daemon.Daemon;
+        var now = await proxy.WaitForVersion(name, SettleLimit);
+        if (now is null || planned is null)
+            return $"{name} may have taken its changes (not back within {SettleLimit.TotalSeconds:0} s to tell): topo diff shows what it has";
+        if (now == planned)
+            return $"{name} had not taken its changes";
+        var inverse = daemon.Changes.Reverse().SelectMany(c => OverlayModel.Inverse(c, before)).ToList();
+        var error = await proxy.SendChangeSet(name, inverse, now);
+        return error is null ? $"{name} had taken its changes: rolled back" : $"{name} had changed and could not be rolled back: {error}";
     }
 
     private static async Task<string> Rollback(OverlayService proxy, List<DaemonChanges> done, OverlayDescription before)

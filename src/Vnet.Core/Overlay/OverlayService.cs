@@ -8,6 +8,13 @@ using Vnet.Peers;
 
 namespace Vnet.Overlay;
 
+/// <summary>
+/// What became of a change set sent to a daemon: taken (no error), refused, or sent with no answer
+/// (<see cref="OutcomeUnknown"/>: the daemon went away or did not answer in time, and may have
+/// taken it all the same).
+/// </summary>
+public sealed record ChangeSetAnswer(string? Error, bool OutcomeUnknown = false);
+
 /// <summary>What the Proxy knows of the whole overlay at one moment.</summary>
 public sealed record OverlayStates(IReadOnlyList<DaemonState> Daemons, IReadOnlyList<string> Unreachable);
 
@@ -85,7 +92,11 @@ public sealed class OverlayService
     /// else why it refused. With <paramref name="ifVersion"/> the daemon refuses if it changed
     /// since that version of its state was read.
     /// </summary>
-    public async Task<string?> SendChangeSet(string daemon, IReadOnlyList<DaemonChange> set, string? ifVersion = null)
+    public async Task<string?> SendChangeSet(string daemon, IReadOnlyList<DaemonChange> set, string? ifVersion = null) =>
+        (await SendChangeSetAsync(daemon, set, ifVersion).ConfigureAwait(false)).Error;
+
+    /// <summary>As <see cref="SendChangeSet"/>, telling a refusal from a set sent that got no answer.</summary>
+    public async Task<ChangeSetAnswer> SendChangeSetAsync(string daemon, IReadOnlyList<DaemonChange> set, string? ifVersion = null)
     {
         try
         {
@@ -101,13 +112,43 @@ public sealed class OverlayService
                     args["ifVersion"] = ifVersion;
                 result = DaemonJson.FromNode<ApplyResult>(await _peers.CallAsync(daemon, "apply", args).ConfigureAwait(false));
             }
-            return result is { Applied: true } ? null : result?.Error ?? "no answer";
+            return new ChangeSetAnswer(result is { Applied: true } ? null : result?.Error ?? "no answer");
         }
         catch (DaemonCommandException e)
         {
-            return e.Message;
+            return new ChangeSetAnswer(e.Message, e.OutcomeUnknown);
         }
     }
+
+    /// <summary>
+    /// The version of a host's state once its star link is up (now, or after it comes back), or
+    /// null if it is not back and answering within <paramref name="limit"/>.
+    /// </summary>
+    public async Task<string?> WaitForVersion(string daemon, TimeSpan limit)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            if (_links.Find(daemon) is { Star: true, IsUp: true })
+            {
+                try
+                {
+                    var state = DaemonJson.FromNode<DaemonState>(await _peers.CallAsync(daemon, "state", null, limit - clock.Elapsed).ConfigureAwait(false));
+                    if (state?.Version is { } version)
+                        return version;
+                }
+                catch (Exception e) when (e is DaemonCommandException or System.Text.Json.JsonException or ArgumentOutOfRangeException)
+                {
+                    // Down again, or no answer: looked at again until the limit.
+                }
+            }
+            if (clock.Elapsed + RecheckPeriod > limit)
+                return null;
+            await Task.Delay(RecheckPeriod).ConfigureAwait(false);
+        }
+    }
+
+    private static readonly TimeSpan RecheckPeriod = TimeSpan.FromMilliseconds(250);
 
     /// <summary>A host listening on every address is reached where its star link comes from.</summary>
     private static DaemonState WithReachableAddress(DaemonState state, LinkPort star)

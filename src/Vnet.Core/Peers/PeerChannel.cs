@@ -365,7 +365,9 @@ public sealed partial class PeerChannel : ILinkEvents
 
     /// <summary>
     /// Proxy: runs a command on a host over its star link (hosts take commands only from the Proxy).
-    /// Fails with a reason when the host is not connected, refuses, or does not answer in time.
+    /// Fails with a reason when the host is not connected, refuses, or does not answer in time; in
+    /// the last case, and when the link goes down before the answer, the host may have run it all
+    /// the same (<see cref="DaemonCommandException.OutcomeUnknown"/>).
     /// </summary>
     public async Task<JsonNode?> CallAsync(string daemon, string command, JsonObject? args, TimeSpan? timeout = null)
     {
@@ -390,7 +392,7 @@ public sealed partial class PeerChannel : ILinkEvents
         }
         catch (TimeoutException)
         {
-            throw new DaemonCommandException($"daemon {daemon} did not answer '{command}' within {wait.TotalSeconds:0} s");
+            throw new DaemonCommandException($"daemon {daemon} did not answer '{command}' within {wait.TotalSeconds:0} s") { OutcomeUnknown = true };
         }
         finally
         {
@@ -461,7 +463,7 @@ public sealed partial class PeerChannel : ILinkEvents
         foreach (var (_, pending) in _pending)
         {
             if (pending.Peer == peer)
-                pending.Done.TrySetException(new DaemonCommandException($"daemon {peer} went away: {LogText.Safe(reason)}"));
+                pending.Done.TrySetException(new DaemonCommandException($"daemon {peer} went away: {LogText.Safe(reason)}") { OutcomeUnknown = true });
         }
     }
 

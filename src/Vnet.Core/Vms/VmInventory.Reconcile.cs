@@ -10,10 +10,14 @@ namespace Vnet.Vms;
 /// <summary>A VM as a host reports it (<c>vm.host</c>): checked like the arguments of <c>vm.create</c>.</summary>
 public sealed record ReportedVm(VmSpec Spec, VmProviderKind Kind, HostedVmState State);
 
-/// <summary>What one host's report changes in the Proxy's inventory, and what it could not take.</summary>
-public sealed record ReconcilePlan(IReadOnlyList<OrderedVm> Add, IReadOnlyList<OrderedVm> Found, IReadOnlyList<OrderedVm> Forget, IReadOnlyList<string> Conflicts)
+/// <summary>
+/// What one host's report changes in the Proxy's inventory, the stale arrivals the host is asked to
+/// abort (<see cref="Abort"/>, by name), and what it could not take.
+/// </summary>
+public sealed record ReconcilePlan(IReadOnlyList<OrderedVm> Add, IReadOnlyList<OrderedVm> Found, IReadOnlyList<OrderedVm> Forget, IReadOnlyList<string> Conflicts,
+    IReadOnlyList<string> Abort)
 {
-    public bool IsEmpty => Add.Count == 0 && Found.Count == 0 && Forget.Count == 0;
+    public bool IsEmpty => Add.Count == 0 && Found.Count == 0 && Forget.Count == 0 && Abort.Count == 0;
 }
 
 /// <summary>
@@ -25,7 +29,11 @@ public sealed record ReconcilePlan(IReadOnlyList<OrderedVm> Add, IReadOnlyList<O
 /// 1. adopts a running VM it does not know (a Proxy restart): name, MAC, size, the host's kind;
 /// 2. finds a VM it marked lost on a failed move, where the host now runs it: running again there;
 /// 3. forgets a VM it has as running on that host that the host no longer runs (a host restart);
-/// 4. leaves alone what conflicts (a name or MAC the inventory has for another VM or site): logged.
+/// 4. asks the host to abort a VM it is still waiting to take in (arriving) that runs on another
+///    site: a move whose prepare was answered on a session that ended before the answer came,
+///    which the Proxy took for a failure (the host would hold the name, and a QEMU host an
+///    incoming QEMU and its TAP, for good, and refuse every later move of that VM to it);
+/// 5. leaves alone what conflicts (a name or MAC the inventory has for another VM or site): logged.
 /// </code>
 /// A report is applied only if nothing happened to the inventory while it was asked (an epoch
 /// counts every operation's start and end) and no operation is under way: a report sent before a
@@ -52,7 +60,10 @@ public sealed partial class VmInventory
         _peers.PeerUp += (port, session) =>
         {
             if (port.Star)
+            {
                 _ = ReconcileAsync(port.Peer);
+                _ = CleanLeftoversAsync(port.Peer);
+            }
         };
         _loop.Every(ReconcileInterval, () =>
         {
@@ -102,7 +113,7 @@ public sealed partial class VmInventory
                     return null;
                 }
                 var plan = PlanReconcile(_vms.Values, site, report);
-                Apply(plan);
+                Apply(site, plan);
                 return plan;
             }).ConfigureAwait(false);
         }
@@ -116,8 +127,8 @@ public sealed partial class VmInventory
         }
     }
 
-    /// <summary>Control loop.</summary>
-    private void Apply(ReconcilePlan plan)
+    /// <summary>Control loop; the aborts run off it (each logged if it fails).</summary>
+    private void Apply(string site, ReconcilePlan plan)
     {
         foreach (var vm in plan.Add)
         {
@@ -126,6 +137,9 @@ public sealed partial class VmInventory
         }
         foreach (var vm in plan.Found)
         {
+            // The move's other host may still wait for it: asked now rather than at the next tick.
+            if (_vms.TryGetValue(vm.Name, out var was) && was.OtherHost is { } other && other != site)
+                _loop.Post(() => _ = ReconcileAsync(other));
             _vms[vm.Name] = vm;
             Log.Found(_logger, vm.Name, vm.Site);
         }
@@ -136,6 +150,11 @@ public sealed partial class VmInventory
         }
         foreach (var conflict in plan.Conflicts)
             Log.ReconcileConflict(_logger, conflict);
+        foreach (var name in plan.Abort)
+        {
+            Log.StaleArrival(_logger, name, site);
+            _ = Abort(site, name);
+        }
     }
 
     /// <summary>
@@ -206,14 +225,20 @@ public sealed partial class VmInventory
         var found = new List<OrderedVm>();
         var forget = new List<OrderedVm>();
         var conflicts = new List<string>();
+        var abort = new List<string>();
         var running = new HashSet<string>(StringComparer.Ordinal);
         var total = byName.Count;
         foreach (var r in report)
         {
             if (r.State != HostedVmState.Running)
             {
-                // Being made, moved or removed there: whatever does it records the outcome.
+                // Being made, moved or removed there: whatever does it records the outcome. Except
+                // an arrival of a VM that runs elsewhere: a report is applied only while no
+                // operation is under way, so no move is bringing it here.
                 running.Add(r.Spec.Name);
+                if (r.State == HostedVmState.Arriving && byName.TryGetValue(r.Spec.Name, out var there) && there.Mac == r.Spec.Mac
+                    && there.State == OrderedVmState.Running && there.Site != site)
+                    abort.Add(r.Spec.Name);
                 continue;
             }
             running.Add(r.Spec.Name);
@@ -222,7 +247,7 @@ public sealed partial class VmInventory
                 if (known.Mac != r.Spec.Mac)
                     conflicts.Add($"{site} runs a VM named {r.Spec.Name} with MAC {r.Spec.Mac}, but {known.Name} has {known.Mac} on {known.Site}");
                 else if (known.State == OrderedVmState.Lost && known.Site == site)
-                    found.Add(known with { State = OrderedVmState.Running, Kind = r.Kind, LeftFrom = null });
+                    found.Add(known with { State = OrderedVmState.Running, Kind = r.Kind, OtherHost = null });
                 else if (known.Site != site)
                     conflicts.Add($"{site} runs {r.Spec.Name}, which the Proxy has {known.State.ToString().ToLowerInvariant()} on {known.Site}");
                 continue;
@@ -248,7 +273,7 @@ public sealed partial class VmInventory
             if (vm.Site == site && vm.State == OrderedVmState.Running && !running.Contains(vm.Name) && !add.Contains(vm))
                 forget.Add(vm);
         }
-        return new ReconcilePlan(add, found, forget, conflicts);
+        return new ReconcilePlan(add, found, forget, conflicts, abort);
     }
 
     private static partial class Log
@@ -264,6 +289,9 @@ public sealed partial class VmInventory
 
         [LoggerMessage(EventId = 417, Level = LogLevel.Warning, Message = "VM inventory: {Conflict}; left as it is")]
         public static partial void ReconcileConflict(ILogger logger, string conflict);
+
+        [LoggerMessage(EventId = 430, Level = LogLevel.Warning, Message = "VM {Name} runs elsewhere but {Site} still waits to take it in (a move's answer was lost): asked to abort")]
+        public static partial void StaleArrival(ILogger logger, string name, string site);
 
         [LoggerMessage(EventId = 418, Level = LogLevel.Warning, Message = "VM inventory: {Count} entries of {Site}'s report refused (malformed)")]
         public static partial void ReportEntriesRefused(ILogger logger, string site, int count);

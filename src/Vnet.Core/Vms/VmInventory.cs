@@ -22,9 +22,11 @@ public enum OrderedVmState
 
 /// <summary>
 /// A VM a user ordered: its name, MAC, the site that runs it, its size and kind. A VM lost in a move
-/// has the move's target as its site and <paramref name="LeftFrom"/> its source: either may hold what is left of it.
+/// has as its site the host where it is found running again if it runs anywhere (the target, once
+/// the source let go of it; the source, when it went away during its release), and
+/// <paramref name="OtherHost"/> the move's other host: either may hold what is left of it.
 /// </summary>
-public sealed record OrderedVm(string Name, MacAddress Mac, string Site, VmSize Size, VmProviderKind Kind, OrderedVmState State, string? LeftFrom = null);
+public sealed record OrderedVm(string Name, MacAddress Mac, string Site, VmSize Size, VmProviderKind Kind, OrderedVmState State, string? OtherHost = null);
 
 /// <summary>
 /// The Proxy's ordered VMs (<c>vm.order</c>, <c>vm.move</c>, <c>vm.remove</c>, <c>vm.sites</c>), on
@@ -269,11 +271,24 @@ public sealed partial class VmInventory
             var args = new JsonObject { ["name"] = name, ["incoming"] = incoming?.DeepClone() };
             handover = await _peers.CallAsync(from, "vm.release", args, MoveTimeout).ConfigureAwait(false);
         }
-        catch (DaemonCommandException)
+        catch (DaemonCommandException e)
         {
-            await Abort(to, name).ConfigureAwait(false);
-            await _loop.Invoke(() => Record(name, vm)).ConfigureAwait(false);
-            throw;
+            if (!e.OutcomeUnknown)
+            {
+                await Abort(to, name).ConfigureAwait(false);
+                await _loop.Invoke(() => Record(name, vm)).ConfigureAwait(false);
+                throw;
+            }
+            // The source went away (or did not answer) after it got the release: it may have let go
+            // of the VM before its answer was lost. Recorded as running there, the next
+            // reconciliation would forget it and leave its remains (a namespace, a QEMU) on the
+            // machine for good. Lost at the source instead: found running again there if it never
+            // left (and the target's wait for it is aborted by reconciliation then), else shown
+            // lost until the user removes it from both hosts. The target is not aborted now: a
+            // QEMU VM sent before the answer was lost is in the target's incoming QEMU, its only copy.
+            await _loop.Invoke(() => Record(name, vm with { State = OrderedVmState.Lost, OtherHost = to })).ConfigureAwait(false);
+            throw new DaemonCommandException(
+                $"VM {name}: {from} did not answer its release ({e.Message}); it may have let go of the VM, which is marked lost: running again if {from} still runs it, else remove it");
         }
         Log.MoveStep(_logger, name, from, "released");
         try
@@ -284,9 +299,14 @@ public sealed partial class VmInventory
         }
         catch (DaemonCommandException e)
         {
-            await Abort(to, name).ConfigureAwait(false);
-            await _loop.Invoke(() => Record(name, vm with { Site = to, State = OrderedVmState.Lost, LeftFrom = from })).ConfigureAwait(false);
-            throw new DaemonCommandException($"VM {name} left {from} but {to} could not take it in ({e.Message}); it is marked lost: remove it");
+            // Without an answer the target may still be taking the VM in, the only copy there is
+            // now: an abort would end it. Left to finish, it is found running there by reconciliation.
+            if (!e.OutcomeUnknown)
+                await Abort(to, name).ConfigureAwait(false);
+            await _loop.Invoke(() => Record(name, vm with { Site = to, State = OrderedVmState.Lost, OtherHost = from })).ConfigureAwait(false);
+            throw new DaemonCommandException(e.OutcomeUnknown
+                ? $"VM {name} left {from} but {to} did not answer taking it in ({e.Message}); it is marked lost: running again if {to} took it in, else remove it"
+                : $"VM {name} left {from} but {to} could not take it in ({e.Message}); it is marked lost: remove it");
         }
         var mode = handover?["mode"]?.GetValue<string>() ?? "live";
         await _loop.Invoke(() => Record(name, vm with { Site = to, State = OrderedVmState.Running })).ConfigureAwait(false);
@@ -309,9 +329,10 @@ public sealed partial class VmInventory
     /// <summary>
     /// <c>vm.remove</c>: the site destroys the VM; the Proxy forgets it. A VM lost in a move may have
     /// left something on either host of the move (QEMU on the target, a netns VM's namespace on the
-    /// machine): both are asked to remove whatever of it they have; one that cannot be asked is
-    /// logged, and the VM is forgotten anyway (if that host runs it later, reconciliation takes it
-    /// in again, to be removed then).
+    /// machine): both are asked to remove whatever of it they have; one that cannot be asked now
+    /// (its star link down, or no answer) is logged and asked again when its star link comes up
+    /// (<see cref="CleanLeftoversAsync"/>), and the VM is forgotten anyway. What it left there (a
+    /// namespace without its device) runs no VM, so reconciliation would never find it.
     /// </summary>
     public async Task<JsonObject> RemoveAsync(string name)
     {
@@ -320,7 +341,7 @@ public sealed partial class VmInventory
         {
             var args = SpecArgs(vm);
             args["lost"] = true;
-            foreach (var site in new[] { vm.LeftFrom, vm.Site }.OfType<string>().Distinct(StringComparer.Ordinal))
+            foreach (var site in new[] { vm.OtherHost, vm.Site }.OfType<string>().Distinct(StringComparer.Ordinal))
             {
                 try
                 {
@@ -329,6 +350,7 @@ public sealed partial class VmInventory
                 catch (DaemonCommandException e)
                 {
                     Log.LostCleanFailed(_logger, name, site, e.Message);
+                    await RememberLeftovers(site, e, args).ConfigureAwait(false);
                 }
             }
         }
@@ -349,8 +371,67 @@ public sealed partial class VmInventory
         return new JsonObject { ["name"] = name };
     }
 
+    // Control loop: per host, the lost VMs removed while that host could not be asked (by name: the
+    // vm.destroy arguments, with "lost"), asked again when its star link comes up.
+    private readonly Dictionary<string, Dictionary<string, JsonObject>> _leftovers = new(StringComparer.Ordinal);
+
+    /// <summary>Keeps a lost VM's clean-up for a host that could not be asked (down, or no answer); not one that refused.</summary>
+    private Task<bool> RememberLeftovers(string site, DaemonCommandException e, JsonObject args) => _loop.Invoke(() =>
+    {
+        if (!e.OutcomeUnknown && HostsUp().Contains(site))
+            return false;
+        if (!_leftovers.TryGetValue(site, out var names))
+            _leftovers[site] = names = new(StringComparer.Ordinal);
+        // Bounded: one entry per name, and no more names than the Proxy keeps VMs.
+        if (names.Count < MaxVms || names.ContainsKey(args["name"]!.GetValue<string>()))
+            names[args["name"]!.GetValue<string>()] = args;
+        return true;
+    });
+
+    /// <summary>
+    /// A host's star link is up: it is asked again to remove what it may have of the lost VMs
+    /// removed while it could not be asked. A host still unreachable keeps them for the next time.
+    /// A VM of that name made since has another MAC, which the host checks (it refuses).
+    /// </summary>
+    private async Task CleanLeftoversAsync(string site)
+    {
+        List<JsonObject> pending;
+        try
+        {
+            pending = await _loop.Invoke(() => _leftovers.Remove(site, out var names) ? names.Values.ToList() : []).ConfigureAwait(false);
+        }
+        catch (ObjectDisposedException)
+        {
+            return;
+        }
+        foreach (var args in pending)
+        {
+            var name = args["name"]!.GetValue<string>();
+            try
+            {
+                await _peers.CallAsync(site, "vm.destroy", args, CreateTimeout).ConfigureAwait(false);
+                Log.LeftoversCleaned(_logger, name, site);
+            }
+            catch (DaemonCommandException e)
+            {
+                Log.LostCleanFailed(_logger, name, site, e.Message);
+                try
+                {
+                    await RememberLeftovers(site, e, args).ConfigureAwait(false);
+                }
+                catch (ObjectDisposedException)
+                {
+                    return;
+                }
+            }
+        }
+    }
+
     private static partial class Log
     {
+        [LoggerMessage(EventId = 431, Level = LogLevel.Information, Message = "VM {Name} (lost, removed): {Site}, back, removed what it had of it")]
+        public static partial void LeftoversCleaned(ILogger logger, string name, string site);
+
         [LoggerMessage(EventId = 410, Level = LogLevel.Information, Message = "VM {Name} ({Mac}) ordered on {Site} ({Kind})")]
         public static partial void Ordered(ILogger logger, string name, MacAddress mac, string site, VmProviderKind kind);
 

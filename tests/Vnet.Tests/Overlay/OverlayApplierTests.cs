@@ -139,6 +139,66 @@ public sealed class OverlayApplierTests : IAsyncLifetime
         Assert.Equal(before, await Shapes());
     }
 
+    /// <summary>
+    /// A host takes its change set and its star session ends before the answer leaves (the session
+    /// closed under the answer, as when the link drops then): the Proxy cannot tell a refusal from a
+    /// set taken. Before, it rolled back the daemons before h2 and left h2 with its part: the
+    /// description half applied. Now it waits for h2 to come back, sees its version moved, and
+    /// rolls h2 back too.
+    /// </summary>
+    [Fact]
+    public async Task ApplyAsync_HostTakesItsSetButTheAnswerIsLostWithItsSession_NothingHalfApplied()
+    {
+        var before = await Shapes();
+        var h2 = _net["h2"];
+        h2.Peers.Commands = new AnswerLost(h2.Peers.Commands!, "apply", () => h2.Links.Find("proxy")!.Session!);
+        var text = Describe(
+            proxy: $"rule any -> {Vm5} to link h1",
+            h1: $"rule any -> {Vm6} to link proxy",
+            h2: $"rule any -> {Vm5} to link proxy");
+
+        var report = await Apply(text);
+
+        Assert.False(report.Applied);
+        Assert.Equal(before, await Shapes());
+        Assert.StartsWith("h2 did not answer its changes: daemon h2 went away", report.Error, StringComparison.Ordinal);
+        Assert.Equal("h2 had taken its changes: rolled back; h1 rolled back; proxy rolled back", report.Rollback);
+    }
+
+    /// <summary>The same with the set refused by h2 (a change it cannot make), its answer lost as well: h2 had not changed and is left alone.</summary>
+    [Fact]
+    public async Task ApplyAsync_HostRefusesItsSetAndTheAnswerIsLost_ItsVersionSaysSo_OthersRolledBack()
+    {
+        var before = await Shapes();
+        var h2 = _net["h2"];
+        h2.Peers.Commands = new AnswerLost(h2.Peers.Commands!, "apply", () => h2.Links.Find("proxy")!.Session!);
+        var text = Describe(h1: $"rule any -> {Vm6} to link proxy", h2: "interface vnetnodev0 pcap");
+
+        var report = await Apply(text);
+
+        Assert.False(report.Applied);
+        Assert.Equal("h2 had not taken its changes; h1 rolled back", report.Rollback);
+        Assert.Equal(before, await Shapes());
+    }
+
+    /// <summary>
+    /// Runs the host's commands as they are, but the first time for <paramref name="verb"/> ends the
+    /// star session once the command has run and before its answer is sent: the answer is lost with
+    /// the session.
+    /// </summary>
+    private sealed class AnswerLost(Vnet.Peers.ICommandHandler inner, string verb, Func<LinkSession> session) : Vnet.Peers.ICommandHandler
+    {
+        private int _cut;
+
+        public async Task<Vnet.Peers.CommandResult> HandleAsync(string command, System.Text.Json.Nodes.JsonObject? args)
+        {
+            var result = await inner.HandleAsync(command, args);
+            if (command == verb && Interlocked.Exchange(ref _cut, 1) == 0)
+                session().Close("test: the session ends before the answer leaves");
+            return result;
+        }
+    }
+
     [Fact]
     public async Task ApplyAsync_DaemonNotRunning_RefusedBeforeAnythingIsSent()
     {

@@ -53,21 +53,21 @@ public sealed class VmInventoryReconcileTests
     [Fact]
     public void LostVm_RunningWhereItWasGoing_IsFoundAgain()
     {
-        var lost = Ordered("web1", MacA, "h2", OrderedVmState.Lost) with { LeftFrom = "h1" };
+        var lost = Ordered("web1", MacA, "h2", OrderedVmState.Lost) with { OtherHost = "h1" };
         var plan = VmInventory.PlanReconcile([lost], "h2", [Reported("web1", MacA)]);
 
         var found = Assert.Single(plan.Found);
         Assert.Equal(OrderedVmState.Running, found.State);
         Assert.Equal("h2", found.Site);
         // Running again: nothing is left on the source to clean at a later vm.remove.
-        Assert.Null(found.LeftFrom);
+        Assert.Null(found.OtherHost);
     }
 
     [Fact]
     public void LostVm_ReportedByTheHostItLeft_IsAConflict_NotFound()
     {
         // The site of a lost VM is the move's target; its source runs it only if something is wrong.
-        var lost = Ordered("web1", MacA, "h2", OrderedVmState.Lost) with { LeftFrom = "h1" };
+        var lost = Ordered("web1", MacA, "h2", OrderedVmState.Lost) with { OtherHost = "h1" };
         var plan = VmInventory.PlanReconcile([lost], "h1", [Reported("web1", MacA)]);
 
         Assert.True(plan.IsEmpty);
@@ -95,6 +95,45 @@ public sealed class VmInventoryReconcileTests
 
         Assert.True(fresh.IsEmpty);
         Assert.True(known.IsEmpty);
+    }
+
+    [Fact]
+    public void ArrivalOfAVmRunningElsewhere_TheHostIsAskedToAbortIt()
+    {
+        // A move's prepare answered on a session that ended before the answer came: the Proxy kept
+        // the VM on h1, and h2 would wait for it for good, refusing every later move of it to h2.
+        var plan = VmInventory.PlanReconcile([Ordered("web1", MacA, "h1")], "h2", [Reported("web1", MacA, HostedVmState.Arriving)]);
+
+        Assert.Equal("web1", Assert.Single(plan.Abort));
+        Assert.Empty(plan.Add);
+        Assert.Empty(plan.Forget);
+        Assert.Empty(plan.Conflicts);
+    }
+
+    [Fact]
+    public void ArrivalOfALostOrUnknownVmOrAnotherMac_LeftAlone()
+    {
+        // Lost on its way to h2: it may still arrive there (and be found), or be removed from both.
+        var lost = Ordered("web1", MacA, "h2", OrderedVmState.Lost) with { OtherHost = "h1" };
+        Assert.Empty(VmInventory.PlanReconcile([lost], "h2", [Reported("web1", MacA, HostedVmState.Arriving)]).Abort);
+        // Unknown (a Proxy restarted during a move): its source's report places it first.
+        Assert.Empty(VmInventory.PlanReconcile([], "h2", [Reported("web1", MacA, HostedVmState.Arriving)]).Abort);
+        // Another VM of that name: not ours to end.
+        Assert.Empty(VmInventory.PlanReconcile([Ordered("web1", MacA, "h1")], "h2", [Reported("web1", MacB, HostedVmState.Arriving)]).Abort);
+        // Leaving, or arriving where the Proxy has it: a move under way records its own outcome.
+        Assert.Empty(VmInventory.PlanReconcile([Ordered("web1", MacA, "h1")], "h2", [Reported("web1", MacA, HostedVmState.Leaving)]).Abort);
+        Assert.Empty(VmInventory.PlanReconcile([Ordered("web1", MacA, "h2")], "h2", [Reported("web1", MacA, HostedVmState.Arriving)]).Abort);
+    }
+
+    [Fact]
+    public void LostAtItsSourceAfterAnUnansweredRelease_ReportedThere_IsFoundThere()
+    {
+        // The source went away during its release: the VM is lost at the source, the target the other host.
+        var lost = Ordered("web1", MacA, "h1", OrderedVmState.Lost) with { OtherHost = "h2" };
+        var plan = VmInventory.PlanReconcile([lost], "h1", [Reported("web1", MacA)]);
+
+        var found = Assert.Single(plan.Found);
+        Assert.Equal(("h1", OrderedVmState.Running, (string?)null), (found.Site, found.State, found.OtherHost));
     }
 
     [Fact]
