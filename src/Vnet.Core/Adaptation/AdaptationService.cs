@@ -48,6 +48,7 @@ public sealed partial class AdaptationService
     private int? _budget;
     private IReadOnlyList<string> _lastPlan = [];
     private bool _adapting;
+    private bool _look;
     private string? _adaptAgain;
 
     public AdaptationService(DaemonConfig config, VttifService vttif, VmDirectory vms, OverlayService overlay, LinkManager links, RuleBook rules,
@@ -85,13 +86,70 @@ public sealed partial class AdaptationService
         }
     }
 
-    /// <summary>What adaptation installed: links (first dials second) and rules (destination VM, next daemon) per daemon.</summary>
-    private sealed record AdaptState(IReadOnlySet<(string A, string B)> Links, IReadOnlyDictionary<string, IReadOnlySet<(MacAddress Dst, string Via)>> Rules)
+    /// <summary>
+    /// Adaptation's links (first dials second) and rules (destination VM, next daemon) per daemon:
+    /// wanted, or found on the daemons. <paramref name="Ends"/> are the daemons that hold each link
+    /// (daemon, peer), when that differs from both ends of <paramref name="Links"/> (a link found
+    /// at one end only). <paramref name="Settled"/>: as far as this Proxy knows the daemons hold
+    /// exactly this, so a round with policy off and nothing installed asks no host.
+    /// </summary>
+    private sealed record AdaptState(IReadOnlySet<(string A, string B)> Links, IReadOnlyDictionary<string, IReadOnlySet<(MacAddress Dst, string Via)>> Rules,
+        IReadOnlySet<(string Daemon, string Peer)>? Ends = null, bool Settled = false)
     {
-        public static AdaptState Empty { get; } = new(new HashSet<(string, string)>(), new Dictionary<string, IReadOnlySet<(MacAddress, string)>>());
+        /// <summary>
+        /// Nothing installed, as at start: with policy off no host is asked (with 200 hosts, every VM
+        /// that appears would cost 200 requests). A former run's leftovers go at the first round
+        /// that looks: any with policy advise or auto, or 'vnet adapt policy off' set explicitly.
+        /// </summary>
+        public static AdaptState Empty { get; } = new(new HashSet<(string, string)>(), new Dictionary<string, IReadOnlySet<(MacAddress, string)>>(), null, true);
 
         public IReadOnlySet<(MacAddress Dst, string Via)> RulesOf(string daemon) =>
             Rules.TryGetValue(daemon, out var r) ? r : new HashSet<(MacAddress, string)>();
+
+        public bool IsEmpty => Links.Count == 0 && Rules.Values.All(r => r.Count == 0) && (Ends is null || Ends.Count == 0);
+
+        /// <summary>The peers <paramref name="daemon"/> holds (or should hold) a link of adaptation's to.</summary>
+        public IEnumerable<string> LinkPeersOf(string daemon) => Ends is { } ends
+            ? ends.Where(e => e.Daemon == daemon).Select(e => e.Peer)
+            : Links.Where(l => l.A == daemon || l.B == daemon).Select(l => l.A == daemon ? l.B : l.A);
+
+        /// <summary>
+        /// What adaptation has installed, from the daemons' own states: every link and rule of origin
+        /// adaptation on every daemon that answered. Its memory could be wrong (a set taken whose
+        /// answer was lost, a rollback refused, a Proxy restarted); the daemons are not.
+        /// </summary>
+        public static AdaptState Live(OverlayStates states)
+        {
+            var links = new HashSet<(string, string)>();
+            var ends = new HashSet<(string, string)>();
+            var rules = new Dictionary<string, IReadOnlySet<(MacAddress, string)>>(StringComparer.Ordinal);
+            foreach (var state in states.Daemons)
+            {
+                foreach (var l in state.Links)
+                {
+                    if (l.Origin != RuleOrigin.Adaptation || l.Star)
+                        continue;
+                    ends.Add((state.Name, l.Peer));
+                    links.Add(l.Dial is null ? (l.Peer, state.Name) : (state.Name, l.Peer));
+                }
+                var set = new HashSet<(MacAddress, string)>();
+                foreach (var r in state.Rules)
+                {
+                    // Adaptation makes only 'any -> VM to link PEER'.
+                    if (r.Origin == RuleOrigin.Adaptation && r.Destination.Kind == MacMatchKind.Exact && !r.Action.IsFlood && r.Action.Port.Kind == PortKind.Link)
+                        set.Add((r.Destination.Address, r.Action.Port.Name));
+                }
+                if (set.Count > 0)
+                    rules[state.Name] = set;
+            }
+            // A link seen from both ends may be seen dialed from both (each end re-dialed): one orientation is enough.
+            foreach (var (a, b) in links.ToList())
+            {
+                if (links.Contains((b, a)) && string.CompareOrdinal(a, b) > 0)
+                    links.Remove((a, b));
+            }
+            return new AdaptState(links, rules, ends);
+        }
     }
 
     public void Start()
@@ -122,6 +180,8 @@ public sealed partial class AdaptationService
             throw new DaemonCommandException("the budget of extra links per daemon is 0 to 64");
         _policy = policy;
         _budget = budget ?? _budget;
+        // Set by hand, off means "undo adaptation": that round looks at the daemons whatever the memory says.
+        _look = true;
         Adapt($"policy {Json.EnumText.Of(policy)}");
         return Status();
     }
@@ -159,10 +219,12 @@ public sealed partial class AdaptationService
             _vttif.LinkMeasurements.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal),
             Policy,
             Budget,
-            _adapted);
+            _look ? _adapted with { Settled = false } : _adapted);
+        _look = false;
         _ = Task.Run(async () =>
         {
-            var next = input.Current;
+            // A round that fails midway knows nothing for sure: the next one looks again, even with policy off.
+            var next = input.Current with { Settled = false };
             try
             {
                 next = await AdaptAsync(input, trigger).ConfigureAwait(false);
@@ -197,13 +259,17 @@ public sealed partial class AdaptationService
     {
         // Off with nothing of ours installed: nothing to plan or undo, so no host is asked for its
         // state (every VM that appears or moves triggers this; with 200 hosts, a round is 200 requests).
-        if (input.Policy == AdaptationPolicy.Off && input.Current.Links.Count == 0 && input.Current.Rules.Values.All(r => r.Count == 0))
+        if (input.Policy == AdaptationPolicy.Off && input.Current.Settled && input.Current.IsEmpty)
         {
             lock (_log)
                 _lastPlan = [];
             return input.Current;
         }
         var states = await _overlay.GatherStates().ConfigureAwait(false);
+        // Planned from what the daemons hold, not from what adaptation remembers sending them:
+        // each round removes what is no longer wanted wherever it came from, and keeps what is.
+        var live = AdaptState.Live(states);
+        var reachable = states.Daemons.Select(d => d.Name).ToHashSet(StringComparer.Ordinal);
         var userLinks = new HashSet<(string, string)>();
         var userSteered = new HashSet<(string, MacAddress)>();
         foreach (var state in states.Daemons)
@@ -217,22 +283,25 @@ public sealed partial class AdaptationService
                 userSteered.Add((state.Name, r.Destination.Address));
         }
         List<string> plan = [];
-        var desired = input.Policy == AdaptationPolicy.Off ? AdaptState.Empty : Desired(input, userLinks, userSteered, out plan);
+        var desired = input.Policy == AdaptationPolicy.Off ? AdaptState.Empty : Desired(input, live, reachable, userLinks, userSteered, out plan);
         lock (_log)
             _lastPlan = plan;
-        var changes = Changes(input.Current, desired);
+        // A daemon that did not answer keeps what it has until a round reaches it.
+        var changes = Changes(live, desired, reachable);
+        var settled = states.Unreachable.Count == 0;
         if (changes.Count == 0)
-            return input.Current;
+            return live with { Settled = settled };
         if (input.Policy == AdaptationPolicy.Advise)
         {
             foreach (var (daemon, change, reason) in changes)
                 Record(new AdaptationAction(DateTimeOffset.UtcNow, daemon, change.ToString(), $"{trigger}: {reason}", false));
-            return input.Current;
+            return live;
         }
-        return await Apply(changes, trigger, states).ConfigureAwait(false) ? desired : input.Current;
+        return await Apply(changes, trigger, states).ConfigureAwait(false) ? desired with { Settled = settled } : live;
     }
 
-    private AdaptState Desired(PlanInput input, HashSet<(string, string)> userLinks, HashSet<(string, MacAddress)> userSteered, out List<string> planText)
+    private AdaptState Desired(PlanInput input, AdaptState live, HashSet<string> reachable, HashSet<(string, string)> userLinks,
+        HashSet<(string, MacAddress)> userSteered, out List<string> planText)
     {
         var topology = input.Topology;
         var hostsOf = input.HostsOf;
@@ -253,7 +322,7 @@ public sealed partial class AdaptationService
                     star[daemon] = new StarPath(daemon, r, achieved > 0 ? achieved : null);
             }
         }
-        var existing = input.Current.Links.ToHashSet();
+        var existing = live.Links.ToHashSet();
         var planned = LinkPlanner.Choose(demands, star, input.Budget, existing, Name);
         planText = planned.Select(p => $"link {p.A} <-> {p.B}: {p.Reason}").ToList();
 
@@ -272,6 +341,9 @@ public sealed partial class AdaptationService
 
         foreach (var p in planned)
         {
+            // A new link needs both ends to answer; one that exists stays while an end is away.
+            if (!existing.Contains((p.A, p.B)) && !existing.Contains((p.B, p.A)) && !(reachable.Contains(p.A) && reachable.Contains(p.B)))
+                continue;
             // Keep the orientation of a link that exists: re-dialing it would cut its traffic.
             links.Add(existing.Contains((p.B, p.A)) ? (p.B, p.A) : (p.A, p.B));
         }
@@ -301,20 +373,27 @@ public sealed partial class AdaptationService
         return new AdaptState(links, rules.ToDictionary(kv => kv.Key, kv => (IReadOnlySet<(MacAddress, string)>)kv.Value, StringComparer.Ordinal));
     }
 
-    /// <summary>Per daemon, in applying order: rule removals, link removals, link additions, rule additions.</summary>
-    private static List<(string Daemon, DaemonChange Change, string Reason)> Changes(AdaptState current, AdaptState desired)
+    /// <summary>
+    /// Per daemon that answered, in applying order: rule removals, link removals, link additions,
+    /// rule additions. Links are compared per end, whichever end dials: a link one end lost is
+    /// added back there only, and a link kept is never re-dialed.
+    /// </summary>
+    private static List<(string Daemon, DaemonChange Change, string Reason)> Changes(AdaptState current, AdaptState desired, IReadOnlySet<string> reachable)
     {
         var list = new List<(string, DaemonChange, string)>();
         var daemons = current.Rules.Keys.Concat(desired.Rules.Keys)
             .Concat(current.Links.SelectMany(l => new[] { l.A, l.B })).Concat(desired.Links.SelectMany(l => new[] { l.A, l.B }))
-            .Distinct().Order(StringComparer.Ordinal);
+            .Concat(current.Ends?.Select(e => e.Daemon) ?? [])
+            .Distinct().Where(reachable.Contains).Order(StringComparer.Ordinal);
         foreach (var d in daemons)
         {
+            var has = current.LinkPeersOf(d).ToHashSet(StringComparer.Ordinal);
+            var wants = desired.LinkPeersOf(d).ToHashSet(StringComparer.Ordinal);
             foreach (var (dst, via) in current.RulesOf(d).Except(desired.RulesOf(d)).Order())
                 list.Add((d, RuleChange(ChangeOp.RemoveRule, dst, via), $"traffic to {dst} no longer needs link:{via}"));
-            foreach (var (a, b) in current.Links.Except(desired.Links).Where(l => l.A == d || l.B == d))
-                list.Add((d, new DaemonChange { Op = ChangeOp.RemoveLink, Peer = a == d ? b : a, Origin = RuleOrigin.Adaptation }, $"{a} and {b} no longer exchange much"));
-            foreach (var (a, b) in desired.Links.Except(current.Links).Where(l => l.A == d || l.B == d))
+            foreach (var peer in has.Except(wants).Order(StringComparer.Ordinal))
+                list.Add((d, new DaemonChange { Op = ChangeOp.RemoveLink, Peer = peer, Origin = RuleOrigin.Adaptation }, $"{d} and {peer} no longer exchange much"));
+            foreach (var (a, b) in desired.Links.Where(l => (l.A == d && !has.Contains(l.B)) || (l.B == d && !has.Contains(l.A))))
             {
                 list.Add((d, new DaemonChange
                 {
