@@ -1,3 +1,4 @@
+using Vnet.ChangeSets;
 using Vnet.Language;
 
 namespace Vnet.Overlay;
@@ -127,10 +128,13 @@ public static class OverlayApplier
             return $"{name} may have taken its changes (not back within {SettleLimit.TotalSeconds:0} s to tell): topo diff shows what it has";
         if (now == planned)
             return $"{name} had not taken its changes";
-        var inverse = daemon.Changes.Reverse().SelectMany(c => OverlayModel.Inverse(c, before)).ToList();
-        var error = await proxy.SendChangeSet(name, inverse, now);
+        var error = await proxy.SendChangeSet(name, Inverse(daemon, before), now);
         return error is null ? $"{name} had taken its changes: rolled back" : $"{name} had changed and could not be rolled back: {error}";
     }
+
+    /// <summary>The change set that undoes a daemon's part, newest change first.</summary>
+    private static List<DaemonChange> Inverse(DaemonChanges daemon, OverlayDescription before) =>
+        daemon.Changes.Reverse().SelectMany(c => OverlayModel.Inverse(c, before)).ToList();
 
     private static async Task<string> Rollback(OverlayService proxy, List<DaemonChanges> done, OverlayDescription before)
     {
@@ -138,8 +142,7 @@ public static class OverlayApplier
         for (var i = done.Count - 1; i >= 0; i--)
         {
             var daemon = done[i];
-            var inverse = daemon.Changes.Reverse().SelectMany(c => OverlayModel.Inverse(c, before)).ToList();
-            var error = await proxy.SendChangeSet(daemon.Daemon, inverse);
+            var error = await proxy.SendChangeSet(daemon.Daemon, Inverse(daemon, before));
             notes.Add(error is null ? $"{daemon.Daemon} rolled back" : $"{daemon.Daemon} could not be rolled back: {error}");
         }
         return notes.Count == 0 ? "no daemon had changed" : string.Join("; ", notes);

@@ -3,6 +3,7 @@ using Vnet.Configuration;
 using Vnet.Forwarding;
 using Vnet.Frames;
 using Vnet.Links;
+using Vnet.Tests.Support;
 using Vnet.Tests.Vms;
 
 namespace Vnet.Tests.Adaptation;
@@ -54,7 +55,7 @@ public sealed class AdaptationHealingTests
         await using var net = await DaemonNet.StartAsync("h1", "h2");
         await InstallLeftover(net);
         var h2 = net["h2"];
-        h2.Peers.Commands = new AnswerLost(h2.Peers.Commands!, "apply", () => h2.Links.Find("proxy")!.Session!);
+        AnswerLost.Install(h2, "apply");
 
         await net.Proxy.Run(() => net.Proxy.Adaptation.SetPolicy(AdaptationPolicy.Auto, 2));
         await DaemonNet.UntilAsync(async () => (await net.Proxy.Run(net.Proxy.Adaptation.Status)).Log.Any(a => a.Change == "(refused)"),
@@ -76,9 +77,7 @@ public sealed class AdaptationHealingTests
     [Fact]
     public async Task AutoPolicy_LeftoverLinkThatTrafficWants_KeptAndNotAddedTwice()
     {
-        await using var net = await DaemonNet.StartAsync(
-            [("h1", [new InterfaceConfig { Name = "vm1", Kind = InterfaceKind.Tap }]), ("h2", [new InterfaceConfig { Name = "vm2", Kind = InterfaceKind.Tap }])],
-            null);
+        await using var net = await StartWithVmInterfacesAsync();
         await InstallLeftover(net);
         using var stop = new CancellationTokenSource();
         var pump = Task.Run(() => Pump(net, stop.Token));
@@ -86,9 +85,7 @@ public sealed class AdaptationHealingTests
         {
             // Advise until the traffic is inferred (with policy off a round removes adaptation's links, and
             // auto before the inference would remove them for want of traffic): the plan has the link.
-            await net.Proxy.Run(() => net.Proxy.Adaptation.SetPolicy(AdaptationPolicy.Advise, 2));
-            await DaemonNet.UntilAsync(async () => (await net.Proxy.Run(net.Proxy.Adaptation.Status)).Plan.Any(p => p.StartsWith("link h1 <-> h2: ", StringComparison.Ordinal)),
-                Deadline, "a plan with link h1-h2", () => Shapes(net));
+            await AdviseUntilLinkPlannedAsync(net);
             await net.Proxy.Run(() => net.Proxy.Adaptation.SetPolicy(AdaptationPolicy.Auto, 2));
 
             await DaemonNet.UntilAsync(async () => (await net.Proxy.Run(net.Proxy.Adaptation.Status)) is { Links: ["h1 -> h2"] } s &&
@@ -106,13 +103,7 @@ public sealed class AdaptationHealingTests
         // Advise logged removals until the traffic was inferred; nothing was ever applied.
         Assert.DoesNotContain(status.Log, a => a.Applied);
         Assert.DoesNotContain(status.Log, a => a.Change.StartsWith('('));
-        foreach (var (host, peer, vm) in new[] { ("h1", "h2", Vm2), ("h2", "h1", Vm1) })
-        {
-            var state = await net.State(host);
-            Assert.Single(state.Links, l => l.Peer == peer && l.Origin == RuleOrigin.Adaptation);
-            var rule = Assert.Single(state.Rules, r => r.Origin == RuleOrigin.Adaptation);
-            Assert.Equal((MacMatch.Exact(vm), $"link:{peer}"), (rule.Destination, rule.Action.ToString()));
-        }
+        await AssertOneLinkAndRuleAtEachEnd(net);
     }
 
     /// <summary>
@@ -124,18 +115,14 @@ public sealed class AdaptationHealingTests
     [Fact]
     public async Task AutoPolicy_TheAnswerToAnAddedLinkIsLost_NextRoundCompletesItAtTheOtherEndOnly()
     {
-        await using var net = await DaemonNet.StartAsync(
-            [("h1", [new InterfaceConfig { Name = "vm1", Kind = InterfaceKind.Tap }]), ("h2", [new InterfaceConfig { Name = "vm2", Kind = InterfaceKind.Tap }])],
-            null);
+        await using var net = await StartWithVmInterfacesAsync();
         using var stop = new CancellationTokenSource();
         var pump = Task.Run(() => Pump(net, stop.Token));
         try
         {
-            await net.Proxy.Run(() => net.Proxy.Adaptation.SetPolicy(AdaptationPolicy.Advise, 2));
-            await DaemonNet.UntilAsync(async () => (await net.Proxy.Run(net.Proxy.Adaptation.Status)).Plan.Any(p => p.StartsWith("link h1 <-> h2: ", StringComparison.Ordinal)),
-                Deadline, "a plan with link h1-h2", () => Shapes(net));
+            await AdviseUntilLinkPlannedAsync(net);
             var h2 = net["h2"];
-            h2.Peers.Commands = new AnswerLost(h2.Peers.Commands!, "apply", () => h2.Links.Find("proxy")!.Session!);
+            AnswerLost.Install(h2, "apply");
             await net.Proxy.Run(() => net.Proxy.Adaptation.SetPolicy(AdaptationPolicy.Auto, 2));
             await DaemonNet.UntilAsync(async () => (await net.Proxy.Run(net.Proxy.Adaptation.Status)).Log.Any(a => a.Change == "(refused)"),
                 Deadline, "the round whose answer from h2 was lost", () => Shapes(net));
@@ -155,6 +142,25 @@ public sealed class AdaptationHealingTests
         // h2 was sent its half once (the lost answer), never again.
         Assert.Single(status.Log, a => a.Daemon == "h2" && a.Change.StartsWith("add link", StringComparison.Ordinal));
         Assert.Single(status.Log, a => a.Change == "(refused)");
+        await AssertOneLinkAndRuleAtEachEnd(net);
+    }
+
+    /// <summary>h1 and h2, each with a VM interface (vm1, vm2) that <see cref="Pump"/> sends traffic through.</summary>
+    private static Task<DaemonNet> StartWithVmInterfacesAsync() => DaemonNet.StartAsync(
+        [("h1", [new InterfaceConfig { Name = "vm1", Kind = InterfaceKind.Tap }]), ("h2", [new InterfaceConfig { Name = "vm2", Kind = InterfaceKind.Tap }])],
+        null);
+
+    /// <summary>Policy advise until the inferred traffic makes the plan have link h1-h2.</summary>
+    private static async Task AdviseUntilLinkPlannedAsync(DaemonNet net)
+    {
+        await net.Proxy.Run(() => net.Proxy.Adaptation.SetPolicy(AdaptationPolicy.Advise, 2));
+        await DaemonNet.UntilAsync(async () => (await net.Proxy.Run(net.Proxy.Adaptation.Status)).Plan.Any(p => p.StartsWith("link h1 <-> h2: ", StringComparison.Ordinal)),
+            Deadline, "a plan with link h1-h2", () => Shapes(net));
+    }
+
+    /// <summary>Exactly one adaptation link h1-h2 at each end, and one adaptation rule sending the other host's VM over it.</summary>
+    private static async Task AssertOneLinkAndRuleAtEachEnd(DaemonNet net)
+    {
         foreach (var (host, peer, vm) in new[] { ("h1", "h2", Vm2), ("h2", "h1", Vm1) })
         {
             var state = await net.State(host);
@@ -235,17 +241,4 @@ public sealed class AdaptationHealingTests
         return frame;
     }
 
-    /// <summary>Runs the host's commands, but the first time for <paramref name="verb"/> ends the star session after the command ran and before its answer leaves.</summary>
-    private sealed class AnswerLost(Vnet.Peers.ICommandHandler inner, string verb, Func<LinkSession> session) : Vnet.Peers.ICommandHandler
-    {
-        private int _cut;
-
-        public async Task<Vnet.Peers.CommandResult> HandleAsync(string command, System.Text.Json.Nodes.JsonObject? args)
-        {
-            var result = await inner.HandleAsync(command, args);
-            if (command == verb && Interlocked.Exchange(ref _cut, 1) == 0)
-                session().Close("test: the session ends before the answer leaves");
-            return result;
-        }
-    }
 }

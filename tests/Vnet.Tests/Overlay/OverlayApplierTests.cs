@@ -1,6 +1,7 @@
 using Vnet.Forwarding;
 using Vnet.Language;
 using Vnet.Links;
+using Vnet.Tests.Support;
 
 namespace Vnet.Tests.Overlay;
 
@@ -151,7 +152,7 @@ public sealed class OverlayApplierTests : IAsyncLifetime
     {
         var before = await Shapes();
         var h2 = _net["h2"];
-        h2.Peers.Commands = new AnswerLost(h2.Peers.Commands!, "apply", () => h2.Links.Find("proxy")!.Session!);
+        AnswerLost.Install(h2, "apply");
         var text = Describe(
             proxy: $"rule any -> {Vm5} to link h1",
             h1: $"rule any -> {Vm6} to link proxy",
@@ -171,7 +172,7 @@ public sealed class OverlayApplierTests : IAsyncLifetime
     {
         var before = await Shapes();
         var h2 = _net["h2"];
-        h2.Peers.Commands = new AnswerLost(h2.Peers.Commands!, "apply", () => h2.Links.Find("proxy")!.Session!);
+        AnswerLost.Install(h2, "apply");
         var text = Describe(h1: $"rule any -> {Vm6} to link proxy", h2: "interface vnetnodev0 pcap");
 
         var report = await Apply(text);
@@ -179,24 +180,6 @@ public sealed class OverlayApplierTests : IAsyncLifetime
         Assert.False(report.Applied);
         Assert.Equal("h2 had not taken its changes; h1 rolled back", report.Rollback);
         Assert.Equal(before, await Shapes());
-    }
-
-    /// <summary>
-    /// Runs the host's commands as they are, but the first time for <paramref name="verb"/> ends the
-    /// star session once the command has run and before its answer is sent: the answer is lost with
-    /// the session.
-    /// </summary>
-    private sealed class AnswerLost(Vnet.Peers.ICommandHandler inner, string verb, Func<LinkSession> session) : Vnet.Peers.ICommandHandler
-    {
-        private int _cut;
-
-        public async Task<Vnet.Peers.CommandResult> HandleAsync(string command, System.Text.Json.Nodes.JsonObject? args)
-        {
-            var result = await inner.HandleAsync(command, args);
-            if (command == verb && Interlocked.Exchange(ref _cut, 1) == 0)
-                session().Close("test: the session ends before the answer leaves");
-            return result;
-        }
     }
 
     [Fact]
