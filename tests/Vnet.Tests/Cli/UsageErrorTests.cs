@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using Vnet.Tests.Support;
 
 namespace Vnet.Tests.Cli;
 
@@ -12,32 +12,9 @@ public sealed class UsageErrorTests
 {
     private static readonly TimeSpan ProcessBound = TimeSpan.FromSeconds(20);
 
-    private static string VnetDll => Path.Combine(AppContext.BaseDirectory, "vnet.dll");
-
-    private static async Task<(int ExitCode, string Stdout, string[] Stderr)> RunAsync(params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
-        psi.ArgumentList.Add(VnetDll);
-        foreach (var a in args)
-            psi.ArgumentList.Add(a);
-        // No daemon may be reached by accident: the line must come before any connection.
-        psi.Environment["VNET_SOCKET"] = "/nonexistent/vnet-usage-test.sock";
-        using var p = Process.Start(psi)!;
-        p.StandardInput.Close();
-        using var bound = new CancellationTokenSource(ProcessBound);
-        try
-        {
-            var stdout = p.StandardOutput.ReadToEndAsync(bound.Token);
-            var stderr = p.StandardError.ReadToEndAsync(bound.Token);
-            await p.WaitForExitAsync(bound.Token);
-            return (p.ExitCode, await stdout, (await stderr).Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        }
-        finally
-        {
-            if (!p.HasExited)
-                p.Kill(entireProcessTree: true);
-        }
-    }
+    // No daemon may be reached by accident: the line must come before any connection.
+    private static Task<(int ExitCode, string Stdout, string[] Stderr)> RunAsync(params string[] args) =>
+        VnetProcess.RunAsync(args, ProcessBound, new Dictionary<string, string> { ["VNET_SOCKET"] = "/nonexistent/vnet-usage-test.sock" });
 
     public static TheoryData<string[], string, string> Mistakes() => new()
     {

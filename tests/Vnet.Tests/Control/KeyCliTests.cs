@@ -7,6 +7,7 @@ using Vnet.Control;
 using Vnet.Links;
 using Vnet.Links.Security;
 using Vnet.Tests.Links;
+using Vnet.Tests.Support;
 
 namespace Vnet.Tests.Control;
 
@@ -25,36 +26,12 @@ public sealed class KeyCliTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static string VnetDll => Path.Combine(AppContext.BaseDirectory, "vnet.dll");
-
     private sealed record Outcome(int ExitCode, string Stdout, string[] Stderr);
-
-    private static ProcessStartInfo Vnet(IEnumerable<string> args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
-        psi.ArgumentList.Add(VnetDll);
-        foreach (var a in args)
-            psi.ArgumentList.Add(a);
-        return psi;
-    }
 
     private static async Task<Outcome> RunAsync(params string[] args)
     {
-        using var p = Process.Start(Vnet(args))!;
-        p.StandardInput.Close();
-        using var bound = new CancellationTokenSource(ProcessBound);
-        try
-        {
-            var stdout = p.StandardOutput.ReadToEndAsync(bound.Token);
-            var stderr = p.StandardError.ReadToEndAsync(bound.Token);
-            await p.WaitForExitAsync(bound.Token);
-            return new Outcome(p.ExitCode, await stdout, (await stderr).Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        }
-        finally
-        {
-            if (!p.HasExited)
-                p.Kill(entireProcessTree: true);
-        }
+        var (code, stdout, stderr) = await VnetProcess.RunAsync(args, ProcessBound);
+        return new Outcome(code, stdout, stderr);
     }
 
     /// <summary>One line, saying what is wrong with the file, and no stack trace.</summary>
@@ -203,7 +180,7 @@ public sealed class KeyCliTests : IDisposable
         var config = WriteProxyConfig([removed.Public, kept.Public], port: port);
         var proxyKey = DaemonConfig.Load(config).Identity.Public;
         var at = new IPEndPoint(IPAddress.Loopback, port);
-        using var daemon = Process.Start(Vnet(["daemon", "--config", config, "--log-level", "warning"]))!;
+        using var daemon = Process.Start(VnetProcess.StartInfo(["daemon", "--config", config, "--log-level", "warning"]))!;
         var log = daemon.StandardError.ReadToEndAsync();
         _ = daemon.StandardOutput.ReadToEndAsync();
         try

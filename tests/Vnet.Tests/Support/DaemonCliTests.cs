@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Vnet.Configuration;
@@ -22,8 +21,6 @@ public abstract class DaemonCliTests : IDisposable
         Directory.Delete(Dir, recursive: true);
         GC.SuppressFinalize(this);
     }
-
-    private static string VnetDll => Path.Combine(AppContext.BaseDirectory, "vnet.dll");
 
     protected string KeyFile()
     {
@@ -54,27 +51,7 @@ public abstract class DaemonCliTests : IDisposable
     }
 
     /// <summary>Also returns standard output, where a daemon logs.</summary>
-    protected static async Task<(int ExitCode, string Stdout, string[] Stderr)> RunWithLogAsync(string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(VnetDll);
-        foreach (var a in args)
-            psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        using var bound = new CancellationTokenSource(ProcessBound);
-        try
-        {
-            var stdout = p.StandardOutput.ReadToEndAsync(bound.Token);
-            var stderr = p.StandardError.ReadToEndAsync(bound.Token);
-            await p.WaitForExitAsync(bound.Token);
-            return (p.ExitCode, await stdout, (await stderr).Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        }
-        finally
-        {
-            if (!p.HasExited)
-                p.Kill(entireProcessTree: true);
-        }
-    }
+    protected static Task<(int ExitCode, string Stdout, string[] Stderr)> RunWithLogAsync(string[] args) => VnetProcess.RunAsync(args, ProcessBound);
 
     protected static void AssertOneLine(string[] stderr, string expected)
     {
