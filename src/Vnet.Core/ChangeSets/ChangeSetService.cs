@@ -30,10 +30,11 @@ public sealed partial class ChangeSetService
     private readonly VmDirectory _vms;
     private readonly RuleBook _rules;
     private readonly Func<string> _version;
+    private readonly Func<string, string?> _closeRefusal;
     private readonly ILogger _logger;
 
     public ChangeSetService(DaemonConfig config, LinkManager links, LinkService linkService, InterfaceService interfaces, VmDirectory vms,
-        RuleBook rules, Func<string> version, ILogger logger)
+        RuleBook rules, Func<string> version, Func<string, string?> closeRefusal, ILogger logger)
     {
         _config = config;
         _links = links;
@@ -42,6 +43,7 @@ public sealed partial class ChangeSetService
         _vms = vms;
         _rules = rules;
         _version = version;
+        _closeRefusal = closeRefusal;
         _logger = logger;
     }
 
@@ -133,6 +135,9 @@ public sealed partial class ChangeSetService
             case ChangeOp.RemoveInterface:
             {
                 var name = Need(c.Name, "name");
+                // An ordered VM's interface is the VM's (VmHostService), as a host's star link is its configuration's.
+                if (_closeRefusal(name) is { } why)
+                    throw new DaemonCommandException(why);
                 if (!view.Interfaces.Remove(name))
                     throw new DaemonCommandException($"no interface {name}");
                 var config = _interfaces.Find(name)?.Config;

@@ -58,8 +58,8 @@ public sealed class CommandDispatcher : ICommandHandler
             ["interface.del"] = a => Do(() =>
             {
                 var name = ControlArgs.Required(a, "name");
-                if (d.VmHost?.VmOfDevice(name) is { } vm)
-                    throw new DaemonCommandException($"interface {name} is VM {vm}'s: remove or move the VM at the Proxy ('vnet vm remove {vm}')");
+                if (d.VmHost?.CloseRefusal(name) is { } why)
+                    throw new DaemonCommandException(why);
                 d.Interfaces.Remove(name);
             }),
             ["vm.list"] = _ => Run(d.VmList),

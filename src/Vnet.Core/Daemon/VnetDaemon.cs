@@ -105,7 +105,8 @@ public sealed partial class VnetDaemon : IAsyncDisposable
         Vms = new VmDirectory(config, options.Directory, Switch, Rules, Interfaces, Peers, Links, Loop, loggers.CreateLogger("vnet.vms"));
         LinkCommands = new LinkService(config, Links, Rules, Keys, loggers.CreateLogger("vnet.links"));
         RuleCommands = new RuleService(config.Name, Rules, Switch, loggers.CreateLogger("vnet.rules"));
-        ChangeSets = new ChangeSetService(config, Links, LinkCommands, Interfaces, Vms, Rules, () => State().Version, loggers.CreateLogger("vnet.changes"));
+        ChangeSets = new ChangeSetService(config, Links, LinkCommands, Interfaces, Vms, Rules, () => State().Version, device => VmHost?.CloseRefusal(device),
+            loggers.CreateLogger("vnet.changes"));
         // A quiet host's VTTIF heartbeat goes with its digest heartbeat: one wake-up for both.
         Vttif = new VttifService(config, Switch, Links, Peers, Loop, loggers.CreateLogger("vnet.vttif"), options.Directory.DigestHeartbeat);
         Overlay = new OverlayService(config.Name, IsProxy, Peers, Links, () => Run(State), (set, version) => Run(() => ChangeSets.Apply(set, version)));

@@ -69,6 +69,13 @@ public sealed partial class VmHostService : IAsyncDisposable
         return null;
     }
 
+    /// <summary>
+    /// Why <paramref name="device"/> may not be closed by hand or by a change set (loop): it is an
+    /// ordered VM's interface. Null for any other interface.
+    /// </summary>
+    public string? CloseRefusal(string device) =>
+        VmOfDevice(device) is { } vm ? $"interface {device} is VM {vm}'s: remove or move the VM at the Proxy ('vnet vm remove {vm}')" : null;
+
     /// <summary><c>vm.host</c>: the provider and the VMs (control loop).</summary>
     public JsonObject Describe() => new()
     {

@@ -74,6 +74,10 @@ public sealed class VmProviderTests(ITestOutputHelper output)
             // Its interface is the VM's: closed by hand it would leave the VM cut off and listed running.
             var byHand = Assert.Throws<ControlException>(() => o.Control("h1", "interface.del", new JsonObject { ["name"] = device }));
             Assert.Contains($"interface {device} is VM {name}'s", byHand.Message, StringComparison.Ordinal);
+            // Nor by a change set sent to the host itself (what topo apply and adaptation send).
+            var bySet = o.Control("h1", "apply", new JsonObject { ["changes"] = new JsonArray(new JsonObject { ["op"] = "removeInterface", ["name"] = device }) })!.AsObject();
+            Assert.False(bySet["applied"]!.GetValue<bool>());
+            Assert.Contains($"interface {device} is VM {name}'s", bySet["error"]!.GetValue<string>(), StringComparison.Ordinal);
             Assert.Contains(o.Control("h1", "interface.list")!.AsArray(), i => i!["name"]!.GetValue<string>() == device);
             // Nor is it a description's: the dump leaves it out, so a description without it (as a
             // user writes one by hand) applied changes nothing, and one that declares it is refused.
